@@ -1,0 +1,157 @@
+"""Model cards: declarative TOML recipes for the models this toolkit trains.
+
+A card has the tables ``[model]`` (``name``, ``kind``, ``description``),
+``[architecture]``, ``[data]``, ``[training]`` and ``[expected]``. The
+recipe hash covers ``kind`` and the architecture, data and training tables
+(plus the trainer's version), so editing any of them builds a new cache entry
+while editing a comment or the description does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ppl_audit.errors import AuditFileError
+
+CARD_TABLES = ("model", "architecture", "data", "training", "expected")
+REQUIRED_TABLES = ("model", "architecture", "data", "training")
+#: bump a kind's version when its training code changes what it builds
+TRAINER_VERSIONS = {"house-rocket-classifier": 2}  # 2: house roof N+(12, 4^2)
+CARD_PACKAGE = "ppl_audit.model_cards"  # models/ is shipped under this name
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A parsed model card.
+
+    Examples
+    --------
+    >>> card = load_card("house-rocket-cnn")
+    >>> card.kind, len(card.recipe_hash)
+    ('house-rocket-classifier', 16)
+    """
+
+    name: str
+    kind: str
+    description: str
+    architecture: dict[str, Any]
+    data: dict[str, Any]
+    training: dict[str, Any]
+    expected: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self):
+        if self.kind not in TRAINER_VERSIONS:
+            raise AuditFileError(
+                f"{self.source or 'model card'}: [model] kind = {self.kind!r} is unknown; "
+                f"known kinds: {', '.join(sorted(TRAINER_VERSIONS))}"
+            )
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """What the weights depend on: kind, trainer version, architecture, data, training."""
+        return {
+            "kind": self.kind,
+            "trainer_version": TRAINER_VERSIONS[self.kind],
+            "architecture": self.architecture,
+            "data": self.data,
+            "training": self.training,
+        }
+
+    @property
+    def recipe_hash(self) -> str:
+        """First 16 hex digits of the sha256 of the canonical JSON of :attr:`recipe`."""
+        canonical = json.dumps(self.recipe, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def cache_path(self, root: Path) -> Path:
+        """``root / NAME-HASH.safetensors``."""
+        return root / f"{self.name}-{self.recipe_hash}.safetensors"
+
+    def with_overrides(self, **tables: dict[str, Any]) -> "ModelCard":
+        """A copy whose tables are updated key by key (tests use tiny training sizes).
+
+        Examples
+        --------
+        >>> small = load_card("house-rocket-cnn").with_overrides(training={"epochs": 1})
+        >>> small.training["epochs"]
+        1
+        """
+        fields = {name: dict(getattr(self, name)) for name in ("architecture", "data", "training", "expected")}
+        for name, updates in tables.items():
+            if name not in fields:
+                raise AuditFileError(f"cannot override table [{name}]; tables: {', '.join(fields)}")
+            fields[name].update(updates)
+        return ModelCard(self.name, self.kind, self.description, source=self.source, **fields)
+
+
+def parse_card(text: str, source: str = "<string>") -> ModelCard:
+    """Parse the TOML text of a model card.
+
+    Raises
+    ------
+    AuditFileError
+        Naming the file and the missing or malformed table or key.
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise AuditFileError(f"{source}: not valid TOML: {exc}") from exc
+    unknown = set(doc) - set(CARD_TABLES)
+    if unknown:
+        raise AuditFileError(f"{source}: unknown table(s) {sorted(unknown)}; expected {list(CARD_TABLES)}")
+    for table in REQUIRED_TABLES:
+        if not isinstance(doc.get(table), dict):
+            raise AuditFileError(f"{source}: missing table [{table}]")
+    model = doc["model"]
+    for key in ("name", "kind"):
+        if not isinstance(model.get(key), str) or not model[key]:
+            raise AuditFileError(f"{source}: [model] needs a non-empty string {key!r}")
+    return ModelCard(
+        name=model["name"],
+        kind=model["kind"],
+        description=str(model.get("description", "")),
+        architecture=doc["architecture"],
+        data=doc["data"],
+        training=doc["training"],
+        expected=doc.get("expected", {}),
+        source=source,
+    )
+
+
+def _shipped_card(name: str) -> str | None:
+    try:
+        entry = resources.files(CARD_PACKAGE).joinpath(f"{name}.toml")
+        if entry.is_file():
+            return entry.read_text()
+    except ModuleNotFoundError:
+        pass
+    # A source checkout that is on sys.path but not installed.
+    local = Path(__file__).resolve().parent.parent / "models" / f"{name}.toml"
+    return local.read_text() if local.is_file() else None
+
+
+def load_card(name_or_path: str | os.PathLike) -> ModelCard:
+    """Load a model card from a path, or a shipped one by name (``"house-rocket-cnn"``).
+
+    Examples
+    --------
+    >>> load_card("house-rocket-cnn").name
+    'house-rocket-cnn'
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise AuditFileError(f"model card {path} does not exist")
+        return parse_card(path.read_text(), source=str(path))
+    text = _shipped_card(str(name_or_path))
+    if text is None:
+        raise AuditFileError(f"no model card named {str(name_or_path)!r} (looked in {CARD_PACKAGE} and ./models)")
+    return parse_card(text, source=f"{name_or_path}.toml")

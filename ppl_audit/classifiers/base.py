@@ -1,0 +1,177 @@
+"""The Classifier contract and the black-box wrapper.
+
+A classifier maps a batch of images ``(N, C, H, W)`` to class probabilities
+``(N, K)``. Gradient-free samplers need nothing more, so any Python callable
+that does this can be audited (the level-set paper's point: the classifier
+may be a black box).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ppl_audit.errors import InvalidInputError, ModelOutputError
+
+PROBABILITY_ROW_TOLERANCE = 1e-3  # |sum_k p_k - 1| allowed per row: float32 softmax sums land within 1e-6
+DEFAULT_CHUNK_SIZE = 256  # images per forward pass: ~2x faster than one 4,096 batch on a 2-core CPU
+
+
+def check_images(x: torch.Tensor, image_shape: Sequence[int] | None = None) -> None:
+    """Raise :class:`InvalidInputError` unless ``x`` is a float batch ``(N, C, H, W)`` in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> check_images(torch.zeros(2, 1, 64, 64), (1, 64, 64))
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InvalidInputError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise InvalidInputError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
+        raise InvalidInputError(
+            f"images must have shape (N, {', '.join(map(str, image_shape))}), got {tuple(x.shape)}"
+        )
+    if not torch.is_floating_point(x):
+        raise InvalidInputError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
+    if x.numel() and (torch.isnan(x).any() or x.min() < 0 or x.max() > 1):
+        raise InvalidInputError("images must lie in [0, 1] with no NaN")
+
+
+def check_probabilities(p: torch.Tensor, num_inputs: int, num_classes: int | None = None) -> torch.Tensor:
+    """Check that a classifier's output is an ``(N, K)`` batch of probability rows.
+
+    Parameters
+    ----------
+    p : torch.Tensor
+        The classifier's output.
+    num_inputs : int
+        ``N``, the number of images that were passed in.
+    num_classes : int, optional
+        ``K`` when known.
+
+    Returns
+    -------
+    torch.Tensor
+        ``p`` itself.
+
+    Raises
+    ------
+    ModelOutputError
+        On a wrong shape, NaN/inf, negative entries or rows not summing to 1.
+
+    Examples
+    --------
+    >>> check_probabilities(torch.tensor([[0.25, 0.75]]), 1).shape
+    torch.Size([1, 2])
+    """
+    if p.ndim != 2 or p.shape[0] != num_inputs or (num_classes is not None and p.shape[1] != num_classes):
+        expected = f"({num_inputs}, {num_classes if num_classes is not None else 'K'})"
+        raise ModelOutputError(f"classifier returned shape {tuple(p.shape)}, expected {expected}")
+    bad = ~torch.isfinite(p).all(dim=1)
+    if bad.any():
+        raise ModelOutputError(
+            f"classifier returned NaN or inf for {int(bad.sum())} of {num_inputs} inputs"
+        )
+    if (p < 0).any():
+        raise ModelOutputError("classifier returned negative probabilities")
+    row_error = (p.sum(dim=1) - 1).abs()
+    if (row_error > PROBABILITY_ROW_TOLERANCE).any():
+        worst = float(row_error.max())
+        raise ModelOutputError(
+            f"classifier rows are not probabilities: a row sums to 1 {'+-'} {worst:.3g} "
+            f"(tolerance {PROBABILITY_ROW_TOLERANCE}); return softmax outputs, not logits"
+        )
+    return p
+
+
+class Classifier:
+    """Base of every classifier: ``probs(x) -> (N, K)``.
+
+    Attributes
+    ----------
+    class_names : tuple of str
+        Names of the ``K`` classes, in output order.
+    differentiable : bool
+        Whether ``probs`` can be differentiated with autograd.
+    """
+
+    class_names: tuple[str, ...] = ()
+    differentiable: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        """``K``."""
+        return len(self.class_names)
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """Class probabilities ``(N, K)`` for images ``(N, C, H, W)``."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probs(x)
+
+
+class CallableClassifier(Classifier):
+    """Wrap any callable ``images -> probabilities`` as a :class:`Classifier`.
+
+    The callable may return a torch tensor, a numpy array or nested lists; it
+    is treated as a black box (not differentiable) and its output is checked
+    on every call, so a NaN or a row of logits raises instead of sampling
+    garbage.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a float tensor ``(N, C, H, W)`` to ``(N, K)`` probabilities.
+    class_names : sequence of str
+        Names of the ``K`` outputs.
+    chunk_size : int
+        Largest batch handed to ``fn`` at once.
+
+    Examples
+    --------
+    >>> clf = CallableClassifier(lambda x: np.full((len(x), 2), 0.5), ["a", "b"])
+    >>> clf.probs(torch.zeros(3, 1, 8, 8)).tolist()
+    [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+    """
+
+    differentiable = False
+
+    def __init__(self, fn: Callable, class_names: Sequence[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+        if not callable(fn):
+            raise InvalidInputError(f"classifier must be callable, got {type(fn).__name__}")
+        if len(class_names) < 2:
+            raise InvalidInputError("a classifier needs at least 2 class names")
+        if chunk_size <= 0:
+            raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
+        self.fn = fn
+        self.class_names = tuple(class_names)
+        self.chunk_size = int(chunk_size)
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for chunk in x.split(self.chunk_size):
+            out = self.fn(chunk)
+            if not isinstance(out, torch.Tensor):
+                out = torch.as_tensor(np.asarray(out, dtype=np.float32))
+            out = out.to(device=x.device, dtype=x.dtype)
+            outs.append(check_probabilities(out, chunk.shape[0], self.num_classes))
+        return torch.cat(outs) if outs else x.new_zeros((0, self.num_classes))
+
+
+def as_classifier(obj, class_names: Sequence[str] | None = None) -> Classifier:
+    """Return ``obj`` if it is a :class:`Classifier`, else wrap a callable.
+
+    Examples
+    --------
+    >>> as_classifier(lambda x: torch.full((len(x), 2), 0.5), ["a", "b"]).num_classes
+    2
+    """
+    if isinstance(obj, Classifier):
+        return obj
+    if class_names is None:
+        raise InvalidInputError("class_names are needed to wrap a plain callable as a classifier")
+    return CallableClassifier(obj, class_names)

@@ -1,0 +1,1 @@
+"""Sampling kernels: pure ``init``/``step`` functions over a batch of chains."""

@@ -1,0 +1,129 @@
+"""Batched, differentiable renderer of the house/rocket world.
+
+Geometry on a ``CANVAS_SIZE`` x ``CANVAS_SIZE`` canvas (pixel ``(i, j)`` has
+its centre at ``(j + 0.5, i + 0.5)``, ``y`` grows downwards):
+
+* a rectangle of width ``w`` and height ``h`` standing on the ground line
+  ``y = GROUND_Y``, centred on ``x = CENTRE_X``;
+* an isosceles triangle of base ``w`` and height ``t`` on top of it, apex at
+  ``(CENTRE_X, GROUND_Y - h - t)``;
+* optionally a disk of radius ``r`` centred at ``(cx, cy)`` (the paper's
+  out-of-distribution variant), united with the shape;
+* then a Gaussian blur of standard deviation ``BLUR_SIGMA`` pixels.
+
+Shapes taller or wider than the canvas are clipped by it. Edges are soft: a
+pixel's ink is ``sigmoid(d / softness)`` with ``d`` its signed distance (in
+pixels) to the edge, so the image is differentiable in every latent and tends
+to the hard render as ``softness -> 0``. Ink is 1 on a background of 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+CANVAS_SIZE = 64  # pixels; the size the level-set paper's renders use
+GROUND_Y = 60.0  # y of the rectangle's bottom edge: a 4-pixel margin under the shape
+CENTRE_X = 32.0  # shapes are centred horizontally on the canvas
+EDGE_SOFTNESS = 0.35  # px; sigmoid temperature: about one pixel of anti-aliasing
+BLUR_SIGMA = 1.0  # px; the paper blurs its renders with a small Gaussian
+_MIN_EXTENT = 1e-3  # px; guards divisions for degenerate (t <= 0) proposals
+
+
+def _coordinates(device, dtype):
+    centres = torch.arange(CANVAS_SIZE, device=device, dtype=dtype) + 0.5
+    return centres.view(1, 1, -1), centres.view(1, -1, 1)  # xs (1,1,W), ys (1,H,1)
+
+
+def _blur_matrix(size: int, sigma: float, device, dtype) -> torch.Tensor:
+    """``(size, size)`` matrix ``B`` with ``(B @ v)`` the zero-padded Gaussian blur of ``v``."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    idx = torch.arange(size, device=device, dtype=dtype)
+    offsets = idx.view(-1, 1) - idx.view(1, -1)
+    taps = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    norm = torch.exp(-0.5 * (taps / sigma) ** 2).sum()
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2) / norm
+    return torch.where(offsets.abs() <= radius, weights, torch.zeros_like(weights))
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` images with zero (black) padding.
+
+    The kernel is truncated at ``3 * sigma`` and applied as two banded matrix
+    products (``B_h @ X @ B_w^T``), which on a CPU is about 10x faster than
+    ``conv2d`` with a single-channel kernel.
+
+    Examples
+    --------
+    >>> x = torch.zeros(1, 1, 9, 9); x[0, 0, 4, 4] = 1.0
+    >>> round(float(gaussian_blur(x, 1.0).sum()), 4)
+    1.0
+    """
+    if sigma <= 0:
+        return images
+    rows = _blur_matrix(images.shape[-2], sigma, images.device, images.dtype)
+    cols = _blur_matrix(images.shape[-1], sigma, images.device, images.dtype)
+    return rows @ images @ cols.T
+
+
+def render_shapes(
+    w: torch.Tensor,
+    h: torch.Tensor,
+    t: torch.Tensor,
+    circle: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    *,
+    softness: float = EDGE_SOFTNESS,
+    blur_sigma: float = BLUR_SIGMA,
+) -> torch.Tensor:
+    """Render a batch of houses/rockets, shape ``(N, 1, CANVAS_SIZE, CANVAS_SIZE)``.
+
+    Parameters
+    ----------
+    w, h, t : torch.Tensor, shape (N,)
+        Rectangle width, rectangle height, triangle height, in pixels.
+    circle : tuple of torch.Tensor, optional
+        ``(r, cx, cy)``, each ``(N,)``: a disk overlaid on the shape.
+    softness : float
+        Edge softness in pixels; ``-> 0`` gives the hard render.
+    blur_sigma : float
+        Standard deviation of the final Gaussian blur; 0 disables it.
+
+    Returns
+    -------
+    torch.Tensor
+        Images in ``[0, 1]`` on the latents' device, differentiable in them.
+
+    Examples
+    --------
+    >>> x = render_shapes(torch.tensor([10.0]), torch.tensor([30.0]), torch.tensor([8.0]))
+    >>> tuple(x.shape)
+    (1, 1, 64, 64)
+    """
+    xs, ys = _coordinates(w.device, w.dtype)
+    w, h, t = (v.reshape(-1, 1, 1) for v in (w, h, t))
+    t_safe = t.clamp(min=_MIN_EXTENT)
+    half_width = 0.5 * w
+    dx = (xs - CENTRE_X).abs()
+    top = GROUND_Y - h
+
+    rectangle = (
+        torch.sigmoid((half_width - dx) / softness)
+        * torch.sigmoid((ys - top) / softness)
+        * torch.sigmoid((GROUND_Y - ys) / softness)
+    )
+    # Triangle: at row y its half-width is half_width * (y - apex) / t; the
+    # horizontal gap is scaled to a perpendicular distance to the slanted edge.
+    apex = top - t_safe
+    slope = half_width / t_safe
+    slanted = (slope * (ys - apex) - dx) / torch.sqrt(1 + slope * slope)
+    triangle = torch.sigmoid(slanted / softness) * torch.sigmoid((top - ys) / softness)
+    triangle = triangle * (t > 0).to(w.dtype)
+    image = torch.maximum(rectangle, triangle)
+
+    if circle is not None:
+        r, cx, cy = (v.reshape(-1, 1, 1) for v in circle)
+        distance = torch.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
+        image = torch.maximum(image, torch.sigmoid((r - distance) / softness))
+
+    return gaussian_blur(image.unsqueeze(1), blur_sigma).clamp(0.0, 1.0)
