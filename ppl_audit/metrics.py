@@ -15,8 +15,8 @@ def average_deviation(probs: torch.Tensor, target: torch.Tensor) -> float:
 
     Examples
     --------
-    >>> average_deviation(torch.tensor([[0.4, 0.6], [0.6, 0.4]]), torch.tensor([0.5, 0.5]))
-    0.10000000149011612
+    >>> round(average_deviation(torch.tensor([[0.4, 0.6], [0.6, 0.4]]), torch.tensor([0.5, 0.5])), 6)
+    0.1
     """
     return float((probs - target.to(probs)).abs().mean())
 

@@ -60,9 +60,9 @@ def init(position: torch.Tensor, log_density_fn: LogDensityFn) -> MHState:
 
     Examples
     --------
-    >>> s = init(torch.zeros(4, 2), lambda z: -0.5 * (z ** 2).sum(-1))
+    >>> s = init(torch.ones(4, 2), lambda z: -0.5 * (z ** 2).sum(-1))
     >>> s.log_density.tolist()
-    [0.0, 0.0, 0.0, 0.0]
+    [-1.0, -1.0, -1.0, -1.0]
     """
     if position.ndim != 2:
         raise InvalidInputError(f"position must have shape (chains, D), got {tuple(position.shape)}")

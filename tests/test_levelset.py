@@ -1,0 +1,79 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from ppl_audit.errors import InvalidInputError, ModelOutputError
+from ppl_audit.levelset import LevelSet, dirichlet_log_likelihood, validate_target
+from ppl_audit.priors import HouseRocketWorld
+
+
+def _soft_classifier(x):
+    m = x.mean((1, 2, 3)) * 8
+    return torch.stack([1 - m.clamp(0.01, 0.99), m.clamp(0.01, 0.99)], -1)
+
+
+def test_batched_log_density_equals_pyro_trace():
+    world = HouseRocketWorld()
+    ls = LevelSet(world, _soft_classifier, [0.3, 0.7], concentration=10.0)
+    z = world.sample(50, generator=torch.Generator().manual_seed(0))
+    conditioned = pyro.poutine.condition(ls.model, data={"z": z})
+    trace = pyro.poutine.trace(conditioned).get_trace(num_particles=50)
+    trace.compute_log_prob()
+    per_particle = trace.nodes["z"]["log_prob"] + trace.nodes["prediction"]["log_prob"]
+    assert torch.allclose(ls.log_density(z), per_particle, atol=1e-4)
+
+
+def test_dirichlet_helper_matches_pyro():
+    probs = torch.tensor([[0.2, 0.8], [0.5, 0.5], [0.999, 0.001]])
+    target = torch.tensor([0.4, 0.6])
+    ref = dist.Dirichlet(7.5 * probs).log_prob(target)
+    assert torch.allclose(dirichlet_log_likelihood(probs, target, 7.5), ref, atol=1e-4)
+
+
+def test_saturated_prediction_keeps_the_log_density_finite():
+    probs = torch.tensor([[1.0, 0.0]])
+    assert torch.isfinite(dirichlet_log_likelihood(probs, torch.tensor([0.5, 0.5]), 10.0)).all()
+
+
+@pytest.mark.parametrize(
+    "target,message",
+    [
+        ([0.2, 0.3, 0.5], "3 entries"),
+        ([-0.5, 1.5], "negative"),
+        ([0.3, 0.3], "sum to 1"),
+        ([0.0, 1.0], "boundary"),
+        ([float("nan"), 0.5], "non-finite"),
+    ],
+)
+def test_invalid_targets_are_named(target, message):
+    with pytest.raises(InvalidInputError, match=message):
+        validate_target(target, 2)
+
+
+def test_sum_tolerance_is_1e6():
+    validate_target([0.5, 0.5 + 5e-7], 2)
+    with pytest.raises(InvalidInputError):
+        validate_target([0.5, 0.5 + 5e-6], 2)
+
+
+@pytest.mark.parametrize("alpha", [0, -1, float("inf"), float("nan")])
+def test_invalid_concentration(alpha):
+    with pytest.raises(InvalidInputError, match="concentration"):
+        LevelSet(HouseRocketWorld(), _soft_classifier, [0.5, 0.5], concentration=alpha)
+
+
+def test_nan_classifier_is_an_error():
+    ls = LevelSet(HouseRocketWorld(), lambda x: torch.full((len(x), 2), math.nan), [0.5, 0.5])
+    with pytest.raises(ModelOutputError, match="NaN"):
+        ls.log_density(torch.full((3, 3), 10.0))
+
+
+def test_chunking_gives_the_same_density():
+    world = HouseRocketWorld()
+    z = world.sample(37, generator=torch.Generator().manual_seed(1))
+    a = LevelSet(world, _soft_classifier, [0.5, 0.5], chunk_size=5).log_density(z)
+    b = LevelSet(world, _soft_classifier, [0.5, 0.5], chunk_size=256).log_density(z)
+    assert torch.allclose(a, b, atol=1e-5)
