@@ -24,8 +24,10 @@ from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
 from _common import machine, print_table, write_results
 
 TARGETS = [  # (name, target over [rocket, house], concentration)
-    ("house", (0.001, 0.999), 10.0),
+    ("house", (0.001, 0.999), 10.0),  # the paper's concentration: minimum confidence near 0.84
+    ("house", (0.001, 0.999), 20.0),  # the audit's default for confident targets
     ("rocket", (0.999, 0.001), 10.0),
+    ("rocket", (0.999, 0.001), 20.0),
     ("ambiguous", (0.5, 0.5), 10.0),
     ("ambiguous-tight", (0.5, 0.5), 1000.0),
 ]

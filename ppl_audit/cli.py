@@ -107,9 +107,9 @@ def _version() -> str:
 
 
 def _run_audit(module, spec, seed, args, progress) -> int:
-    from ppl_audit.report import write_report
+    from ppl_audit.report import check_output_dir, write_report
 
-    out = Path(args.out)
+    out = check_output_dir(args.out)  # refuse a bad destination before minutes of work
     report = module.run(spec, seed=seed, progress=progress, cache=args.cache_dir)
     path = write_report(report, out)
     warnings = list(report.iter_warnings())
@@ -123,6 +123,7 @@ def _command(args, progress) -> int:
     import dataclasses
 
     from ppl_audit.audits import levelset as levelset_audit
+    from ppl_audit.audits.spec import validate_seed
 
     if args.command == "train":
         from ppl_audit.cards import load_card
@@ -157,9 +158,10 @@ def _command(args, progress) -> int:
     if args.device is not None:
         spec = dataclasses.replace(spec, device=args.device)
     if args.seed is not None:
-        if args.seed < 0:
-            raise InvalidInputError(f"--seed must be non-negative, got {args.seed}")
-        seed = args.seed
+        try:
+            seed = validate_seed(args.seed)
+        except PplAuditError as exc:
+            raise InvalidInputError(f"--seed: {exc}") from exc
     return _run_audit(module, spec, seed, args, progress)
 
 

@@ -60,7 +60,10 @@ def validate_target(target, num_classes: int | None = None) -> torch.Tensor:
     >>> validate_target([0.25, 0.75], 2)
     tensor([0.2500, 0.7500])
     """
-    t = torch.as_tensor(target, dtype=torch.float64).flatten()
+    try:
+        t = torch.as_tensor(target, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidInputError(f"target must be a list of numbers, got {target!r}") from exc
     if num_classes is not None and t.numel() != num_classes:
         raise InvalidInputError(f"target has {t.numel()} entries but the classifier has {num_classes} classes")
     if t.numel() < 2:

@@ -28,7 +28,7 @@ def load_audit_file(path: str | os.PathLike):
     if not isinstance(audit, dict):
         raise AuditFileError(f"{path}: missing table [audit]")
     kind = audit.get("kind")
-    if kind not in AUDIT_KINDS:
+    if not isinstance(kind, str) or kind not in AUDIT_KINDS:
         raise AuditFileError(f"{path}: [audit] kind = {kind!r} is unknown; known kinds: {', '.join(AUDIT_KINDS)}")
     module = AUDIT_KINDS[kind]
     spec, seed = module.spec_from_toml(doc, str(path))

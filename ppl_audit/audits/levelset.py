@@ -22,7 +22,7 @@ import torch
 
 from ppl_audit import __version__, diagnostics
 from ppl_audit._device import resolve_device
-from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash
+from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
 from ppl_audit.classifiers.house_rocket import load_house_rocket_classifier
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.levelset import LevelSet, validate_concentration, validate_target
@@ -50,6 +50,8 @@ class TargetSpec:
     concentration: float = 10.0
 
     def __post_init__(self):
+        if isinstance(self.concentration, bool):
+            raise InvalidInputError(f"concentration must be a number, got {self.concentration!r}")
         if not isinstance(self.name, str) or not self.name.replace("-", "").replace("_", "").isalnum():
             raise InvalidInputError(f"target name {self.name!r} must be letters, digits, '-' or '_'")
         validate_target(self.probabilities, len(CLASS_NAMES))
@@ -95,6 +97,11 @@ class LevelSetAuditSpec:
     device: str = "auto"
 
     def __post_init__(self):
+        for name in ("title", "classifier", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if isinstance(self.worlds, str) or not all(isinstance(w, str) for w in self.worlds):
+            raise InvalidInputError(f"worlds must be a list of world names, got {self.worlds!r}")
         for name in ("num_particles", "num_steps", "num_samples", "num_prior_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -124,9 +131,10 @@ def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[LevelSetAuditSpec,
     check_keys(doc, {"audit", "targets"}, source)
     audit = dict(doc.get("audit", {}))
     audit.pop("kind", None)
-    seed = audit.pop("seed", DEFAULT_SEED)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise AuditFileError(f"{source}: [audit] seed must be a non-negative integer, got {seed!r}")
+    try:
+        seed = validate_seed(audit.pop("seed", DEFAULT_SEED))
+    except AuditFileError as exc:
+        raise AuditFileError(f"{source}: [audit] {exc}") from exc
     kwargs = dataclass_kwargs(LevelSetAuditSpec, audit, f"{source} [audit]", skip=("targets",))
     targets = doc.get("targets")
     try:
@@ -281,6 +289,7 @@ def run(
     ...                          num_samples=32, num_prior_samples=100)
     >>> report = run(spec, seed=0)  # doctest: +SKIP
     """
+    seed = validate_seed(seed)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     device = resolve_device(spec.device)

@@ -19,6 +19,22 @@ from typing import Any
 from ppl_audit.errors import AuditFileError
 
 DEFAULT_SEED = 0
+# Audits derive per-run seeds as seed * 1000 + offset; keeping seeds below
+# 2^32 keeps those inside torch's 64-bit manual_seed.
+MAX_SEED = 2**32 - 1
+
+
+def validate_seed(seed) -> int:
+    """Return ``seed`` if it is an integer in ``[0, MAX_SEED]``, else raise.
+
+    Examples
+    --------
+    >>> validate_seed(7)
+    7
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise AuditFileError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+    return seed
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:

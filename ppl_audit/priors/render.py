@@ -28,6 +28,7 @@ GROUND_Y = 60.0  # y of the rectangle's bottom edge: a 4-pixel margin under the 
 CENTRE_X = 32.0  # shapes are centred horizontally on the canvas
 EDGE_SOFTNESS = 0.35  # px; sigmoid temperature: about one pixel of anti-aliasing
 BLUR_SIGMA = 1.0  # px; the paper blurs its renders with a small Gaussian
+SEAM_OVERLAP = 2.0  # px the roof reaches into the body: > 4 softnesses past a pixel centre, so no seam shows
 _MIN_EXTENT = 1e-3  # px; guards divisions for degenerate (t <= 0) proposals
 
 
@@ -117,7 +118,13 @@ def render_shapes(
     apex = top - t_safe
     slope = half_width / t_safe
     slanted = (slope * (ys - apex) - dx) / torch.sqrt(1 + slope * slope)
-    triangle = torch.sigmoid(slanted / softness) * torch.sigmoid((top - ys) / softness)
+    # The triangle reaches SEAM_OVERLAP px into the rectangle (clipped to its
+    # width) so that the union has no dim seam where two soft edges meet.
+    triangle = (
+        torch.sigmoid(slanted / softness)
+        * torch.sigmoid((top + SEAM_OVERLAP - ys) / softness)
+        * torch.sigmoid((half_width - dx) / softness)
+    )
     triangle = triangle * (t > 0).to(w.dtype)
     image = torch.maximum(rectangle, triangle)
 

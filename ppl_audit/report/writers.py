@@ -738,6 +738,50 @@ def _write_files(report: Report, folder: pathlib.Path) -> None:
     (folder / REPORT_HTML).write_text(report_to_html(report), encoding="utf-8", newline="\n")
 
 
+def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = True) -> pathlib.Path:
+    """Check that a report may be written to ``out_dir``, before any work is done.
+
+    Callers run it before a long audit so that a refused destination fails in
+    a second, not after the audit; :func:`write_report` runs it again.
+
+    Returns
+    -------
+    pathlib.Path
+        The absolute destination.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``out_dir`` is a file, exists while ``overwrite`` is False, or
+        exists and is not a ppl-audit report folder.
+
+    Examples
+    --------
+    >>> check_output_dir("/tmp/some-new-report-folder").name
+    'some-new-report-folder'
+    """
+    out = pathlib.Path(os.path.abspath(os.fspath(out_dir)))
+    if not out.name:
+        raise InvalidInputError(f"cannot write a report to {out}: choose a folder below it")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise InvalidInputError(
+                f"cannot write a report to {out}: it exists and is not a folder"
+            )
+        if not overwrite:
+            raise InvalidInputError(
+                f"report folder {out} already exists; remove it, choose another folder "
+                "or pass overwrite=True"
+            )
+        if not _looks_like_report_folder(out):
+            raise InvalidInputError(
+                f"refusing to overwrite {out}: it is not a ppl-audit report folder (it is not "
+                f"empty and has no {REPORT_JSON} with a schema_version); remove it or choose "
+                "another folder"
+            )
+    return out
+
+
 def write_report(
     report: Report, out_dir: str | os.PathLike, *, overwrite: bool = True
 ) -> pathlib.Path:
@@ -787,25 +831,7 @@ def write_report(
     ['figures', 'report.html', 'report.json', 'report.md', 'timings.json']
     >>> shutil.rmtree(parent)
     """
-    out = pathlib.Path(os.path.abspath(os.fspath(out_dir)))
-    if not out.name:
-        raise InvalidInputError(f"cannot write a report to {out}: choose a folder below it")
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise InvalidInputError(
-                f"cannot write a report to {out}: it exists and is not a folder"
-            )
-        if not overwrite:
-            raise InvalidInputError(
-                f"report folder {out} already exists; remove it, choose another folder "
-                "or pass overwrite=True"
-            )
-        if not _looks_like_report_folder(out):
-            raise InvalidInputError(
-                f"refusing to overwrite {out}: it is not a ppl-audit report folder (it is not "
-                f"empty and has no {REPORT_JSON} with a schema_version); remove it or choose "
-                "another folder"
-            )
+    out = check_output_dir(out_dir, overwrite=overwrite)
     _check_report(report)  # fail before touching the disk
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,377 @@
+"""Tests of the level-set audit: its report, determinism, audit files and spec validation.
+
+Everything runs with tiny sizes and the tiny classifier of ``conftest.py``;
+the baseline yield's prior draws are cut from 20,000 to 500 per world.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ppl_audit.audits import AUDIT_KINDS, levelset, load_audit_file
+from ppl_audit.audits.levelset import LevelSetAuditSpec, TargetSpec
+from ppl_audit.audits.spec import spec_hash
+from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.report import Report, write_report
+
+REPO = Path(__file__).resolve().parents[2]
+ANALYSES = sorted((REPO / "analyses").glob("*.toml"))
+FAST_YIELD_DRAWS = 500
+# num_steps >= 8 keeps 4 post-warm-up draws per particle, ArviZ's minimum for its diagnostics.
+TINY = dict(num_particles=32, num_steps=8, num_samples=32, num_prior_samples=50, device="cpu")
+TARGET_KEYS = {
+    "target", "concentration", "delta", "mean_confidence", "min_confidence", "max_confidence",
+    "fraction_in_ambiguous_band", "acceptance_rate", "num_samples", "num_distinct", "rhat_max",
+    "ess_bulk_min", "ess_tail_min", "classifier_evaluations", "ambiguous_per_1000_evaluations",
+    "ambiguous_yield_vs_prior", "diagnostics", "figures",
+}
+TWO_TARGETS = (TargetSpec("house", (0.001, 0.999), 10.0), TargetSpec("ambiguous", (0.5, 0.5), 10.0))
+
+
+@pytest.fixture(autouse=True)
+def _fast_yield(monkeypatch):
+    monkeypatch.setattr(levelset, "YIELD_PRIOR_DRAWS", FAST_YIELD_DRAWS)
+
+
+def _two_target_spec() -> LevelSetAuditSpec:
+    return LevelSetAuditSpec(title="tiny", worlds=("house-rocket",), targets=TWO_TARGETS, **TINY)
+
+
+@pytest.fixture(scope="module")
+def two_target_report(tiny_classifier) -> Report:
+    """One run of the two-target audit, seed 0, shared by the tests below."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(levelset, "YIELD_PRIOR_DRAWS", FAST_YIELD_DRAWS)
+        return levelset.run(_two_target_spec(), seed=0, classifier=tiny_classifier)
+
+
+def _sections(sections):
+    for section in sections:
+        yield section
+        yield from _sections(section.subsections)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_report_has_one_entry_per_target(two_target_report, tiny_classifier):
+    report = two_target_report
+    assert report.kind == levelset.KIND == "levelset"
+    assert AUDIT_KINDS["levelset"] is levelset
+    assert report.title == "tiny"
+    worlds = report.metrics["worlds"]
+    assert list(worlds) == ["house-rocket"]
+    world = worlds["house-rocket"]
+    assert world["prior_ambiguous_per_1000_evaluations"] >= 0
+    assert list(world["targets"]) == ["house", "ambiguous"]
+    for spec_target in TWO_TARGETS:
+        entry = world["targets"][spec_target.name]
+        assert TARGET_KEYS <= set(entry), TARGET_KEYS - set(entry)
+        assert entry["target"] == list(spec_target.probabilities)
+        assert entry["concentration"] == spec_target.concentration
+        assert 0 <= entry["delta"] <= 1
+        assert 0 <= entry["min_confidence"] <= entry["mean_confidence"] <= entry["max_confidence"] <= 1
+        assert 0 <= entry["acceptance_rate"] <= 1
+        assert entry["num_samples"] == TINY["num_samples"]
+        assert 1 <= entry["num_distinct"] <= entry["num_samples"]
+        assert entry["classifier_evaluations"] > 0
+        assert entry["ambiguous_per_1000_evaluations"] >= 0
+        assert entry["ess_bulk_min"] > 0
+        assert math.isfinite(entry["rhat_max"])
+        assert set(entry["diagnostics"]) == {"w", "h", "t"}
+        for d in entry["diagnostics"].values():
+            assert {"mean", "sd", "mcse_mean", "rhat", "ess_bulk", "ess_tail"} <= set(d)
+    # The sampler reaches the confident target: P(house) near 0.999 on the house level set.
+    assert world["targets"]["house"]["mean_confidence"] > 0.8
+    info = report.metrics["classifier"]
+    assert info["recipe_hash"] == tiny_classifier.info["recipe_hash"]
+    assert info["class_names"] == ["rocket", "house"]
+    assert info["test_accuracy"] == tiny_classifier.info["metrics"]["test_accuracy"]
+
+
+def test_figures_named_in_entries_exist_in_their_sections(two_target_report):
+    report = two_target_report
+    all_figures = [f.name for f in report.iter_figures()]
+    assert len(all_figures) == len(set(all_figures))
+    by_section = {s.name: s for s in _sections(report.sections)}
+    for name, entry in report.metrics["worlds"]["house-rocket"]["targets"].items():
+        assert len(entry["figures"]) == 4
+        section = by_section[f"house_rocket_{name}"]
+        assert [f.name for f in section.figures] == entry["figures"]
+        assert section.metrics["target"] == entry["target"]
+        for fig in section.figures:
+            assert fig.png.startswith(b"\x89PNG")
+    world_section = by_section["house_rocket"]
+    summary = world_section.tables[0]
+    assert [row[0] for row in summary.rows] == ["house", "ambiguous"]
+    assert [row[1] for row in summary.rows] == [[0.001, 0.999], [0.5, 0.5]]
+
+
+def test_provenance_and_timings(two_target_report):
+    report = two_target_report
+    spec = _two_target_spec()
+    prov = report.provenance
+    assert prov["seed"] == 0
+    assert prov["spec"] == spec.to_dict()
+    assert prov["spec_sha256"] == spec_hash(spec.to_dict())
+    assert prov["device"] == "cpu"
+    assert {"ppl_audit", "torch", "pyro", "arviz", "numpy"} <= set(prov["versions"])
+    json.dumps(prov["spec"])  # JSON-safe
+    assert report.timings["total_seconds"] > 0
+    assert "house-rocket/house_seconds" in report.timings
+
+
+def test_report_json_carries_the_target_vector(two_target_report, tmp_path):
+    out = write_report(two_target_report, tmp_path / "out")
+    doc = json.loads((out / "report.json").read_text())
+    entry = doc["metrics"]["worlds"]["house-rocket"]["targets"]["house"]
+    assert entry["target"] == [0.001, 0.999]
+    for name in entry["figures"]:
+        assert (out / "figures" / f"{name}.png").is_file()
+        assert (out / "figures" / f"{name}.json").is_file()
+    assert "total_seconds" not in (out / "report.json").read_text()  # timings live apart
+
+
+def test_same_seed_gives_byte_identical_report_json(two_target_report, tiny_classifier, tmp_path):
+    again = levelset.run(_two_target_spec(), seed=0, classifier=tiny_classifier)
+    other = levelset.run(_two_target_spec(), seed=1, classifier=tiny_classifier)
+    a = (write_report(two_target_report, tmp_path / "a") / "report.json").read_bytes()
+    b = (write_report(again, tmp_path / "b") / "report.json").read_bytes()
+    c = (write_report(other, tmp_path / "c") / "report.json").read_bytes()
+    assert a == b
+    assert a != c
+    # Not only the recorded seed differs: the samples do.
+    ta = two_target_report.metrics["worlds"]["house-rocket"]["targets"]["ambiguous"]
+    tc = other.metrics["worlds"]["house-rocket"]["targets"]["ambiguous"]
+    assert (ta["delta"], ta["mean_confidence"]) != (tc["delta"], tc["mean_confidence"])
+
+
+def test_circle_world_runs_with_six_latents(tiny_classifier):
+    spec = LevelSetAuditSpec(worlds=("house-rocket-circle",), targets=(TargetSpec("ambiguous", (0.5, 0.5)),), **TINY)
+    report = levelset.run(spec, seed=0, classifier=tiny_classifier)
+    entry = report.metrics["worlds"]["house-rocket-circle"]["targets"]["ambiguous"]
+    assert list(entry["diagnostics"]) == ["w", "h", "t", "r", "cx", "cy"]
+    assert entry["figures"][0] == "house_rocket_circle_ambiguous_samples"
+    grid = next(f for f in report.iter_figures() if f.name == entry["figures"][0])
+    assert grid.data["latent_names"] == ["w", "h", "t", "r", "cx", "cy"]
+    assert all(len(z) == 6 for z in grid.data["latents"])
+
+
+# --------------------------------------------------------------------------- audit files
+
+
+def test_analyses_folder_has_audit_files():
+    assert ANALYSES, "analyses/ holds no audit file"
+    assert REPO / "analyses" / "house-rocket.toml" in ANALYSES
+
+
+def test_house_rocket_audit_file_matches_the_demo():
+    module, spec, seed = load_audit_file(REPO / "analyses" / "house-rocket.toml")
+    assert module is levelset
+    assert seed == 0
+    assert spec.worlds == ("house-rocket", "house-rocket-circle")
+    assert [t.name for t in spec.targets] == ["house", "rocket", "ambiguous", "ambiguous-tight"]
+    assert len(spec.targets) == 4
+    assert spec.targets[-1].concentration == 1000.0
+    assert spec.targets[0].probabilities == (0.001, 0.999)
+    # The README says the file holds the demo's settings.
+    assert spec == LevelSetAuditSpec()
+
+
+@pytest.mark.parametrize("path", ANALYSES, ids=lambda p: p.name)
+def test_each_audit_file_in_analyses_smoke_runs(path, tiny_classifier):
+    module, spec, seed = load_audit_file(path)
+    tiny = dataclasses.replace(spec, **TINY)
+    report = module.run(tiny, seed=seed, classifier=tiny_classifier)
+    assert report.kind == module.KIND
+    assert list(report.metrics["worlds"]) == list(spec.worlds)
+    for world in spec.worlds:
+        assert list(report.metrics["worlds"][world]["targets"]) == [t.name for t in spec.targets]
+
+
+AUDIT = '[audit]\nkind = "levelset"\n'
+TARGET = '\n[[targets]]\nname = "a"\nprobabilities = [0.5, 0.5]\n'
+
+MALFORMED = {
+    "typo-in-audit": (AUDIT + "num_particle = 10\n" + TARGET, ["unknown key", "num_particle"]),
+    "unknown-kind": ('[audit]\nkind = "levelsets"\n' + TARGET, ["kind", "levelsets", "unknown"]),
+    "no-kind": ("[audit]\nseed = 1\n" + TARGET, ["kind", "unknown"]),
+    "missing-audit": (TARGET, ["missing table [audit]"]),
+    "audit-not-a-table": ("audit = 3\n", ["missing table [audit]"]),
+    "unknown-table": (AUDIT + "\n[extra]\nx = 1\n", ["unknown key", "extra"]),
+    "sum-not-1": (AUDIT + '\n[[targets]]\nname = "a"\nprobabilities = [0.3, 0.3]\n', ["sum to 1"]),
+    "exact-0": (AUDIT + '\n[[targets]]\nname = "a"\nprobabilities = [0.0, 1.0]\n', ["exactly 0 or 1"]),
+    "wrong-length": (AUDIT + '\n[[targets]]\nname = "a"\nprobabilities = [0.2, 0.3, 0.5]\n', ["3 entries"]),
+    "negative": (AUDIT + '\n[[targets]]\nname = "a"\nprobabilities = [-0.5, 1.5]\n', ["negative"]),
+    "concentration-0": (AUDIT + TARGET + "concentration = 0\n", ["concentration", "0"]),
+    "concentration-negative": (AUDIT + TARGET + "concentration = -1.0\n", ["concentration", "-1.0"]),
+    "concentration-string": (AUDIT + TARGET + 'concentration = "x"\n', ["concentration"]),
+    "typo-in-target": (AUDIT + TARGET + "concentraton = 5\n", ["unknown key", "concentraton", "#1"]),
+    "target-missing-probabilities": (AUDIT + '\n[[targets]]\nname = "a"\n', ["probabilities"]),
+    "targets-not-array-of-tables": (AUDIT + '\n[targets]\nname = "a"\n', ["[[targets]]"]),
+    "duplicate-target-names": (AUDIT + TARGET + TARGET, ["unique"]),
+    "bad-target-name": (AUDIT + '\n[[targets]]\nname = "a b"\nprobabilities = [0.5, 0.5]\n', ["target name"]),
+    "particles-0": (AUDIT + "num_particles = 0\n" + TARGET, ["num_particles", "positive"]),
+    "particles-float": (AUDIT + "num_particles = 10.5\n" + TARGET, ["num_particles", "positive integer"]),
+    "steps-string": (AUDIT + 'num_steps = "ten"\n' + TARGET, ["num_steps"]),
+    "samples-over-particles": (AUDIT + "num_particles = 8\nnum_samples = 9\n" + TARGET, ["num_samples"]),
+    "unknown-world": (AUDIT + 'worlds = ["mars"]\n' + TARGET, ["unknown world", "mars"]),
+    "no-worlds": (AUDIT + "worlds = []\n" + TARGET, ["worlds"]),
+    "no-targets": (AUDIT + "targets = []\n", ["targets"]),
+    "negative-seed": (AUDIT + "seed = -1\n" + TARGET, ["seed"]),
+    "bool-seed": (AUDIT + "seed = true\n" + TARGET, ["seed"]),
+    "invalid-toml": (AUDIT + "num_particles = = 3\n", ["not valid TOML"]),
+}
+
+
+@pytest.mark.parametrize("text, needles", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_audit_file_raises_audit_file_error(tmp_path, text, needles):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(AuditFileError) as info:
+        load_audit_file(path)
+    message = str(info.value)
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_binary_audit_file_is_not_valid_toml(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"\xff\xfe\x00[audit]")
+    with pytest.raises(AuditFileError, match="not valid TOML"):
+        load_audit_file(path)
+
+
+def test_nonexistent_audit_file(tmp_path):
+    path = tmp_path / "nope.toml"
+    with pytest.raises(AuditFileError, match="does not exist") as info:
+        load_audit_file(path)
+    assert "nope.toml" in str(info.value)
+    with pytest.raises(AuditFileError, match="does not exist"):
+        load_audit_file(tmp_path)  # a folder is not an audit file
+
+
+def test_audit_file_defaults_and_overrides(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text(AUDIT + 'seed = 7\nworlds = ["house-rocket-circle"]\nnum_particles = 40\n'
+                    "num_samples = 20\n" + TARGET + "concentration = 1000\n")
+    module, spec, seed = load_audit_file(path)
+    assert (module, seed) == (levelset, 7)
+    assert spec.worlds == ("house-rocket-circle",)
+    assert (spec.num_particles, spec.num_samples, spec.num_steps) == (40, 20, 200)
+    assert spec.targets == (TargetSpec("a", (0.5, 0.5), 1000.0),)
+    assert spec.classifier == "house-rocket-cnn"
+
+
+def test_audit_file_without_targets_uses_the_default_targets(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text(AUDIT)
+    _, spec, seed = load_audit_file(path)
+    assert seed == 0
+    assert spec.targets == levelset.DEFAULT_TARGETS
+
+
+# Values of the wrong type once escaped as plain exceptions (a traceback from
+# `ppl-audit run`); each must be an AuditFileError.
+MALFORMED_VALUES = {
+    "string-probabilities": AUDIT + '\n[[targets]]\nname = "a"\nprobabilities = ["a", "b"]\n',
+    "kind-is-a-list": '[audit]\nkind = ["levelset"]\n',
+    "worlds-is-a-string": AUDIT + 'worlds = "house-rocket"\n' + TARGET,
+    "concentration-is-a-bool": AUDIT + '\n[[targets]]\nname = "a"\nprobabilities = [0.5, 0.5]\nconcentration = true\n',
+    "classifier-is-a-number": AUDIT + "classifier = 5\n" + TARGET,
+    "seed-too-large": '[audit]\nkind = "levelset"\nseed = 9223372036854775807\n' + TARGET,
+}
+
+
+@pytest.mark.parametrize("text", MALFORMED_VALUES.values(), ids=MALFORMED_VALUES.keys())
+def test_malformed_values_raise_audit_file_error(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(AuditFileError):
+        load_audit_file(path)
+
+
+# --------------------------------------------------------------------------- spec validation
+
+
+@pytest.mark.parametrize(
+    "probabilities, needle",
+    [
+        ((0.2, 0.3, 0.5), "3 entries"),
+        ((0.5,), "1 entries"),
+        ((-0.5, 1.5), "negative"),
+        ((0.3, 0.3), "sum to 1"),
+        ((0.0, 1.0), "exactly 0 or 1"),
+        ((float("nan"), 0.5), "non-finite"),
+    ],
+)
+def test_target_spec_rejects_bad_probabilities(probabilities, needle):
+    with pytest.raises(InvalidInputError, match="target") as info:
+        TargetSpec("t", probabilities)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("concentration", [0, -1, float("nan"), float("inf"), "x"])
+def test_target_spec_rejects_bad_concentration(concentration):
+    with pytest.raises(InvalidInputError, match="concentration"):
+        TargetSpec("t", (0.5, 0.5), concentration)
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a/b", "../x", 3])
+def test_target_spec_rejects_bad_names(name):
+    with pytest.raises(InvalidInputError, match="target name"):
+        TargetSpec(name, (0.5, 0.5))
+
+
+def test_target_spec_normalises_types():
+    t = TargetSpec("ambiguous-tight_2", [0.25, 0.75], 3)
+    assert t.probabilities == (0.25, 0.75)
+    assert isinstance(t.concentration, float)
+    TargetSpec("t", (0.5, 0.5 + 5e-7))  # within the 1e-6 tolerance
+
+
+def test_spec_rejects_more_samples_than_particles():
+    with pytest.raises(InvalidInputError, match=r"num_samples \(9\) cannot exceed num_particles \(8\)"):
+        LevelSetAuditSpec(num_particles=8, num_samples=9)
+
+
+def test_spec_rejects_unknown_world():
+    with pytest.raises(InvalidInputError, match="unknown world 'mars'"):
+        LevelSetAuditSpec(worlds=("house-rocket", "mars"))
+
+
+def test_spec_rejects_duplicate_target_names():
+    t = TargetSpec("a", (0.5, 0.5))
+    with pytest.raises(InvalidInputError, match="unique"):
+        LevelSetAuditSpec(targets=(t, TargetSpec("a", (0.1, 0.9))))
+
+
+@pytest.mark.parametrize("field", ["num_particles", "num_steps", "num_samples", "num_prior_samples"])
+@pytest.mark.parametrize("value", [0, -3, 2.0, True, "5"])
+def test_spec_rejects_non_positive_integer_sizes(field, value):
+    kwargs = {"num_particles": 10, "num_samples": 10} | {field: value}
+    with pytest.raises(InvalidInputError, match=field):
+        LevelSetAuditSpec(**kwargs)
+
+
+def test_spec_rejects_empty_worlds_and_targets():
+    with pytest.raises(InvalidInputError, match="worlds"):
+        LevelSetAuditSpec(worlds=())
+    with pytest.raises(InvalidInputError, match="targets"):
+        LevelSetAuditSpec(targets=())
+
+
+def test_default_spec_is_the_demo():
+    spec = LevelSetAuditSpec()
+    assert spec.worlds == ("house-rocket", "house-rocket-circle")
+    assert [t.name for t in spec.targets] == ["house", "rocket", "ambiguous", "ambiguous-tight"]
+    d = spec.to_dict()
+    assert d["targets"][0] == {"name": "house", "probabilities": (0.001, 0.999), "concentration": 10.0}
+    assert spec_hash(d) == spec_hash(LevelSetAuditSpec().to_dict())
+    assert spec_hash(d) != spec_hash(dataclasses.replace(spec, num_steps=201).to_dict())
