@@ -372,6 +372,6 @@ def test_default_spec_is_the_demo():
     assert spec.worlds == ("house-rocket", "house-rocket-circle")
     assert [t.name for t in spec.targets] == ["house", "rocket", "ambiguous", "ambiguous-tight"]
     d = spec.to_dict()
-    assert d["targets"][0] == {"name": "house", "probabilities": (0.001, 0.999), "concentration": 10.0}
+    assert d["targets"][0] == {"name": "house", "probabilities": (0.001, 0.999), "concentration": 20.0}
     assert spec_hash(d) == spec_hash(LevelSetAuditSpec().to_dict())
     assert spec_hash(d) != spec_hash(dataclasses.replace(spec, num_steps=201).to_dict())
