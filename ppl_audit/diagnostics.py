@@ -34,7 +34,7 @@ def to_inference_data(result) -> Any:
     """Convert a :class:`~ppl_audit.inference.mcmc.SamplingResult` to ``arviz.InferenceData``.
 
     ``posterior.z`` has dims ``(chain, draw, latent)`` with the latent names
-    as coordinates; ``sample_stats.accepted`` marks steps that moved; extras
+    as coordinates; ``sample_stats`` holds the backend's per-draw statistics; extras
     (for example the classifier's predictions) go to ``posterior_predictive``.
 
     Examples
@@ -60,7 +60,7 @@ def to_inference_data(result) -> Any:
         return az.from_dict(
             posterior={LATENT_VAR: result.trace.numpy()},
             posterior_predictive=predictive,
-            sample_stats={"accepted": result.accepted.numpy()},
+            sample_stats={k: v.numpy() for k, v in result.sample_stats.items()} or None,
             coords=coords,
             dims=dims,
         )

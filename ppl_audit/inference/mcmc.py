@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.inference.kernels import mh
+from ppl_audit.inference.result import SamplingResult
 from ppl_audit.progress import ProgressFn, report
 
 # 0.3 sits between the asymptotic optimum 0.234 (high dimension) and 0.44 (one
@@ -55,63 +56,6 @@ class MCMCConfig:
     def num_warmup(self) -> int:
         """Warm-up steps; at least one draw is always collected."""
         return min(int(self.num_steps * self.warmup_fraction), self.num_steps - 1)
-
-
-@dataclass
-class SamplingResult:
-    """What every backend returns.
-
-    Attributes
-    ----------
-    method : str
-    latent_names : tuple of str
-    trace : torch.Tensor, (chains, draws, D)
-        Post-warm-up positions, on the CPU.
-    accepted : torch.Tensor, (chains, draws) bool
-        Whether each post-warm-up step moved.
-    extras_trace : torch.Tensor or None, (chains, draws, E)
-        Extras (for example predictions) of every post-warm-up state.
-    acceptance_per_step : list of float
-        Mean acceptance over chains at every step, warm-up included.
-    proposal_scale : list of float
-        Final per-latent proposal standard deviation.
-    num_evaluations : int
-        Log-density evaluations, one per chain and step (plus the initial ones).
-    seconds : float
-    """
-
-    method: str
-    latent_names: tuple[str, ...]
-    trace: torch.Tensor
-    accepted: torch.Tensor
-    extras_trace: Optional[torch.Tensor]
-    acceptance_per_step: list[float]
-    proposal_scale: list[float]
-    num_warmup: int
-    num_evaluations: int
-    seconds: float
-    extras_names: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def final_position(self) -> torch.Tensor:
-        """Last state of every chain, ``(chains, D)``."""
-        return self.trace[:, -1]
-
-    @property
-    def final_extras(self) -> Optional[torch.Tensor]:
-        """Extras of the last state of every chain, ``(chains, E)``."""
-        return None if self.extras_trace is None else self.extras_trace[:, -1]
-
-    @property
-    def acceptance_rate(self) -> float:
-        """Mean post-warm-up acceptance over chains and steps."""
-        return float(self.accepted.float().mean())
-
-    def to_arviz(self):
-        """The trace as an ``arviz.InferenceData`` (chain = particle)."""
-        from ppl_audit import diagnostics
-
-        return diagnostics.to_inference_data(self)
 
 
 def run_mh(
@@ -185,12 +129,14 @@ def run_mh(
         method="mh",
         latent_names=names,
         trace=torch.stack(positions, dim=1).cpu(),
-        accepted=torch.stack(accepted, dim=1).cpu(),
+        sample_stats={"accepted": torch.stack(accepted, dim=1).cpu()},
         extras_trace=torch.stack(extras, dim=1).cpu() if extras else None,
-        acceptance_per_step=torch.stack(acceptance).cpu().tolist(),
-        proposal_scale=scale.cpu().tolist(),
+        extras_names=tuple(extras_names),
         num_warmup=config.num_warmup,
         num_evaluations=n_chains * (config.num_steps + 1),
         seconds=time.perf_counter() - start,
-        extras_names=tuple(extras_names),
+        info={
+            "acceptance_per_step": torch.stack(acceptance).cpu().tolist(),
+            "proposal_scale": scale.cpu().tolist(),
+        },
     )
