@@ -4,9 +4,21 @@ On Python 3.11 pip serves arviz 0.2x; arviz 1.x (Python >= 3.12) dropped
 ``waic``/``from_pyro`` and returns xarray DataTree. Every ArviZ call lives
 here, so this is the one module to change when the project moves.
 
-R-hat here is ArviZ's rank-normalised split R-hat over chains = particles.
-With thousands of short chains it reads high (about 1.1 measured on this
-project's models at stationarity), so reports print it with that caveat.
+Two R-hats, for two shapes of run:
+
+* ArviZ's rank-normalised split R-hat over chains (Vehtari et al. 2021), the
+  right check for a few long chains (Pyro NUTS). With thousands of short
+  chains it reads high even at stationarity (about 1.1 measured here).
+* Nested R-hat (Margossian et al. 2022, "Nested R-hat: assessing the
+  convergence of Markov chain Monte Carlo when running many short chains"),
+  when the chains form superchains (groups that share a start, or independent
+  SMC runs): it compares superchain means with the variance inside them, and
+  is what the many-chain samplers of this toolkit are judged by.
+
+Effective sample sizes: ArviZ's bulk/tail ESS treat chains as independent;
+for superchain runs :func:`superchain_ess` also estimates the ESS from the
+spread of the superchain means, which counts every correlation between
+particles (shared ancestors after resampling) and is the honest figure.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from typing import Any
 import numpy as np
 
 RHAT_THRESHOLD = 1.01  # Vehtari et al. (2021): trust split R-hat below 1.01
+NESTED_RHAT_THRESHOLD = 1.01  # Margossian et al. (2022) use 1 + delta with delta ~ 0.01 for nested R-hat
 ESS_THRESHOLD = 400  # Vehtari et al. (2021): at least 100 per chain for 4 chains
 LATENT_VAR = "z"  # the latent variable's name in InferenceData
 LATENT_DIM = "latent"  # the dimension that names the latent coordinates
@@ -66,7 +79,77 @@ def to_inference_data(result) -> Any:
         )
 
 
-def summarize(idata) -> dict[str, Any]:
+def nested_rhat(draws: np.ndarray, superchains: int) -> np.ndarray:
+    """Nested R-hat of every latent (Margossian et al. 2022, Eq. 3-4).
+
+    Parameters
+    ----------
+    draws : ndarray, (chains, draws, D)
+        Chains ordered so that ``superchains`` contiguous equal groups form
+        the superchains.
+    superchains : int
+        ``K >= 2``.
+
+    Returns
+    -------
+    ndarray, (D,)
+        ``sqrt(1 + B / W)``: ``B`` the variance of the superchain means,
+        ``W`` the mean over superchains of (variance of their chain means +
+        mean within-chain variance).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> bool(nested_rhat(rng.normal(size=(400, 10, 2)), 8).max() < 1.01)
+    True
+    >>> shifted = rng.normal(size=(400, 10, 1)); shifted[:50] += 3
+    >>> bool(nested_rhat(shifted, 8)[0] > 1.1)
+    True
+    """
+    x = np.asarray(draws, dtype=np.float64)
+    chains, n, d = x.shape
+    if superchains < 2 or chains % superchains:
+        raise ValueError(f"{chains} chains cannot form {superchains} equal superchains (need K >= 2 dividing them)")
+    m = chains // superchains
+    x = x.reshape(superchains, m, n, d)
+    chain_means = x.mean(axis=2)  # (K, M, D)
+    super_means = chain_means.mean(axis=1)  # (K, D)
+    between = super_means.var(axis=0, ddof=1)
+    within_chain = x.var(axis=2, ddof=1).mean(axis=1) if n > 1 else np.zeros((superchains, d))
+    between_chains = chain_means.var(axis=1, ddof=1) if m > 1 else np.zeros((superchains, d))
+    within = (within_chain + between_chains).mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(1.0 + between / within)
+
+
+def superchain_ess(draws: np.ndarray, superchains: int) -> np.ndarray:
+    """ESS of every latent's mean from the spread of the superchain means.
+
+    ``ESS = sigma^2 / MCSE^2`` with ``sigma^2`` the pooled posterior variance
+    and ``MCSE^2 = var(superchain means) / K``: whatever correlates the
+    particles (shared ancestors, short chains) shows in the spread of
+    independent superchains. Noisy for small ``K`` (a chi-square with
+    ``K - 1`` degrees of freedom), but not optimistic.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> ess = superchain_ess(rng.normal(size=(1600, 1, 1)), 16)
+    >>> bool(600 < ess[0] < 4000)
+    True
+    """
+    x = np.asarray(draws, dtype=np.float64)
+    chains, n, d = x.shape
+    if superchains < 2 or chains % superchains:
+        raise ValueError(f"{chains} chains cannot form {superchains} equal superchains (need K >= 2 dividing them)")
+    super_means = x.reshape(superchains, -1, d).mean(axis=1)
+    variance = x.reshape(-1, d).var(axis=0, ddof=1)
+    mcse2 = super_means.var(axis=0, ddof=1) / superchains
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.minimum(variance / mcse2, float(chains * n))
+
+
+def summarize(idata, superchains: int | None = None) -> dict[str, Any]:
     """R-hat, bulk and tail ESS, MCSE, mean and sd of every latent.
 
     Returns
@@ -82,7 +165,7 @@ def summarize(idata) -> dict[str, Any]:
     >>> res = run_mh(lambda z: -0.5 * (z ** 2).sum(-1), torch.zeros(8, 1), MCMCConfig(200),
     ...              generator=torch.Generator().manual_seed(0))
     >>> sorted(summarize(res.to_arviz()))
-    ['ess_bulk_min', 'ess_tail_min', 'per_latent', 'rhat_max']
+    ['converged', 'ess_bulk_min', 'ess_tail_min', 'per_latent', 'rhat_max', 'verdict']
     """
     az = _arviz()
     with warnings.catch_warnings():
@@ -93,6 +176,10 @@ def summarize(idata) -> dict[str, Any]:
         mcse = az.mcse(idata, var_names=[LATENT_VAR], method="mean")[LATENT_VAR].values
     draws = idata.posterior[LATENT_VAR].values
     flat = draws.reshape(-1, draws.shape[-1])
+    nested = superchain_ess_values = None
+    if superchains:
+        nested = nested_rhat(draws, superchains)
+        superchain_ess_values = superchain_ess(draws, superchains)
     names = [str(n) for n in idata.posterior[LATENT_VAR].coords[LATENT_DIM].values]
     per_latent = {
         name: {
@@ -102,15 +189,113 @@ def summarize(idata) -> dict[str, Any]:
             "mcse_mean": float(mcse[i]),
             "mean": float(flat[:, i].mean()),
             "sd": float(flat[:, i].std(ddof=1)) if flat.shape[0] > 1 else float("nan"),
+            **(
+                {"nested_rhat": float(nested[i]), "ess_superchains": float(superchain_ess_values[i])}
+                if superchains
+                else {}
+            ),
         }
         for i, name in enumerate(names)
     }
-    return {
+    out = {
         "per_latent": per_latent,
         "rhat_max": float(np.max(rhat)),
         "ess_bulk_min": float(np.min(ess_bulk)),
         "ess_tail_min": float(np.min(ess_tail)),
     }
+    if superchains:
+        out["superchains"] = int(superchains)
+        out["nested_rhat_max"] = float(np.max(nested))
+        out["ess_superchains_min"] = float(np.min(superchain_ess_values))
+    out["converged"], out["verdict"] = convergence_verdict(out)
+    return out
+
+
+def convergence_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the run passes its convergence check, and why, in plain words.
+
+    Runs with superchains are judged by nested R-hat (<= 1.01); others by
+    split R-hat (<= 1.01) and bulk ESS (>= 400).
+
+    Examples
+    --------
+    >>> convergence_verdict({"rhat_max": 1.002, "ess_bulk_min": 900.0})[0]
+    True
+    """
+    if "nested_rhat_max" in summary:
+        value, ok = summary["nested_rhat_max"], summary["nested_rhat_max"] <= NESTED_RHAT_THRESHOLD
+        if ok:
+            return True, (
+                f"Converged: nested R-hat {value:.4f} <= {NESTED_RHAT_THRESHOLD} on every latent, so the "
+                f"{summary['superchains']} independent groups of chains agree about the posterior."
+            )
+        return False, (
+            f"Not converged: nested R-hat reaches {value:.3f} (> {NESTED_RHAT_THRESHOLD}): independent groups of "
+            "chains still disagree about the posterior, so its means and spreads cannot be trusted yet; "
+            "run longer or with more particles."
+        )
+    rhat, ess = summary["rhat_max"], summary["ess_bulk_min"]
+    if rhat <= RHAT_THRESHOLD and ess >= ESS_THRESHOLD:
+        return True, f"Converged: split R-hat {rhat:.4f} <= {RHAT_THRESHOLD} and bulk ESS {ess:.0f} >= {ESS_THRESHOLD}."
+    return False, (
+        f"Not converged: split R-hat {rhat:.3f} (threshold {RHAT_THRESHOLD}) and bulk ESS {ess:.0f} "
+        f"(threshold {ESS_THRESHOLD}): the chains disagree or are too short for trustworthy summaries."
+    )
+
+
+def save_netcdf(result, path) -> None:
+    """Write a :class:`~ppl_audit.inference.result.SamplingResult` as netCDF that ArviZ loads back.
+
+    Examples
+    --------
+    >>> import tempfile, os, torch
+    >>> from ppl_audit.inference import MCMCConfig, run_mh
+    >>> res = run_mh(lambda z: -0.5 * (z ** 2).sum(-1), torch.zeros(4, 2), MCMCConfig(20))
+    >>> path = os.path.join(tempfile.mkdtemp(), "trace.nc")
+    >>> save_netcdf(res, path)
+    >>> load_netcdf(path).posterior["z"].shape
+    (4, 10, 2)
+    """
+    to_inference_data(result).to_netcdf(str(path))
+
+
+def load_netcdf(path):
+    """Load an ``InferenceData`` written by :func:`save_netcdf`."""
+    return _arviz().from_netcdf(str(path))
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def trace_and_rank_png(idata, *, max_chains: int = 8) -> tuple[bytes, bytes]:
+    """ArviZ trace plot and rank plot of the latents, as PNG bytes.
+
+    Only the first ``max_chains`` chains are drawn: thousands of lines are
+    unreadable, and rank plots need few chains to show disagreement.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    az = _arviz()
+    subset = idata.posterior.isel(chain=slice(0, max_chains))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        axes = az.plot_trace(subset, var_names=[LATENT_VAR], compact=True)
+        fig = np.ravel(axes)[0].figure
+        trace_png = _png(fig)
+        plt.close(fig)
+        axes = az.plot_rank(subset, var_names=[LATENT_VAR])
+        fig = np.ravel(axes)[0].figure
+        rank_png = _png(fig)
+        plt.close(fig)
+    return trace_png, rank_png
 
 
 def arviz_version() -> str:

@@ -1,4 +1,8 @@
-"""The Dirichlet-relaxed prediction likelihood of Booth et al. (2020), Eq. 3-4.
+"""The relaxed prediction likelihoods that tie a prior to a classifier.
+
+The Dirichlet relaxation of Booth et al. (2020), Eq. 3-4, and the Gaussian
+observation ``target ~ Normal(f(x), sigma)`` of the paper's successor code,
+chosen by name (``relaxation="dirichlet"|"gaussian"``):
 
 ::
 
@@ -31,9 +35,11 @@ TARGET_SUM_TOLERANCE = 1e-6  # |sum(target) - 1| accepted; the issue's tolerance
 # (then renormalising) keeps log-densities finite and changes nothing above it.
 PROBABILITY_FLOOR = 1e-6
 DEFAULT_CHUNK_SIZE = 256  # particles per decode + classify pass (bounded memory)
+RELAXATIONS = ("dirichlet", "gaussian")
+DEFAULT_GAUSSIAN_SIGMA = 0.05  # a level set about 0.05 wide in each class probability
 
 
-def validate_target(target, num_classes: int | None = None) -> torch.Tensor:
+def validate_target(target, num_classes: int | None = None, *, allow_boundary: bool = False) -> torch.Tensor:
     """Check that ``target`` is a point strictly inside the probability simplex.
 
     Parameters
@@ -76,7 +82,7 @@ def validate_target(target, num_classes: int | None = None) -> torch.Tensor:
         raise InvalidInputError(
             f"target must sum to 1 (tolerance {TARGET_SUM_TOLERANCE:g}), sums to {float(t.sum()):.8g}"
         )
-    if ((t == 0) | (t == 1)).any():
+    if not allow_boundary and ((t == 0) | (t == 1)).any():
         raise InvalidInputError(
             f"target {t.tolist()} lies on the simplex boundary (an entry is exactly 0 or 1), where the "
             "Dirichlet density is 0 or infinite; give interior values such as 0.001 / 0.999"
@@ -123,6 +129,18 @@ def dirichlet_log_likelihood(probs: torch.Tensor, target: torch.Tensor, concentr
     return torch.lgamma(a.sum(-1)) - torch.lgamma(a).sum(-1) + ((a - 1) * log_t).sum(-1)
 
 
+def gaussian_log_likelihood(probs: torch.Tensor, target: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``sum_k log Normal(target_k; f_k, sigma)``: the successor code's relaxation.
+
+    Examples
+    --------
+    >>> f = torch.tensor([[0.5, 0.5]])
+    >>> float(gaussian_log_likelihood(f, torch.tensor([0.5, 0.5]), 1.0)) == float(2 * dist.Normal(0., 1.).log_prob(torch.tensor(0.)))
+    True
+    """
+    return dist.Normal(probs, sigma).log_prob(target.to(probs)).sum(-1)
+
+
 class LevelSet:
     """The level-set posterior ``p(z | prediction = target)``.
 
@@ -135,6 +153,10 @@ class LevelSet:
         Target prediction, strictly inside the simplex.
     concentration : float
         Dirichlet concentration ``alpha`` (> 0); larger gives a tighter level set.
+    relaxation : {"dirichlet", "gaussian"}
+        The prediction likelihood.
+    sigma : float, optional
+        Standard deviation of the Gaussian relaxation (> 0; default 0.05).
     chunk_size : int
         Particles per decode + classify pass.
     class_names : sequence of str, optional
@@ -157,14 +179,23 @@ class LevelSet:
         target,
         concentration: float = 10.0,
         *,
+        relaxation: str = "dirichlet",
+        sigma: float | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         class_names: Sequence[str] | None = None,
     ):
         names = class_names or getattr(prior, "class_names", None)
         self.prior = prior
         self.classifier: Classifier = as_classifier(classifier, names)
-        self.target = validate_target(target, self.classifier.num_classes)
+        if relaxation not in RELAXATIONS:
+            raise InvalidInputError(f"unknown relaxation {relaxation!r}; available: {', '.join(RELAXATIONS)}")
+        self.relaxation = relaxation
+        self.target = validate_target(target, self.classifier.num_classes, allow_boundary=relaxation == "gaussian")
         self.concentration = validate_concentration(concentration)
+        sigma = DEFAULT_GAUSSIAN_SIGMA if sigma is None else sigma
+        if not (isinstance(sigma, (int, float)) and 0 < sigma < float("inf")):
+            raise InvalidInputError(f"sigma must be finite and > 0, got {sigma!r}")
+        self.sigma = float(sigma)
         if chunk_size <= 0:
             raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
         self.chunk_size = int(chunk_size)
@@ -181,7 +212,9 @@ class LevelSet:
         return torch.cat(out) if out else z.new_zeros((0, self.classifier.num_classes))
 
     def log_likelihood(self, probs: torch.Tensor) -> torch.Tensor:
-        """``log Dirichlet(target; alpha * probs)``, shape ``(N,)``."""
+        """Log likelihood of the target under the relaxation, shape ``(N,)``."""
+        if self.relaxation == "gaussian":
+            return gaussian_log_likelihood(probs, self.target.to(probs.device), self.sigma)
         return dirichlet_log_likelihood(probs, self.target.to(probs.device), self.concentration)
 
     def log_density_and_probs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,9 +235,14 @@ class LevelSet:
         def body():
             z = pyro.sample(LATENT_SITE, self.prior.distribution())
             batch = z.reshape(-1, z.shape[-1])
-            probs = self.classifier.probs(self.prior.decode(batch)).clamp(min=PROBABILITY_FLOOR)
-            probs = (probs / probs.sum(-1, keepdim=True)).reshape(*z.shape[:-1], -1)
-            pyro.sample(PREDICTION_SITE, dist.Dirichlet(self.concentration * probs), obs=self.target.to(z.device))
+            probs = self.classifier.probs(self.prior.decode(batch))
+            if self.relaxation == "gaussian":
+                likelihood = dist.Normal(probs.reshape(*z.shape[:-1], -1), self.sigma).to_event(1)
+            else:
+                probs = probs.clamp(min=PROBABILITY_FLOOR)
+                probs = (probs / probs.sum(-1, keepdim=True)).reshape(*z.shape[:-1], -1)
+                likelihood = dist.Dirichlet(self.concentration * probs)
+            pyro.sample(PREDICTION_SITE, likelihood, obs=self.target.to(z.device))
             return z
 
         if num_particles is None:

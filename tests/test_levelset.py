@@ -77,3 +77,22 @@ def test_chunking_gives_the_same_density():
     a = LevelSet(world, _soft_classifier, [0.5, 0.5], chunk_size=5).log_density(z)
     b = LevelSet(world, _soft_classifier, [0.5, 0.5], chunk_size=256).log_density(z)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_gaussian_relaxation_equals_its_pyro_trace():
+    world = HouseRocketWorld()
+    ls = LevelSet(world, _soft_classifier, [0.2, 0.8], relaxation="gaussian", sigma=0.1)
+    z = world.sample(20, generator=torch.Generator().manual_seed(0))
+    trace = pyro.poutine.trace(pyro.poutine.condition(ls.model, data={"z": z})).get_trace(num_particles=20)
+    trace.compute_log_prob()
+    expected = trace.nodes["z"]["log_prob"] + trace.nodes["prediction"]["log_prob"]
+    assert torch.allclose(ls.log_density(z), expected, atol=1e-4)
+    # The Gaussian density is finite on the simplex boundary, so boundary targets are allowed.
+    LevelSet(world, _soft_classifier, [0.0, 1.0], relaxation="gaussian")
+
+
+@pytest.mark.parametrize("kwargs,message", [({"relaxation": "cauchy"}, "unknown relaxation"),
+                                            ({"relaxation": "gaussian", "sigma": 0.0}, "sigma")])
+def test_bad_relaxation_arguments(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        LevelSet(HouseRocketWorld(), _soft_classifier, [0.5, 0.5], **kwargs)
