@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from ppl_audit.errors import InvalidInputError, PplAuditError
+from ppl_audit.levelset import RELAXATIONS
+from ppl_audit.sampling import DEFAULT_METHOD, METHODS
 
 EXIT_USAGE = 2  # argparse's own status for bad arguments; we use it for every user error
 DEFAULT_DEMO_OUT = "reports/demo"
@@ -54,6 +56,8 @@ def _add_common(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     p.add_argument("--out", default=out_default, required=out_default is None, help="output folder of the report"
                    + (f" (default: {out_default})" if out_default else ""))
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the audit's, 0)")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help=f"sampler (default: the audit's, else {DEFAULT_METHOD}); nuts/svi/hmc need a differentiable classifier")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
     p.add_argument("--cache-dir", default=None, help="weights cache (default: $PPL_AUDIT_CACHE or ~/.cache/ppl-audit)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -81,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="target prediction over [rocket, house], e.g. 0.5,0.5")
     ls.add_argument("--name", default="target", help="name of the target in the report")
     ls.add_argument("--concentration", type=float, default=10.0, help="Dirichlet concentration alpha > 0 (default 10)")
-    ls.add_argument("--particles", type=int, default=1000, help="number of MH particles N (default 1000)")
-    ls.add_argument("--steps", type=int, default=200, help="MH steps per particle T (default 200)")
+    ls.add_argument("--relaxation", default="dirichlet", choices=RELAXATIONS,
+                    help="prediction likelihood: the paper's dirichlet, or gaussian Normal(f(x), sigma)")
+    ls.add_argument("--sigma", type=float, default=None, help="scale of the gaussian relaxation (default 0.05)")
+    ls.add_argument("--particles", type=int, default=1000, help="particles / chains N (default 1000)")
+    ls.add_argument("--steps", type=int, default=200, help="steps per chain T for mh/hmc/nuts, optimisation steps for svi (default 200)")
     ls.add_argument("--samples", type=int, default=None, help="samples kept, <= N (default N)")
     ls.add_argument("--classifier", default="house-rocket-cnn", help="model card name or path")
     _add_common(ls, out_default=None)
@@ -144,7 +151,7 @@ def _command(args, progress) -> int:
     elif args.command == "demo":
         module, spec, seed = levelset_audit, levelset_audit.LevelSetAuditSpec(), 0
     else:  # levelset
-        target = levelset_audit.TargetSpec(args.name, args.target, args.concentration)
+        target = levelset_audit.TargetSpec(args.name, args.target, args.concentration, args.relaxation, args.sigma)
         spec = levelset_audit.LevelSetAuditSpec(
             title=f"Level set '{args.name}' on {args.world}",
             worlds=(args.world,),
@@ -157,6 +164,8 @@ def _command(args, progress) -> int:
         module, seed = levelset_audit, 0
     if args.device is not None:
         spec = dataclasses.replace(spec, device=args.device)
+    if args.method is not None:
+        spec = dataclasses.replace(spec, method=args.method)
     if args.seed is not None:
         try:
             seed = validate_seed(args.seed)

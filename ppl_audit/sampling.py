@@ -15,7 +15,8 @@ import torch
 from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.errors import InvalidInputError
-from ppl_audit.inference.mcmc import MCMCConfig, SamplingResult, run_mh
+from ppl_audit.inference.mcmc import MCMCConfig, run_mh
+from ppl_audit.inference.result import SamplingResult
 from ppl_audit.levelset import LevelSet
 from ppl_audit.metrics import (
     AMBIGUOUS_BAND,
@@ -27,13 +28,18 @@ from ppl_audit.metrics import (
 from ppl_audit.priors.base import Prior
 from ppl_audit.progress import ProgressFn
 
-METHODS = ("mh",)
+METHODS = ("smc", "mh", "hmc", "nuts", "svi")
+DEFAULT_METHOD = "mh"  # the paper's sampler; see benchmarks/levelset_throughput.py for how the others compare
+GRADIENT_METHODS = ("hmc", "nuts", "svi")  # need a differentiable classifier
 INIT_STRATEGIES = ("prior", "importance")
-# "importance" starts the particles from prior draws resampled by their
+# "importance" starts the MH/HMC particles from prior draws resampled by their
 # likelihood: INIT_OVERSAMPLE * N draws, N kept. Random-walk chains then start
 # in the right mode instead of having to cross between classes, which the
 # level sets of this world (rockets vs houses) make rare.
 INIT_OVERSAMPLE = 4
+MAX_SUPERCHAINS = 16  # independent groups of particles compared by nested R-hat
+SMC_FINAL_DRAWS = 10  # MH moves at the posterior after tempering, kept as draws (ArviZ needs >= 4)
+SMC_MOVES = 10  # MH moves per temperature: 5 left the tight (concentration 1,000) level set at nested R-hat 1.02-1.09
 
 
 @dataclass
@@ -67,14 +73,32 @@ class LevelSetResult:
         return self.chain.to_arviz()
 
 
-def _initial_particles(level_set: LevelSet, n: int, init: str, generator) -> torch.Tensor:
+def superchain_count(num_particles: int) -> int | None:
+    """Largest ``K <= MAX_SUPERCHAINS`` (``K >= 2``) that divides ``num_particles``, else ``None``.
+
+    Examples
+    --------
+    >>> superchain_count(1000), superchain_count(4096), superchain_count(7)
+    (10, 16, 7)
+    """
+    for k in range(min(MAX_SUPERCHAINS, num_particles), 1, -1):
+        if num_particles % k == 0:
+            return k
+    return None
+
+
+def _initial_particles(level_set: LevelSet, n: int, init: str, generator, superchains: int | None) -> torch.Tensor:
+    """``n`` starting points; with superchains, each group is initialised independently."""
     prior = level_set.prior
     if init == "prior":
         return prior.sample(n, generator=generator)
+    groups = superchains or 1
+    per_group = n // groups
     draws = prior.sample(INIT_OVERSAMPLE * n, generator=generator)
-    log_w = level_set.log_likelihood(level_set.predict(draws))
-    idx = torch.multinomial(torch.softmax(log_w, 0), n, replacement=True, generator=generator)
-    return draws[idx]
+    log_w = level_set.log_likelihood(level_set.predict(draws)).reshape(groups, -1)
+    idx = torch.multinomial(torch.softmax(log_w, -1), per_group, replacement=True, generator=generator)
+    idx = idx + torch.arange(groups, device=idx.device).unsqueeze(-1) * log_w.shape[1]
+    return draws[idx.reshape(-1)]
 
 
 def visited_yield(chain: SamplingResult, class_index: int, band: tuple[float, float] = AMBIGUOUS_BAND) -> int:
@@ -92,21 +116,83 @@ def visited_yield(chain: SamplingResult, class_index: int, band: tuple[float, fl
     return int((inside & new_state).sum())
 
 
+def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_fraction, init, seed,
+                 generator, device, options, progress):
+    """Dispatch to the sampler; every backend returns a SamplingResult with predictions as extras."""
+    names = prior.latent_names
+    classes = level_set.classifier.class_names
+
+    def density(z):
+        return level_set.log_density_and_probs(z)
+
+    def predict(z):
+        with torch.no_grad():
+            return level_set.predict(z)
+
+    if method in ("mh", "hmc"):
+        superchains = superchain_count(num_particles)
+        with torch.no_grad():
+            start = _initial_particles(level_set, num_particles, init, generator, superchains).to(device)
+        config = MCMCConfig(num_steps=num_steps, warmup_fraction=warmup_fraction)
+        if method == "mh":
+            with torch.no_grad():
+                chain = run_mh(density, start, config, generator=generator, latent_names=names,
+                               extras_names=classes, progress=progress, **options)
+        else:
+            from ppl_audit.inference.mcmc import run_hmc
+
+            chain = run_hmc(density, start, config, generator=generator, latent_names=names, extras_names=classes,
+                            superchains=superchains, progress=progress, **options)
+        chain.superchains = superchains  # run_mh leaves it unset
+        return chain
+    if method == "smc":
+        from ppl_audit.inference.smc import run_smc
+
+        runs = superchain_count(num_particles) or 1
+        if runs < 2:
+            raise InvalidInputError(f"method 'smc' needs num_particles divisible by 2..{MAX_SUPERCHAINS}, got {num_particles}")
+
+        def log_likelihood(z):
+            probs = level_set.predict(z)
+            return level_set.log_likelihood(probs), probs
+
+        with torch.no_grad():
+            return run_smc(prior.log_prob, log_likelihood, lambda n, generator: prior.sample(n, generator=generator),
+                           num_runs=runs, particles_per_run=num_particles // runs,
+                           num_final_draws=options.pop("num_final_draws", SMC_FINAL_DRAWS),
+                           num_moves=options.pop("num_moves", SMC_MOVES), generator=generator,
+                           latent_names=names, extras_names=classes, progress=progress, device=device, **options)
+    if method == "nuts":
+        from ppl_audit.inference.pyro_backends import run_nuts
+
+        warmup = int(num_steps * warmup_fraction)
+        return run_nuts(level_set.model, num_chains=num_particles, num_warmup=warmup,
+                        num_samples=num_steps - warmup, seed=seed, latent_names=names, extras_fn=predict,
+                        progress=progress, **options)
+    from ppl_audit.inference.pyro_backends import run_svi
+
+    return run_svi(level_set.model, num_steps=num_steps, num_samples=num_particles, seed=seed, latent_names=names,
+                   extras_fn=predict, log_density_fn=level_set.log_density, progress=progress, **options)
+
+
 def sample_level_set(
     prior: Prior,
     classifier,
     target: Sequence[float],
     *,
     concentration: float = 10.0,
-    num_particles: int = 1000,
+    relaxation: str = "dirichlet",
+    sigma: float | None = None,
+    num_particles: int = 1024,
     num_steps: int = 200,
     num_samples: int | None = None,
     seed: int = 0,
-    method: str = "mh",
+    method: str = DEFAULT_METHOD,
     init: str = "importance",
     warmup_fraction: float = 0.5,
     device="auto",
     class_names: Sequence[str] | None = None,
+    options: dict | None = None,
     progress: ProgressFn | None = None,
 ) -> LevelSetResult:
     """Sample inputs whose prediction matches ``target`` (Booth et al. 2020).
@@ -116,31 +202,37 @@ def sample_level_set(
     prior : Prior
         Generative prior over images (for example :class:`~ppl_audit.priors.HouseRocketWorld`).
     classifier : Classifier or callable
-        Any callable mapping images ``(N, C, H, W)`` to probabilities ``(N, K)``;
-        it is used as a black box (no gradients).
+        Any callable mapping images ``(N, C, H, W)`` to probabilities ``(N, K)``.
+        The gradient-free methods (``smc``, ``mh``) use it as a black box.
     target : sequence of float
         Target prediction, strictly inside the simplex (e.g. ``[0.5, 0.5]``).
     concentration : float
         Dirichlet concentration ``alpha`` > 0 (the paper uses 10).
+    relaxation : {"dirichlet", "gaussian"}
+        The prediction likelihood; ``sigma`` is the Gaussian's scale.
     num_particles : int
-        ``N``, chains run side by side.
+        ``N``: particles (smc, mh, hmc), chains (nuts) or resampled draws (svi).
     num_steps : int
-        ``T``, MH steps per particle (warm-up included).
+        Steps per chain, warm-up included (mh, hmc, nuts), or optimisation
+        steps (svi); smc's length is set by its tempering schedule.
     num_samples : int, optional
         ``n <= N`` samples drawn with replacement from the particles' last
-        states (default ``N``).
+        states (default ``N``); for nuts, from all kept draws (default up to 1,000).
     seed : int
         Seeds every random draw: the same seed gives the same samples.
-    method : {"mh"}
-        Sampler.
+    method : {"smc", "mh", "hmc", "nuts", "svi"}
+        Sampler; ``"smc"`` is adaptively tempered SMC with MH moves (gradient-free),
+        ``"mh"`` (the paper's particle MH) is the default.
     init : {"importance", "prior"}
-        Start from likelihood-resampled prior draws, or from plain prior draws.
+        mh/hmc start: likelihood-resampled prior draws, or plain prior draws.
     warmup_fraction : float
-        Share of the steps spent adapting the proposal scale.
+        Share of the steps spent adapting (mh, hmc, nuts).
     device : str
         ``"auto"`` picks CUDA when present.
     class_names : sequence of str, optional
         Needed to wrap a plain callable when the prior has no class names.
+    options : dict, optional
+        Method-specific settings passed to the backend (e.g. ``num_leapfrog``).
     progress : callable, optional
         ``progress(task, done, total)``.
 
@@ -152,7 +244,8 @@ def sample_level_set(
     --------
     >>> from ppl_audit.priors import HouseRocketWorld
     >>> clf = lambda x: torch.stack([1 - x.mean((1, 2, 3)), x.mean((1, 2, 3))], -1)
-    >>> res = sample_level_set(HouseRocketWorld(), clf, [0.9, 0.1], num_particles=64, num_steps=20, device="cpu")
+    >>> res = sample_level_set(HouseRocketWorld(), clf, [0.9, 0.1], method="mh", num_particles=64,
+    ...                        num_steps=20, device="cpu")
     >>> res.latents.shape
     torch.Size([64, 3])
     """
@@ -163,35 +256,43 @@ def sample_level_set(
     for name, value in (("num_particles", num_particles), ("num_steps", num_steps)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    num_samples = num_particles if num_samples is None else num_samples
-    if not isinstance(num_samples, int) or not 0 < num_samples <= num_particles:
-        raise InvalidInputError(f"num_samples must be in 1..num_particles={num_particles}, got {num_samples!r}")
-    config = MCMCConfig(num_steps=num_steps, warmup_fraction=warmup_fraction)
+    # NUTS pools every chain's draws, so its samples may outnumber its chains.
+    max_samples = num_particles * num_steps if method == "nuts" else num_particles
+    if num_samples is not None and (not isinstance(num_samples, int) or not 0 < num_samples <= max_samples):
+        raise InvalidInputError(f"num_samples must be in 1..{max_samples} for method {method!r}, got {num_samples!r}")
+    MCMCConfig(num_steps=num_steps, warmup_fraction=warmup_fraction)  # validates both
     dev = resolve_device(device)
-    level_set = LevelSet(prior, classifier, target, concentration, class_names=class_names)
-    generator = torch.Generator(device=dev).manual_seed(int(seed))
-    with torch.no_grad():
-        start = _initial_particles(level_set, num_particles, init, generator).to(dev)
-        chain = run_mh(
-            level_set.log_density_and_probs,
-            start,
-            config,
-            generator=generator,
-            latent_names=prior.latent_names,
-            extras_names=level_set.classifier.class_names,
-            progress=progress,
+    level_set = LevelSet(prior, classifier, target, concentration, relaxation=relaxation, sigma=sigma,
+                         class_names=class_names)
+    if method in GRADIENT_METHODS and not level_set.classifier.differentiable:
+        raise InvalidInputError(
+            f"method {method!r} needs gradients, but the classifier is a black box; use 'smc' or 'mh'"
         )
-        chain.num_evaluations = level_set.evaluations
-        idx = torch.randint(num_particles, (num_samples,), generator=generator, device=dev).cpu()
-        latents = chain.final_position[idx]
-        probs = chain.final_extras[idx]
+    generator = torch.Generator(device=dev).manual_seed(int(seed))
+    chain = _run_backend(method, level_set, prior, num_particles=num_particles, num_steps=num_steps,
+                         warmup_fraction=warmup_fraction, init=init, seed=seed, generator=generator, device=dev,
+                         options=dict(options or {}), progress=progress)
+    # The level set counts every image it classified (initialisation included);
+    # Pyro backends evaluate through its model, which only the backend counts.
+    chain.num_evaluations = max(chain.num_evaluations, level_set.evaluations)
+    with torch.no_grad():
+        pool = chain.final_position if method not in ("nuts", "svi") else chain.trace.reshape(-1, chain.trace.shape[-1])
+        pool_probs = chain.final_extras if method not in ("nuts", "svi") else chain.extras_trace.reshape(pool.shape[0], -1)
+        if num_samples is None:
+            num_samples = min(pool.shape[0], max(num_particles, 1000)) if method == "nuts" else num_particles
+        if num_samples > pool.shape[0]:
+            raise InvalidInputError(f"num_samples={num_samples} exceeds the {pool.shape[0]} draws the run kept")
+        idx = torch.randint(pool.shape[0], (num_samples,), generator=generator, device=dev).cpu()
+        latents = pool[idx]
+        probs = pool_probs[idx]
         images = prior.decode(latents.to(dev)).cpu()
     target_t = level_set.target
     confidence = target_confidence(probs, target_t)
-    summary = diagnostics.summarize(chain.to_arviz())
+    summary = diagnostics.summarize(chain.to_arviz(), superchains=chain.superchains)
     evals = chain.num_evaluations
     k = int(torch.argmax(target_t))
     metrics = {
+        "method": method,
         "delta": average_deviation(probs, target_t),
         "mean_confidence": float(confidence.mean()),
         "min_confidence": float(confidence.min()),
@@ -201,9 +302,14 @@ def sample_level_set(
         "num_samples": num_samples,
         "num_distinct": count_distinct(latents),
         "rhat_max": summary["rhat_max"],
+        "nested_rhat_max": summary.get("nested_rhat_max"),
         "ess_bulk_min": summary["ess_bulk_min"],
         "ess_tail_min": summary["ess_tail_min"],
+        "ess_superchains_min": summary.get("ess_superchains_min"),
+        "converged": summary["converged"],
         "classifier_evaluations": evals,
-        "ambiguous_per_1000_evaluations": 1000.0 * visited_yield(chain, k) / evals,
+        "ambiguous_per_1000_evaluations": (
+            1000.0 * visited_yield(chain, k) / evals if chain.accepted is not None and evals else None
+        ),
     }
     return LevelSetResult(latents, images, probs, target_t, level_set.concentration, metrics, chain, summary)

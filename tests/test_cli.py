@@ -503,3 +503,22 @@ def test_non_string_classifier_in_audit_file(tmp_path, capsys):
     audit.write_text('[audit]\nkind = "levelset"\nclassifier = 5\n')
     status, _, err = run_cli(["run", audit, "--out", tmp_path / "OUT", "--quiet"], capsys)
     assert_user_error(status, err, "classifier")
+
+
+def test_levelset_with_smc_and_gaussian_relaxation(tmp_path, tiny_card_file, tiny_classifier, capsys):
+    out = tmp_path / "smc"
+    status, _, err = run_cli(["levelset", "--target", "0.2,0.8", "--classifier", tiny_card_file, "--method", "smc",
+                              "--relaxation", "gaussian", "--sigma", "0.1", "--particles", 64, "--samples", 32,
+                              "--out", out, "--quiet"], capsys)
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    entry = report["metrics"]["worlds"]["house-rocket"]["targets"]["target"]
+    assert entry["method"] == "smc" and entry["nested_rhat_max"] is not None
+    assert report["provenance"]["spec"]["method"] == "smc"
+    assert any(name.endswith("_tempering") for name in entry["figures"])
+
+
+def test_unknown_method_is_a_usage_error(tmp_path, tiny, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["levelset", "--target", "0.5,0.5", "--method", "magic", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2

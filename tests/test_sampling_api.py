@@ -51,3 +51,42 @@ def test_bad_arguments(kwargs, message):
     base = dict(num_particles=8, num_steps=2, device="cpu")
     with pytest.raises(InvalidInputError, match=message):
         pa.sample_level_set(pa.HouseRocketWorld(), lambda x: torch.full((len(x), 2), 0.5), [0.5, 0.5], **(base | kwargs))
+
+
+@pytest.mark.parametrize(
+    "method,kwargs",
+    [
+        ("smc", {"num_particles": 64}),
+        ("hmc", {"num_particles": 32, "num_steps": 12, "options": {"num_leapfrog": 3}}),
+        ("nuts", {"num_particles": 2, "num_steps": 16}),
+        ("svi", {"num_particles": 64, "num_steps": 20, "options": {"num_proposals": 256}}),
+    ],
+)
+def test_every_backend_returns_level_set_samples(tiny_classifier, method, kwargs):
+    res = pa.sample_level_set(pa.HouseRocketWorld(), tiny_classifier, [0.5, 0.5], method=method, seed=0,
+                              device="cpu", num_samples=16, **kwargs)
+    assert res.chain.method == method
+    assert res.latents.shape == (16, 3) and res.probs.shape == (16, 2)
+    assert torch.allclose(res.probs.sum(-1), torch.ones(16), atol=1e-5)
+    assert res.metrics["method"] == method and res.metrics["classifier_evaluations"] > 0
+    assert "verdict" in res.diagnostics
+
+
+def test_smc_runs_are_superchains_judged_by_nested_rhat(tiny_classifier):
+    res = pa.sample_level_set(pa.HouseRocketWorld(), tiny_classifier, [0.5, 0.5], method="smc",
+                              num_particles=256, seed=0, device="cpu")
+    assert res.chain.superchains == 16
+    assert res.metrics["nested_rhat_max"] is not None
+    assert res.chain.info["tempering_schedule"][0][-1] == 1.0
+
+
+def test_gradient_methods_refuse_black_boxes():
+    with pytest.raises(InvalidInputError, match="black box"):
+        pa.sample_level_set(pa.HouseRocketWorld(), lambda x: torch.full((len(x), 2), 0.5), [0.5, 0.5],
+                            method="hmc", num_particles=8, num_steps=4, device="cpu")
+
+
+def test_gaussian_relaxation_through_the_api(tiny_classifier):
+    res = pa.sample_level_set(pa.HouseRocketWorld(), tiny_classifier, [0.0, 1.0], relaxation="gaussian",
+                              sigma=0.05, num_particles=64, num_steps=20, seed=0, device="cpu")
+    assert res.metrics["mean_confidence"] > 0.8

@@ -25,17 +25,27 @@ from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
 from ppl_audit.classifiers.house_rocket import load_house_rocket_classifier
 from ppl_audit.errors import AuditFileError, InvalidInputError
-from ppl_audit.levelset import LevelSet, validate_concentration, validate_target
+from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_target
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
 from ppl_audit.priors.house_rocket import CLASS_NAMES, WORLDS, make_world
 from ppl_audit.progress import ProgressFn
-from ppl_audit.report import Report, Section, Table
+from ppl_audit.report import Figure, Report, Section, Table
 from ppl_audit.report import figures
-from ppl_audit.sampling import sample_level_set
+from ppl_audit.sampling import DEFAULT_METHOD, METHODS, sample_level_set
 
 KIND = "levelset"
 GRID_IMAGES = 16  # images shown per target
-RHAT_WARN = 1.1  # many short chains read ~1.1 at stationarity; above it chains clearly disagree
+METHOD_DESCRIPTIONS = {
+    "smc": "adaptively tempered sequential Monte Carlo from the prior to the level set, {n} particles in "
+    "independent runs, random-walk MH moves at every temperature",
+    "mh": "{n} particles of random-walk Metropolis-Hastings (the paper's), {t} steps each, the first half adapting "
+    "the proposal scale, started from likelihood-resampled prior draws",
+    "hmc": "{n} chains of Hamiltonian Monte Carlo with a fixed number of leapfrog steps, {t} steps each, the first "
+    "half adapting step size and mass matrix",
+    "nuts": "Pyro NUTS, {n} chains of {t} iterations (half warm-up)",
+    "svi": "SVI with a Pyro autoguide ({t} steps), then importance resampling",
+}
+TRACE_CHAINS = 8  # chains drawn in trace and rank plots: more lines are unreadable
 ESS_WARN = 400  # bulk ESS below this makes posterior means too noisy to quote
 YIELD_PRIOR_DRAWS = 20_000  # prior draws for the baseline yield: ~120 ambiguous images expected
 HOUSE = CLASS_NAMES.index("house")
@@ -48,14 +58,21 @@ class TargetSpec:
     name: str
     probabilities: tuple[float, ...]
     concentration: float = 10.0
+    relaxation: str = "dirichlet"
+    sigma: float | None = None
 
     def __post_init__(self):
         if isinstance(self.concentration, bool):
             raise InvalidInputError(f"concentration must be a number, got {self.concentration!r}")
         if not isinstance(self.name, str) or not self.name.replace("-", "").replace("_", "").isalnum():
             raise InvalidInputError(f"target name {self.name!r} must be letters, digits, '-' or '_'")
-        validate_target(self.probabilities, len(CLASS_NAMES))
+        if self.relaxation not in RELAXATIONS:
+            raise InvalidInputError(f"unknown relaxation {self.relaxation!r}; available: {', '.join(RELAXATIONS)}")
+        validate_target(self.probabilities, len(CLASS_NAMES), allow_boundary=self.relaxation == "gaussian")
         validate_concentration(self.concentration)
+        if self.sigma is not None and (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float))
+                                       or not 0 < self.sigma < float("inf")):
+            raise InvalidInputError(f"sigma must be a finite number > 0, got {self.sigma!r}")
         object.__setattr__(self, "probabilities", tuple(float(p) for p in self.probabilities))
         object.__setattr__(self, "concentration", float(self.concentration))
 
@@ -98,10 +115,11 @@ class LevelSetAuditSpec:
     num_samples: int = 1000
     num_prior_samples: int = 3000
     classifier: str = "house-rocket-cnn"
+    method: str = DEFAULT_METHOD
     device: str = "auto"
 
     def __post_init__(self):
-        for name in ("title", "classifier", "device"):
+        for name in ("title", "classifier", "device", "method"):
             if not isinstance(getattr(self, name), str):
                 raise InvalidInputError(f"{name} must be a string, got {getattr(self, name)!r}")
         if isinstance(self.worlds, str) or not all(isinstance(w, str) for w in self.worlds):
@@ -114,6 +132,8 @@ class LevelSetAuditSpec:
             raise InvalidInputError(
                 f"num_samples ({self.num_samples}) cannot exceed num_particles ({self.num_particles})"
             )
+        if self.method not in METHODS:
+            raise InvalidInputError(f"unknown method {self.method!r}; available: {', '.join(METHODS)}")
         if not self.worlds:
             raise InvalidInputError("worlds must name at least one world")
         for world in self.worlds:
@@ -179,8 +199,11 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
     t = torch.tensor(target.probabilities)
     k = int(torch.argmax(t))
     key = f"{world_name}_{target.name}".replace("-", "_")
-    ratio = m["ambiguous_per_1000_evaluations"] / prior_yield if prior_yield > 0 else float("inf")
-    m["ambiguous_yield_vs_prior"] = ratio
+    level_set_yield = m["ambiguous_per_1000_evaluations"]
+    if level_set_yield is None:
+        m["ambiguous_yield_vs_prior"] = None
+    else:
+        m["ambiguous_yield_vs_prior"] = level_set_yield / prior_yield if prior_yield > 0 else float("inf")
     n_show = min(GRID_IMAGES, result.images.shape[0])
     grid = figures.image_grid(
         f"{key}_samples",
@@ -215,29 +238,53 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
         xlabel=f"P({CLASS_NAMES[k]})",
         band=AMBIGUOUS_BAND,
     )
-    acc = figures.line_plot(
-        f"{key}_acceptance",
-        f"{world_name}: MH acceptance per step, target '{target.name}'",
-        "Mean acceptance over all particles; the proposal scale adapts until the dashed line.",
-        {"acceptance rate": result.chain.acceptance_per_step},
-        xlabel="step",
-        ylabel="acceptance",
-        vline=result.chain.num_warmup,
-    )
+    chain = result.chain
+    method_figures = []
+    if chain.acceptance_per_step:
+        method_figures.append(figures.line_plot(
+            f"{key}_acceptance",
+            f"{world_name}: acceptance per step, target '{target.name}'",
+            "Mean acceptance over all particles; the proposal adapts until the dashed line.",
+            {"acceptance rate": chain.acceptance_per_step},
+            xlabel="step",
+            ylabel="acceptance",
+            vline=chain.num_warmup,
+        ))
+    if "tempering_schedule" in chain.info:
+        schedules = chain.info["tempering_schedule"]
+        method_figures.append(figures.line_plot(
+            f"{key}_tempering",
+            f"{world_name}: SMC tempering schedule and ESS, target '{target.name}'",
+            "Inverse temperature beta per stage for each independent SMC run (prior at 0, posterior at 1), "
+            "and the mean ESS fraction of the particles before each resampling.",
+            {**{f"beta, run {i}": sched for i, sched in enumerate(schedules[:4])},
+             "ESS fraction": chain.info.get("ess_per_stage", [])},
+            xlabel="stage",
+            ylabel="beta / ESS fraction",
+        ))
+    trace_png, rank_png = diagnostics.trace_and_rank_png(result.to_arviz(), max_chains=TRACE_CHAINS)
+    method_figures += [
+        Figure(f"{key}_trace", f"{world_name}: trace of {TRACE_CHAINS} chains, target '{target.name}'",
+               "ArviZ trace plot of the kept draws of the first chains: densities left, draws right.", trace_png,
+               {"chains": TRACE_CHAINS, "note": "drawn from the run's InferenceData"}),
+        Figure(f"{key}_rank", f"{world_name}: rank plot of {TRACE_CHAINS} chains, target '{target.name}'",
+               "ArviZ rank plot: chains that explore the same posterior give flat, similar histograms.", rank_png,
+               {"chains": TRACE_CHAINS, "note": "drawn from the run's InferenceData"}),
+    ]
     diag = result.diagnostics["per_latent"]
+    nested = "nested_rhat" in next(iter(diag.values()))
+    columns = ["latent", "mean", "sd", "mcse_mean", "rhat", "ess_bulk", "ess_tail"]
+    columns += ["nested_rhat", "ess_superchains"] if nested else []
     table = Table(
         f"{key}_diagnostics",
-        "Per-latent diagnostics (ArviZ: rank-normalised split R-hat, bulk/tail ESS over particles x post-warm-up steps)",
-        ["latent", "mean", "sd", "mcse_mean", "rhat", "ess_bulk", "ess_tail"],
-        [[n, d["mean"], d["sd"], d["mcse_mean"], d["rhat"], d["ess_bulk"], d["ess_tail"]] for n, d in diag.items()],
+        "Per-latent diagnostics (ArviZ split R-hat and bulk/tail ESS over chains x kept draws"
+        + ("; nested R-hat and ESS from the spread of superchain means)" if nested else ")"),
+        columns,
+        [[n] + [d[c] for c in columns[1:]] for n, d in diag.items()],
     )
     warnings = []
-    if m["rhat_max"] > RHAT_WARN:
-        warnings.append(
-            f"R-hat reaches {m['rhat_max']:.2f} (> {RHAT_WARN}): individual particles did not travel across the "
-            "whole level set during their short runs, so per-chain averages disagree. The samples come from "
-            "many particles started across the level set, but treat spread-sensitive summaries with care."
-        )
+    if not result.diagnostics["converged"]:
+        warnings.append(result.diagnostics["verdict"])
     if m["ess_bulk_min"] < ESS_WARN:
         warnings.append(
             f"Bulk ESS is only {m['ess_bulk_min']:.0f} (< {ESS_WARN}): posterior means are noisy; run more particles or steps."
@@ -253,6 +300,7 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
         f"minimum {m['min_confidence']:.3f}; {m['num_distinct']} distinct of {m['num_samples']} samples; "
         f"{100 * m['fraction_in_ambiguous_band']:.1f}% of samples have P({CLASS_NAMES[k]}) within "
         f"{AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}.",
+        f"Sampler '{m['method']}': {result.diagnostics['verdict']}",
     ]
     section = Section(
         key,
@@ -260,7 +308,7 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
         paragraphs=paragraphs,
         metrics={"target": list(target.probabilities), "concentration": target.concentration, **m},
         tables=[table],
-        figures=[grid, scatter, hist, acc],
+        figures=[grid, scatter, hist, *method_figures],
         warnings=warnings,
     )
     return section
@@ -334,10 +382,13 @@ def run(
                 classifier,
                 target.probabilities,
                 concentration=target.concentration,
+                relaxation=target.relaxation,
+                sigma=target.sigma,
                 num_particles=spec.num_particles,
                 num_steps=spec.num_steps,
                 num_samples=spec.num_samples,
                 seed=seed * 1000 + 100 * w_index + t_index + 1,
+                method=spec.method,
                 device=device,
                 progress=(lambda _task, done, total, task=task: progress(task, done, total)) if progress else None,
             )
@@ -371,13 +422,14 @@ def run(
     summary = [
         "Level-set sampling (Booth et al. 2020): inputs drawn from the world's generative prior, conditioned on "
         "the classifier's prediction matching each target through the Dirichlet relaxation "
-        "p ~ Dirichlet(concentration * f(x)), observed at the target. Sampler: "
-        f"{spec.num_particles} particles of random-walk Metropolis-Hastings, {spec.num_steps} steps each "
-        f"(the first half adapts the proposal), last states kept, {spec.num_samples} drawn with replacement.",
+        "p ~ Dirichlet(concentration * f(x)), observed at the target. "
+        f"Sampler: {METHOD_DESCRIPTIONS[spec.method].format(n=spec.num_particles, t=spec.num_steps)}; "
+        f"{spec.num_samples} samples drawn with replacement from the final states.",
         "Confidence is the classifier's probability of the target's top class (the first class on ties). Delta is "
         "the mean absolute deviation of the prediction from the target per class (the paper's Eq. 5). "
-        "R-hat is ArviZ's rank-normalised split R-hat across particles; with many short chains it reads high even "
-        "when the ensemble of particles is right, so it flags particles that did not mix, not wrong samples.",
+        "Convergence: runs whose particles form independent groups (superchains) are judged by nested R-hat "
+        "(Margossian et al. 2022), which compares the groups; ArviZ's split R-hat across thousands of short "
+        "chains reads high even when the ensemble is right, so it is shown but not used for the verdict.",
     ]
     classifier_info = {
         "card": info.get("card", spec.classifier),

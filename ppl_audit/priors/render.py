@@ -19,6 +19,7 @@ to the hard render as ``softness -> 0``. Ink is 1 on a background of 0.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -37,8 +38,13 @@ def _coordinates(device, dtype):
     return centres.view(1, 1, -1), centres.view(1, -1, 1)  # xs (1,1,W), ys (1,H,1)
 
 
+@functools.lru_cache(maxsize=16)
 def _blur_matrix(size: int, sigma: float, device, dtype) -> torch.Tensor:
-    """``(size, size)`` matrix ``B`` with ``(B @ v)`` the zero-padded Gaussian blur of ``v``."""
+    """``(size, size)`` matrix ``B`` with ``(B @ v)`` the zero-padded Gaussian blur of ``v``.
+
+    Cached per size, sigma, device and dtype: building it costs more than
+    blurring one image, which is what a one-chain sampler (Pyro NUTS) does.
+    """
     radius = max(1, int(math.ceil(3 * sigma)))
     idx = torch.arange(size, device=device, dtype=dtype)
     offsets = idx.view(-1, 1) - idx.view(1, -1)

@@ -100,7 +100,9 @@ def test_figures_named_in_entries_exist_in_their_sections(two_target_report):
     assert len(all_figures) == len(set(all_figures))
     by_section = {s.name: s for s in _sections(report.sections)}
     for name, entry in report.metrics["worlds"]["house-rocket"]["targets"].items():
-        assert len(entry["figures"]) == 4
+        # samples, latents, confidence, acceptance (mh), ArviZ trace and rank plots
+        assert [f.rsplit("_", 1)[1] for f in entry["figures"]] == [
+            "samples", "latents", "confidence", "acceptance", "trace", "rank"]
         section = by_section[f"house_rocket_{name}"]
         assert [f.name for f in section.figures] == entry["figures"]
         assert section.metrics["target"] == entry["target"]
@@ -372,6 +374,7 @@ def test_default_spec_is_the_demo():
     assert spec.worlds == ("house-rocket", "house-rocket-circle")
     assert [t.name for t in spec.targets] == ["house", "rocket", "ambiguous", "ambiguous-tight"]
     d = spec.to_dict()
-    assert d["targets"][0] == {"name": "house", "probabilities": (0.001, 0.999), "concentration": 20.0}
+    assert d["targets"][0] == {"name": "house", "probabilities": (0.001, 0.999), "concentration": 20.0,
+                               "relaxation": "dirichlet", "sigma": None}
     assert spec_hash(d) == spec_hash(LevelSetAuditSpec().to_dict())
     assert spec_hash(d) != spec_hash(dataclasses.replace(spec, num_steps=201).to_dict())

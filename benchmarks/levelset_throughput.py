@@ -1,0 +1,221 @@
+"""Level-set sampler throughput on the house/rocket world: every backend, one model, one seed.
+
+Rows: the raw batched evaluation rate (the limit no sampler passes), Pyro
+NUTS, importance sampling from the prior, and each batched kernel (mh, hmc,
+smc) at N = 1,000 and 4,096 chains, on the ambiguous target at concentration
+10 and on a tight level set (concentration 1,000). Each sampler row runs in a
+fresh subprocess so that its peak resident memory is its own.
+
+Columns: wall seconds, ESS/s (the minimum over latents of the conservative
+ESS: ArviZ bulk ESS, and for superchain runs the smaller of that and the ESS
+from the spread of superchain means), the R-hat the method is judged by
+(nested for superchain runs, split otherwise), Delta of the samples, the
+share of wall time spent in model passes (render + classify + likelihood,
+forward and backward), peak RSS, and whether the posterior means agree with
+a long importance-sampling reference within 3 Monte Carlo standard errors.
+
+Run:  python benchmarks/levelset_throughput.py [--quick] [--device cpu|cuda]
+Writes benchmarks/results/levelset_throughput[_DEVICE].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+import ppl_audit as pa
+from ppl_audit import diagnostics
+from ppl_audit.levelset import LevelSet
+from ppl_audit.metrics import average_deviation
+
+from _common import machine, print_table, write_results
+
+TARGETS = {"c10": ((0.5, 0.5), 10.0), "c1000": ((0.5, 0.5), 1000.0)}
+SEED = 0
+REFERENCE_DRAWS = 4_000_000  # prior draws of the importance-sampling reference run
+IS_DRAWS = 200_000  # prior draws of the importance-sampling baseline row
+NUTS = {"num_chains": 3, "num_warmup": 500, "num_samples": 1000}  # the issue's reference configuration
+
+
+class TimedLevelSet(LevelSet):
+    """A LevelSet that accumulates the seconds spent in model passes."""
+
+    model_seconds = 0.0
+
+    def log_density_and_probs(self, z):
+        start = time.perf_counter()
+        out = super().log_density_and_probs(z)
+        self.model_seconds += time.perf_counter() - start
+        return out
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def raw_throughput(world, clf, device, n=8192, grad=False) -> float:
+    ls = LevelSet(world, clf, [0.5, 0.5], 10.0)
+    z = world.sample(n, generator=torch.Generator(device=device).manual_seed(0)).to(device)
+    ls.log_density(z[:512])  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    if grad:
+        zz = z.clone().requires_grad_(True)
+        torch.autograd.grad(ls.log_density(zz).sum(), zz)
+    else:
+        with torch.no_grad():
+            ls.log_density(z)
+    _sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def reference_means(world, clf, target, alpha, device, draws=REFERENCE_DRAWS):
+    """Posterior means and their MCSE from importance sampling with ``draws`` prior draws."""
+    ls = LevelSet(world, clf, target, alpha)
+    gen = torch.Generator(device=device).manual_seed(123)
+    sums = torch.zeros(3, dtype=torch.float64)
+    logs, zs = [], []
+    with torch.no_grad():
+        for _ in range(draws // 200_000):
+            z = world.sample(200_000, generator=gen).to(device)
+            logs.append(ls.log_likelihood(ls.predict(z)).double().cpu())
+            zs.append(z.double().cpu())
+    log_w, z = torch.cat(logs), torch.cat(zs)
+    w = torch.softmax(log_w, 0)
+    mean = (w[:, None] * z).sum(0)
+    var = (w[:, None] * (z - mean) ** 2).sum(0)
+    ess = float(1 / (w**2).sum())
+    del sums
+    return {"mean": mean.tolist(), "sd": var.sqrt().tolist(), "ess": ess, "draws": draws}
+
+
+def run_one(spec: dict) -> dict:
+    """One sampler row (runs in its own process)."""
+    device = torch.device(spec["device"])
+    torch.manual_seed(0)
+    world = pa.make_world("house-rocket", device=device)
+    clf = pa.load_house_rocket_classifier(device=device)
+    target, alpha = TARGETS[spec["target"]]
+    method = spec["method"]
+    start = time.perf_counter()
+    if method == "is":
+        ls = TimedLevelSet(world, clf, target, alpha)
+        gen = torch.Generator(device=device).manual_seed(SEED)
+        with torch.no_grad():
+            z = world.sample(spec["draws"], generator=gen).to(device)
+            log_w, probs = ls.log_density_and_probs(z)
+            log_w = log_w - world.log_prob(z)
+        w = torch.softmax(log_w.double(), 0).cpu()
+        seconds = time.perf_counter() - start
+        ess = float(1 / (w**2).sum())
+        mean = (w[:, None] * z.double().cpu()).sum(0)
+        idx = torch.multinomial(w, 1000, replacement=True, generator=torch.Generator().manual_seed(SEED))
+        delta = average_deviation(probs.cpu()[idx], torch.tensor(target))
+        row = {"ess_min": ess, "rhat": None, "delta": delta, "means": mean.tolist(),
+               "ess_per_latent": [ess] * 3, "model_seconds": ls.model_seconds}
+    else:
+        # Instrument the model passes of whichever backend runs.
+        pa.sampling.LevelSet = TimedLevelSet
+        TimedLevelSet.model_seconds = 0.0
+        options = dict(spec.get("options", {}))
+        res = pa.sample_level_set(world, clf, target, concentration=alpha, method=method,
+                                  num_particles=spec["particles"], num_steps=spec["steps"], seed=SEED,
+                                  device=device, options=options)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        per = res.diagnostics["per_latent"]
+        ess = [min(d["ess_bulk"], d.get("ess_superchains", math.inf)) for d in per.values()]
+        row = {"ess_min": min(ess), "ess_per_latent": ess,
+               "rhat": res.diagnostics.get("nested_rhat_max", res.diagnostics["rhat_max"]),
+               "rhat_kind": "nested" if "nested_rhat_max" in res.diagnostics else "split",
+               "delta": res.metrics["delta"], "means": [d["mean"] for d in per.values()],
+               "sds": [d["sd"] for d in per.values()], "model_seconds": TimedLevelSet.model_seconds,
+               "converged": res.diagnostics["converged"]}
+    row.update(seconds=seconds, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--methods", nargs="+", default=["raw", "nuts", "is", "mh", "hmc", "smc"])
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
+    device = torch.device(args.device)
+    t0 = time.perf_counter()
+    world = pa.make_world("house-rocket", device=device)
+    clf = pa.load_house_rocket_classifier(device=device)
+    sizes = [256] if args.quick else [1000, 4096]
+    steps = {"mh": 40 if args.quick else 400, "hmc": 20 if args.quick else 200, "smc": 1}
+    nuts = {"num_chains": 2, "num_warmup": 20, "num_samples": 20} if args.quick else NUTS
+    ref_draws = 400_000 if args.quick else REFERENCE_DRAWS
+    raw = {"forward": raw_throughput(world, clf, device), "forward_backward": raw_throughput(world, clf, device, grad=True)}
+    print(f"raw evaluation throughput: {raw['forward']:.0f}/s forward, {raw['forward_backward']:.0f}/s with gradients")
+    refs = {name: reference_means(world, clf, t, a, device, ref_draws) for name, (t, a) in TARGETS.items()}
+    specs = []
+    for target in TARGETS:
+        if "nuts" in args.methods:
+            specs.append({"method": "nuts", "target": target, "particles": nuts["num_chains"],
+                          "steps": nuts["num_warmup"] + nuts["num_samples"], "device": args.device,
+                          "options": {}})
+        if "is" in args.methods:
+            specs.append({"method": "is", "target": target, "draws": 20_000 if args.quick else IS_DRAWS,
+                          "particles": 20_000 if args.quick else IS_DRAWS, "steps": 0, "device": args.device})
+        for method in ("mh", "hmc", "smc"):
+            if method in args.methods:
+                for n in sizes:
+                    specs.append({"method": method, "target": target, "particles": n, "steps": steps[method],
+                                  "device": args.device})
+    rows, records = [], []
+    for spec in specs:
+        out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(out.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(f"row {spec} failed")
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        ref = refs[spec["target"]]
+        sd = r.get("sds") or ref["sd"]
+        mcse = [s / math.sqrt(max(e, 1.0)) for s, e in zip(sd, r["ess_per_latent"])]
+        ref_mcse = [s / math.sqrt(ref["ess"]) for s in ref["sd"]]
+        z_scores = [abs(m - rm) / math.sqrt(a**2 + b**2) for m, rm, a, b in zip(r["means"], ref["mean"], mcse, ref_mcse)]
+        r.update(spec=spec, ess_per_second=r["ess_min"] / r["seconds"], max_z_vs_reference=max(z_scores),
+                 model_share=r["model_seconds"] / r["seconds"])
+        records.append(r)
+        rows.append([spec["target"], spec["method"], spec["particles"], r["seconds"], r["ess_min"],
+                     r["ess_per_second"], r["rhat"], r.get("rhat_kind", "-"), r["delta"], r["model_share"],
+                     r["peak_rss_mib"], r["max_z_vs_reference"]])
+        print(f"  {spec['target']} {spec['method']} N={spec['particles']}: {r['seconds']:.1f} s, "
+              f"ESS/s {r['ess_per_second']:.0f}", file=sys.stderr)
+    columns = ["target", "method", "chains", "seconds", "ess_min", "ess_per_second", "rhat", "rhat_kind", "delta",
+               "model_share", "peak_rss_mib", "max_z_vs_reference"]
+    print_table(columns, rows)
+    for target in TARGETS:
+        nuts_rate = next((r["ess_per_second"] for r in records if r["spec"]["method"] == "nuts"
+                          and r["spec"]["target"] == target), None)
+        if nuts_rate:
+            best = max((r for r in records if r["spec"]["target"] == target and r["spec"]["method"] not in ("nuts", "is")),
+                       key=lambda r: r["ess_per_second"])
+            print(f"{target}: best kernel {best['spec']['method']} N={best['spec']['particles']} reaches "
+                  f"{best['ess_per_second'] / nuts_rate:.0f}x NUTS's ESS/s; ESS/s is "
+                  f"{100 * best['ess_per_second'] / raw['forward']:.1f}% of the raw evaluation rate")
+    name = "levelset_throughput" + ("" if args.device == "cpu" else f"_{args.device}") + ("_quick" if args.quick else "")
+    path = write_results(name, {"benchmark": "levelset_throughput", "machine": machine(), "seed": SEED,
+                                "raw_evaluations_per_second": raw, "reference": refs, "columns": columns,
+                                "rows": rows, "records": records, "seconds": time.perf_counter() - t0})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

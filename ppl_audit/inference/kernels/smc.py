@@ -1,0 +1,262 @@
+"""Building blocks of adaptively tempered sequential Monte Carlo, batched over runs.
+
+Pure functions over ``R`` independent SMC runs of ``M`` particles each, held as
+``(R, M)`` tensors of log weights or log likelihoods: the effective sample size
+of each run's weights, the next inverse temperature of each run (adaptive
+tempering: Jasra et al. 2011; Chopin & Papaspiliopoulos 2020, Ch. 17),
+systematic resampling within each run (Kitagawa 1996; Douc et al. 2005) and a stable ``log mean exp``. No Python loop runs over the
+runs; the driver (:mod:`ppl_audit.inference.smc`) owns the stages, the moves
+and the bookkeeping.
+
+Log likelihoods of ``-inf`` (a particle outside the likelihood's support) get
+weight exactly 0 at every inverse temperature, never ``NaN``. A run whose every
+weight is 0 cannot be normalised: that is a :class:`ModelOutputError`.
+
+Weights are handled in float64 whatever the particles' dtype: tempering
+increments ``(beta' - beta) * loglik`` can be small differences of large
+numbers, and the log-evidence estimate sums them over many stages.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ppl_audit.errors import InvalidInputError, ModelOutputError
+
+# 50 halvings of an interval no wider than 1 pin the next inverse temperature
+# to 2**-50 ~ 1e-15, the resolution of float64 near 1.
+BISECTION_ITERATIONS = 50
+
+
+def log_mean_exp(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``log(mean(exp(x)))`` along ``dim``, computed stably.
+
+    ``-inf`` entries contribute 0 to the mean; an all ``-inf`` slice gives ``-inf``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+    dim : int
+        Dimension to average over.
+
+    Returns
+    -------
+    torch.Tensor
+        ``x`` with ``dim`` removed.
+
+    Examples
+    --------
+    >>> log_mean_exp(torch.tensor([[0.0, math.log(3.0)]])).exp()
+    tensor([2.])
+    >>> log_mean_exp(torch.tensor([0.0, -math.inf])).exp()
+    tensor(0.5000)
+    """
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
+
+
+def tempered_log_weights(log_likelihood: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Incremental log weights ``delta * loglik`` with ``-inf`` kept as ``-inf``.
+
+    ``0 * -inf`` would be ``NaN``; a particle outside the likelihood's support
+    has weight 0 at every step of the schedule, ``delta = 0`` included.
+
+    Parameters
+    ----------
+    log_likelihood : torch.Tensor, (R, M)
+    delta : torch.Tensor, (R,)
+        Increase of each run's inverse temperature (>= 0).
+
+    Returns
+    -------
+    torch.Tensor, (R, M), float64
+
+    Examples
+    --------
+    >>> tempered_log_weights(torch.tensor([[-2.0, -math.inf]]), torch.tensor([0.5]))
+    tensor([[-1., -inf]], dtype=torch.float64)
+    """
+    ll = log_likelihood.to(torch.float64)
+    d = delta.to(ll).unsqueeze(-1)
+    return torch.where(ll == -math.inf, ll, d * ll)
+
+
+def _check_log_weights(log_weights: torch.Tensor, what: str = "log weights") -> None:
+    """Raise unless ``log_weights`` is ``(R, M)``, free of NaN/+inf, with a nonzero weight in every run."""
+    if log_weights.ndim != 2 or log_weights.shape[1] == 0:
+        raise InvalidInputError(f"{what} must have shape (runs, particles), got {tuple(log_weights.shape)}")
+    dead = (log_weights == -math.inf).all(dim=1)
+    # one host read for all three checks
+    has_nan, has_inf, any_dead = torch.stack(
+        [torch.isnan(log_weights).any(), (log_weights == math.inf).any(), dead.any()]
+    ).tolist()
+    if has_nan or has_inf:
+        raise ModelOutputError(f"{what} contain {'NaN' if has_nan else '+inf'}")
+    if any_dead:
+        runs = dead.nonzero().flatten().tolist()
+        raise ModelOutputError(
+            f"every particle of run(s) {runs} has {what} -inf (zero likelihood): the run cannot be "
+            "reweighted; start the particles where the likelihood is positive or widen its support"
+        )
+
+
+def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of each run's weights.
+
+    The weights need not be normalised (the ratio is scale-free).
+
+    Parameters
+    ----------
+    log_weights : torch.Tensor, (R, M)
+        Unnormalised log weights; ``-inf`` is weight 0.
+
+    Returns
+    -------
+    torch.Tensor, (R,), float64
+        Between 1 and ``M``.
+
+    Raises
+    ------
+    ModelOutputError
+        On NaN or ``+inf``, or a run whose weights are all 0.
+
+    Examples
+    --------
+    >>> effective_sample_size(torch.zeros(2, 4))
+    tensor([4., 4.], dtype=torch.float64)
+    >>> effective_sample_size(torch.tensor([[0.0, -math.inf, -math.inf, -math.inf]]))
+    tensor([1.], dtype=torch.float64)
+    """
+    _check_log_weights(log_weights)
+    lw = log_weights.to(torch.float64)
+    return (2 * torch.logsumexp(lw, dim=1) - torch.logsumexp(2 * lw, dim=1)).exp()
+
+
+def _ess_fraction(log_likelihood: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """ESS / M of the incremental weights ``delta * loglik``, per run (no checks)."""
+    lw = tempered_log_weights(log_likelihood, delta)
+    return (2 * torch.logsumexp(lw, dim=1) - torch.logsumexp(2 * lw, dim=1)).exp() / lw.shape[1]
+
+
+def next_temperature(
+    log_likelihood: torch.Tensor,
+    beta: torch.Tensor,
+    target_ess_fraction: float,
+) -> torch.Tensor:
+    """The next inverse temperature of every run, chosen so that the ESS stays at a target.
+
+    For run ``r`` this is the largest ``beta' in (beta_r, 1]`` whose incremental
+    weights ``(beta' - beta_r) * loglik`` (over equally weighted particles: the
+    driver resamples at every stage) keep the ESS at ``target_ess_fraction * M``
+    (Jasra et al. 2011). The ESS falls monotonically as ``beta'``
+    grows, so a vectorised bisection with :data:`BISECTION_ITERATIONS` halvings
+    finds it for all runs at once. A run whose ESS stays above the target all
+    the way to 1 goes to exactly 1; a run already at 1 stays at 1.
+
+    When fewer than ``target_ess_fraction * M`` particles have a finite
+    likelihood, no ``beta' > beta`` reaches the target; the run then moves by
+    the bisection's resolution (``~1e-15 * (1 - beta)``), which gives weight 0
+    to the particles outside the support and lets resampling drop them.
+
+    Parameters
+    ----------
+    log_likelihood : torch.Tensor, (R, M)
+        Log likelihood of each particle; ``-inf`` allowed (weight 0).
+    beta : torch.Tensor, (R,)
+        Current inverse temperature of each run, in ``[0, 1]``.
+    target_ess_fraction : float
+        In ``(0, 1)``.
+
+    Returns
+    -------
+    torch.Tensor, (R,), float64
+        Strictly greater than ``beta`` for runs below 1; exactly 1 for runs at 1.
+
+    Raises
+    ------
+    InvalidInputError
+        On a ``target_ess_fraction`` outside ``(0, 1)``, mismatched shapes or
+        ``beta`` outside ``[0, 1]``.
+    ModelOutputError
+        On NaN or ``+inf`` log likelihoods, or a run whose every log likelihood is ``-inf``.
+
+    Examples
+    --------
+    Two runs from ``beta = 0``: the first stops where its ESS is 2 of 4, the
+    second (a flat likelihood) goes straight to 1.
+
+    >>> ll = torch.tensor([[0.0, -10.0, -20.0, -30.0], [0.0, 0.0, 0.0, 0.0]])
+    >>> b = next_temperature(ll, torch.zeros(2), 0.5)
+    >>> b[1].item()
+    1.0
+    >>> round(float(effective_sample_size(tempered_log_weights(ll[:1], b[:1]))[0]), 6)
+    2.0
+    """
+    if not 0 < target_ess_fraction < 1:
+        raise InvalidInputError(f"target_ess_fraction must be in (0, 1), got {target_ess_fraction!r}")
+    if log_likelihood.ndim != 2 or beta.shape != log_likelihood.shape[:1]:
+        raise InvalidInputError(
+            f"log_likelihood must be (runs, particles) and beta (runs,), got {tuple(log_likelihood.shape)} "
+            f"and {tuple(beta.shape)}"
+        )
+    beta = beta.to(device=log_likelihood.device, dtype=torch.float64)
+    if ((beta < 0) | (beta > 1)).any():
+        raise InvalidInputError(f"beta must lie in [0, 1], got {beta.tolist()}")
+    _check_log_weights(log_likelihood, "log likelihoods")
+    room = 1 - beta  # (R,), the widest step each run can take
+    reaches_one = _ess_fraction(log_likelihood, room) >= target_ess_fraction
+    lo = torch.zeros_like(room)  # ESS(lo) >= target, or lo = 0
+    hi = room.clone()  # ESS(hi) < target (for the runs that do not reach 1)
+    for _ in range(BISECTION_ITERATIONS):
+        mid = 0.5 * (lo + hi)
+        ok = _ess_fraction(log_likelihood, mid) >= target_ess_fraction
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    # hi is within 2**-50 of the crossing and always > 0: the schedule never stalls.
+    return torch.where(reaches_one, torch.ones_like(beta), beta + hi).clamp(max=1.0)
+
+
+def systematic_resample(generator: torch.Generator | None, log_weights: torch.Tensor) -> torch.Tensor:
+    """Systematic resampling of every run, one uniform per run.
+
+    Particle ``i`` of run ``r`` is copied ``floor(M w_i)`` or ``ceil(M w_i)``
+    times (``w`` the run's normalised weights); a particle of weight 0 is never
+    copied, and equal weights give the identity.
+
+    Parameters
+    ----------
+    generator : torch.Generator or None
+        Source of randomness (on the weights' device).
+    log_weights : torch.Tensor, (R, M)
+        Unnormalised log weights; ``-inf`` is weight 0.
+
+    Returns
+    -------
+    torch.Tensor, (R, M), int64
+        Indices into each run's own particles (``0 <= index < M``), sorted.
+
+    Raises
+    ------
+    ModelOutputError
+        On NaN or ``+inf``, or a run whose weights are all 0.
+
+    Examples
+    --------
+    >>> lw = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, -math.inf, math.log(3.0), -math.inf]])
+    >>> systematic_resample(torch.Generator().manual_seed(0), lw)
+    tensor([[0, 1, 2, 3],
+            [0, 2, 2, 2]])
+    """
+    _check_log_weights(log_weights)
+    runs, m = log_weights.shape
+    lw = log_weights.to(torch.float64)
+    cdf = torch.softmax(lw, dim=1).cumsum(dim=1)
+    # Dividing by the last entry makes it exactly 1, so that every u < 1 finds a
+    # particle and trailing zero-weight particles (cdf flat at 1) are never picked.
+    cdf = cdf / cdf[:, -1:]
+    u = (torch.rand((runs, 1), generator=generator, device=lw.device, dtype=lw.dtype)
+         + torch.arange(m, device=lw.device, dtype=lw.dtype)) / m
+    # right=True: u in [cdf[i-1], cdf[i]) picks i, so an empty interval (weight 0) picks nothing.
+    idx = torch.searchsorted(cdf, u, right=True)
+    return idx.clamp(max=m - 1)

@@ -1,0 +1,366 @@
+"""Adaptively tempered sequential Monte Carlo, prior to posterior, many runs at once.
+
+``R`` independent SMC runs of ``M`` particles each advance together in one
+batch: every likelihood call sees all ``R * M`` particles. The runs are the
+superchains of nested R-hat (Margossian et al. 2022): the result's chains are
+ordered run-major, so run ``r`` owns chains ``r*M .. (r+1)*M - 1``.
+
+One stage (Del Moral et al. 2006; Jasra et al. 2011; Chopin & Papaspiliopoulos
+2020, Ch. 17):
+
+1. each run picks its next inverse temperature ``beta'`` so that the ESS of the
+   incremental weights ``(beta' - beta) * loglik`` is ``target_ess_fraction * M``
+   (:func:`~ppl_audit.inference.kernels.smc.next_temperature`);
+2. the runs' log evidence grows by ``log mean`` of those weights;
+3. every run is resampled, at every stage (systematic resampling): the next
+   temperature is chosen to drive the ESS down to the threshold, so a rule
+   "resample when ESS < threshold" would fire at almost every stage anyway,
+   and equal weights afterwards keep the bisection and the evidence estimator
+   simple; a run that has already reached 1 has equal weights, which
+   systematic resampling maps to the identity;
+4. ``num_moves`` random-walk Metropolis-Hastings moves (:mod:`~ppl_audit.inference.kernels.mh`)
+   target ``log prior + beta' * loglik``.
+
+When every run is at ``beta = 1``, ``num_final_draws`` more moves at the
+posterior are the draws.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from ppl_audit._device import resolve_device
+from ppl_audit.errors import InvalidInputError, ModelOutputError
+from ppl_audit.inference.kernels import mh
+from ppl_audit.inference.kernels import smc as kernel
+from ppl_audit.inference.mcmc import MIN_POPULATION_SD, TARGET_ACCEPTANCE
+from ppl_audit.inference.result import SamplingResult
+from ppl_audit.progress import ProgressFn, report
+
+# The proposal factor c_r multiplies run r's per-latent particle spread. After
+# every stage, log c_r += SCALE_ADAPTATION_GAIN * (acceptance_r - TARGET_ACCEPTANCE),
+# acceptance_r averaged over the stage's moves and particles (a mean of
+# num_moves * M indicators, so nearly noise-free). The gain is constant, not
+# Robbins-Monro decaying as in the MCMC driver: each stage has a new target, c
+# must track it rather than converge, and a few stages may be all there is.
+# At 3, acceptance 0 shrinks c by e^-0.9 ~ 0.4 per stage, acceptance 1 grows it
+# e^2.1 ~ 8-fold, and an acceptance off by 0.01 moves c by 3%.
+SCALE_ADAPTATION_GAIN = 3.0
+PROGRESS_RESOLUTION = 1000  # tempering progress is reported in thousandths of the way to beta = 1
+
+#: ``log_likelihood_fn(z (N, D)) -> (N,)`` or ``-> ((N,), extras (N, E))``
+LogLikelihoodFn = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+#: ``log_prior_fn(z (N, D)) -> (N,)``
+LogPriorFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``sample_prior(n, generator) -> (n, D)``
+SamplePriorFn = Callable[[int, "torch.Generator | None"], torch.Tensor]
+
+# Columns of the extras the MH state carries: the prior and likelihood of each
+# position ride along with it, so that re-tempering needs no new evaluation.
+_LOG_PRIOR_COL, _LOG_LIK_COL, _USER_COLS = 0, 1, 2
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _evaluate(log_prior_fn: LogPriorFn, log_likelihood_fn: LogLikelihoodFn, z: torch.Tensor):
+    """``(log prior (N,), log likelihood (N,), user extras (N, E) or None)``, each checked."""
+    try:
+        lp, _ = mh.evaluate(log_prior_fn, z)
+    except ModelOutputError as exc:
+        raise ModelOutputError(f"log_prior_fn: {exc}") from exc
+    try:
+        ll, extras = mh.evaluate(log_likelihood_fn, z)
+    except ModelOutputError as exc:
+        raise ModelOutputError(f"log_likelihood_fn: {exc}") from exc
+    if extras is not None and (extras.ndim != 2 or extras.shape[0] != z.shape[0]):
+        raise ModelOutputError(
+            f"log_likelihood_fn: extras have shape {tuple(extras.shape)}, expected ({z.shape[0]}, E)"
+        )
+    return lp, ll, extras
+
+
+def _tempered(log_prior: torch.Tensor, log_likelihood: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``log prior + beta * loglik`` per particle, with ``-inf`` likelihoods kept at ``-inf``."""
+    b = beta.to(log_likelihood.dtype)
+    return log_prior + torch.where(log_likelihood == -math.inf, log_likelihood, b * log_likelihood)
+
+
+def run_smc(
+    log_prior_fn: LogPriorFn,
+    log_likelihood_fn: LogLikelihoodFn,
+    sample_prior: SamplePriorFn,
+    *,
+    num_runs: int = 8,
+    particles_per_run: int = 512,
+    target_ess_fraction: float = 0.5,
+    num_moves: int = 5,
+    num_final_draws: int = 10,
+    max_stages: int = 200,
+    generator: torch.Generator | None = None,
+    latent_names: Sequence[str] | None = None,
+    extras_names: Sequence[str] = (),
+    progress: ProgressFn | None = None,
+    device: str | torch.device | None = None,
+) -> SamplingResult:
+    """Sample ``prior(z) * likelihood(z)`` by adaptively tempered SMC, ``num_runs`` runs in one batch.
+
+    Each run anneals its ``M = particles_per_run`` particles from the prior
+    (``beta = 0``) to the posterior (``beta = 1``) through the targets
+    ``prior(z) * likelihood(z)^beta``, choosing each next ``beta`` so that the
+    ESS falls to ``target_ess_fraction * M``, resampling at every stage and
+    moving the particles with ``num_moves`` random-walk MH steps. The proposal
+    of latent ``d`` in run ``r`` is ``c_r * sd_rd``: ``sd_rd`` the run's
+    particle spread after resampling, ``c_r`` adapted after each stage towards
+    acceptance :data:`~ppl_audit.inference.mcmc.TARGET_ACCEPTANCE` (see
+    :data:`SCALE_ADAPTATION_GAIN`). Runs share nothing (not even ``c``), so they
+    are independent. Once every run is at 1, ``num_final_draws`` further moves
+    (``c`` and ``sd`` frozen) are the draws.
+
+    The log evidence of each run is the standard SMC estimator (Del Moral et
+    al. 2006), ``sum_t log mean_i exp((beta_t - beta_{t-1}) loglik_i)``
+    over equally weighted particles, whose exponential is unbiased for
+    ``Z = integral prior(z) likelihood(z) dz`` (a fixed schedule; the adaptive
+    one adds a bias that vanishes with ``M``).
+
+    Parameters
+    ----------
+    log_prior_fn : callable
+        ``(N, D) -> (N,)``; normalised if the log evidence is to mean anything.
+    log_likelihood_fn : callable
+        ``(N, D) -> (N,)`` or ``-> ((N,), extras (N, E))``. ``-inf`` (outside
+        the support) is allowed; NaN and ``+inf`` are errors.
+    sample_prior : callable
+        ``(n, generator) -> (n, D)``: exact draws from the prior.
+    num_runs : int
+        Independent runs ``R`` (> 0); the result's ``superchains``.
+    particles_per_run : int
+        Particles ``M`` per run (>= 2).
+    target_ess_fraction : float
+        ESS kept after each reweighting, as a fraction of ``M``, in ``(0, 1)``.
+    num_moves : int
+        MH moves per stage (> 0).
+    num_final_draws : int
+        MH moves at ``beta = 1`` recorded as draws (> 0).
+    max_stages : int
+        Tempering stages allowed before giving up (> 0).
+    generator : torch.Generator, optional
+        Source of all randomness; must live on ``device``.
+    latent_names : sequence of str, optional
+    extras_names : sequence of str
+        Names of the likelihood's extras columns.
+    progress : callable, optional
+        Called with ``("tempering", thousandths of the lowest beta, 1000)``
+        after every stage and ``("sampling", k, num_final_draws)`` after every
+        final draw.
+    device : str or torch.device, optional
+        Where the particles live (``"auto"`` picks CUDA when present); by
+        default where ``sample_prior`` puts them.
+
+    Returns
+    -------
+    SamplingResult
+        ``method="smc"``; ``trace`` ``(R*M, num_final_draws, D)`` run-major;
+        ``sample_stats["accepted"]`` ``(R*M, num_final_draws)``; ``superchains=R``;
+        ``num_warmup=0``; ``num_evaluations`` counts prior + likelihood
+        evaluations of every particle (``R*M*(1 + num_moves*stages + num_final_draws)``).
+        ``info``: ``log_evidence`` (R floats), ``log_evidence_mean`` (their
+        mean), ``log_evidence_pooled`` (``log`` of the mean of the R evidence
+        estimates: unbiased for ``Z`` pooled over runs, so less biased in ``log Z``),
+        ``tempering_schedule`` (R lists of betas from 0 to 1),
+        ``ess_per_stage`` (mean ESS / M before resampling over the runs still
+        tempering), ``num_stages``, ``acceptance_per_stage``,
+        ``acceptance_per_step`` (every MH move, final draws included),
+        ``proposal_scale_factor`` (R floats, ``c_r``), ``proposal_scale``
+        (R lists of D per-latent scales used for the final draws).
+
+    Raises
+    ------
+    InvalidInputError
+        On a non-positive count, ``particles_per_run < 2``,
+        ``target_ess_fraction`` outside ``(0, 1)``, a badly shaped or
+        non-finite prior draw, or a generator on another device.
+    ModelOutputError
+        When ``max_stages`` stages do not reach ``beta = 1``, a prior draw has
+        zero prior density, a model returns NaN or ``+inf``, or every particle
+        of a run has zero likelihood.
+
+    Examples
+    --------
+    A standard normal prior and one observation ``y = 1`` with unit noise: the
+    posterior is ``N(0.5, 0.5)`` and the evidence ``N(1; 0, 2)``.
+
+    >>> prior = torch.distributions.Normal(0.0, 1.0)
+    >>> res = run_smc(lambda z: prior.log_prob(z).sum(-1),
+    ...               lambda z: torch.distributions.Normal(z[:, 0], 1.0).log_prob(torch.tensor(1.0)),
+    ...               lambda n, g: torch.randn(n, 1, generator=g),
+    ...               num_runs=4, particles_per_run=256, generator=torch.Generator().manual_seed(0))
+    >>> res.trace.shape, res.superchains
+    (torch.Size([1024, 10, 1]), 4)
+    >>> abs(float(res.trace.mean()) - 0.5) < 0.1
+    True
+    >>> abs(res.info["log_evidence_mean"] - torch.distributions.Normal(0.0, 2 ** 0.5).log_prob(torch.tensor(1.0)).item()) < 0.1
+    True
+    """
+    start = time.perf_counter()
+    runs = _positive_int("num_runs", num_runs)
+    m = _positive_int("particles_per_run", particles_per_run)
+    if m < 2:
+        raise InvalidInputError(
+            f"particles_per_run must be at least 2 (a run's spread sets its proposal), got {particles_per_run!r}"
+        )
+    _positive_int("num_moves", num_moves)
+    _positive_int("num_final_draws", num_final_draws)
+    _positive_int("max_stages", max_stages)
+    if isinstance(target_ess_fraction, bool) or not 0 < target_ess_fraction < 1:
+        raise InvalidInputError(f"target_ess_fraction must be in (0, 1), got {target_ess_fraction!r}")
+    n = runs * m
+
+    # --- initial particles: exact prior draws, all at beta = 0 -------------------
+    z = sample_prior(n, generator)
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != n:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise InvalidInputError(f"sample_prior({n}, generator) must return a ({n}, D) tensor, got {shape}")
+    if device is not None:
+        z = z.to(resolve_device(device))
+    if generator is not None and generator.device.type != z.device.type:
+        raise InvalidInputError(
+            f"generator lives on {generator.device} but the particles on {z.device}; "
+            "create the generator on the particles' device"
+        )
+    if not torch.isfinite(z).all():
+        raise InvalidInputError("sample_prior returned non-finite entries")
+    dim = z.shape[1]
+    names = tuple(latent_names) if latent_names is not None else tuple(f"z{i}" for i in range(dim))
+    if len(names) != dim:
+        raise InvalidInputError(f"got {len(names)} latent names for {dim} latents")
+    dev, dtype = z.device, z.dtype
+
+    lp, ll, user_extras = _evaluate(log_prior_fn, log_likelihood_fn, z)
+    if (lp == -math.inf).any():
+        raise ModelOutputError(
+            f"log_prior_fn is -inf at {int((lp == -math.inf).sum())} of {n} draws of sample_prior: "
+            "the two disagree about the prior's support"
+        )
+    has_extras = user_extras is not None
+
+    def pack(lp, ll, extras):
+        cols = [lp.to(dtype).unsqueeze(-1), ll.to(dtype).unsqueeze(-1)]
+        if extras is not None:
+            cols.append(extras.to(dtype))
+        return torch.cat(cols, dim=-1)
+
+    def target_at(beta_particles: torch.Tensor):
+        """Log density ``log prior + beta * loglik`` at each particle's own run's beta."""
+
+        def log_density(position):
+            lp, ll, extras = _evaluate(log_prior_fn, log_likelihood_fn, position)
+            if has_extras and extras is None:
+                raise ModelOutputError("log_likelihood_fn returned extras at first and none later")
+            return _tempered(lp, ll, beta_particles), pack(lp, ll, extras if has_extras else None)
+
+        return log_density
+
+    extras = pack(lp, ll, user_extras)
+    beta = torch.zeros(runs, device=dev, dtype=torch.float64)
+    log_evidence = torch.zeros(runs, device=dev, dtype=torch.float64)
+    log_c = torch.full((runs,), math.log(2.38 / math.sqrt(dim)), device=dev, dtype=torch.float64)
+    run_offsets = (torch.arange(runs, device=dev) * m).unsqueeze(-1)  # (R, 1): run-local -> flat index
+    betas, ess_fractions, stage_acceptance, step_acceptance = [], [], [], []
+    num_moves_done = 0
+
+    def proposal_scale():
+        """Per-particle ``(N, D)`` scale ``c_r * sd_rd`` from each run's current spread."""
+        spread = z.reshape(runs, m, dim).std(dim=1).clamp(min=MIN_POPULATION_SD)  # (R, D)
+        scale = log_c.exp().to(dtype).unsqueeze(-1) * spread
+        return scale.repeat_interleave(m, dim=0)
+
+    # --- tempering stages ----------------------------------------------------
+    stages = 0
+    lowest_beta = 0.0
+    while lowest_beta < 1.0:
+        if stages == max_stages:
+            raise ModelOutputError(
+                f"SMC reached max_stages={max_stages} with runs still at beta={beta.tolist()} (< 1): the "
+                "likelihood is too informative for this many stages; raise max_stages or target_ess_fraction"
+            )
+        stages += 1
+        loglik = extras[:, _LOG_LIK_COL].view(runs, m)
+        new_beta = kernel.next_temperature(loglik, beta, target_ess_fraction)
+        active = beta < 1
+        log_w = kernel.tempered_log_weights(loglik, new_beta - beta)  # (R, M), float64
+        log_evidence = log_evidence + kernel.log_mean_exp(log_w, dim=1)
+        ess = kernel.effective_sample_size(log_w) / m
+        ess_fractions.append((ess * active).sum() / active.sum())
+        beta = new_beta
+        betas.append(beta)
+
+        idx = (kernel.systematic_resample(generator, log_w) + run_offsets).flatten()
+        z, extras = z[idx], extras[idx]
+        beta_particles = beta.repeat_interleave(m)
+        log_density = target_at(beta_particles)
+        state = mh.MHState(z, _tempered(extras[:, _LOG_PRIOR_COL], extras[:, _LOG_LIK_COL], beta_particles), extras)
+        scale = proposal_scale()
+        accepted = torch.zeros(runs, device=dev, dtype=torch.float64)
+        for _ in range(num_moves):
+            state, info = mh.step(generator, state, log_density, scale=scale)
+            rate = info.accepted.view(runs, m).to(torch.float64).mean(dim=1)
+            accepted = accepted + rate
+            step_acceptance.append(rate.mean())
+        num_moves_done += num_moves
+        z, extras = state.position, state.extras
+        rate = accepted / num_moves
+        stage_acceptance.append(rate.mean())
+        log_c = log_c + SCALE_ADAPTATION_GAIN * (rate - TARGET_ACCEPTANCE)
+        lowest_beta = float(beta.min())  # the one host round-trip per stage: may we stop?
+        report(progress, "tempering", int(lowest_beta * PROGRESS_RESOLUTION), PROGRESS_RESOLUTION)
+
+    # --- draws at the posterior, proposal frozen ----------------------------------
+    beta_particles = torch.ones(n, device=dev, dtype=torch.float64)
+    log_density = target_at(beta_particles)
+    state = mh.MHState(z, _tempered(extras[:, _LOG_PRIOR_COL], extras[:, _LOG_LIK_COL], beta_particles), extras)
+    scale = proposal_scale()
+    positions, accepted_draws, extras_draws = [], [], []
+    for k in range(num_final_draws):
+        state, info = mh.step(generator, state, log_density, scale=scale)
+        positions.append(state.position)
+        accepted_draws.append(info.accepted)
+        if has_extras:
+            extras_draws.append(state.extras[:, _USER_COLS:])
+        step_acceptance.append(info.accepted.to(torch.float64).mean())
+        report(progress, "sampling", k + 1, num_final_draws)
+    num_moves_done += num_final_draws
+
+    schedule = torch.stack(betas, dim=1).cpu().tolist()  # (R, stages); a finished run repeats 1.0
+    log_evidence_list = log_evidence.cpu().tolist()
+    return SamplingResult(
+        method="smc",
+        latent_names=names,
+        trace=torch.stack(positions, dim=1).cpu(),
+        sample_stats={"accepted": torch.stack(accepted_draws, dim=1).cpu()},
+        extras_trace=torch.stack(extras_draws, dim=1).cpu() if has_extras else None,
+        extras_names=tuple(extras_names),
+        num_warmup=0,
+        num_evaluations=n * (1 + num_moves_done),
+        seconds=time.perf_counter() - start,
+        superchains=runs,
+        info={
+            "log_evidence": log_evidence_list,
+            "log_evidence_mean": sum(log_evidence_list) / runs,
+            "log_evidence_pooled": float(kernel.log_mean_exp(log_evidence, dim=0)),
+            "tempering_schedule": [[0.0] + row[: row.index(1.0) + 1] for row in schedule],
+            "ess_per_stage": torch.stack(ess_fractions).cpu().tolist(),
+            "num_stages": stages,
+            "acceptance_per_stage": torch.stack(stage_acceptance).cpu().tolist(),
+            "acceptance_per_step": torch.stack(step_acceptance).cpu().tolist(),
+            "proposal_scale_factor": log_c.exp().cpu().tolist(),
+            "proposal_scale": scale.view(runs, m, dim)[:, 0].cpu().tolist(),
+        },
+    )

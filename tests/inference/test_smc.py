@@ -1,0 +1,320 @@
+"""Adaptively tempered SMC: kernel pieces on hand-built cases, the driver on known answers.
+
+Error bars on the driver's estimates come from the spread across its R
+independent runs: particles within a run share ancestors through resampling,
+so their scatter understates the Monte Carlo error, but the R run means are
+independent and identically distributed, and their standard deviation / sqrt(R)
+is an honest standard error.
+"""
+
+import math
+
+import pytest
+import torch
+
+from ppl_audit.errors import InvalidInputError, ModelOutputError
+from ppl_audit.inference import MCMCConfig, run_mh
+from ppl_audit.inference.kernels import smc as kernel
+from ppl_audit.inference.smc import run_smc
+
+Normal = torch.distributions.Normal
+RUNS, PARTICLES = 16, 256
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def run_means(values: torch.Tensor, runs: int = RUNS) -> torch.Tensor:
+    """Mean of each run's draws: ``values`` is ``(R*M, draws, ...)`` run-major."""
+    return values.reshape(runs, -1, *values.shape[2:]).mean(dim=1)
+
+
+# ----------------------------------------------------------------- kernel pieces
+
+
+def test_log_mean_exp_matches_direct_computation_and_ignores_minus_inf():
+    x = torch.tensor([[0.0, 1.0, 2.0], [-math.inf, 0.0, math.log(2.0)]])
+    expected = torch.stack([x[0].exp().mean().log(), x[1].exp().mean().log()])
+    assert torch.allclose(kernel.log_mean_exp(x), expected)
+    assert kernel.log_mean_exp(torch.full((1, 3), -math.inf)).item() == -math.inf
+
+
+def test_effective_sample_size_of_hand_built_weights():
+    lw = torch.tensor([[0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0], [0.0, -math.inf, -math.inf, -math.inf],
+                       [0.0, 0.0, -math.inf, -math.inf]])
+    assert kernel.effective_sample_size(lw).tolist() == pytest.approx([4.0, 4.0, 1.0, 2.0])
+    # weights 1 and 3: (1 + 3)^2 / (1 + 9) = 1.6
+    assert kernel.effective_sample_size(torch.tensor([[0.0, math.log(3.0)]])).item() == pytest.approx(1.6)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_plus_inf_weights_are_an_error(bad):
+    with pytest.raises(ModelOutputError, match="NaN|inf"):
+        kernel.effective_sample_size(torch.tensor([[0.0, bad]]))
+
+
+def test_a_run_with_all_weights_zero_is_an_error_naming_the_run():
+    lw = torch.tensor([[0.0, 0.0], [-math.inf, -math.inf]])
+    for call in (kernel.effective_sample_size, lambda w: kernel.systematic_resample(seeded(), w),
+                 lambda w: kernel.next_temperature(w, torch.zeros(2), 0.5)):
+        with pytest.raises(ModelOutputError, match=r"run\(s\) \[1\]"):
+            call(lw)
+
+
+def test_next_temperature_hits_the_target_ess_per_run():
+    ll = torch.randn(5, 300, generator=seeded(1), dtype=torch.float64) * 20
+    beta = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    new = kernel.next_temperature(ll, beta, 0.6)
+    assert new[-1] == 1.0  # a run at 1 stays at 1
+    moved = new[:-1]
+    assert (moved > beta[:-1]).all() and (moved < 1).all()
+    ess = kernel.effective_sample_size(kernel.tempered_log_weights(ll[:-1], moved - beta[:-1])) / 300
+    assert torch.allclose(ess, torch.full_like(ess, 0.6), atol=1e-9)
+
+
+def test_next_temperature_goes_straight_to_one_when_the_likelihood_is_flat():
+    ll = torch.full((3, 10), -4.0)
+    assert kernel.next_temperature(ll, torch.tensor([0.0, 0.3, 1.0]), 0.5).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_next_temperature_with_too_few_particles_in_the_support_still_moves():
+    # 3 of 10 finite: no beta' reaches ESS 5, so the run takes the smallest step
+    # the bisection resolves; the -inf particles already have weight 0 there.
+    ll = torch.tensor([[0.0, -1.0, -2.0] + [-math.inf] * 7])
+    new = kernel.next_temperature(ll, torch.zeros(1), 0.5)
+    assert 0 < new.item() < 1e-12
+    w = kernel.tempered_log_weights(ll, new)
+    assert torch.isfinite(w[0, :3]).all() and (w[0, 3:] == -math.inf).all()
+
+
+def test_next_temperature_rejects_a_bad_target():
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(InvalidInputError, match="target_ess_fraction"):
+            kernel.next_temperature(torch.zeros(1, 4), torch.zeros(1), bad)
+
+
+def test_systematic_resampling_counts_are_floor_or_ceil_of_expected_and_skip_zero_weights():
+    w = torch.tensor([[0.1, 0.0, 0.35, 0.05, 0.0, 0.5], [1 / 6] * 6])
+    for seed in range(20):
+        idx = kernel.systematic_resample(seeded(seed), w.log())
+        assert idx.shape == (2, 6) and idx.dtype == torch.int64
+        counts = torch.stack([torch.bincount(row, minlength=6) for row in idx])
+        expected = 6 * w
+        assert ((counts >= expected.floor() - 1e-9) & (counts <= expected.ceil() + 1e-9)).all()
+        assert (counts[0, [1, 4]] == 0).all()  # weight 0 is never copied
+        assert idx[1].tolist() == list(range(6))  # equal weights: the identity
+
+
+# ---------------------------------------------------------------- known answers
+
+# Conjugate Gaussian: z ~ N(0, 2^2 I), y | z ~ N(z, 0.5^2 I), y = [1.5, -1].
+PRIOR_SD, NOISE_SD = 2.0, 0.5
+Y = torch.tensor([1.5, -1.0])
+POST_VAR = 1 / (1 / PRIOR_SD**2 + 1 / NOISE_SD**2)  # 1 / 4.25
+POST_MEAN = POST_VAR * Y / NOISE_SD**2
+LOG_EVIDENCE = Normal(0.0, math.sqrt(PRIOR_SD**2 + NOISE_SD**2)).log_prob(Y).sum().item()
+
+
+def gaussian_prior(z):
+    return Normal(0.0, PRIOR_SD).log_prob(z).sum(-1)
+
+
+def gaussian_likelihood(z):
+    return Normal(z, NOISE_SD).log_prob(Y).sum(-1)
+
+
+def sample_gaussian_prior(n, generator):
+    return PRIOR_SD * torch.randn(n, 2, generator=generator)
+
+
+def test_conjugate_gaussian_posterior_and_evidence():
+    res = run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, num_runs=RUNS,
+                  particles_per_run=PARTICLES, generator=seeded(0))
+    # Mean: the 16 run means are i.i.d.; 5 standard errors from their spread
+    # (with 15 degrees of freedom, |t| > 5 has probability ~2e-4).
+    means = run_means(res.trace)  # (R, 2)
+    se = means.std(dim=0) / math.sqrt(RUNS)
+    assert ((means.mean(dim=0) - POST_MEAN).abs() < 5 * se).all(), (means.mean(0), POST_MEAN, se)
+    # Variance: likewise from the per-run variances (the within-run variance of
+    # an SMC population is biased low by O(1/M), ~0.4% here, far inside this).
+    variances = res.trace.reshape(RUNS, -1, 2).var(dim=1)
+    se_var = variances.std(dim=0) / math.sqrt(RUNS)
+    assert ((variances.mean(dim=0) - POST_VAR).abs() < 5 * se_var).all(), (variances.mean(0), POST_VAR, se_var)
+    # Log evidence: each run's Z-hat is unbiased, so log Z-hat is biased low by
+    # ~Var(log Z-hat) / 2 (Jensen, to second order); allow 5 standard errors of
+    # the mean of the R independent estimates plus that bias.
+    log_z = torch.tensor(res.info["log_evidence"])
+    tolerance = 5 * log_z.std() / math.sqrt(RUNS) + log_z.var() / 2
+    assert abs(res.info["log_evidence_mean"] - LOG_EVIDENCE) < tolerance, (log_z, LOG_EVIDENCE)
+    assert 0.15 < res.acceptance_rate < 0.5
+
+
+# Bimodal: a wide prior and a likelihood with two narrow, far-apart modes of equal weight.
+MODES = torch.tensor([[3.0, 3.0], [-3.0, -3.0]])
+MODE_SD, WIDE_SD = 0.4, 5.0
+
+
+def wide_prior(z):
+    return Normal(0.0, WIDE_SD).log_prob(z).sum(-1)
+
+
+def two_mode_likelihood(z):
+    per_mode = Normal(MODES.unsqueeze(1), MODE_SD).log_prob(z.unsqueeze(0)).sum(-1)  # (2, N)
+    return torch.logsumexp(per_mode, dim=0) - math.log(2)
+
+
+def sample_wide_prior(n, generator):
+    return WIDE_SD * torch.randn(n, 2, generator=generator)
+
+
+def test_bimodal_posterior_keeps_both_modes_with_equal_weight():
+    res = run_smc(wide_prior, two_mode_likelihood, sample_wide_prior, num_runs=RUNS,
+                  particles_per_run=PARTICLES, generator=seeded(0))
+    upper = (res.trace[..., 0] > 0).float()
+    # By symmetry each mode holds exactly half the posterior. Which share a
+    # run gives each mode is settled in the early stages and then frozen
+    # (moves cannot cross), so the run shares scatter (sd ~0.1 at M = 256);
+    # their mean is unbiased, with a standard error from their spread.
+    shares = run_means(upper)
+    se = shares.std() / math.sqrt(RUNS)
+    assert abs(shares.mean().item() - 0.5) < max(5 * se.item(), 0.02), shares
+    assert ((shares > 0.1) & (shares < 0.9)).all(), shares  # every run holds both modes
+    # Within a mode: prior N(0, 25) x N(mode, 0.16) gives mean mode * 25 / 25.16.
+    within = res.trace[upper.bool()].mean(dim=0)
+    assert torch.allclose(within, MODES[0] * WIDE_SD**2 / (WIDE_SD**2 + MODE_SD**2), atol=0.1)
+    # Evidence: 0.5 * sum over modes of N(mode; 0, (25 + 0.16) I).
+    exact = (torch.logsumexp(Normal(0.0, math.sqrt(WIDE_SD**2 + MODE_SD**2)).log_prob(MODES).sum(-1), 0)
+             - math.log(2)).item()
+    log_z = torch.tensor(res.info["log_evidence"])
+    assert abs(res.info["log_evidence_mean"] - exact) < 5 * log_z.std() / math.sqrt(RUNS) + log_z.var() / 2
+
+
+def test_random_walk_mh_started_in_one_mode_never_finds_the_other():
+    # The contrast that motivates SMC: the same target, random-walk MH from the upper mode.
+    start = MODES[0] + MODE_SD * torch.randn(500, 2, generator=seeded(1))
+    res = run_mh(lambda z: wide_prior(z) + two_mode_likelihood(z), start, MCMCConfig(200), generator=seeded(0))
+    assert (res.trace[..., 0] > 0).all()
+
+
+# -------------------------------------------------------------- contract details
+
+
+def test_same_seed_same_draws_and_different_seed_different_draws():
+    kwargs = dict(num_runs=3, particles_per_run=32, num_final_draws=4)
+    a = run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, generator=seeded(7), **kwargs)
+    b = run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, generator=seeded(7), **kwargs)
+    c = run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, generator=seeded(8), **kwargs)
+    assert torch.equal(a.trace, b.trace) and torch.equal(a.accepted, b.accepted)
+    assert a.info["log_evidence"] == b.info["log_evidence"]
+    assert a.info["tempering_schedule"] == b.info["tempering_schedule"]
+    assert not torch.equal(a.trace, c.trace)
+
+
+def test_shapes_counts_and_info():
+    runs, m, draws, moves = 3, 40, 6, 4
+
+    def likelihood_with_extras(z):
+        return gaussian_likelihood(z), torch.stack([z.sum(-1), gaussian_likelihood(z)], dim=-1)
+
+    calls = []
+    res = run_smc(gaussian_prior, likelihood_with_extras, sample_gaussian_prior, num_runs=runs,
+                  particles_per_run=m, num_moves=moves, num_final_draws=draws, generator=seeded(0),
+                  latent_names=["a", "b"], extras_names=["sum", "loglik"], device="cpu",
+                  progress=lambda task, done, total: calls.append((task, done, total)))
+    assert res.method == "smc" and res.latent_names == ("a", "b")
+    assert res.trace.shape == (runs * m, draws, 2)
+    assert res.accepted.shape == (runs * m, draws) and res.accepted.dtype == torch.bool
+    assert res.extras_trace.shape == (runs * m, draws, 2) and res.extras_names == ("sum", "loglik")
+    # extras ride along with their positions through resampling and accept/reject
+    assert torch.allclose(res.extras_trace[..., 0], res.trace.sum(-1), atol=1e-5)
+    assert torch.allclose(res.extras_trace[..., 1], gaussian_likelihood(res.trace.reshape(-1, 2)).reshape(runs * m, draws),
+                          atol=1e-4)
+    assert res.superchains == runs and res.num_warmup == 0
+    stages = res.info["num_stages"]
+    assert res.num_evaluations == runs * m * (1 + moves * stages + draws)
+    assert len(res.info["ess_per_stage"]) == len(res.info["acceptance_per_stage"]) == stages
+    assert len(res.acceptance_per_step) == moves * stages + draws
+    assert len(res.info["log_evidence"]) == len(res.info["proposal_scale_factor"]) == runs
+    assert len(res.info["proposal_scale"]) == runs and len(res.info["proposal_scale"][0]) == 2
+    for schedule in res.info["tempering_schedule"]:
+        assert schedule[0] == 0.0 and schedule[-1] == 1.0
+        assert all(b < c for b, c in zip(schedule, schedule[1:]))
+        assert len(schedule) <= stages + 1
+    assert max(len(s) for s in res.info["tempering_schedule"]) == stages + 1
+    assert all(0 < e <= 1 for e in res.info["ess_per_stage"])
+    assert calls[-1] == ("sampling", draws, draws)
+    assert ("tempering", 1000, 1000) in calls
+
+
+def test_chains_are_ordered_run_major():
+    # The second latent is flat (no prior, no likelihood) and starts at 10 x the
+    # run id. A run's spread in it starts at 0, so its proposal starts at ~1e-3
+    # (the spread floor) and grows with the spread it creates: it drifts by
+    # ~0.1-0.4 over these moves, far less than the gap of 10 between runs. Each
+    # chain's value then says which run it belongs to, if no resampling ever
+    # crossed runs.
+    runs, m, gap = 4, 32, 10.0
+
+    def sample_tagged(n, generator):
+        return torch.stack([torch.randn(n, generator=generator), gap * (torch.arange(n) // m).float()], dim=-1)
+
+    res = run_smc(lambda z: Normal(0.0, 1.0).log_prob(z[:, 0]), lambda z: -2 * (z[:, 0] - 1) ** 2, sample_tagged,
+                  num_runs=runs, particles_per_run=m, generator=seeded(0))
+    run_of_chain = (torch.arange(runs * m) // m).unsqueeze(-1).expand(-1, res.num_draws)
+    assert torch.equal(torch.round(res.trace[..., 1] / gap).long(), run_of_chain)
+
+
+@pytest.mark.parametrize("target_ess_fraction", [0.3, 0.7])
+def test_minus_inf_likelihood_regions_never_appear_and_evidence_counts_them(target_ess_fraction):
+    # Prior N(0, 1); likelihood N(0.5; z, 1) on z > 0, zero elsewhere. The
+    # evidence is N(0.5; 0, sqrt 2) * P(z > 0) under the untruncated posterior
+    # N(0.25, 0.5). About half the prior draws are outside the support: with
+    # target 0.7 no first step keeps that ESS, so the first stage is a
+    # vanishing step that only drops them.
+    def half_line_likelihood(z):
+        inside = z[:, 0] > 0
+        return torch.where(inside, Normal(z[:, 0], 1.0).log_prob(torch.tensor(0.5)), torch.tensor(-math.inf))
+
+    res = run_smc(lambda z: Normal(0.0, 1.0).log_prob(z).sum(-1), half_line_likelihood,
+                  lambda n, g: torch.randn(n, 1, generator=g), num_runs=8, particles_per_run=128,
+                  target_ess_fraction=target_ess_fraction, generator=seeded(0))
+    assert (res.trace > 0).all()
+    exact = (Normal(0.0, math.sqrt(2)).log_prob(torch.tensor(0.5))
+             + Normal(0.0, 1.0).cdf(torch.tensor(0.25 / math.sqrt(0.5))).log()).item()
+    log_z = torch.tensor(res.info["log_evidence"])
+    assert abs(res.info["log_evidence_mean"] - exact) < 5 * log_z.std() / math.sqrt(8) + log_z.var() / 2 + 0.02
+
+
+def test_a_likelihood_that_is_zero_everywhere_is_an_error():
+    with pytest.raises(ModelOutputError, match="-inf"):
+        run_smc(gaussian_prior, lambda z: torch.full((z.shape[0],), -math.inf), sample_gaussian_prior,
+                num_runs=2, particles_per_run=8, generator=seeded(0))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_plus_inf_likelihood_is_an_error(bad):
+    with pytest.raises(ModelOutputError, match="log_likelihood_fn.*(NaN|inf)"):
+        run_smc(gaussian_prior, lambda z: torch.full((z.shape[0],), bad), sample_gaussian_prior,
+                num_runs=2, particles_per_run=8, generator=seeded(0))
+
+
+def test_max_stages_is_a_named_error():
+    with pytest.raises(ModelOutputError, match="max_stages=1"):
+        run_smc(gaussian_prior, lambda z: 100 * gaussian_likelihood(z), sample_gaussian_prior,
+                num_runs=2, particles_per_run=32, max_stages=1, generator=seeded(0))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("num_runs", 0), ("num_runs", -1), ("num_runs", 2.0), ("particles_per_run", 0), ("particles_per_run", 1),
+    ("num_moves", 0), ("num_final_draws", 0), ("max_stages", 0),
+    ("target_ess_fraction", 0.0), ("target_ess_fraction", 1.0), ("target_ess_fraction", 1.2),
+])
+def test_bad_inputs_raise_naming_the_field(field, value):
+    with pytest.raises(InvalidInputError, match=field):
+        run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, **{field: value})
+
+
+def test_a_badly_shaped_prior_draw_is_an_input_error():
+    with pytest.raises(InvalidInputError, match="sample_prior"):
+        run_smc(gaussian_prior, gaussian_likelihood, lambda n, g: torch.zeros(n), num_runs=2, particles_per_run=4)
