@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.inference.kernels.mh import LogDensityFn, evaluate
+from ppl_audit.inference.kernels.mh import LogDensityFn, check_position, evaluate
 
 # An energy error of 1000 nats means an acceptance probability of exp(-1000):
 # the integrator has left the typical set (Stan's and BlackJAX's threshold).
@@ -110,12 +110,7 @@ def init(position: torch.Tensor, log_density_fn: LogDensityFn) -> HMCState:
     >>> s.log_density.tolist(), s.grad.tolist()
     ([-1.0, -1.0, -1.0], [[-1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0]])
     """
-    if position.ndim != 2:
-        raise InvalidInputError(f"position must have shape (chains, D), got {tuple(position.shape)}")
-    if position.shape[0] <= 0:
-        raise InvalidInputError("need at least one chain")
-    if not torch.isfinite(position).all():
-        raise InvalidInputError("initial position has non-finite entries")
+    check_position(position)
     with torch.enable_grad():
         z = position.detach().requires_grad_(True)
         logp, extras = evaluate(log_density_fn, z)  # raises on NaN / +inf

@@ -55,6 +55,16 @@ def evaluate(log_density_fn: LogDensityFn, position: torch.Tensor) -> tuple[torc
     return logp, extras
 
 
+def check_position(position: torch.Tensor) -> None:
+    """Raise :class:`InvalidInputError` unless ``position`` is a finite ``(chains, D)`` batch, chains >= 1."""
+    if position.ndim != 2:
+        raise InvalidInputError(f"position must have shape (chains, D), got {tuple(position.shape)}")
+    if position.shape[0] <= 0:
+        raise InvalidInputError("need at least one chain")
+    if not torch.isfinite(position).all():
+        raise InvalidInputError("initial position has non-finite entries")
+
+
 def init(position: torch.Tensor, log_density_fn: LogDensityFn) -> MHState:
     """Initial state of ``N`` chains at ``position`` ``(N, D)``.
 
@@ -64,12 +74,7 @@ def init(position: torch.Tensor, log_density_fn: LogDensityFn) -> MHState:
     >>> s.log_density.tolist()
     [-1.0, -1.0, -1.0, -1.0]
     """
-    if position.ndim != 2:
-        raise InvalidInputError(f"position must have shape (chains, D), got {tuple(position.shape)}")
-    if position.shape[0] <= 0:
-        raise InvalidInputError("need at least one chain")
-    if not torch.isfinite(position).all():
-        raise InvalidInputError("initial position has non-finite entries")
+    check_position(position)
     logp, extras = evaluate(log_density_fn, position)
     return MHState(position, logp, extras)
 
