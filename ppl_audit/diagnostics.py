@@ -264,14 +264,6 @@ def load_netcdf(path):
     return _arviz().from_netcdf(str(path))
 
 
-def _png(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    return buf.getvalue()
-
-
 def trace_and_rank_png(idata, *, max_chains: int = 8) -> tuple[bytes, bytes]:
     """ArviZ trace plot and rank plot of the latents, as PNG bytes.
 
@@ -283,17 +275,19 @@ def trace_and_rank_png(idata, *, max_chains: int = 8) -> tuple[bytes, bytes]:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from ppl_audit.report.figures import png_bytes
+
     az = _arviz()
     subset = idata.posterior.isel(chain=slice(0, max_chains))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         axes = az.plot_trace(subset, var_names=[LATENT_VAR], compact=True)
         fig = np.ravel(axes)[0].figure
-        trace_png = _png(fig)
+        trace_png = png_bytes(fig)
         plt.close(fig)
         axes = az.plot_rank(subset, var_names=[LATENT_VAR])
         fig = np.ravel(axes)[0].figure
-        rank_png = _png(fig)
+        rank_png = png_bytes(fig)
         plt.close(fig)
     return trace_png, rank_png
 

@@ -214,8 +214,8 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
         [_label(float(p)) for p in result.probs[:n_show, HOUSE]],
         data={
             "latent_names": list(world.latent_names),
-            "latents": figures._rounded(result.latents[:n_show]),
-            "probs": figures._rounded(result.probs[:n_show]),
+            "latents": figures.rounded(result.latents[:n_show]),
+            "probs": figures.rounded(result.probs[:n_show]),
             "note": "images are the world's renders of these latents (ppl_audit.make_world(name).decode)",
         },
     )

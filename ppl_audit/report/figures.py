@@ -21,14 +21,17 @@ DATA_DECIMALS = 4  # figure data is for redrawing; 4 decimals keep the JSON smal
 DPI = 100
 
 
-def _png(fig: MplFigure) -> bytes:
-    FigureCanvasAgg(fig)
+def png_bytes(fig, dpi: int = DPI) -> bytes:
+    """Render a matplotlib figure to PNG bytes (no timestamp metadata)."""
+    if fig.canvas is None or not hasattr(fig.canvas, "print_png"):
+        FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return buf.getvalue()
 
 
-def _rounded(x) -> list:
+def rounded(x) -> list:
+    """``x`` (tensor or array) as nested lists rounded to ``DATA_DECIMALS``."""
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     return np.round(arr.astype(np.float64), DATA_DECIMALS).tolist()
 
@@ -63,7 +66,7 @@ def image_grid(
             ax.set_title(labels[i], fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return Figure(name, title, caption, _png(fig), data or {})
+    return Figure(name, title, caption, png_bytes(fig), data or {})
 
 
 def latent_pairs(
@@ -102,11 +105,11 @@ def latent_pairs(
         "latent_names": list(latent_names),
         "pairs": [list(p) for p in pairs],
         "score_label": score_label,
-        "prior_latents": _rounded(prior_latents),
-        "prior_score": _rounded(prior_score),
-        "sample_latents": _rounded(sample_latents),
+        "prior_latents": rounded(prior_latents),
+        "prior_score": rounded(prior_score),
+        "sample_latents": rounded(sample_latents),
     }
-    return Figure(name, title, caption, _png(fig), data)
+    return Figure(name, title, caption, png_bytes(fig), data)
 
 
 def score_histogram(
@@ -137,7 +140,7 @@ def score_histogram(
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return Figure(name, title, caption, _png(fig), data)
+    return Figure(name, title, caption, png_bytes(fig), data)
 
 
 def line_plot(
@@ -162,5 +165,5 @@ def line_plot(
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    data = {"series": {k: _rounded(v) for k, v in series.items()}, "vline": vline}
-    return Figure(name, title, caption, _png(fig), data)
+    data = {"series": {k: rounded(v) for k, v in series.items()}, "vline": vline}
+    return Figure(name, title, caption, png_bytes(fig), data)
