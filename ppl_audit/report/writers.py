@@ -386,15 +386,30 @@ def _format(value: Any) -> str:
     return str(value)  # unreachable after to_jsonable; kept for safety
 
 
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Flatten nested dicts into ``(dotted.key, value)`` rows, in insertion order."""
+HEADLINE_DEPTH = 3  # headline tables show keys this deep; the sections and report.json hold the rest
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "", max_depth: int | None = None) -> list[tuple[str, Any]]:
+    """Flatten nested dicts into ``(dotted.key, value)`` rows, in insertion order.
+
+    With ``max_depth``, dicts nested deeper are left out (the caller says where they are).
+    """
     rows: list[tuple[str, Any]] = []
     for key, value in mapping.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, Mapping) and value:
-            rows.extend(_flatten(value, dotted))
+            if max_depth is None or max_depth > 1:
+                rows.extend(_flatten(value, dotted, None if max_depth is None else max_depth - 1))
         else:
             rows.append((dotted, value))
+    return rows
+
+
+def _headline_rows(metrics: Mapping[str, Any]) -> list[list[Any]]:
+    rows = [[k, v] for k, v in _flatten(to_jsonable(metrics), max_depth=HEADLINE_DEPTH)]
+    hidden = len(_flatten(to_jsonable(metrics))) - len(rows)
+    if hidden:
+        rows.append(["…", f"{hidden} more values in the sections below and in report.json"])
     return rows
 
 
@@ -498,7 +513,7 @@ def report_to_markdown(report: Report) -> str:
         for title, message in warnings:
             lines += [f"> **Warning** ({_md_line(title)}): {_md_line(message)}", ""]
     if report.metrics:
-        lines += ["## Metrics", ""] + _md_key_values(report.metrics) + [""]
+        lines += ["## Metrics", ""] + _md_table(["metric", "value"], _headline_rows(report.metrics)) + [""]
     for section in report.sections:
         lines += _md_section(section, 0)
     lines += ["## Provenance", ""]
@@ -688,7 +703,7 @@ def report_to_html(report: Report) -> str:
             '<li><a href="#timings">Timings</a></li>',
             "</ul>", "</nav>"]
     if report.metrics:
-        out += ['<section id="metrics">', "<h2>Metrics</h2>", *_html_key_values(report.metrics),
+        out += ['<section id="metrics">', "<h2>Metrics</h2>", *_html_table(["metric", "value"], _headline_rows(report.metrics)),
                 "</section>"]
     for section in report.sections:
         out += _html_section(section, 0, anchors)

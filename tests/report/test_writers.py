@@ -325,3 +325,15 @@ def test_docstring_examples_run():
     results = doctest.testmod(writers, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0
     assert results.failed == 0
+
+
+def test_headline_metrics_stop_at_three_levels_but_json_keeps_everything():
+    from ppl_audit.report.model import Report as _Report
+    from ppl_audit.report.writers import report_to_html, report_to_json_bytes, report_to_markdown
+
+    deep = {"top": 1, "a": {"b": {"scalar": 2, "c": {"d": 3}}}}
+    report = _Report(kind="demo", title="Deep", metrics=deep)
+    md = report_to_markdown(report)
+    assert "a.b.scalar" in md and "a.b.c.d" not in md and "1 more values" in md
+    assert "a.b.c.d" not in report_to_html(report)
+    assert json.loads(report_to_json_bytes(report))["metrics"]["a"]["b"]["c"]["d"] == 3
