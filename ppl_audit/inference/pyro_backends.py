@@ -29,6 +29,7 @@ from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal, init_to_med
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.inference.kernels.mh import evaluate
+from ppl_audit.inference.kernels.smc import effective_sample_size
 from ppl_audit.inference.pyro_density import (
     batched_log_density,
     inspect_site,
@@ -311,11 +312,6 @@ def run_nuts(
     )
 
 
-def _kish_ess(log_weights: torch.Tensor) -> float:
-    """Kish's effective sample size ``(sum w)^2 / sum w^2``, from log weights."""
-    return float(torch.exp(2 * torch.logsumexp(log_weights, 0) - torch.logsumexp(2 * log_weights, 0)))
-
-
 def run_svi(
     model: Callable,
     *,
@@ -470,7 +466,7 @@ def run_svi(
     if not torch.isfinite(log_w).any():
         raise ModelOutputError(f"all {num_proposals} proposals from the guide have zero model density")
     log_w_norm = log_w - torch.logsumexp(log_w, 0)
-    ess = _kish_ess(log_w)
+    ess = float(effective_sample_size(log_w.unsqueeze(0))[0])  # Kish ESS of the importance weights
     generator = torch.Generator().manual_seed(seed)
     index = torch.multinomial(log_w_norm.exp(), num_samples, replacement=True, generator=generator)
     shape = (RESAMPLED_CHAINS, num_samples // RESAMPLED_CHAINS)
