@@ -244,7 +244,10 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
         method_figures.append(figures.line_plot(
             f"{key}_acceptance",
             f"{world_name}: acceptance per step, target '{target.name}'",
-            "Mean acceptance over all particles; the proposal adapts until the dashed line.",
+            ("Mean acceptance over all particles of every MH move: the tempering stages' moves, then the "
+             f"{chain.trace.shape[1]} kept draws at the posterior."
+             if "tempering_schedule" in chain.info else
+             "Mean acceptance over all particles; the proposal adapts until the dashed line."),
             {"acceptance rate": chain.acceptance_per_step},
             xlabel="step",
             ylabel="acceptance",

@@ -100,9 +100,9 @@ def test_figures_named_in_entries_exist_in_their_sections(two_target_report):
     assert len(all_figures) == len(set(all_figures))
     by_section = {s.name: s for s in _sections(report.sections)}
     for name, entry in report.metrics["worlds"]["house-rocket"]["targets"].items():
-        # samples, latents, confidence, acceptance (mh), ArviZ trace and rank plots
+        # samples, latents, confidence, acceptance, tempering (the default smc), ArviZ trace and rank plots
         assert [f.rsplit("_", 1)[1] for f in entry["figures"]] == [
-            "samples", "latents", "confidence", "acceptance", "trace", "rank"]
+            "samples", "latents", "confidence", "acceptance", "tempering", "trace", "rank"]
         section = by_section[f"house_rocket_{name}"]
         assert [f.name for f in section.figures] == entry["figures"]
         assert section.metrics["target"] == entry["target"]
