@@ -327,3 +327,23 @@ def test_bad_inputs_raise_naming_the_field(field, value):
 def test_a_badly_shaped_prior_draw_is_an_input_error():
     with pytest.raises(InvalidInputError, match="sample_prior"):
         run_smc(gaussian_prior, gaussian_likelihood, lambda n, g: torch.zeros(n), num_runs=2, particles_per_run=16)
+
+
+def test_a_stage_keeps_moving_until_enough_particles_have_moved():
+    # A proposal scale far too large for a narrow likelihood accepts rarely: the
+    # stages must add moves (up to max_moves) until 90% of each run has moved.
+    narrow = lambda z: Normal(z, 0.05).log_prob(Y).sum(-1)  # noqa: E731
+    res = run_smc(gaussian_prior, narrow, sample_gaussian_prior, num_runs=2, particles_per_run=64, move="rw",
+                  num_moves=2, max_moves=40, min_moved_fraction=0.9, generator=seeded(0))
+    moves = res.info["moves_per_stage"]
+    assert all(2 <= k <= 40 for k in moves) and max(moves) > 2
+    assert res.num_evaluations == 128 * (1 + sum(moves) + res.trace.shape[1])
+    fixed = run_smc(gaussian_prior, narrow, sample_gaussian_prior, num_runs=2, particles_per_run=64, move="rw",
+                    num_moves=2, generator=seeded(0))
+    assert set(fixed.info["moves_per_stage"]) == {2}
+
+
+@pytest.mark.parametrize("field, value", [("max_moves", 2), ("min_moved_fraction", 1.5), ("min_moved_fraction", -0.1)])
+def test_bad_move_budget_raises_naming_the_field(field, value):
+    with pytest.raises(InvalidInputError, match=field):
+        run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, num_moves=4, **{field: value})
