@@ -23,7 +23,12 @@ from ppl_audit.errors import AuditFileError
 CARD_TABLES = ("model", "architecture", "data", "training", "expected")
 REQUIRED_TABLES = ("model", "architecture", "data", "training")
 #: bump a kind's version when its training code changes what it builds
-TRAINER_VERSIONS = {"house-rocket-classifier": 3}  # 2: house roof N+(12, 4^2); 3: seamless roof
+TRAINER_VERSIONS = {
+    "house-rocket-classifier": 3,  # 2: house roof N+(12, 4^2); 3: seamless roof
+    "lenet-classifier": 1,  # ppl_audit.classifiers.lenet
+    "vae": 1,  # ppl_audit.generative.vae
+    "gan": 1,  # ppl_audit.generative.gan
+}
 CARD_PACKAGE = "ppl_audit.model_cards"  # models/ is shipped under this name
 
 

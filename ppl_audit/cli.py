@@ -18,6 +18,7 @@ from ppl_audit.sampling import DEFAULT_METHOD, METHODS
 
 EXIT_USAGE = 2  # argparse's own status for bad arguments; we use it for every user error
 DEFAULT_DEMO_OUT = "reports/demo"
+DEFAULT_TRAIN_OUT = "reports/train-{name}"  # `train` writes its report here unless --out or --no-report
 
 
 class _Progress:
@@ -63,6 +64,12 @@ def _add_common(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="data folder for models that must be trained first (default: the audit's data_dir, "
+                        "else $PPL_AUDIT_DATA)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ppl-audit`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -78,33 +85,55 @@ def build_parser() -> argparse.ArgumentParser:
                                       "caches the classifier on first use.")
     _add_common(demo, out_default=DEFAULT_DEMO_OUT)
 
-    ls = sub.add_parser("levelset", help="sample one level set of a built-in world",
+    ls = sub.add_parser("levelset", help="sample one level set of a built-in world or MNIST prior",
                         description="Sample inputs whose classifier prediction matches --target.")
-    ls.add_argument("--world", default="house-rocket", help="house-rocket or house-rocket-circle")
+    ls.add_argument("--world", default="house-rocket",
+                    help="house-rocket, house-rocket-circle, or the MNIST decoder priors mnist-vae, mnist-gan")
     ls.add_argument("--target", type=_parse_target, required=True,
-                    help="target prediction over [rocket, house], e.g. 0.5,0.5")
+                    help="target prediction over the classifier's classes: [rocket, house] for house-rocket "
+                         "worlds (e.g. 0.5,0.5), digits 0..9 for MNIST priors (ten numbers)")
     ls.add_argument("--name", default="target", help="name of the target in the report")
-    ls.add_argument("--concentration", type=float, default=10.0, help="Dirichlet concentration alpha > 0 (default 10)")
+    ls.add_argument("--concentration", type=float, default=None,
+                    help="Dirichlet concentration alpha > 0 (default: 10 on house-rocket worlds, the MNIST "
+                         "audit's on MNIST priors)")
     ls.add_argument("--relaxation", default="dirichlet", choices=RELAXATIONS,
                     help="prediction likelihood: the paper's dirichlet, or gaussian Normal(f(x), sigma)")
     ls.add_argument("--sigma", type=float, default=None, help="scale of the gaussian relaxation (default 0.05)")
     ls.add_argument("--particles", type=int, default=1000, help="particles / chains N (default 1000)")
     ls.add_argument("--steps", type=int, default=200, help="steps per chain T for mh/hmc/nuts, optimisation steps for svi (default 200)")
     ls.add_argument("--samples", type=int, default=None, help="samples kept, <= N (default N)")
-    ls.add_argument("--classifier", default="house-rocket-cnn", help="model card name or path")
+    ls.add_argument("--classifier", default=None,
+                    help="model card name or path (default: house-rocket-cnn, or mnist-lenet5 on MNIST priors)")
     _add_common(ls, out_default=None)
+    _add_data_dir(ls)
 
     run = sub.add_parser("run", help="run a declarative audit file", description="Run an audit file (TOML).")
     run.add_argument("audit_file", help="path to an audit file, e.g. analyses/house-rocket.toml")
     _add_common(run, out_default=None)
+    _add_data_dir(run)
 
     train = sub.add_parser("train", help="build a model card's weights into the cache",
-                           description="Train the model described by a model card and store it in the cache.")
-    train.add_argument("card", help="model card path or name, e.g. models/house-rocket-cnn.toml")
+                           description="Train the model described by a model card (any registered kind: "
+                                       f"{', '.join(_trainable_kinds())}) and store it in the cache; "
+                                       "print its metrics and write a training report.")
+    train.add_argument("card", help="model card path or name, e.g. models/mnist-vae.toml or mnist-vae")
+    train.add_argument("--data-dir", default=None,
+                       help="data folder with one sub-folder per dataset (default: $PPL_AUDIT_DATA); "
+                            "read only when the weights are not cached yet")
+    train.add_argument("--out", default=None,
+                       help=f"folder of the training report (default: {DEFAULT_TRAIN_OUT.format(name='NAME')})")
+    train.add_argument("--no-report", action="store_true", help="do not write a training report")
+    train.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
     train.add_argument("--retrain", action="store_true", help="train even if cached weights exist")
     train.add_argument("--cache-dir", default=None, help="weights cache folder")
     train.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
+
+
+def _trainable_kinds() -> tuple[str, ...]:
+    from ppl_audit.training import registered_kinds
+
+    return registered_kinds()
 
 
 def _version() -> str:
@@ -117,12 +146,54 @@ def _run_audit(module, spec, seed, args, progress) -> int:
     from ppl_audit.report import check_output_dir, write_report
 
     out = check_output_dir(args.out)  # refuse a bad destination before minutes of work
-    report = module.run(spec, seed=seed, progress=progress, cache=args.cache_dir)
+    extra = {"data_dir": args.data_dir} if getattr(args, "data_dir", None) is not None else {}
+    report = module.run(spec, seed=seed, progress=progress, cache=args.cache_dir, **extra)
     path = write_report(report, out)
     warnings = list(report.iter_warnings())
     if not args.quiet:
         print(f"report written to {path}/report.html ({len(warnings)} warning(s); "
               f"{report.timings.get('total_seconds', 0):.1f} s)", file=sys.stderr)
+    return 0
+
+
+def _expected_text(card, key: str) -> str:
+    from ppl_audit.training import EXPECTED_MAX_PREFIX, EXPECTED_MIN_PREFIX
+
+    if EXPECTED_MIN_PREFIX + key in card.expected:
+        return f"expected >= {card.expected[EXPECTED_MIN_PREFIX + key]}"
+    if EXPECTED_MAX_PREFIX + key in card.expected:
+        return f"expected <= {card.expected[EXPECTED_MAX_PREFIX + key]}"
+    return "no expectation in the card"
+
+
+def _train(args, progress) -> int:
+    """``ppl-audit train``: load or train a card's model, print its metrics, write its report."""
+    from ppl_audit.report import check_output_dir, write_report
+    from ppl_audit.report.writers import format_value
+    from ppl_audit.training import as_card, get_trainer, load_model, training_report
+
+    card = as_card(args.card)
+    trainer = get_trainer(card.kind)
+    out = None
+    if not args.no_report:  # refuse a bad destination before minutes of training
+        out = check_output_dir(args.out or DEFAULT_TRAIN_OUT.format(name=card.name))
+    start = time.perf_counter()
+    trained = load_model(card, cache=args.cache_dir, data_dir=args.data_dir, device=args.device or "auto",
+                         progress=progress, retrain=args.retrain)
+    elapsed = time.perf_counter() - start
+    if progress is not None:
+        progress.close()
+    key, label = trainer.headline
+    value = trained.metrics.get(key, float("nan"))
+    print(f"{card.name}: {label} {value:.4f} ({_expected_text(card, key)}), weights {trained.weights_path} "
+          f"[{elapsed:.1f} s]")
+    others = [f"{k} {format_value(v)}" for k, v in trained.metrics.items()
+              if k != key and not isinstance(v, (list, dict))]
+    if others:
+        print("  " + ", ".join(others))
+    if out is not None:
+        path = write_report(training_report(trained), out)
+        print(f"  training report: {path}/report.html")
     return 0
 
 
@@ -133,17 +204,7 @@ def _command(args, progress) -> int:
     from ppl_audit.audits.spec import validate_seed
 
     if args.command == "train":
-        from ppl_audit.cards import load_card
-        from ppl_audit.classifiers.house_rocket import load_house_rocket_classifier
-
-        card = load_card(args.card)
-        start = time.perf_counter()
-        clf = load_house_rocket_classifier(card, cache=args.cache_dir, progress=progress, retrain=args.retrain)
-        metrics = clf.info.get("metrics", {})
-        print(f"{card.name}: test accuracy {metrics.get('test_accuracy', float('nan')):.4f} "
-              f"(expected >= {card.expected.get('min_test_accuracy', 'n/a')}), weights {clf.weights_path} "
-              f"[{time.perf_counter() - start:.1f} s]")
-        return 0
+        return _train(args, progress)
     if args.command == "run":
         from ppl_audit.audits import load_audit_file
 
@@ -151,7 +212,12 @@ def _command(args, progress) -> int:
     elif args.command == "demo":
         module, spec, seed = levelset_audit, levelset_audit.LevelSetAuditSpec(), 0
     else:  # levelset
-        target = levelset_audit.TargetSpec(args.name, args.target, args.concentration, args.relaxation, args.sigma)
+        from ppl_audit.audits.worlds import world_family
+
+        concentration = args.concentration
+        if concentration is None:
+            concentration = levelset_audit.DEFAULT_CONCENTRATION[world_family(args.world)]
+        target = levelset_audit.TargetSpec(args.name, args.target, concentration, args.relaxation, args.sigma)
         spec = levelset_audit.LevelSetAuditSpec(
             title=f"Level set '{args.name}' on {args.world}",
             worlds=(args.world,),

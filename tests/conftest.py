@@ -1,6 +1,10 @@
-"""Shared fixtures: a private weights cache and a tiny, fast classifier."""
+"""Shared fixtures: a private weights cache, a tiny, fast classifier, and tiny MNIST models and cards."""
 
 from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,3 +66,99 @@ def tiny_classifier(tiny_card, cache_root):
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(0)
+
+
+# --------------------------------------------------------------------------- MNIST models, tiny
+
+FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "data"  # 100 MNIST test images (test split only)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train on one thread: with two, OpenMP's hand-offs cost more than the work, and on a
+    shared, busy 2-core machine a tiny training run measured 40x slower (1.7 s against 0.04 s)."""
+    with torch_threads(1):
+        yield
+
+
+# The fixture has only a test split, so tiny cards train on it; one epoch with
+# narrow networks takes about a second per model.
+TINY_MNIST = {
+    "mnist-lenet5": {"architecture": {"conv_channels": [4, 8], "hidden": [16, 12]},
+                     "training": {"epochs": 1, "batch_size": 25, "augment_shift_pixels": 1}},
+    "mnist-vae": {"architecture": {"hidden": [32]}, "training": {"epochs": 1, "batch_size": 25}},
+    "mnist-gan": {"architecture": {"channels": 4, "critic_channels": 4},
+                  "training": {"epochs": 1, "batch_size": 25, "critic_steps": 2}, "data": {"num_train": 50}},
+}
+TINY_DATA = {"train_split": "test", "num_train": 100, "num_test": 100}
+
+
+def card_toml(card) -> str:
+    """A model card as TOML text (JSON scalars and lists are valid TOML values)."""
+    lines = ["[model]", f"name = {json.dumps(card.name)}", f"kind = {json.dumps(card.kind)}",
+             f"description = {json.dumps(card.description)}"]
+    for table in ("architecture", "data", "training", "expected"):
+        lines.append(f"\n[{table}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in getattr(card, table).items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def mnist_fixture_dir() -> Path:
+    """The committed 100-image MNIST data folder."""
+    return FIXTURE_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_card():
+    """``tiny_mnist_card("mnist-vae", training={...})``: a shipped MNIST card with tiny sizes (and more overrides)."""
+
+    def make(name: str, **overrides):
+        tables = {table: dict(values) for table, values in TINY_MNIST[name].items()}
+        tables["data"] = {**TINY_DATA, **tables.get("data", {})}
+        for table, values in overrides.items():
+            tables[table] = {**tables.get(table, {}), **values}
+        return load_card(name).with_overrides(**tables)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_model(tiny_mnist_card, cache_root):
+    """``tiny_mnist_model("mnist-gan")``: the tiny model, trained once per session into the private cache."""
+    from ppl_audit.training import load_model
+
+    trained = {}
+
+    def get(name: str):
+        if name not in trained:
+            with torch_threads(1):  # see one_thread
+                trained[name] = load_model(tiny_mnist_card(name), cache=cache_root, data_dir=FIXTURE_DATA,
+                                           device="cpu")
+        return trained[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def card_file(tmp_path_factory):
+    """``card_file(card)``: the card written as a TOML file with the same recipe hash (for the CLI)."""
+
+    def write(card) -> Path:
+        path = tmp_path_factory.mktemp("cards") / f"{card.name}.toml"
+        path.write_text(card_toml(card))
+        assert load_card(path).recipe_hash == card.recipe_hash
+        return path
+
+    return write

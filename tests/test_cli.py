@@ -265,7 +265,7 @@ ACCURACY = re.compile(r"^house-rocket-cnn: test accuracy (\d\.\d{4}) \(expected 
 
 
 def _train(cache: Path, card: Path, capsys):
-    status, out, err = run_cli(["train", card, "--cache-dir", cache, "--quiet"], capsys)
+    status, out, err = run_cli(["train", card, "--cache-dir", cache, "--quiet", "--no-report"], capsys)
     assert status == 0, err
     match = ACCURACY.match(out)
     assert match, out
@@ -415,6 +415,80 @@ def test_train_malformed_card_exit_2(tmp_path, capsys):
     card.write_text('[model]\nname = "x"\nkind = "house-rocket-classifier"\n')
     status, _, err = run_cli(["train", card, "--cache-dir", tmp_path / "cache"], capsys)
     assert_user_error(status, err, str(card), "missing table [architecture]")
+
+
+# --------------------------------------------------------------------------- train: every kind, data, reports
+
+ELBO_LINE = re.compile(r"^mnist-vae: test ELBO \(nats per image\) (-\d+\.\d{4}) \(expected >= -\d+\), weights (\S+) ")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_vae_prints_metrics_and_writes_the_report(tmp_path, tiny_mnist_card, tiny_mnist_model, card_file,
+                                                        mnist_fixture_dir, cache_root, capsys):
+    trained = tiny_mnist_model("mnist-vae")  # cached once per session
+    card = card_file(tiny_mnist_card("mnist-vae"))
+    out = tmp_path / "report"
+    status, stdout, err = run_cli(["train", card, "--data-dir", mnist_fixture_dir, "--cache-dir", cache_root,
+                                   "--out", out, "--quiet"], capsys)
+    assert status == 0, err
+    match = ELBO_LINE.match(stdout)
+    assert match, stdout
+    assert float(match.group(1)) == pytest.approx(trained.metrics["test_elbo_nats"], abs=1e-4)
+    assert Path(match.group(2)) == trained.weights_path
+    assert "test_kl_nats" in stdout and f"training report: {out}/report.html" in stdout
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["kind"] == "training" and doc["provenance"]["recipe_hash"] == trained.card.recipe_hash
+    assert doc["metrics"]["test_elbo_nats"] == pytest.approx(trained.metrics["test_elbo_nats"])
+    for name in ("samples", "latent_traversal", "curve_1"):
+        assert (out / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_reads_the_data_folder_from_the_environment(tmp_path, tiny_mnist_card, card_file, mnist_fixture_dir,
+                                                         monkeypatch, capsys):
+    monkeypatch.setenv("PPL_AUDIT_DATA", str(mnist_fixture_dir))
+    card = card_file(tiny_mnist_card("mnist-lenet5", training={"seed": 7}))  # a fresh recipe: trains now
+    status, stdout, err = run_cli(["train", card, "--cache-dir", tmp_path / "cache", "--device", "cpu",
+                                   "--no-report", "--quiet"], capsys)
+    assert status == 0, err
+    assert stdout.startswith("mnist-lenet5: test accuracy ") and "(expected >= 0.99)" in stdout
+    assert len(list((tmp_path / "cache").glob("mnist-lenet5-*.safetensors"))) == 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_default_report_folder_is_reports_train_name(tmp_path, tiny_mnist_card, tiny_mnist_model, card_file,
+                                                           cache_root, monkeypatch, capsys):
+    tiny_mnist_model("mnist-gan")
+    card = card_file(tiny_mnist_card("mnist-gan"))
+    monkeypatch.chdir(tmp_path)
+    status, stdout, err = run_cli(["train", card, "--cache-dir", cache_root, "--quiet"], capsys)
+    assert status == 0, err
+    assert stdout.startswith("mnist-gan: critic gap, test images - generated ")
+    assert (tmp_path / "reports" / "train-mnist-gan" / "figures" / "samples.png").is_file()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_missing_data_exit_2_names_where_it_looked(tmp_path, tiny_mnist_card, card_file, monkeypatch, capsys):
+    monkeypatch.delenv("PPL_AUDIT_DATA", raising=False)
+    card = card_file(tiny_mnist_card("mnist-vae", training={"seed": 11}))
+    empty = tmp_path / "data"
+    empty.mkdir()
+    args = ["train", card, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "OUT", "--quiet"]
+    status, _, err = run_cli([*args, "--data-dir", empty], capsys)
+    assert_user_error(status, err, f"{empty}/mnist/t10k-images-idx3-ubyte.gz", "--data-dir")
+    status, _, err = run_cli(args, capsys)
+    assert_user_error(status, err, "no data folder given", "PPL_AUDIT_DATA")
+    assert not (tmp_path / "cache").exists()
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_refuses_a_bad_report_folder_before_training(tmp_path, tiny_mnist_card, card_file, capsys):
+    card = card_file(tiny_mnist_card("mnist-vae", training={"seed": 12}))
+    (tmp_path / "file").write_text("x")
+    status, _, err = run_cli(["train", card, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "file"], capsys)
+    assert_user_error(status, err, "exists and is not a folder")
+    assert not (tmp_path / "cache").exists()
 
 
 # --------------------------------------------------------------------------- help

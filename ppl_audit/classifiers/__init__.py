@@ -1,16 +1,21 @@
-"""Classifiers under audit: the contract, the black-box wrapper, the built-in CNN."""
+"""Classifiers under audit: the contract, the black-box wrapper, the built-in CNN and MNIST's LeNet-5."""
 
 from ppl_audit.classifiers.base import CallableClassifier, Classifier, as_classifier, check_probabilities
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.classifiers.house_rocket import load_house_rocket_classifier, train_house_rocket_classifier
+from ppl_audit.classifiers.lenet import MNIST_CLASS_NAMES, LeNet5, load_lenet, train_lenet
 
 __all__ = [
     "CallableClassifier",
     "Classifier",
+    "LeNet5",
+    "MNIST_CLASS_NAMES",
     "PatchCNN",
     "TorchClassifier",
     "as_classifier",
     "check_probabilities",
     "load_house_rocket_classifier",
+    "load_lenet",
     "train_house_rocket_classifier",
+    "train_lenet",
 ]

@@ -1,7 +1,19 @@
-"""Generative priors: the Prior contract and the built-in house/rocket world."""
+"""Generative priors: the Prior contract, the built-in house/rocket world and the MNIST decoder priors."""
 
 from ppl_audit.priors.base import LATENT_SITE, Prior
+from ppl_audit.priors.decoder import DECODER_KINDS, DecoderPrior, load_decoder_prior
 from ppl_audit.priors.house_rocket import CLASS_NAMES, WORLDS, HouseRocketWorld, make_world
 from ppl_audit.priors.truncated_normal import LowerTruncatedNormal
 
-__all__ = ["CLASS_NAMES", "LATENT_SITE", "WORLDS", "HouseRocketWorld", "LowerTruncatedNormal", "Prior", "make_world"]
+__all__ = [
+    "CLASS_NAMES",
+    "DECODER_KINDS",
+    "LATENT_SITE",
+    "WORLDS",
+    "DecoderPrior",
+    "HouseRocketWorld",
+    "LowerTruncatedNormal",
+    "Prior",
+    "load_decoder_prior",
+    "make_world",
+]

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
@@ -166,4 +167,133 @@ def line_plot(
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     data = {"series": {k: rounded(v) for k, v in series.items()}, "vline": vline}
+    return Figure(name, title, caption, png_bytes(fig), data)
+
+
+def principal_components(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PCA of the rows of ``x`` ``(N, D)`` by SVD of the centred data (``torch.linalg``).
+
+    Parameters
+    ----------
+    x : torch.Tensor, (N, D)
+    k : int
+        Components kept, ``1 <= k <= D``.
+
+    Returns
+    -------
+    mean : torch.Tensor, (D,)
+    components : torch.Tensor, (k, D)
+        Orthonormal directions of largest variance, each signed so that its
+        largest-magnitude loading is positive (deterministic output).
+    explained : torch.Tensor, (k,)
+        Share of the total variance along each component.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    >>> mean, comps, explained = principal_components(x, 1)
+    >>> comps.tolist(), round(float(explained[0]), 2)
+    ([[1.0, 0.0]], 0.8)
+    """
+    if x.ndim != 2 or not 1 <= k <= x.shape[1]:
+        raise ValueError(f"x must be (N, D) with 1 <= k <= D, got shape {tuple(x.shape)} and k={k}")
+    x = x.detach().to(torch.float64).cpu()
+    mean = x.mean(0)
+    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    comps = vh[:k]
+    idx = comps.abs().argmax(1)
+    comps = comps * torch.sign(comps.gather(1, idx.unsqueeze(1)))
+    var = s**2
+    explained = var[:k] / var.sum().clamp(min=torch.finfo(var.dtype).tiny)
+    return mean, comps, explained
+
+
+def latent_embedding(
+    name: str,
+    title: str,
+    caption: str,
+    prior_latents: torch.Tensor,
+    prior_class: torch.Tensor,
+    sample_latents: torch.Tensor,
+    class_names: Sequence[str],
+) -> Figure:
+    """Level-set samples (black) over prior samples coloured by predicted class, in 2-D PCA coordinates.
+
+    The components are fitted to prior and level-set latents together, so the
+    axes show where both spread (the level-set paper's Figure 4).
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> fig = latent_embedding("e", "t", "c", torch.randn(50, 5, generator=g), torch.arange(50) % 10,
+    ...                        torch.randn(10, 5, generator=g), [str(d) for d in range(10)])
+    >>> fig.data["explained_variance_ratio"][0] > 0
+    True
+    """
+    both = torch.cat([prior_latents, sample_latents]).detach().cpu()
+    mean, comps, explained = principal_components(both, 2)
+    project = lambda z: ((z.detach().cpu().to(torch.float64) - mean) @ comps.T).numpy()  # noqa: E731
+    pp, sp = project(prior_latents), project(sample_latents)
+    pc = prior_class.detach().cpu().numpy()
+    fig = MplFigure(figsize=(6.4, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    palette = "tab10" if len(class_names) <= 10 else "tab20"
+    cmap = colormaps[palette]
+    for c, label in enumerate(class_names):
+        mask = pc == c
+        if mask.any():
+            ax.scatter(pp[mask, 0], pp[mask, 1], color=cmap(c % cmap.N), s=5, alpha=0.55, linewidths=0,
+                       label=f"prior, class {label}")
+    ax.scatter(sp[:, 0], sp[:, 1], c="black", s=9, marker="x", linewidths=0.7, label="level-set samples")
+    ax.set_xlabel(f"PC 1 ({100 * float(explained[0]):.0f}% of variance)")
+    ax.set_ylabel(f"PC 2 ({100 * float(explained[1]):.0f}% of variance)")
+    ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    data = {
+        "class_names": list(class_names),
+        "pca_mean": rounded(mean),
+        "pca_components": rounded(comps),
+        "explained_variance_ratio": rounded(explained),
+        "prior_embedding": rounded(pp),
+        "prior_class": pc.astype(int).tolist(),
+        "sample_embedding": rounded(sp),
+    }
+    return Figure(name, title, caption, png_bytes(fig), data)
+
+
+def class_profile(
+    name: str,
+    title: str,
+    caption: str,
+    class_names: Sequence[str],
+    probs: torch.Tensor,
+    target: Sequence[float],
+) -> Figure:
+    """Per class: the samples' mean prediction with its 5-95% range, and the target (red bars).
+
+    Examples
+    --------
+    >>> fig = class_profile("p", "t", "c", ["a", "b"], torch.tensor([[0.4, 0.6], [0.5, 0.5]]), [0.5, 0.5])
+    >>> fig.data["mean"]
+    [0.45, 0.55]
+    """
+    p = probs.detach().cpu().to(torch.float64)
+    mean = p.mean(0)
+    lo, hi = torch.quantile(p, 0.05, dim=0), torch.quantile(p, 0.95, dim=0)
+    x = np.arange(len(class_names))
+    fig = MplFigure(figsize=(max(4.0, 0.55 * len(class_names) + 1.5), 3.2))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(x, mean.numpy(), width=0.6, color="tab:blue", alpha=0.7, label=f"mean prediction (n={p.shape[0]})")
+    ax.errorbar(x, mean.numpy(), yerr=np.stack([(mean - lo).numpy(), (hi - mean).numpy()]), fmt="none",
+                ecolor="black", capsize=3, linewidth=0.8, label="5-95% of samples")
+    ax.scatter(x, list(target), marker="_", s=400, color="tab:red", linewidths=2, label="target", zorder=3)
+    ax.set_xticks(x, list(class_names))
+    ax.set_xlabel("class")
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    data = {"class_names": list(class_names), "target": [float(t) for t in target], "mean": rounded(mean),
+            "q05": rounded(lo), "q95": rounded(hi)}
     return Figure(name, title, caption, png_bytes(fig), data)

@@ -186,10 +186,15 @@ def test_house_rocket_audit_file_matches_the_demo():
 
 
 @pytest.mark.parametrize("path", ANALYSES, ids=lambda p: p.name)
-def test_each_audit_file_in_analyses_smoke_runs(path, tiny_classifier):
+def test_each_audit_file_in_analyses_smoke_runs(path, tiny_classifier, mnist_classifier, mnist_priors):
+    """Every audit file runs at tiny sizes; MNIST files on the stand-in priors and classifier of conftest.py."""
     module, spec, seed = load_audit_file(path)
     tiny = dataclasses.replace(spec, **TINY)
-    report = module.run(tiny, seed=seed, classifier=tiny_classifier)
+    if spec.family == "mnist":
+        models = dict(classifier=mnist_classifier, priors=mnist_priors)
+    else:
+        models = dict(classifier=tiny_classifier)
+    report = module.run(tiny, seed=seed, **models)
     assert report.kind == module.KIND
     assert list(report.metrics["worlds"]) == list(spec.worlds)
     for world in spec.worlds:
@@ -228,6 +233,12 @@ MALFORMED = {
     "negative-seed": (AUDIT + "seed = -1\n" + TARGET, ["seed"]),
     "bool-seed": (AUDIT + "seed = true\n" + TARGET, ["seed"]),
     "invalid-toml": (AUDIT + "num_particles = = 3\n", ["not valid TOML"]),
+    "unknown-sampler-option": (AUDIT + "\n[audit.sampler_options]\nmoves = 3\n" + TARGET,
+                               ["sampler_options ['moves']", "'smc'", "num_moves"]),
+    "sampler-option-for-mh": (AUDIT + 'method = "mh"\n\n[audit.sampler_options]\nnum_moves = 3\n' + TARGET,
+                              ["sampler_options ['num_moves']", "'mh'", "none"]),
+    "sampler-option-list": (AUDIT + "\n[audit.sampler_options]\nnum_moves = [3]\n" + TARGET,
+                            ["sampler_options must be a table"]),
 }
 
 
@@ -305,8 +316,7 @@ def test_malformed_values_raise_audit_file_error(tmp_path, text):
 @pytest.mark.parametrize(
     "probabilities, needle",
     [
-        ((0.2, 0.3, 0.5), "3 entries"),
-        ((0.5,), "1 entries"),
+        ((0.5,), "at least 2 entries, got 1"),
         ((-0.5, 1.5), "negative"),
         ((0.3, 0.3), "sum to 1"),
         ((0.0, 1.0), "exactly 0 or 1"),
@@ -329,6 +339,14 @@ def test_target_spec_rejects_bad_concentration(concentration):
 def test_target_spec_rejects_bad_names(name):
     with pytest.raises(InvalidInputError, match="target name"):
         TargetSpec(name, (0.5, 0.5))
+
+
+@pytest.mark.parametrize("probabilities", [(0.2, 0.3, 0.5), (0.1,) * 10])
+def test_spec_checks_target_length_against_the_classifier(probabilities):
+    target = TargetSpec("t", probabilities)  # a point of some simplex: the spec knows which
+    with pytest.raises(InvalidInputError, match=rf"{len(probabilities)} entries but classifier 'house-rocket-cnn' "
+                                                r"has 2 classes \['rocket', 'house'\]"):
+        LevelSetAuditSpec(targets=(target,))
 
 
 def test_target_spec_normalises_types():

@@ -1,0 +1,176 @@
+"""Reproduce the level-set paper's MNIST Table 1 (Booth et al. 2020, Sec. 4.2) with the audit's sampler.
+
+For each prior (VAE, GAN), target (ambiguous, 1-vs-7, 8-vs-9), concentration
+and seed: Delta (Eq. 5) beside the paper's value, distinct samples among
+those kept, the convergence diagnostics (nested R-hat over the independent
+SMC runs, bulk ESS, the verdict), SMC stages, classifier evaluations and
+seconds per target. Models are loaded (trained into the cache on first use)
+before any timing starts, so the seconds are those of sampling alone.
+Particles, kept samples and method are the audit file's
+(``analyses/mnist-levelsets.toml``); the concentration is the audit's
+``MNIST_CONCENTRATION`` unless ``--concentration`` lists others.
+
+Run:  python benchmarks/mnist_levelsets.py --data-dir ../shared/data [--seeds 0 1 2]
+      python benchmarks/mnist_levelsets.py --data-dir ../shared/data --seeds 0 \\
+          --concentration 10 100 1000 3000 --name mnist_levelsets_concentration
+Writes benchmarks/results/NAME.json (default mnist_levelsets). Exits with status 2
+when the MNIST models are missing and cannot be trained (no data folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ppl_audit.audits import levelset, load_audit_file
+from ppl_audit.audits import worlds as registry
+from ppl_audit.errors import PplAuditError
+from ppl_audit.sampling import sample_level_set
+
+from _common import machine, print_table, write_results
+
+AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-levelsets.toml"
+SECONDS_GOAL = 60.0  # per target on 2 cores, models cached
+DISTINCT_GOAL = 0.5  # distinct samples at least this share of those kept
+
+
+def _load_models(args, spec, worlds):
+    """The classifier and the priors of ``worlds``, or exit 2 saying why they cannot be had."""
+    try:
+        start = time.perf_counter()
+        clf = registry.load_classifier(spec.classifier, device="cpu", cache=args.cache_dir, data_dir=args.data_dir)
+        priors = {w: registry.load_world(w, device="cpu", cache=args.cache_dir, data_dir=args.data_dir)
+                  for w in worlds}
+        return clf, priors, time.perf_counter() - start
+    except ImportError as exc:
+        reason = f"the MNIST models are not part of this checkout yet ({exc})"
+    except PplAuditError as exc:
+        reason = f"the MNIST models are missing from the cache and cannot be trained: {exc}"
+    print(f"mnist_levelsets: error: {reason}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _fmt_cell(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:.2f}" + (f" +- {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--concentration", type=float, nargs="+", default=[levelset.MNIST_CONCENTRATION])
+    parser.add_argument("--particles", type=int, default=None, help="default: the audit file's")
+    parser.add_argument("--samples", type=int, default=None, help="default: the audit file's")
+    parser.add_argument("--priors", nargs="+", default=None, help="default: the audit file's (mnist-vae mnist-gan)")
+    parser.add_argument("--data-dir", default=None, help="data folder (default $PPL_AUDIT_DATA) for training")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--name", default="mnist_levelsets", help="results/NAME.json")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    _, spec, _ = load_audit_file(AUDIT_FILE)
+    particles = args.particles or spec.num_particles
+    samples = min(args.samples or spec.num_samples, particles)
+    worlds = tuple(args.priors or spec.worlds)
+    clf, priors, load_seconds = _load_models(args, spec, worlds)
+    load_average_start = os.getloadavg()  # other work on the machine slows the timings
+    t0 = time.perf_counter()
+    rows = []
+    for world in worlds:
+        for target in spec.targets:
+            for c in args.concentration:
+                for seed in args.seeds:
+                    start = time.perf_counter()
+                    res = sample_level_set(priors[world], clf, target.probabilities, concentration=c,
+                                           method=spec.method, num_particles=particles, num_samples=samples,
+                                           seed=seed, device="cpu")
+                    seconds = time.perf_counter() - start
+                    m = res.metrics
+                    paper = levelset.paper_delta(world, target)
+                    rows.append([registry.PAPER_ROWS.get(world, world), target.name, c, seed,
+                                 round(100 * m["delta"], 3), None if paper is None else round(100 * paper, 2),
+                                 None if paper is None else m["delta"] <= paper, m["num_distinct"],
+                                 m["num_samples"], m["nested_rhat_max"], m["ess_bulk_min"], m["converged"],
+                                 res.chain.info.get("num_stages"), m["classifier_evaluations"], seconds])
+                    print(f"  {world} {target.name} c={c:g} seed={seed}: Delta {100 * m['delta']:.2f}% "
+                          f"distinct {m['num_distinct']}/{m['num_samples']} {seconds:.1f} s", file=sys.stderr)
+    columns = ["prior", "target", "concentration", "seed", "delta_percent", "paper_delta_percent",
+               "at_or_below_paper", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min", "converged",
+               "smc_stages", "classifier_evaluations", "seconds"]
+    accuracy = ((getattr(clf, "info", None) or {}).get("metrics") or {}).get("test_accuracy")
+    print(f"MNIST level sets: {', '.join(worlds)} x {[t.name for t in spec.targets]}; method {spec.method}, "
+          f"N={particles} particles, n={samples} kept, seeds {args.seeds}; torch threads {torch.get_num_threads()}; "
+          f"classifier test accuracy {accuracy}")
+    print_table(columns, rows)
+
+    # The paper's Table 1 layout: rows priors, columns targets; ours as mean +- sd over seeds.
+    table1 = []
+    for c in args.concentration:
+        print(f"\nDelta (%), concentration {c:g} (ours: mean +- sd over seeds; paper: concentration "
+              f"{levelset.PAPER_CONCENTRATION:g})")
+        t_cols = ["prior"] + [f"{t.name} ours / paper" for t in spec.targets]
+        t_rows = []
+        for world in worlds:
+            label = registry.PAPER_ROWS.get(world, world)
+            row = [label]
+            for target in spec.targets:
+                vals = [r[4] for r in rows if r[0] == label and r[1] == target.name and r[2] == c]
+                paper = levelset.paper_delta(world, target)
+                row.append(f"{_fmt_cell(vals)} / {'-' if paper is None else f'{100 * paper:.2f}'}")
+                table1.append({"prior": label, "target": target.name, "concentration": c,
+                               "delta_percent_mean": statistics.fmean(vals), "delta_percent_max": max(vals),
+                               "paper_delta_percent": None if paper is None else 100 * paper})
+            t_rows.append(row)
+        print_table(t_cols, t_rows)
+
+    goals = {}
+    for c in args.concentration:
+        cell_rows = [r for r in rows if r[2] == c]
+        goals[f"{c:g}"] = {
+            "delta_at_or_below_paper_every_cell_and_seed": all(r[6] for r in cell_rows if r[6] is not None),
+            "distinct_at_least_half_of_kept": all(r[7] >= DISTINCT_GOAL * r[8] for r in cell_rows),
+            "min_distinct_fraction": min(r[7] / r[8] for r in cell_rows),
+            "all_converged": all(r[11] for r in cell_rows),
+            "seconds_per_target_max": max(r[14] for r in cell_rows),
+            "seconds_per_target_mean": statistics.fmean(r[14] for r in cell_rows),
+            "seconds_goal": SECONDS_GOAL,
+            "seconds_goal_met": max(r[14] for r in cell_rows) <= SECONDS_GOAL,
+        }
+        g = goals[f"{c:g}"]
+        print(f"\nconcentration {c:g}: Delta <= paper in every cell and seed: "
+              f"{g['delta_at_or_below_paper_every_cell_and_seed']}; distinct >= {DISTINCT_GOAL:.0%} of kept: "
+              f"{g['distinct_at_least_half_of_kept']} (min {g['min_distinct_fraction']:.0%}); converged: "
+              f"{g['all_converged']}; seconds per target mean {g['seconds_per_target_mean']:.1f}, max "
+              f"{g['seconds_per_target_max']:.1f} (goal <= {SECONDS_GOAL:g})")
+    models = {"classifier": (getattr(clf, "info", None) or {}).get("recipe_hash"),
+              **{w: (getattr(priors[w], "info", None) or {}).get("recipe_hash") for w in worlds}}
+    path = write_results(args.name, {
+        "benchmark": "mnist_levelsets",
+        "machine": machine(),
+        "settings": {**vars(args), "particles": particles, "samples": samples, "method": spec.method,
+                     "priors": list(worlds), "audit_file": str(AUDIT_FILE.name),
+                     "targets": {t.name: list(t.probabilities) for t in spec.targets}},
+        "seeds": args.seeds,
+        "model_recipe_hashes": models,
+        "load_seconds": load_seconds,
+        "load_average": {"start": list(load_average_start), "end": list(os.getloadavg())},
+        "columns": columns,
+        "rows": rows,
+        "table_1": table1,
+        "goals": goals,
+        "seconds": time.perf_counter() - t0,
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
