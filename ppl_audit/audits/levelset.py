@@ -112,8 +112,8 @@ DEFAULT_TARGETS = (
 # ---------------------------------------------------------------- MNIST (Booth et al. 2020, Sec. 4.2)
 # MNIST targets: 3,000, not the paper's 10. With ten classes, 10 gives each class about one unit of
 # Dirichlet weight: Delta 5.3-7.2%, above the paper's in three of six cells; at 1,000 the VAE's
-# ambiguous cell reached 1.84% (paper 1.83%) on one seed of three; at 3,000 every cell is below the
-# paper's on seeds 0-2 (benchmarks/results/mnist_levelsets{,_concentration,_vae_c1000}.json).
+# ambiguous cell reached 1.82% on one seed of three (paper: 1.83%); at 3,000 every cell is clearly
+# below the paper's on seeds 0-2 (benchmarks/results/mnist_levelsets{,_concentration,_vae_c1000}.json).
 MNIST_CONCENTRATION = 3000.0
 
 
