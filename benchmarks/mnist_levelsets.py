@@ -10,9 +10,13 @@ Particles, kept samples and method are the audit file's
 (``analyses/mnist-levelsets.toml``); the concentration is the audit's
 ``MNIST_CONCENTRATION`` unless ``--concentration`` lists others.
 
-Run:  python benchmarks/mnist_levelsets.py --data-dir ../shared/data [--seeds 0 1 2]
-      python benchmarks/mnist_levelsets.py --data-dir ../shared/data --seeds 0 \\
-          --concentration 10 100 1000 3000 --name mnist_levelsets_concentration
+Run (from benchmarks/):
+      ../.venv/bin/python mnist_levelsets.py --data-dir ../../shared/data             # results/mnist_levelsets.json
+      ../.venv/bin/python mnist_levelsets.py --data-dir ../../shared/data --threads 1 --name mnist_levelsets_1thread
+      ../.venv/bin/python mnist_levelsets.py --data-dir ../../shared/data --seeds 0 \\
+          --concentration 10 100 1000 3000 --threads 1 --name mnist_levelsets_concentration
+      ../.venv/bin/python mnist_levelsets.py --data-dir ../../shared/data --priors mnist-vae \\
+          --concentration 1000 --threads 1 --name mnist_levelsets_vae_c1000
 Writes benchmarks/results/NAME.json (default mnist_levelsets). Exits with status 2
 when the MNIST models are missing and cannot be trained (no data folder).
 """

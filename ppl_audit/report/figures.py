@@ -282,7 +282,7 @@ def class_profile(
     mean = p.mean(0)
     lo, hi = torch.quantile(p, 0.05, dim=0), torch.quantile(p, 0.95, dim=0)
     x = np.arange(len(class_names))
-    fig = MplFigure(figsize=(max(4.0, 0.55 * len(class_names) + 1.5), 3.2))
+    fig = MplFigure(figsize=(max(4.0, 0.55 * len(class_names) + 1.5) + 2.0, 3.2))
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(x, mean.numpy(), width=0.6, color="tab:blue", alpha=0.7, label=f"mean prediction (n={p.shape[0]})")
     ax.errorbar(x, mean.numpy(), yerr=np.stack([(mean - lo).numpy(), (hi - mean).numpy()]), fmt="none",
@@ -291,7 +291,7 @@ def class_profile(
     ax.set_xticks(x, list(class_names))
     ax.set_xlabel("class")
     ax.set_ylabel("probability")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     data = {"class_names": list(class_names), "target": [float(t) for t in target], "mean": rounded(mean),
