@@ -28,6 +28,10 @@ TRAINER_VERSIONS = {
     "lenet-classifier": 1,  # ppl_audit.classifiers.lenet
     "vae": 1,  # ppl_audit.generative.vae
     "gan": 1,  # ppl_audit.generative.gan
+    "bayesian-lenet-classifier": 1,  # ppl_audit.classifiers.bayesian_lenet
+    "gwin": 1,  # ppl_audit.generative.gwin
+    "vae-ensemble": 1,  # ppl_audit.generative.vae_ensemble
+    "gan-ensemble": 1,  # ppl_audit.generative.gan_ensemble
 }
 CARD_PACKAGE = "ppl_audit.model_cards"  # models/ is shipped under this name
 

@@ -1,8 +1,11 @@
-"""Metrics of level-set samples: average deviation, confidence, distinct samples."""
+"""Metrics of level-set samples (average deviation, confidence, distinct samples) and of OoD scores."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ppl_audit.errors import InvalidInputError, ModelOutputError
 
 AMBIGUOUS_BAND = (0.45, 0.55)  # a prediction this close to 1/2 counts as "ambiguous" (the issue's 45-55%)
 
@@ -57,3 +60,117 @@ def count_distinct(latents: torch.Tensor) -> int:
     2
     """
     return int(torch.unique(latents, dim=0).shape[0])
+
+
+# --- Out-of-distribution detection metrics ------------------------------------------------------
+
+OOD_TPR_LEVEL = 0.95  # the OoD literature's operating point: catch 95% of the out-of-distribution inputs
+OOD_POSITIVE_CLASS = "out-of-distribution"  # label 1: the class a detector's high score flags
+OOD_SCORE_SIGN = "higher = more out-of-distribution"  # the Detector contract; metrics never flip it
+
+
+def _ood_score_array(scores, which: str):
+    """``scores`` (torch tensor or array-like, ``(N,)``) as float64 numpy, checked; ``which`` names the set."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().double().numpy()
+    try:
+        values = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{which} scores must be numbers, got {type(scores).__name__}") from exc
+    if values.ndim != 1:
+        raise InvalidInputError(f"{which} scores must have shape (N,), got {values.shape}")
+    if values.size == 0:
+        raise InvalidInputError(f"{which} scores are empty: OoD metrics need at least one score in each set")
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise ModelOutputError(
+            f"{bad} of {values.size} {which} scores are NaN or inf; a non-finite score is a model failure "
+            "and is never dropped"
+        )
+    return values
+
+
+def _ood_labels_and_scores(scores_in, scores_out):
+    """Concatenated scores and labels (0 = in-distribution, 1 = out-of-distribution)."""
+    s_in = _ood_score_array(scores_in, "in-distribution")
+    s_out = _ood_score_array(scores_out, "out-of-distribution")
+    labels = np.concatenate([np.zeros(s_in.size, dtype=np.int64), np.ones(s_out.size, dtype=np.int64)])
+    return labels, np.concatenate([s_in, s_out]), s_in.size, s_out.size
+
+
+def ood_metrics(scores_in, scores_out) -> dict:
+    """AUROC, average precision and FPR at 95% TPR of an OoD detector's scores.
+
+    The positive class (label 1) is **out-of-distribution** and the scores
+    are taken as given: higher = more out-of-distribution (the Detector
+    contract). Nothing here guesses or flips the sign; a detector scored
+    with the wrong sign reads AUROC < 0.5.
+
+    ``fpr_at_95_tpr`` is the smallest false-positive rate (share of
+    in-distribution inputs flagged) among the ROC points whose true-positive
+    rate (share of OoD inputs flagged) is at least 0.95, no interpolation.
+    Note that some papers (ODIN, Liang et al. 2018) take in-distribution as
+    the positive class for this number instead.
+
+    Parameters
+    ----------
+    scores_in, scores_out : torch.Tensor or array-like, (N_in,) and (N_out,)
+        Scores of in-distribution and out-of-distribution inputs.
+
+    Returns
+    -------
+    dict
+        ``auroc``, ``average_precision``, ``fpr_at_95_tpr`` (floats in
+        [0, 1]), ``positive_class``, ``score_sign`` (strings), ``num_in``,
+        ``num_out`` (ints).
+
+    Raises
+    ------
+    InvalidInputError
+        A set is empty or not one-dimensional.
+    ModelOutputError
+        A score is NaN or inf (the message says how many and in which set).
+
+    Examples
+    --------
+    >>> m = ood_metrics(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.8, 0.9]))
+    >>> m["auroc"], m["average_precision"], m["fpr_at_95_tpr"]
+    (1.0, 1.0, 0.0)
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve  # deferred: slow import
+
+    labels, scores, num_in, num_out = _ood_labels_and_scores(scores_in, scores_out)
+    fpr, tpr, _ = roc_curve(labels, scores, pos_label=1, drop_intermediate=False)
+    return {
+        "auroc": float(roc_auc_score(labels, scores)),
+        "average_precision": float(average_precision_score(labels, scores, pos_label=1)),
+        "fpr_at_95_tpr": float(fpr[tpr >= OOD_TPR_LEVEL].min()),
+        "positive_class": OOD_POSITIVE_CLASS,
+        "score_sign": OOD_SCORE_SIGN,
+        "num_in": int(num_in),
+        "num_out": int(num_out),
+    }
+
+
+def roc_points(scores_in, scores_out) -> dict:
+    """The ROC curve of an OoD detector's scores, for plotting.
+
+    Same conventions and checks as :func:`ood_metrics` (positive class =
+    out-of-distribution, higher score = more out-of-distribution).
+
+    Returns
+    -------
+    dict
+        ``fpr`` and ``tpr``: lists of floats of equal length, from (0, 0)
+        to (1, 1), one point per distinct threshold.
+
+    Examples
+    --------
+    >>> roc_points(torch.tensor([0.1, 0.4]), torch.tensor([0.3, 0.9]))
+    {'fpr': [0.0, 0.0, 0.5, 0.5, 1.0], 'tpr': [0.0, 0.5, 0.5, 1.0, 1.0]}
+    """
+    from sklearn.metrics import roc_curve
+
+    labels, scores, _, _ = _ood_labels_and_scores(scores_in, scores_out)
+    fpr, tpr, _ = roc_curve(labels, scores, pos_label=1, drop_intermediate=False)
+    return {"fpr": [float(v) for v in fpr], "tpr": [float(v) for v in tpr]}

@@ -22,7 +22,7 @@ Their modules are imported only when a card of that kind is used.
 Examples
 --------
 >>> sorted(registered_kinds())
-['gan', 'house-rocket-classifier', 'lenet-classifier', 'vae']
+['bayesian-lenet-classifier', 'gan', 'gan-ensemble', 'gwin', 'house-rocket-classifier', 'lenet-classifier', 'vae', 'vae-ensemble']
 >>> trained = load_model("mnist-vae", data_dir="/path/to/data")  # doctest: +SKIP
 >>> trained.module.decoder(torch.zeros(1, 5)).shape  # doctest: +SKIP
 torch.Size([1, 1, 28, 28])
@@ -58,6 +58,10 @@ BUILTIN_TRAINERS = {
     "lenet-classifier": "ppl_audit.classifiers.lenet:TRAINER",
     "vae": "ppl_audit.generative.vae:TRAINER",
     "gan": "ppl_audit.generative.gan:TRAINER",
+    "bayesian-lenet-classifier": "ppl_audit.classifiers.bayesian_lenet:TRAINER",
+    "gwin": "ppl_audit.generative.gwin:TRAINER",
+    "vae-ensemble": "ppl_audit.generative.vae_ensemble:TRAINER",
+    "gan-ensemble": "ppl_audit.generative.gan_ensemble:TRAINER",
 }
 EXPECTED_MIN_PREFIX = "min_"  # [expected] min_KEY = v: metrics[KEY] must be >= v
 EXPECTED_MAX_PREFIX = "max_"  # [expected] max_KEY = v: metrics[KEY] must be <= v
@@ -110,10 +114,20 @@ class Trainer:
         ``(metric key, label)`` the command line prints first, e.g.
         ``("test_accuracy", "test accuracy")``.
     report_sections : callable, optional
-        ``report_sections(trained) -> list[Section]``: extra report content
-        (sample grids for generators). Called with a loaded model, no data.
+        ``report_sections(trained, data_dir=None) -> list[Section]``: extra
+        report content (sample grids for generators). Called with a loaded
+        model and the data folder the caller was given (``None``: the
+        environment's), which a section may read or do without.
     description : str
         One line for listings.
+    pin : callable, optional
+        ``pin(card) -> card``: for a model trained against another model (a
+        GWIN against its classifier), a copy of the card that records the
+        other model's recipe hash, so that the cache key changes when the
+        other model's recipe does. :func:`load_model` applies it first.
+    needs_cache : bool
+        Pass ``cache=`` (the cache folder given to :func:`load_model`) to
+        ``train``, for trainers that load another cached model.
     """
 
     kind: str
@@ -122,6 +136,8 @@ class Trainer:
     headline: tuple[str, str]
     report_sections: Callable[["TrainedModel"], list] | None = None
     description: str = ""
+    pin: Callable[[ModelCard], ModelCard] | None = None
+    needs_cache: bool = False
 
     def __post_init__(self):
         if self.kind not in TRAINER_VERSIONS:
@@ -273,6 +289,7 @@ def load_model(
     device="auto",
     progress: ProgressFn | None = None,
     retrain: bool = False,
+    kind: str | None = None,
 ) -> TrainedModel:
     """Load a model card's weights from the cache, training and caching them first if needed.
 
@@ -292,6 +309,8 @@ def load_model(
         Receives training progress ``(task, done, total)``.
     retrain : bool
         Train again even when the cache holds valid weights.
+    kind : str, optional
+        The card kind the caller needs (``"gwin"``...); another kind raises.
 
     Returns
     -------
@@ -299,6 +318,8 @@ def load_model(
 
     Raises
     ------
+    InvalidInputError
+        The card is not of ``kind``.
     AuditFileError
         The card is malformed or its kind has no trainer.
     ppl_audit.data.DataNotFoundError
@@ -312,7 +333,11 @@ def load_model(
     True
     """
     card = as_card(card_or_name)
+    if kind is not None and card.kind != kind:
+        raise InvalidInputError(f"a {kind!r} model card is needed; {card.name!r} is of kind {card.kind!r}")
     trainer = get_trainer(card.kind)
+    if trainer.pin is not None:
+        card = trainer.pin(card)
     module = trainer.build(card)  # validates the card before any file is touched
     path = card.cache_path(cache_dir(cache))
     info = None
@@ -328,7 +353,8 @@ def load_model(
     elif path.exists():
         logger.info("retraining %s although %s exists", card.name, path)
     if info is None:
-        result = trainer.train(card, data_dir=data_dir, device=device, progress=progress)
+        extra = {"cache": cache} if trainer.needs_cache else {}
+        result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)
         module = result.module
         info = {
             "card": card.name,
@@ -386,6 +412,33 @@ def check_field(ok: bool, name: str, value: Any, accepted: str) -> None:
     """
     if not ok:
         raise InvalidInputError(f"{name} must be {accepted}, got {value!r}")
+
+
+def check_training_fields(config, names: Sequence[str] = ("epochs", "batch_size")) -> None:
+    """Validate the training fields every trainer config shares.
+
+    ``names`` must be positive integers; ``learning_rate`` (when the config has
+    one) a number > 0; ``seed`` an integer >= 0.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the first bad field, its value and what is accepted.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> check_training_fields(SimpleNamespace(epochs=0, batch_size=8, learning_rate=1e-3, seed=0))
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: epochs must be a positive integer, got 0
+    """
+    for name in names:
+        check_field(is_positive_int(getattr(config, name)), name, getattr(config, name), "a positive integer")
+    if hasattr(config, "learning_rate"):
+        check_field(is_positive_float(config.learning_rate), "learning_rate", config.learning_rate, "a number > 0")
+    seed = getattr(config, "seed", 0)
+    check_field(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", seed, "an integer >= 0")
 
 
 def is_positive_int(value) -> bool:
@@ -568,7 +621,7 @@ def _expectation_rows(card: ModelCard, metrics: Mapping[str, Any]) -> list[list[
     return rows
 
 
-def training_report(trained: TrainedModel) -> "Report":  # noqa: F821 - imported lazily
+def training_report(trained: TrainedModel, *, data_dir=None) -> "Report":  # noqa: F821 - imported lazily
     """A report of how a model was trained: curves, metrics against ``[expected]``, trainer sections.
 
     ``report.json`` holds no wall-clock times (they go to ``timings.json``),
@@ -578,6 +631,8 @@ def training_report(trained: TrainedModel) -> "Report":  # noqa: F821 - imported
     ----------
     trained : TrainedModel
         From :func:`load_model`.
+    data_dir : path-like, optional
+        Data folder for trainer sections that show data (default ``$PPL_AUDIT_DATA``).
 
     Returns
     -------
@@ -616,7 +671,7 @@ def training_report(trained: TrainedModel) -> "Report":  # noqa: F821 - imported
     sections = [expectations, curves]
     trainer = trained.trainer
     if trainer.report_sections is not None:
-        sections += list(trainer.report_sections(trained))
+        sections += list(trainer.report_sections(trained, data_dir=data_dir))
     headline_key = trainer.headline[0]
     return Report(
         kind="training",
@@ -644,6 +699,7 @@ __all__ = [
     "as_card",
     "card_config",
     "check_expected",
+    "check_training_fields",
     "get_trainer",
     "load_model",
     "load_training_data",

@@ -100,6 +100,9 @@ TINY_MNIST = {
     "mnist-vae": {"architecture": {"hidden": [32]}, "training": {"epochs": 1, "batch_size": 25}},
     "mnist-gan": {"architecture": {"channels": 4, "critic_channels": 4},
                   "training": {"epochs": 1, "batch_size": 25, "critic_steps": 2}, "data": {"num_train": 50}},
+    "mnist-bayesian-lenet5": {"architecture": {"conv_channels": [4, 8], "hidden": [16, 12]},
+                              "training": {"epochs": 2, "batch_size": 20, "learning_rate": 0.01,
+                                           "eval_samples": 3}},
 }
 TINY_DATA = {"train_split": "test", "num_train": 100, "num_test": 100}
 

@@ -58,3 +58,52 @@ def test_trace_and_rank_plots_are_pngs():
                  generator=torch.Generator().manual_seed(0))
     trace_png, rank_png = diagnostics.trace_and_rank_png(res.to_arviz())
     assert trace_png[:4] == rank_png[:4] == b"\x89PNG"
+
+
+def _hand_elpd_waic(log_lik, ddof):
+    from scipy.special import logsumexp
+
+    lppd = logsumexp(log_lik, axis=0) - np.log(log_lik.shape[0])
+    return float(np.sum(lppd - log_lik.var(axis=0, ddof=ddof)))
+
+
+def test_ensemble_waic_matches_hand_formula():
+    log_lik = np.array([[-1.0, -2.0, -0.3], [-1.5, -0.5, -0.2],
+                        [-0.8, -3.0, -0.4], [-1.1, -1.0, -0.35]])
+    out = diagnostics.ensemble_waic_loo(log_lik)
+    # arviz 0.23: log scale (higher is better) and the population variance (ddof=0) in p_waic.
+    assert out["scale"] == "log"
+    assert out["elpd_waic"] == pytest.approx(_hand_elpd_waic(log_lik, ddof=0), rel=1e-12)
+    assert out["elpd_waic"] != pytest.approx(_hand_elpd_waic(log_lik, ddof=1), rel=1e-3)
+    assert out["p_waic"] == pytest.approx(log_lik.var(axis=0, ddof=0).sum(), rel=1e-12)
+    assert (out["num_members"], out["num_inputs"]) == (4, 3)
+    assert np.isfinite(out["elpd_loo"]) and np.isfinite(out["se_waic"])
+
+
+def test_ensemble_waic_records_arviz_warnings_and_is_json_safe(recwarn):
+    import json
+
+    log_lik = torch.tensor([[-1.0, -9.0], [-2.0, -1.0], [-1.5, -5.0]])  # large variance: WAIC warns
+    out = diagnostics.ensemble_waic_loo(log_lik, pointwise=True)
+    emitted = [str(w.message) for w in recwarn.list]
+    assert not [m for m in emitted if "log predictive" in m or "Pareto" in m]  # recorded, not emitted
+    assert out["waic_warning"] is True and out["loo_warning"] is True
+    assert any("0.4" in m for m in out["arviz_warnings"])
+    # Three members are too few to fit a Pareto tail: ArviZ reports k = inf for every input.
+    assert out["pareto_k_over_0_7"] == 2 and out["pareto_k_max"] == float("inf")
+    assert len(out["elpd_waic_i"]) == len(out["pareto_k"]) == 2
+    assert sum(out["elpd_waic_i"]) == pytest.approx(out["elpd_waic"])
+    for key, value in out.items():
+        assert isinstance(value, (bool, int, float, str, list)), key
+    json.dumps(out)
+
+
+def test_ensemble_waic_rejects_nan_and_bad_shapes():
+    from ppl_audit.errors import InvalidInputError, ModelOutputError
+
+    with pytest.raises(ModelOutputError, match="1 NaN or inf value"):
+        diagnostics.ensemble_waic_loo(np.array([[0.0, np.nan], [0.0, 1.0]]))
+    with pytest.raises(InvalidInputError, match="K >= 2"):
+        diagnostics.ensemble_waic_loo(np.zeros((1, 3)))
+    with pytest.raises(InvalidInputError):
+        diagnostics.ensemble_waic_loo(np.zeros(3))

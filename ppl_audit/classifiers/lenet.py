@@ -28,7 +28,6 @@ from torch import nn
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
 from ppl_audit.classifiers.cnn import TorchClassifier
-from ppl_audit.errors import InvalidInputError
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
     EVAL_CHUNK,
@@ -36,10 +35,10 @@ from ppl_audit.training import (
     Stopwatch,
     Trainer,
     TrainResult,
-    as_card,
+    as_card,  # noqa: F401 (used by the docstring example)
     card_config,
     check_field,
-    is_positive_float,
+    check_training_fields,
     is_positive_int,
     load_model,
     load_training_data,
@@ -100,6 +99,23 @@ class LeNet5(nn.Module):
         return self.classifier(self.features((x - MNIST_PIXEL_MEAN) / MNIST_PIXEL_STD))
 
 
+def check_layer_sizes(config) -> None:
+    """Check a LeNet config's ``conv_channels`` and ``hidden``: two positive integers each.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> check_layer_sizes(SimpleNamespace(conv_channels=(6,), hidden=(120, 84)))
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: conv_channels must be two positive integers, e.g. [6, 16], got (6,)
+    """
+    for name in ("conv_channels", "hidden"):
+        value = getattr(config, name)
+        check_field(isinstance(value, tuple) and len(value) == 2 and all(map(is_positive_int, value)),
+                    name, value, "two positive integers, e.g. [6, 16]")
+
+
 @dataclass(frozen=True)
 class LeNetConfig:
     """The ``[architecture]`` and ``[training]`` keys of a LeNet card.
@@ -141,18 +157,12 @@ class LeNetConfig:
 
     def __post_init__(self):
         check_field(self.type == "lenet5", "type", self.type, "'lenet5'")
-        for name in ("conv_channels", "hidden"):
-            value = getattr(self, name)
-            check_field(isinstance(value, tuple) and len(value) == 2 and all(map(is_positive_int, value)),
-                        name, value, "two positive integers, e.g. [6, 16]")
-        for name in ("epochs", "batch_size"):
-            check_field(is_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
-        check_field(is_positive_float(self.learning_rate), "learning_rate", self.learning_rate, "a number > 0")
+        check_layer_sizes(self)
+        check_training_fields(self)
         check_field(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "weight_decay",
                     self.weight_decay, "a number >= 0")
         check_field(isinstance(self.augment_shift_pixels, int) and 0 <= self.augment_shift_pixels < IMAGE_SIDE // 2,
                     "augment_shift_pixels", self.augment_shift_pixels, f"an integer in 0..{IMAGE_SIDE // 2 - 1}")
-        check_field(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
 
 
 def _config(card: ModelCard) -> LeNetConfig:
@@ -351,10 +361,8 @@ def load_lenet(
     >>> clf.probs(torch.zeros(1, 1, 28, 28)).shape  # doctest: +SKIP
     torch.Size([1, 10])
     """
-    card = as_card(card)
-    if card.kind != KIND:
-        raise InvalidInputError(f"load_lenet needs a {KIND!r} model card; {card.name!r} is of kind {card.kind!r}")
-    trained = load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain)
+    trained = load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain,
+                         kind=KIND)
     classifier = TorchClassifier(trained.module, MNIST_CLASS_NAMES)
     classifier.info = trained.info
     classifier.weights_path = trained.weights_path

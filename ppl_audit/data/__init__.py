@@ -18,6 +18,7 @@ Examples
 True
 """
 
+from ppl_audit.data.folder import load_image_folder
 from ppl_audit.data.datasets import (
     DATA_ENV,
     DATASETS,
@@ -47,6 +48,7 @@ from ppl_audit.data.transforms import (
 )
 
 __all__ = [
+    "load_image_folder",
     "DATASETS",
     "DATA_ENV",
     "GAUSSIAN_NOISE_MEAN",

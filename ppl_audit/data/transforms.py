@@ -37,11 +37,18 @@ GAUSSIAN_NOISE_STD = 0.25
 
 
 def _draw(kind: str, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard uniform or normal noise shaped like ``x``, on ``x``'s device and dtype."""
+    """Standard uniform or normal noise shaped like ``x`` (checked), on ``x``'s device and dtype."""
+    check_images(x)
     device = x.device if generator is None else generator.device
     sampler = torch.rand if kind == "uniform" else torch.randn
     noise = sampler(x.shape, generator=generator, device=device, dtype=x.dtype)
     return noise.to(x.device)
+
+
+def _flip(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` (checked) reversed along ``dim``."""
+    check_images(x)
+    return x.flip(dim)
 
 
 def uniform_noise(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -65,7 +72,6 @@ def uniform_noise(x: torch.Tensor, *, generator: torch.Generator | None = None) 
     >>> out.shape, bool(out.min() >= 0), bool(out.max() < 1)
     (torch.Size([2, 1, 28, 28]), True, True)
     """
-    check_images(x)
     return _draw("uniform", x, generator)
 
 
@@ -97,7 +103,6 @@ def gaussian_noise(x: torch.Tensor, *, generator: torch.Generator | None = None,
         raise InvalidInputError(f"gaussian_noise mean must be a finite number, got {mean!r}")
     if not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
         raise InvalidInputError(f"gaussian_noise std must be a positive finite number, got {std!r}")
-    check_images(x)
     return _draw("normal", x, generator).mul_(std).add_(mean).clamp_(0.0, 1.0)
 
 
@@ -109,8 +114,7 @@ def hflip(x: torch.Tensor) -> torch.Tensor:
     >>> hflip(torch.tensor([[[[0.0, 0.5, 1.0]]]])).flatten().tolist()
     [1.0, 0.5, 0.0]
     """
-    check_images(x)
-    return x.flip(-1)
+    return _flip(x, -1)
 
 
 def vflip(x: torch.Tensor) -> torch.Tensor:
@@ -121,8 +125,7 @@ def vflip(x: torch.Tensor) -> torch.Tensor:
     >>> vflip(torch.tensor([[[[0.0], [1.0]]]])).flatten().tolist()
     [1.0, 0.0]
     """
-    check_images(x)
-    return x.flip(-2)
+    return _flip(x, -2)
 
 
 @dataclass(frozen=True)

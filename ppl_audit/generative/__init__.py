@@ -1,8 +1,8 @@
-"""Generative networks and their trainers: the MNIST VAE and GAN behind the decoder priors.
+"""Generative networks and their trainers: VAE, WGAN-GP, GWIN and the OoD ensembles.
 
 Each module defines the networks, a frozen config read from a model card, a
 ``train_*`` function and a :class:`~ppl_audit.training.Trainer` registered
-for its card kind (``vae``, ``gan``). Build or load them with
+for its card kind (``vae``, ``gan``, ``gwin``, ``vae-ensemble``, ``gan-ensemble``). Build or load them with
 :func:`ppl_audit.training.load_model`, or as priors with
 :func:`ppl_audit.priors.load_decoder_prior`.
 
@@ -18,6 +18,19 @@ import torch  # noqa: F401  (used by the docstring example)
 from ppl_audit.generative.common import IMAGE_SHAPE, latent_names
 from ppl_audit.generative.gan import GAN, Critic, GANConfig, Generator, critic_gap, gradient_penalty, train_gan
 from ppl_audit.generative.vae import VAE, VAEConfig, VAEDecoder, VAEEncoder, evaluate_vae, train_vae
+from ppl_audit.generative.gwin import (
+    GWIN,
+    ConditionalGenerator,
+    GWINConfig,
+    LabelCritic,
+    conditional_gradient_penalty,
+    load_gwin,
+    rejection_check,
+    train_gwin,
+)
+
+from ppl_audit.generative.gan_ensemble import GANEnsemble, load_gan_ensemble, train_gan_ensemble
+from ppl_audit.generative.vae_ensemble import VAEEnsemble, load_vae_ensemble, train_vae_ensemble
 
 __all__ = [
     "GAN",
@@ -35,4 +48,20 @@ __all__ = [
     "latent_names",
     "train_gan",
     "train_vae",
+    # GWIN (ppl_audit.generative.gwin)
+    "GWIN",
+    "ConditionalGenerator",
+    "GWINConfig",
+    "LabelCritic",
+    "conditional_gradient_penalty",
+    "load_gwin",
+    "rejection_check",
+    "train_gwin",
+    # OoD ensembles
+    "GANEnsemble",
+    "VAEEnsemble",
+    "load_gan_ensemble",
+    "load_vae_ensemble",
+    "train_gan_ensemble",
+    "train_vae_ensemble",
 ]

@@ -92,6 +92,11 @@ def _montage_figure(name: str, title: str, caption: str, images: torch.Tensor, c
     return Figure(name, title, caption, png_bytes(fig), data or {})
 
 
+def trained_decoder_sections(trained, data_dir=None) -> list:
+    """:func:`decoder_report_sections` of a trained VAE or GAN (a ``Trainer.report_sections``; reads no data)."""
+    return decoder_report_sections(trained.module.decoder, trained.module.latent_dim, trained.card.name)
+
+
 def decoder_report_sections(decoder: nn.Module, latent_dim: int, model_name: str) -> list:
     """Two report sections: an 8 x 8 grid of prior samples and a per-latent traversal.
 

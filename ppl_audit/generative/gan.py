@@ -43,7 +43,7 @@ from torch import nn
 
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
-from ppl_audit.generative.common import IMAGE_SHAPE, decoder_report_sections
+from ppl_audit.generative.common import IMAGE_SHAPE, trained_decoder_sections
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
     EVAL_CHUNK,
@@ -53,8 +53,7 @@ from ppl_audit.training import (
     TrainResult,
     card_config,
     check_field,
-    is_positive_float,
-    is_positive_int,
+    check_training_fields,
     load_training_data,
     seeded,
 )
@@ -187,16 +186,14 @@ class GANConfig:
 
     def __post_init__(self):
         check_field(self.type == "dcgan-conv", "type", self.type, "'dcgan-conv'")
-        for name in ("latent_dim", "channels", "critic_channels", "epochs", "batch_size", "critic_steps"):
-            check_field(is_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
+        check_training_fields(
+            self, ("latent_dim", "channels", "critic_channels", "epochs", "batch_size", "critic_steps"))
         check_field(self.loss in LOSSES, "loss", self.loss, f"one of {LOSSES}")
-        check_field(is_positive_float(self.learning_rate), "learning_rate", self.learning_rate, "a number > 0")
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             check_field(isinstance(value, (int, float)) and 0 <= value < 1, name, value, "a number in [0, 1)")
         check_field(isinstance(self.gradient_penalty, (int, float)) and self.gradient_penalty >= 0,
                     "gradient_penalty", self.gradient_penalty, "a number >= 0")
-        check_field(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
         if self.loss == "dcgan":
             check_field(self.critic_steps == 1, "critic_steps", self.critic_steps, "1 with loss = 'dcgan'")
 
@@ -265,40 +262,104 @@ def critic_gap(gan: GAN, images: torch.Tensor, seed: int = EVAL_SEED) -> dict[st
     return {"critic_score_real": real, "critic_score_generated": fake, "critic_gap": real - fake}
 
 
-def train_gan(card: ModelCard, *, data_dir=None, device="auto", progress: ProgressFn | None = None) -> TrainResult:
-    """Train a GAN card on its dataset (WGAN-GP or DCGAN, Adam for both networks).
+def wgan_gp_critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, penalty_weight: float,
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The WGAN-GP critic loss ``E[D(G(z))] - E[D(x)] + lambda GP`` and its penalty ``GP`` (Algorithm 1, line 7).
 
-    One epoch is one pass of the critic over the training images; with
-    ``wgan-gp`` the generator steps once every ``critic_steps`` critic batches.
+    Parameters
+    ----------
+    critic : nn.Module
+        ``images -> scores (N,)``.
+    real, fake : torch.Tensor
+        Equal-sized batches of training and generated images (``fake`` detached).
+    penalty_weight : float
+        ``lambda``.
+    generator : torch.Generator
+        Draws the interpolation weights of :func:`gradient_penalty`.
 
     Returns
     -------
-    TrainResult
-        ``metrics``: ``test_critic_gap`` (the headline), ``test_critic_score_real``,
-        ``test_critic_score_generated``, ``generator_steps``, ``num_train``,
-        ``num_test``, ``seconds``; ``history``: critic and generator losses
-        (and the gradient penalty, for wgan-gp) per tenth of an epoch.
+    (loss, penalty) : tuple of 0-d tensors
+        ``loss`` carries the graph for the critic's update.
 
     Examples
     --------
-    >>> from ppl_audit.cards import load_card
-    >>> card = load_card("mnist-gan").with_overrides(data={"train_split": "test"}, training={"epochs": 1})
-    >>> train_gan(card, data_dir="tests/fixtures/data", device="cpu").metrics["num_train"]  # doctest: +SKIP
-    100
+    >>> loss, gp = wgan_gp_critic_loss(Critic(4), torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28), 10.0,
+    ...                                torch.Generator().manual_seed(0))
+    >>> loss.ndim, bool(gp >= 0)
+    (0, True)
     """
-    config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
-    device = resolve_device(device)
-    watch = Stopwatch()
-    train, test = load_training_data(data, data_dir, device)
-    with seeded(config.seed):
-        gan = GAN(config.latent_dim, config.channels, config.critic_channels).to(device)
-    generator = torch.Generator().manual_seed(config.seed)
+    d_real, d_fake = critic(real), critic(fake)
+    penalty = gradient_penalty(critic, real, fake, generator)
+    return d_fake.mean() - d_real.mean() + penalty_weight * penalty, penalty
+
+
+@dataclass(frozen=True)
+class GANFit:
+    """What :func:`fit_gan` returns besides the trained networks.
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        ``critic_loss``, ``generator_loss`` (and ``gradient_penalty`` for
+        ``wgan-gp``), each averaged over ``log_every`` critic batches.
+    generator_steps : int
+    log_every : int
+        Critic batches per history point (a tenth of an epoch, at least 1).
+    unit : str
+        What one history point spans, in words (for the training report).
+    """
+
+    history: dict[str, list[float]]
+    generator_steps: int
+    log_every: int
+    unit: str
+
+
+def fit_gan(gan: GAN, images: torch.Tensor, config: GANConfig, generator: torch.Generator, *,
+            progress: ProgressFn | None = None, task: str = TRAINING_TASK) -> GANFit:
+    """Train ``gan`` in place on ``images``: the loop of :func:`train_gan` (Adam for both networks).
+
+    One epoch is one pass of the critic over ``images`` in full batches of
+    ``config.batch_size`` drawn in the order of ``generator``; with
+    ``wgan-gp`` the generator steps once every ``config.critic_steps``
+    critic batches (Gulrajani et al., Algorithm 1). ``config.seed`` is not
+    read: the caller seeds the initialisation and ``generator``. The GAN is
+    left in training mode.
+
+    Parameters
+    ----------
+    gan : GAN
+        On the device of ``images``.
+    images : torch.Tensor
+        Training images ``(N, 1, 28, 28)`` in ``[0, 1]``.
+    config : GANConfig
+        Loss, epochs, batch size, optimiser and critic settings.
+    generator : torch.Generator
+        Data order, latent draws and gradient-penalty interpolates.
+    progress : callable, optional
+        Receives ``(task, critic step, total critic steps)``.
+    task : str
+        The progress task name.
+
+    Returns
+    -------
+    GANFit
+
+    Examples
+    --------
+    >>> gan = GAN(2, 4)
+    >>> fit = fit_gan(gan, torch.rand(8, 1, 28, 28), GANConfig(latent_dim=2, epochs=1, batch_size=4, critic_steps=2),
+    ...               torch.Generator().manual_seed(0))
+    >>> fit.generator_steps, len(fit.history["critic_loss"])
+    (1, 2)
+    """
+    device = images.device
     betas = (config.beta1, config.beta2)
     opt_critic = torch.optim.Adam(gan.critic.parameters(), lr=config.learning_rate, betas=betas)
     opt_gen = torch.optim.Adam(gan.generator.parameters(), lr=config.learning_rate, betas=betas)
     wgan = config.loss == "wgan-gp"
-    n = len(train)
+    n = len(images)
     steps_per_epoch = max(1, n // config.batch_size)  # full batches only: batch norm and the critic see equal sizes
     total = config.epochs * steps_per_epoch
     log_every = max(1, steps_per_epoch // HISTORY_POINTS_PER_EPOCH)
@@ -310,15 +371,14 @@ def train_gan(card: ModelCard, *, data_dir=None, device="auto", progress: Progre
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=generator)[: steps_per_epoch * config.batch_size].to(device)
         for idx in order.split(config.batch_size):
-            real = train.images[idx]
+            real = images[idx]
             with torch.no_grad():
                 fake = gan.generator(_noise(len(idx), config.latent_dim, generator, device))
-            d_real, d_fake = gan.critic(real), gan.critic(fake)
             if wgan:
-                penalty = gradient_penalty(gan.critic, real, fake, generator)
-                critic_loss = d_fake.mean() - d_real.mean() + config.gradient_penalty * penalty
+                critic_loss, penalty = wgan_gp_critic_loss(gan.critic, real, fake, config.gradient_penalty, generator)
                 window["gradient_penalty"].append(float(penalty.detach()))
             else:
+                d_real, d_fake = gan.critic(real), gan.critic(fake)
                 critic_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
             opt_critic.zero_grad(set_to_none=True)
@@ -344,15 +404,57 @@ def train_gan(card: ModelCard, *, data_dir=None, device="auto", progress: Progre
                     if window[k]:
                         history[k].append(sum(window[k]) / len(window[k]))
                         window[k] = []
-            report(progress, TRAINING_TASK, step, total)
+            report(progress, task, step, total)
+    if log_every == steps_per_epoch:
+        unit = "epoch"
+    elif log_every * HISTORY_POINTS_PER_EPOCH <= steps_per_epoch < (log_every + 1) * HISTORY_POINTS_PER_EPOCH:
+        unit = f"1/{HISTORY_POINTS_PER_EPOCH} epoch ({log_every} critic batches)"
+    else:
+        unit = f"{log_every} critic batches"
+    return GANFit(history, generator_steps, log_every, unit)
+
+
+def train_gan(card: ModelCard, *, data_dir=None, device="auto", progress: ProgressFn | None = None) -> TrainResult:
+    """Train a GAN card on its dataset (WGAN-GP or DCGAN, Adam for both networks).
+
+    One epoch is one pass of the critic over the training images; with
+    ``wgan-gp`` the generator steps once every ``critic_steps`` critic batches.
+    The loop is :func:`fit_gan`.
+
+    Returns
+    -------
+    TrainResult
+        ``metrics``: ``test_critic_gap`` (the headline), ``test_critic_score_real``,
+        ``test_critic_score_generated``, ``generator_steps``, ``num_train``,
+        ``num_test``, ``seconds``; ``history``: critic and generator losses
+        (and the gradient penalty, for wgan-gp) per tenth of an epoch.
+
+    Examples
+    --------
+    >>> from ppl_audit.cards import load_card
+    >>> card = load_card("mnist-gan").with_overrides(data={"train_split": "test"}, training={"epochs": 1})
+    >>> train_gan(card, data_dir="tests/fixtures/data", device="cpu").metrics["num_train"]  # doctest: +SKIP
+    100
+    """
+    config = _config(card)
+    data = card_config(DataConfig, card, ("data",))
+    device = resolve_device(device)
+    watch = Stopwatch()
+    train, test = load_training_data(data, data_dir, device)
+    with seeded(config.seed):
+        gan = GAN(config.latent_dim, config.channels, config.critic_channels).to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    wgan = config.loss == "wgan-gp"
+    fit = fit_gan(gan, train.images, config, generator, progress=progress)
+    history = fit.history
     gan.eval()
     gap = critic_gap(gan, test.images)
     metrics = {
         "test_critic_gap": gap["critic_gap"],
         "test_critic_score_real": gap["critic_score_real"],
         "test_critic_score_generated": gap["critic_score_generated"],
-        "generator_steps": generator_steps,
-        "num_train": n,
+        "generator_steps": fit.generator_steps,
+        "num_train": len(train),
         "num_test": len(test),
         "seconds": float(watch),
     }
@@ -364,17 +466,7 @@ def train_gan(card: ModelCard, *, data_dir=None, device="auto", progress: Progre
               gen_title: {gen_series: history["generator_loss"]}}
     if wgan:
         panels["gradient penalty"] = {"E[(||grad D|| - 1)^2]": history["gradient_penalty"]}
-    if log_every == steps_per_epoch:
-        unit = "epoch"
-    elif log_every * HISTORY_POINTS_PER_EPOCH <= steps_per_epoch < (log_every + 1) * HISTORY_POINTS_PER_EPOCH:
-        unit = f"1/{HISTORY_POINTS_PER_EPOCH} epoch ({log_every} critic batches)"
-    else:
-        unit = f"{log_every} critic batches"
-    return TrainResult(gan.cpu(), metrics, {"unit": unit, "panels": panels})
-
-
-def _report_sections(trained) -> list:
-    return decoder_report_sections(trained.module.decoder, trained.module.latent_dim, trained.card.name)
+    return TrainResult(gan.cpu(), metrics, {"unit": fit.unit, "panels": panels})
 
 
 TRAINER = Trainer(
@@ -382,6 +474,6 @@ TRAINER = Trainer(
     build=build_gan,
     train=train_gan,
     headline=("test_critic_gap", "critic gap, test images - generated"),
-    report_sections=_report_sections,
+    report_sections=trained_decoder_sections,
     description="DCGAN-style generator and critic of 28 x 28 images (WGAN-GP or DCGAN loss)",
 )

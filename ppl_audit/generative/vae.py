@@ -43,7 +43,7 @@ from torch.distributions import ContinuousBernoulli
 
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
-from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, decoder_report_sections
+from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, trained_decoder_sections
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
     EVAL_CHUNK,
@@ -53,7 +53,7 @@ from ppl_audit.training import (
     TrainResult,
     card_config,
     check_field,
-    is_positive_float,
+    check_training_fields,
     is_positive_int,
     load_training_data,
     minibatches,
@@ -208,10 +208,7 @@ class VAEConfig:
         check_field(isinstance(self.hidden, tuple) and len(self.hidden) > 0 and all(map(is_positive_int, self.hidden)),
                     "hidden", self.hidden, "a non-empty list of positive integers")
         check_field(self.likelihood in LIKELIHOODS, "likelihood", self.likelihood, f"one of {LIKELIHOODS}")
-        for name in ("epochs", "batch_size"):
-            check_field(is_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
-        check_field(is_positive_float(self.learning_rate), "learning_rate", self.learning_rate, "a number > 0")
-        check_field(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        check_training_fields(self)
 
 
 def _config(card: ModelCard) -> VAEConfig:
@@ -329,15 +326,11 @@ def train_vae(card: ModelCard, *, data_dir=None, device="auto", progress: Progre
     return TrainResult(vae.cpu(), metrics, curves)
 
 
-def _report_sections(trained) -> list:
-    return decoder_report_sections(trained.module.decoder, trained.module.latent_dim, trained.card.name)
-
-
 TRAINER = Trainer(
     kind=KIND,
     build=build_vae,
     train=train_vae,
     headline=("test_elbo_nats", "test ELBO (nats per image)"),
-    report_sections=_report_sections,
+    report_sections=trained_decoder_sections,
     description="MLP VAE of 28 x 28 images with a standard normal latent",
 )

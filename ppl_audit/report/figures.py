@@ -297,3 +297,90 @@ def class_profile(
     data = {"class_names": list(class_names), "target": [float(t) for t in target], "mean": rounded(mean),
             "q05": rounded(lo), "q95": rounded(hi)}
     return Figure(name, title, caption, png_bytes(fig), data)
+
+
+def errorbar_plot(
+    name: str,
+    title: str,
+    caption: str,
+    x: Sequence[float],
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    reference: dict[str, Sequence[float]] | None = None,
+) -> Figure:
+    """Lines with error bars over a shared ``x`` (means and standard deviations), plus reference markers.
+
+    ``series`` maps a label to ``(means, stds)``; ``reference`` maps a label to
+    values drawn as hollow markers (a paper's figures beside ours).
+
+    Examples
+    --------
+    >>> fig = errorbar_plot("a", "t", "c", [0.5, 0.9], {"ours": ([80, 85], [1, 2])}, xlabel="tau",
+    ...                     ylabel="%", reference={"paper": [75, 86]})
+    >>> fig.data["x"], fig.data["reference"]["paper"]
+    ([0.5, 0.9], [75.0, 86.0])
+    """
+    fig = MplFigure(figsize=(6.0, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    xs = np.asarray(x, dtype=float)
+    for label, (means, stds) in series.items():
+        ax.errorbar(xs, np.asarray(means, dtype=float), yerr=np.asarray(stds, dtype=float), label=label,
+                    marker="o", markersize=3, linewidth=1, capsize=3)
+    for label, values in (reference or {}).items():
+        ax.plot(xs, np.asarray(values, dtype=float), linestyle="none", marker="s", markerfacecolor="none",
+                color="black", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    data = {"x": rounded(xs), "series": {k: {"mean": rounded(m), "std": rounded(s)} for k, (m, s) in series.items()},
+            "reference": {k: rounded(v) for k, v in (reference or {}).items()}}
+    return Figure(name, title, caption, png_bytes(fig), data)
+
+
+def value_histograms(
+    name: str,
+    title: str,
+    caption: str,
+    series: dict[str, torch.Tensor],
+    *,
+    xlabel: str,
+    bins: int = 50,
+    clip_quantiles: tuple[float, float] = (0.005, 0.995),
+) -> Figure:
+    """Density histograms of one unbounded score for several groups on shared bins.
+
+    The bins span the ``clip_quantiles`` of all values pooled (extreme tails
+    would flatten every other group); values outside are counted in the end
+    bins, and the counts in ``data`` say how many were clipped.
+
+    Examples
+    --------
+    >>> fig = value_histograms("h", "t", "c", {"a": torch.randn(100), "b": torch.randn(50) + 3}, xlabel="x")
+    >>> sorted(fig.data["counts"]), sum(fig.data["counts"]["b"])
+    (['a', 'b'], 50)
+    """
+    pooled = np.concatenate([v.detach().cpu().double().numpy().ravel() for v in series.values()])
+    low, high = np.quantile(pooled, clip_quantiles) if len(pooled) else (0.0, 1.0)
+    if not high > low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    fig = MplFigure(figsize=(6.5, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    data = {"bin_edges": np.round(edges, DATA_DECIMALS).tolist(), "counts": {}, "clipped": {}}
+    for label, values in series.items():
+        v = values.detach().cpu().double().numpy().ravel()
+        clipped = np.clip(v, low, high)
+        counts, _ = np.histogram(clipped, bins=edges)
+        data["counts"][label] = counts.tolist()
+        data["clipped"][label] = int(((v < low) | (v > high)).sum())
+        ax.hist(clipped, bins=edges, density=True, alpha=0.5, label=f"{label} (n={len(v)})", histtype="stepfilled")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return Figure(name, title, caption, png_bytes(fig), data)

@@ -1,0 +1,99 @@
+"""Reproduce the GWIN paper's MNIST table (Cosentino & Zhu 2019) with the audit's pipeline.
+
+Runs ``analyses/mnist-gwin.toml`` (the Bayesian LeNet-5 and the GWIN are
+loaded from the cache, or trained first) and prints, for every tau, the
+paper's columns as mean +- std over R runs beside the paper's BNN+GWIN
+accuracy on the rejected subset, plus the models' training figures (BNN test
+accuracy, seconds per SVI epoch; GWIN generator iterations and seconds). The
+pipeline's seconds exclude model loading and training.
+
+Run (from the repository root):
+      .venv/bin/python benchmarks/gwin_mnist.py --data-dir ../shared/data            # results/gwin_mnist.json
+      .venv/bin/python benchmarks/gwin_mnist.py --data-dir ../shared/data --runs 2 --name gwin_mnist_quick
+Exits with status 2 when the models are missing and cannot be trained (no data folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, print_table, write_results  # noqa: E402
+
+from ppl_audit.audits import gwin as gwin_audit  # noqa: E402
+from ppl_audit.audits import load_audit_file  # noqa: E402
+from ppl_audit.errors import PplAuditError  # noqa: E402
+
+AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-gwin.toml"
+COLUMNS = ("rejected_percent", "bnn_accuracy_rejected_percent", "gwin_accuracy_rejected_percent",
+           "accuracy_difference_points", "overall_accuracy_change_points", "error_change_percent")
+
+
+def _pm(row, key) -> str:
+    mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+    return "n/a" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help="folder with mnist/ (default $PPL_AUDIT_DATA)")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--runs", type=int, default=None, help="R (default: the audit file's, 10)")
+    parser.add_argument("--seed", type=int, default=None, help="default: the audit file's")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default="gwin_mnist")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _, spec, seed = load_audit_file(AUDIT_FILE)
+    if args.runs is not None:
+        spec = dataclasses.replace(spec, runs=args.runs)
+    seed = seed if args.seed is None else args.seed
+    try:
+        from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
+        from ppl_audit.generative.gwin import load_gwin
+
+        classifier = load_bayesian_lenet(spec.classifier, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
+        gwin = load_gwin(spec.gwin, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
+    except PplAuditError as exc:
+        print(f"gwin_mnist: error: the models are missing and cannot be trained: {exc}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    report = gwin_audit.run(dataclasses.replace(spec, device="cpu"), seed=seed, data_dir=args.data_dir,
+                            classifier=classifier, gwin=gwin)
+    seconds = time.perf_counter() - start
+    rows = report.metrics["taus"]
+    bnn, gen = classifier.trained.metrics, gwin.metrics
+    print(f"MNIST test, {report.metrics['num_images']} images, S = {spec.num_samples}, R = {spec.runs}, seed {seed}; "
+          f"BNN accuracy {report.metrics['bnn_accuracy_percent']:.2f}% (paper 98.0%)")
+    print_table(["tau", "% rejected", "BNN acc rej", "BNN+GWIN acc rej", "diff", "overall change", "% error change",
+                 "paper BNN+GWIN", ">= paper"],
+                [[r["tau"], *[_pm(r, k) for k in COLUMNS], r["paper_gwin_accuracy_rejected_percent"],
+                  r["at_or_above_paper"]] for r in rows])
+    print(f"BNN: test accuracy {bnn.get('test_accuracy')}, {bnn.get('seconds_per_epoch')} s per SVI epoch, "
+          f"{bnn.get('seconds')} s training; GWIN: {gen.get('generator_steps')} generator iterations, "
+          f"{gen.get('seconds')} s training, confident set {gen.get('confident_set_size')}; pipeline {seconds:.1f} s")
+    path = write_results(args.name, {
+        "machine": machine(), "seed": seed, "spec": dataclasses.asdict(spec), "rows": rows,
+        "bnn_accuracy_percent": report.metrics["bnn_accuracy_percent"],
+        "at_or_above_paper_count": report.metrics["at_or_above_paper_count"],
+        "paper_comparisons": report.metrics["paper_comparisons"],
+        "bnn_training": {k: v for k, v in bnn.items() if not isinstance(v, (list, dict))},
+        "bnn_recipe_hash": classifier.trained.card.recipe_hash,
+        "gwin_training": {k: v for k, v in gen.items() if not isinstance(v, (list, dict))},
+        "gwin_recipe_hash": gwin.card.recipe_hash,
+        "pipeline_seconds": round(seconds, 2),
+    })
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""What scoring with the whole generative ensemble costs against the raw network passes it needs.
+
+``raw`` times only the batched network calls one scoring of N images needs:
+the VAE ensemble's encoder on the images (K members at once), its decoder on
+the K x S x N importance samples (noise drawn beforehand), and every WGAN
+critic on the images, in the same chunks as the scorer uses. ``scorer`` times
+:class:`ppl_audit.audits.ood.EnsembleScorer.score`: every column (D, Var(D),
+rate, log p, WAIC) with input checks, the importance-weighted bound's
+log-sum-exp, the closed-form rate (a second encoder pass), finiteness checks
+and the per-input WAIC. The issue's bar: scorer <= 2 x raw. Rows are the best
+of ``--repeats``.
+
+Run (from the repository root):
+      .venv/bin/python benchmarks/ood_scoring_cost.py --data-dir ../shared/data      # results/ood_scoring_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, print_table, write_results  # noqa: E402
+
+from ppl_audit.audits.ood import EnsembleScorer  # noqa: E402
+from ppl_audit.data import load_dataset  # noqa: E402
+from ppl_audit.generative.gan_ensemble import load_gan_ensemble  # noqa: E402
+from ppl_audit.generative.vae_ensemble import load_vae_ensemble  # noqa: E402
+
+GOAL_RATIO = 2.0  # the issue's bar
+IWAE_SAMPLES = 16
+
+
+def _best(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--num-images", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default="ood_scoring_cost")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vae = load_vae_ensemble(cache=args.cache_dir, data_dir=args.data_dir, device="cpu").module
+    gan = load_gan_ensemble(cache=args.cache_dir, data_dir=args.data_dir, device="cpu").module
+    x = load_dataset("mnist", "test", data_dir=args.data_dir, limit=args.num_images).images
+    flat = x.flatten(1)
+    k, s, d = vae.num_members, IWAE_SAMPLES, vae.latent_dim
+    chunk = vae._chunk(None, s)  # the scorer's own chunk size
+    eps = torch.randn(k, s, len(x), d, generator=torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def raw_vae():
+        for start in range(0, len(flat), chunk):
+            part = flat[start:start + chunk]
+            mean, log_var = vae.encoder(part)
+            vae.decoder_logits(mean[:, None] + torch.exp(0.5 * log_var)[:, None] * eps[:, :, start:start + chunk])
+
+    @torch.no_grad()
+    def raw_critics():
+        for member in range(len(gan)):
+            critic = gan.member(member).critic
+            for part in x.split(1000):
+                critic(part)
+
+    vae_only = EnsembleScorer(vae, iwae_samples=s)
+    full = EnsembleScorer(vae, gan=gan, iwae_samples=s)
+    seconds = {
+        "raw VAE passes": _best(raw_vae, args.repeats),
+        "raw VAE + critic passes": _best(lambda: (raw_vae(), raw_critics()), args.repeats),
+        "scorer, VAE columns (rate, log p, WAIC)": _best(lambda: vae_only.score(x), args.repeats),
+        "scorer, all columns": _best(lambda: full.score(x), args.repeats),
+    }
+    pairs = {"scorer, VAE columns (rate, log p, WAIC)": "raw VAE passes",
+             "scorer, all columns": "raw VAE + critic passes"}
+    rows = []
+    for name, t in seconds.items():
+        base = pairs.get(name)
+        ratio = t / seconds[base] if base else None
+        rows.append({"row": name, "seconds": round(t, 3), "images_per_second": round(len(x) / t, 1),
+                     "ratio_to_raw": None if ratio is None else round(ratio, 3),
+                     "meets_goal": None if ratio is None else bool(ratio <= GOAL_RATIO)})
+    print(f"{len(x)} MNIST test images, K = {k} VAEs x S = {s} importance samples, {len(gan)} critics, "
+          f"best of {args.repeats} (torch threads {torch.get_num_threads()})")
+    print_table(["row", "s", "images/s", "x raw", f"<= {GOAL_RATIO:g}x"],
+                [[r["row"], r["seconds"], r["images_per_second"], r["ratio_to_raw"], r["meets_goal"]] for r in rows])
+    path = write_results(args.name, {"machine": machine(), "num_images": len(x), "members": k, "iwae_samples": s,
+                                     "critics": len(gan), "repeats": args.repeats, "goal_ratio": GOAL_RATIO,
+                                     "rows": rows})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The OoD audit and `ppl-audit ood`: tiny ensembles, hand-made scores, the audit file, folders of images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from ppl_audit import cli
+from ppl_audit.audits import load_audit_file
+from ppl_audit.audits import ood as ood_audit
+from ppl_audit.audits.ood import ROWS, EnsembleScorer, OodAuditSpec, score_folder
+from ppl_audit.data import DataFileError, DataNotFoundError, load_dataset
+from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.generative.gan_ensemble import GANEnsemble
+from ppl_audit.generative.vae_ensemble import VAEEnsemble
+from ppl_audit.report import write_report
+
+REPO = Path(__file__).resolve().parents[2]
+OOD_FILE = REPO / "analyses" / "mnist-ood.toml"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    return {"vae": VAEEnsemble(members=2, latent_dim=2, hidden=(16,), seed=0).eval(),
+            "beta_vae": VAEEnsemble(members=2, latent_dim=2, hidden=(16,), seed=5).eval(),
+            "gan": GANEnsemble(members=2, latent_dim=2, channels=4, critic_channels=4, seed=0).eval()}
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_fixture_dir):
+    return load_dataset("mnist", "test", data_dir=mnist_fixture_dir).images
+
+
+class _Brightness:
+    """A stand-in ensemble whose 'log-likelihood' is minus the mean brightness (members disagree a little)."""
+
+    def log_likelihood(self, x, num_samples=16, generator=None):
+        b = x.flatten(1).mean(1)
+        return torch.stack([-b, -1.1 * b])
+
+    def rate(self, x):
+        b = x.flatten(1).mean(1)
+        return torch.stack([b, b])
+
+    def critic_scores(self, x):
+        b = x.flatten(1).mean(1)
+        return torch.stack([-b, -3 * b])
+
+
+def test_scores_of_a_known_ensemble_separate_bright_images_perfectly():
+    fake = _Brightness()
+    scorer = EnsembleScorer(fake, gan=fake)
+    dark, bright = torch.rand(30, 1, 28, 28) * 0.2, 0.8 + torch.rand(20, 1, 28, 28) * 0.2
+    s_in, _ = scorer.score(dark)
+    s_out, log_lik = scorer.score(bright)
+    assert log_lik.shape == (2, 20)
+    from ppl_audit.metrics import ood_metrics
+
+    for column in ("D", "Var(D)", "rate", "log p", "WAIC"):
+        assert ood_metrics(s_in[column], s_out[column])["auroc"] == 1.0, column
+
+
+def test_audit_file_spells_out_the_defaults():
+    module, spec, seed = load_audit_file(OOD_FILE)
+    assert module is ood_audit and seed == 0 and spec == OodAuditSpec()
+    assert spec.rows == ROWS and spec.iwae_samples == 16
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rows": ("mars",)}, "rows must be a non-empty subset"),
+    ({"num_out": 0}, "num_out must be a positive integer"),
+    ({"adversarial_epsilon": 0.0}, r"adversarial_epsilon must be a number in \(0, 1\]"),
+    ({"iwae_samples": -1}, "iwae_samples"),
+])
+def test_spec_errors_name_the_problem(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        OodAuditSpec(**kwargs)
+
+
+def test_unknown_audit_key_is_an_audit_file_error(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[audit]\nkind = "ood"\nmembers = 3\n')
+    with pytest.raises(AuditFileError, match="unknown key"):
+        load_audit_file(path)
+
+
+def test_tiny_audit_runs_every_row_and_column(tiny_models, mnist, tmp_path):
+    _, spec, seed = load_audit_file(OOD_FILE)
+    spec = OodAuditSpec(**{**spec.__dict__, "num_out": 20, "iwae_samples": 2, "adversarial_steps": 2,
+                           "device": "cpu"})
+    stand_ins = {"mnist": mnist, "omniglot": 1 - mnist[:20], "notmnist": mnist[20:40].transpose(2, 3),
+                 "fashion-mnist": torch.rand(20, 1, 28, 28)}
+    report = ood_audit.run(spec, seed=seed, models=tiny_models, images=stand_ins)
+    auroc = report.sections[0].tables[0]
+    assert auroc.columns[1:7] == ["D", "Var(D)", "rate", "log p", "WAIC", "WAIC (beta = 0.1)"]
+    assert [row[0] for row in auroc.rows] == ["Omniglot", "notMNIST", "Fashion-MNIST", "Uniform", "Gaussian",
+                                              "HFlip", "VFlip", "Adversarial"]
+    for row in report.metrics["rows"].values():
+        for cell in row["columns"].values():
+            assert 0 <= cell["auroc"] <= 1 and cell["num_in"] == 100
+    assert report.metrics["rows"]["adversarial"]["num_images"] == 20
+    assert len(list(report.iter_figures())) == 6  # one histogram per column
+    ic = report.metrics["information_criteria"]
+    assert set(ic) == {"mnist", *ROWS} and ic["mnist"]["num_members"] == 2
+    out = write_report(report, tmp_path / "ood")
+    assert json.loads((out / "report.json").read_text())["kind"] == "ood"
+    again = ood_audit.run(spec, seed=seed, models=tiny_models, images=stand_ins)
+    assert again.metrics == report.metrics  # same seed, same numbers
+
+
+def _folder(tmp_path, mnist) -> Path:
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    np.save(folder / "batch.npy", (mnist[:3, 0].numpy() * 255).astype(np.uint8))
+    Image.fromarray((mnist[3, 0].numpy() * 255).astype(np.uint8)).save(folder / "one.png")
+    (folder / "notes.txt").write_text("ignored")
+    return folder
+
+
+def test_score_folder_reads_pngs_and_arrays_and_gives_percentiles(tiny_models, mnist, mnist_fixture_dir, tmp_path):
+    folder = _folder(tmp_path, mnist)
+    report = score_folder(folder, num_reference=50, data_dir=mnist_fixture_dir, iwae_samples=2, device="cpu",
+                          models={"vae": tiny_models["vae"], "gan": tiny_models["gan"]})
+    images = report.metrics["images"]
+    assert [e["image"] for e in images] == ["batch.npy[0]", "batch.npy[1]", "batch.npy[2]", "one.png"]
+    assert all(0 <= e["WAIC percentile"] <= 1 for e in images)
+    # The files hold MNIST test digits 0-3 as 8-bit grey levels, MNIST's own format: read back, they are
+    # the same pixels, so the same batch scores the same.
+    direct, _ = EnsembleScorer(tiny_models["vae"], gan=tiny_models["gan"], iwae_samples=2).score(mnist[:4])
+    assert [e["WAIC"] for e in images] == pytest.approx(direct["WAIC"].tolist(), abs=1e-3)
+
+
+def test_score_folder_without_reference_data_says_so(tiny_models, mnist, tmp_path, monkeypatch):
+    monkeypatch.delenv("PPL_AUDIT_DATA", raising=False)
+    report = score_folder(_folder(tmp_path, mnist), iwae_samples=2, device="cpu", models={"vae": tiny_models["vae"]})
+    assert "percentiles are absent" in " ".join(report.sections[0].paragraphs)
+    assert "WAIC percentile" not in report.metrics["images"][0]
+
+
+def test_bad_folders_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataNotFoundError, match="holds no image"):
+        score_folder(empty, models={"vae": None})
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        score_folder(tmp_path / "missing", models={"vae": None})
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    np.save(wrong / "big.npy", np.zeros((2, 32, 32)))
+    with pytest.raises(DataFileError, match="expected 28 x 28"):
+        score_folder(wrong, models={"vae": None})
+    nan = tmp_path / "nan"
+    nan.mkdir()
+    np.save(nan / "x.npy", np.full((1, 28, 28), np.nan))
+    with pytest.raises(DataFileError, match="NaN"):
+        score_folder(nan, models={"vae": None})
+
+
+def test_cli_ood_on_an_empty_folder_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    status = cli.main(["ood", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), "--quiet"])
+    assert status == 2
+    assert "holds no image" in capsys.readouterr().err
+
+
+def test_cli_method_flag_is_refused_for_audits_without_a_sampler(tmp_path, capsys):
+    status = cli.main(["run", str(OOD_FILE), "--method", "smc", "--out", str(tmp_path / "out"), "--quiet"])
+    assert status == 2
+    assert "--method does not apply" in capsys.readouterr().err
