@@ -7,6 +7,7 @@ the sets and scoring them (model loading excluded).
 
 Run (from the repository root):
       .venv/bin/python benchmarks/ood_mnist.py --data-dir ../shared/data     # results/ood_mnist.json
+      .venv/bin/python benchmarks/ood_mnist.py --data-dir ../shared/data --vae-epochs 30 --name ood_mnist_vae_30_epochs
 Exits with status 2 when the ensembles are missing and cannot be trained (no data folder).
 """
 
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--vae-epochs", type=int, default=None,
+                        help="train the VAE ensemble for this many epochs instead of its card's (a card variant)")
     parser.add_argument("--name", default="ood_mnist")
     args = parser.parse_args(argv)
     if args.threads:
@@ -48,8 +51,13 @@ def main(argv=None) -> int:
         from ppl_audit.generative.gan_ensemble import load_gan_ensemble
         from ppl_audit.generative.vae_ensemble import load_vae_ensemble
 
+        from ppl_audit.cards import load_card
+
         loading = dict(cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-        trained = {"vae": load_vae_ensemble(spec.vae_ensemble, **loading),
+        vae_card = load_card(spec.vae_ensemble)
+        if args.vae_epochs is not None:
+            vae_card = vae_card.with_overrides(training={"epochs": args.vae_epochs})
+        trained = {"vae": load_vae_ensemble(vae_card, **loading),
                    "beta_vae": load_vae_ensemble(spec.beta_vae_ensemble, **loading),
                    "gan": load_gan_ensemble(spec.gan_ensemble, **loading)}
     except PplAuditError as exc:

@@ -173,8 +173,9 @@ class EnsembleScorer:
         self.vae_log_likelihood = vae_loglik
         self.detectors = {}
         if gan is not None:
-            self.detectors["D"] = CriticDetector(gan.critic_scores)
-            self.detectors["Var(D)"] = CriticVarianceDetector(gan.critic_scores)
+            critic = gan.critic_scores  # one bound method, so that both columns share one pass of the critics
+            self.detectors["D"] = CriticDetector(critic)
+            self.detectors["Var(D)"] = CriticVarianceDetector(critic)
         self.detectors["rate"] = RateDetector(vae.rate)
         self.detectors["log p"] = LogLikelihoodDetector(vae_loglik)
         self.detectors["WAIC"] = WAICDetector(vae_loglik)
@@ -187,13 +188,22 @@ class EnsembleScorer:
         return tuple(self.detectors)
 
     def score(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """``({column: (N,) scores}, (K, N) VAE log-likelihoods)`` of a batch."""
-        from ppl_audit.detectors.ood import score_all
+        """``({column: (N,) scores}, (K, N) VAE log-likelihoods)`` of a batch.
 
-        with torch.no_grad():
-            log_lik = self.vae_log_likelihood(x)
-        scores = score_all(x, self.detectors)
-        return {k: v.detach().cpu() for k, v in scores.items()}, log_lik.detach().cpu()
+        Each ensemble runs once per batch: columns built on the same callable
+        (log p and WAIC on the VAEs' log-likelihoods, D and Var(D) on the
+        critics) share its checked output.
+        """
+        from ppl_audit.detectors.base import check_scores
+
+        outputs: dict[int, torch.Tensor] = {}
+        scores = {}
+        for name, detector in self.detectors.items():
+            key = id(detector.fn)
+            if key not in outputs:
+                outputs[key] = detector.ensemble_output(x)
+            scores[name] = check_scores(detector.score_from_output(outputs[key]), x.shape[0], detector.name).cpu()
+        return scores, outputs[id(self.vae_log_likelihood)].cpu()
 
 
 def out_of_distribution_sets(rows, mnist_test: torch.Tensor, *, num_out: int, data_dir, generator,

@@ -20,6 +20,7 @@ from ppl_audit.report.model import Figure
 
 DATA_DECIMALS = 4  # figure data is for redrawing; 4 decimals keep the JSON small
 DPI = 100
+SYMLOG_SPAN = 2.0  # value_histograms draws on a signed log axis when the largest score is > 100x the median
 
 
 def png_bytes(fig, dpi: int = DPI) -> bytes:
@@ -350,12 +351,16 @@ def value_histograms(
     xlabel: str,
     bins: int = 50,
     clip_quantiles: tuple[float, float] = (0.005, 0.995),
+    symlog: bool | None = None,
 ) -> Figure:
     """Density histograms of one unbounded score for several groups on shared bins.
 
     The bins span the ``clip_quantiles`` of all values pooled (extreme tails
     would flatten every other group); values outside are counted in the end
-    bins, and the counts in ``data`` say how many were clipped.
+    bins, and the counts in ``data`` say how many were clipped. With
+    ``symlog`` the values are drawn as ``sign(s) log10(1 + |s|)``, which keeps
+    groups orders of magnitude apart readable on one axis; ``None`` (default)
+    turns it on when the pooled values span more than ``SYMLOG_SPAN`` decades.
 
     Examples
     --------
@@ -363,7 +368,15 @@ def value_histograms(
     >>> sorted(fig.data["counts"]), sum(fig.data["counts"]["b"])
     (['a', 'b'], 50)
     """
-    pooled = np.concatenate([v.detach().cpu().double().numpy().ravel() for v in series.values()])
+    arrays = {k: v.detach().cpu().double().numpy().ravel() for k, v in series.items()}
+    pooled = np.concatenate(list(arrays.values()))
+    if symlog is None:
+        magnitude = np.abs(pooled[np.isfinite(pooled)])
+        symlog = bool(len(magnitude)) and np.log10(1 + magnitude.max()) - np.log10(1 + np.median(magnitude)) > SYMLOG_SPAN
+    if symlog:
+        arrays = {k: np.sign(v) * np.log10(1 + np.abs(v)) for k, v in arrays.items()}
+        pooled = np.concatenate(list(arrays.values()))
+        xlabel = f"sign(s) log10(1 + |s|), s = {xlabel}"
     low, high = np.quantile(pooled, clip_quantiles) if len(pooled) else (0.0, 1.0)
     if not high > low:
         low, high = low - 0.5, high + 0.5
@@ -371,8 +384,8 @@ def value_histograms(
     fig = MplFigure(figsize=(6.5, 3.4))
     ax = fig.add_subplot(1, 1, 1)
     data = {"bin_edges": np.round(edges, DATA_DECIMALS).tolist(), "counts": {}, "clipped": {}}
-    for label, values in series.items():
-        v = values.detach().cpu().double().numpy().ravel()
+    data["symlog"] = symlog
+    for label, v in arrays.items():
         clipped = np.clip(v, low, high)
         counts, _ = np.histogram(clipped, bins=edges)
         data["counts"][label] = counts.tolist()

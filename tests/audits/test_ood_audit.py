@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -176,3 +175,24 @@ def test_cli_method_flag_is_refused_for_audits_without_a_sampler(tmp_path, capsy
     status = cli.main(["run", str(OOD_FILE), "--method", "smc", "--out", str(tmp_path / "out"), "--quiet"])
     assert status == 2
     assert "--method does not apply" in capsys.readouterr().err
+
+
+def test_each_ensemble_runs_once_per_batch():
+    calls = {"log_likelihood": 0, "critic_scores": 0, "rate": 0}
+
+    class Counting(_Brightness):
+        def log_likelihood(self, x, num_samples=16, generator=None):
+            calls["log_likelihood"] += 1
+            return super().log_likelihood(x)
+
+        def critic_scores(self, x):
+            calls["critic_scores"] += 1
+            return super().critic_scores(x)
+
+        def rate(self, x):
+            calls["rate"] += 1
+            return super().rate(x)
+
+    fake = Counting()
+    EnsembleScorer(fake, gan=fake).score(torch.rand(4, 1, 28, 28))
+    assert calls == {"log_likelihood": 1, "critic_scores": 1, "rate": 1}
