@@ -100,6 +100,25 @@ class ModelCard:
             fields[name].update(updates)
         return ModelCard(self.name, self.kind, self.description, source=self.source, **fields)
 
+    def to_toml(self) -> str:
+        """The card as TOML text that parses back to the same recipe (comments are not kept).
+
+        Values are written as JSON, which is valid TOML for the strings,
+        numbers, booleans and lists that cards hold.
+
+        Examples
+        --------
+        >>> card = load_card("mnist-lenet5").with_overrides(training={"epochs": 1})
+        >>> parse_card(card.to_toml()).recipe_hash == card.recipe_hash
+        True
+        """
+        lines = ["[model]", f"name = {json.dumps(self.name)}", f"kind = {json.dumps(self.kind)}",
+                 f"description = {json.dumps(self.description)}"]
+        for table in ("architecture", "data", "training", "expected"):
+            lines.append(f"\n[{table}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in getattr(self, table).items()]
+        return "\n".join(lines) + "\n"
+
 
 def parse_card(text: str, source: str = "<string>") -> ModelCard:
     """Parse the TOML text of a model card.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -108,13 +107,8 @@ TINY_DATA = {"train_split": "test", "num_train": 100, "num_test": 100}
 
 
 def card_toml(card) -> str:
-    """A model card as TOML text (JSON scalars and lists are valid TOML values)."""
-    lines = ["[model]", f"name = {json.dumps(card.name)}", f"kind = {json.dumps(card.kind)}",
-             f"description = {json.dumps(card.description)}"]
-    for table in ("architecture", "data", "training", "expected"):
-        lines.append(f"\n[{table}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in getattr(card, table).items()]
-    return "\n".join(lines) + "\n"
+    """A model card as TOML text (``ModelCard.to_toml``)."""
+    return card.to_toml()
 
 
 @pytest.fixture(scope="session")
