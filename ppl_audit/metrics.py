@@ -174,3 +174,79 @@ def roc_points(scores_in, scores_out) -> dict:
     labels, scores, _, _ = _ood_labels_and_scores(scores_in, scores_out)
     fpr, tpr, _ = roc_curve(labels, scores, pos_label=1, drop_intermediate=False)
     return {"fpr": [float(v) for v in fpr], "tpr": [float(v) for v in tpr]}
+
+
+# --------------------------------------------------------------------------- selective classification
+
+
+def risk_coverage(confidence, correct) -> dict:
+    """The risk-coverage curve of a selective classifier and its area (AURC; Geifman & El-Yaniv 2017).
+
+    Inputs are accepted in order of decreasing confidence; at each distinct
+    confidence threshold the curve has one point: ``coverage`` (share of
+    inputs accepted) and ``risk`` (share of accepted inputs that are wrong).
+    Ties are never split: a threshold accepts every input at that confidence
+    or none, so a classifier that gives many inputs the same top confidence
+    (a CNN's softmax of exactly 1.0) cannot reach a lower risk by an
+    arbitrary order among them. ``aurc`` is the mean risk over the ``N``
+    acceptance steps with tied inputs taking their group's risk, the usual
+    empirical AURC; ``min_risk`` is the lowest risk any threshold attains,
+    with the largest coverage at which it is attained.
+
+    Parameters
+    ----------
+    confidence : array-like, (N,)
+        Higher = more sure (the classifier's own confidence, not a rejection score).
+    correct : array-like of bool, (N,)
+        Whether each prediction is right; out-of-distribution inputs count as wrong.
+
+    Returns
+    -------
+    dict
+        ``coverage``, ``risk`` (lists, one point per distinct threshold, coverage
+        increasing to 1), ``aurc``, ``min_risk``, ``coverage_at_min_risk``,
+        ``risk_at_full_coverage``, ``num_inputs``.
+
+    Raises
+    ------
+    InvalidInputError
+        Empty or mismatched inputs.
+    ModelOutputError
+        A NaN confidence.
+
+    Examples
+    --------
+    >>> rc = risk_coverage([0.9, 0.8, 0.7, 0.6], [True, True, False, True])
+    >>> rc["coverage"], [round(r, 4) for r in rc["risk"]]
+    ([0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.3333, 0.25])
+    >>> round(rc["aurc"], 4)
+    0.1458
+    """
+    conf = np.asarray(torch.as_tensor(confidence).detach().cpu().double().numpy(), dtype=np.float64).ravel()
+    ok = np.asarray(torch.as_tensor(correct).detach().cpu().numpy()).ravel()
+    if conf.size == 0:
+        raise InvalidInputError("risk_coverage needs at least one input")
+    if ok.shape != conf.shape:
+        raise InvalidInputError(f"confidence has {conf.size} entries but correct has {ok.size}")
+    if np.isnan(conf).any():
+        raise ModelOutputError(f"{int(np.isnan(conf).sum())} of {conf.size} confidences are NaN")
+    order = np.argsort(-conf, kind="stable")
+    conf, errors = conf[order], (~ok.astype(bool))[order].astype(np.float64)
+    n = conf.size
+    cum_errors = np.cumsum(errors)
+    # the last index of each group of tied confidences: thresholds sit only there
+    ends = np.flatnonzero(np.r_[conf[1:] != conf[:-1], True])
+    accepted = ends + 1
+    risk = cum_errors[ends] / accepted
+    group_sizes = np.diff(np.r_[0, accepted])
+    aurc = float((risk * group_sizes).sum() / n)
+    best = len(risk) - 1 - int(np.argmin(risk[::-1]))  # of equally low risks, the one at the largest coverage
+    return {
+        "coverage": (accepted / n).tolist(),
+        "risk": risk.tolist(),
+        "aurc": aurc,
+        "min_risk": float(risk[best]),
+        "coverage_at_min_risk": float(accepted[best] / n),
+        "risk_at_full_coverage": float(risk[-1]),
+        "num_inputs": int(n),
+    }

@@ -4,12 +4,14 @@ from ppl_audit.classifiers.base import CallableClassifier, Classifier, as_classi
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.classifiers.house_rocket import load_house_rocket_classifier, train_house_rocket_classifier
 from ppl_audit.classifiers.lenet import MNIST_CLASS_NAMES, LeNet5, load_lenet, train_lenet
+from ppl_audit.classifiers.nearest_neighbour import NearestNeighbourClassifier
 
 __all__ = [
     "CallableClassifier",
     "Classifier",
     "LeNet5",
     "MNIST_CLASS_NAMES",
+    "NearestNeighbourClassifier",
     "PatchCNN",
     "TorchClassifier",
     "as_classifier",
