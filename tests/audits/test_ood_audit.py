@@ -196,3 +196,11 @@ def test_each_ensemble_runs_once_per_batch():
     fake = Counting()
     EnsembleScorer(fake, gan=fake).score(torch.rand(4, 1, 28, 28))
     assert calls == {"log_likelihood": 1, "critic_scores": 1, "rate": 1}
+
+
+def test_the_readme_example_folder_loads():
+    from ppl_audit.data import load_image_folder
+
+    images, names = load_image_folder(REPO / "tests" / "fixtures" / "ood-images")
+    assert images.shape == (15, 1, 28, 28) and names[0] == "mnist-digits.npy[0]"
+    assert names[-1] == "notmnist-letters.npy[9]" and 0 <= float(images.min()) and float(images.max()) <= 1
