@@ -49,6 +49,7 @@ from ppl_audit.cache import cache_dir, load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, ModelCard, load_card
 from ppl_audit.errors import AuditFileError, InvalidInputError, WeightsError
 from ppl_audit.progress import ProgressFn
+from ppl_audit.provenance import library_versions
 
 logger = logging.getLogger(__name__)
 
@@ -587,17 +588,6 @@ _house_rocket_trainer = Trainer(
 # --------------------------------------------------------------------------- the training report
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    import pyro
-
-    from ppl_audit import __version__
-
-    return {"ppl_audit": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "pyro": pyro.__version__}
-
-
 def _history_panels(info: Mapping[str, Any]) -> tuple[str, dict[str, dict[str, list]]]:
     history = info.get("history") or {}
     panels = history.get("panels")
@@ -619,6 +609,23 @@ def _expectation_rows(card: ModelCard, metrics: Mapping[str, Any]) -> list[list[
                 met = isinstance(value, (int, float)) and ok(float(value), float(bound))
                 rows.append([key, value, f"{op} {bound}", met])
     return rows
+
+
+def curve_figures(info: Mapping[str, Any], *, prefix: str = "curve", caption_note: str = "") -> list:
+    """One line plot per training-curve panel of a cache sidecar's ``info`` (figures ``PREFIX_1``, ...).
+
+    Examples
+    --------
+    >>> figs = curve_figures({"history": {"unit": "epoch", "panels": {"loss": {"train": [2.0, 1.0]}}}})
+    >>> [f.name for f in figs], figs[0].caption
+    (['curve_1'], 'loss per epoch of training.')
+    """
+    from ppl_audit.report.figures import line_plot
+
+    unit, panels = _history_panels(info)
+    return [line_plot(f"{prefix}_{i + 1}", title, f"{title} per {unit} of training{caption_note}.",
+                      {k: [float(v) for v in vs] for k, vs in series.items()}, xlabel=unit, ylabel=title)
+            for i, (title, series) in enumerate(panels.items())]
 
 
 def training_report(trained: TrainedModel, *, data_dir=None) -> "Report":  # noqa: F821 - imported lazily
@@ -646,7 +653,6 @@ def training_report(trained: TrainedModel, *, data_dir=None) -> "Report":  # noq
     ['expectations', 'curves', 'samples', 'latent_traversal']
     """
     from ppl_audit.report import Report, Section, Table
-    from ppl_audit.report.figures import line_plot
 
     card, info = trained.card, trained.info
     metrics = dict(info.get("metrics", {}))
@@ -660,12 +666,7 @@ def training_report(trained: TrainedModel, *, data_dir=None) -> "Report":  # noq
         if rows else [],
         warnings=problems,
     )
-    unit, panels = _history_panels(info)
-    figures = []
-    for i, (title, series) in enumerate(panels.items()):
-        figures.append(line_plot(f"curve_{i + 1}", title, f"{title} per {unit} of training.",
-                                 {k: [float(v) for v in vs] for k, vs in series.items()},
-                                 xlabel=unit, ylabel=title))
+    figures = curve_figures(info)
     curves = Section("curves", "Training curves", figures=figures,
                      paragraphs=[] if figures else ["No training curves were recorded."])
     sections = [expectations, curves]
@@ -684,7 +685,7 @@ def training_report(trained: TrainedModel, *, data_dir=None) -> "Report":  # noq
         sections=sections,
         provenance={"card": card.name, "card_source": card.source, "kind": card.kind,
                     "recipe_hash": card.recipe_hash, "recipe": card.recipe, "expected": card.expected,
-                    "weights_file": trained.weights_path.name, "versions": _versions()},
+                    "weights_file": trained.weights_path.name, "versions": library_versions()},
         timings={k: float(v) for k, v in metrics.items()
                  if k.endswith(SECONDS_SUFFIX) and isinstance(v, (int, float))},
     )
@@ -700,6 +701,7 @@ __all__ = [
     "card_config",
     "check_expected",
     "check_training_fields",
+    "curve_figures",
     "get_trainer",
     "load_model",
     "load_training_data",

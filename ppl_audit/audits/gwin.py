@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import pyro
 import torch
 
-from ppl_audit import __version__
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
 from ppl_audit.classifiers.base import check_images
@@ -44,6 +41,7 @@ from ppl_audit.classifiers.bayesian_lenet import (
     median_probability,
 )
 from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
@@ -335,21 +333,12 @@ def _table(rows: list[dict[str, Any]]) -> Table:
                  columns, body)
 
 
-def _versions() -> dict[str, str]:
-    import matplotlib
-
-    return {"ppl_audit": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "pyro": pyro.__version__, "numpy": np.__version__, "matplotlib": matplotlib.__version__}
-
-
 def _model_section(trained, title: str, paragraphs: list[str]) -> Section:
-    from ppl_audit.training import _history_panels
+    from ppl_audit.training import curve_figures
 
-    unit, panels = _history_panels(trained.info)
-    figs = [figures.line_plot(f"{trained.card.name.replace('-', '_')}_curve_{i + 1}", t,
-                              f"{t} per {unit} of training ({trained.card.name}, recipe {trained.card.recipe_hash}).",
-                              {k: [float(v) for v in vs] for k, vs in series.items()}, xlabel=unit, ylabel=t)
-            for i, (t, series) in enumerate(panels.items())]
+    card = trained.card
+    figs = curve_figures(trained.info, prefix=f"{card.name.replace('-', '_')}_curve",
+                         caption_note=f" ({card.name}, recipe {card.recipe_hash})")
     metrics = {k: v for k, v in trained.metrics.items() if not isinstance(v, (list, dict)) and "seconds" not in k}
     return Section(trained.card.name.replace("-", "_"), title, paragraphs=paragraphs, metrics=metrics, figures=figs)
 
@@ -496,7 +485,8 @@ def run(
         ],
         metrics=metrics,
         sections=sections,
-        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict), "versions": _versions(),
+        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+                    "versions": library_versions("numpy", "matplotlib"),
                     "device": device.type},
         timings=timings,
     )

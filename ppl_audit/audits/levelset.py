@@ -23,16 +23,13 @@ latent dimension differ, so the CLI's ``levelset`` and audit files of kind
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pyro
 import torch
 
-from ppl_audit import __version__, diagnostics
+from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
 from ppl_audit.audits import worlds as registry
@@ -41,6 +38,7 @@ from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_target
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
 from ppl_audit.priors.house_rocket import CLASS_NAMES
+from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn
 from ppl_audit.report import Figure, Report, Section, Table
 from ppl_audit.report import figures
@@ -312,20 +310,6 @@ def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[LevelSetAuditSpec,
         if isinstance(exc, AuditFileError):
             raise
         raise AuditFileError(f"{source}: {exc}") from exc
-
-
-def _versions() -> dict[str, str]:
-    import matplotlib
-
-    return {
-        "ppl_audit": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "arviz": diagnostics.arviz_version(),
-        "numpy": np.__version__,
-        "matplotlib": matplotlib.__version__,
-    }
 
 
 def _label(p_house: float) -> str:
@@ -829,7 +813,7 @@ def run(
             "seed": seed,
             "spec": spec_dict,
             "spec_sha256": spec_hash(spec_dict),
-            "versions": _versions(),
+            "versions": library_versions("arviz", "numpy", "matplotlib"),
             "device": device.type,
         },
         timings=timings,

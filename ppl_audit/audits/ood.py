@@ -21,20 +21,18 @@ the VAE ensemble on every set, members treated as posterior draws.
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import pyro
 import torch
 
-from ppl_audit import __version__, diagnostics
+from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.metrics import OOD_POSITIVE_CLASS, OOD_SCORE_SIGN, ood_metrics
+from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
@@ -173,9 +171,8 @@ class EnsembleScorer:
         self.vae_log_likelihood = vae_loglik
         self.detectors = {}
         if gan is not None:
-            critic = gan.critic_scores  # one bound method, so that both columns share one pass of the critics
-            self.detectors["D"] = CriticDetector(critic)
-            self.detectors["Var(D)"] = CriticVarianceDetector(critic)
+            self.detectors["D"] = CriticDetector(gan.critic_scores)  # score_all runs the critics once for both
+            self.detectors["Var(D)"] = CriticVarianceDetector(gan.critic_scores)
         self.detectors["rate"] = RateDetector(vae.rate)
         self.detectors["log p"] = LogLikelihoodDetector(vae_loglik)
         self.detectors["WAIC"] = WAICDetector(vae_loglik)
@@ -194,16 +191,12 @@ class EnsembleScorer:
         (log p and WAIC on the VAEs' log-likelihoods, D and Var(D) on the
         critics) share its checked output.
         """
-        from ppl_audit.detectors.base import check_scores
+        from ppl_audit.detectors.ood import memo_key, score_all
 
-        outputs: dict[int, torch.Tensor] = {}
-        scores = {}
-        for name, detector in self.detectors.items():
-            key = id(detector.fn)
-            if key not in outputs:
-                outputs[key] = detector.ensemble_output(x)
-            scores[name] = check_scores(detector.score_from_output(outputs[key]), x.shape[0], detector.name).cpu()
-        return scores, outputs[id(self.vae_log_likelihood)].cpu()
+        outputs: dict = {}
+        scores = score_all(x, self.detectors, outputs=outputs)
+        log_lik = outputs[memo_key(self.vae_log_likelihood)]
+        return {k: v.cpu() for k, v in scores.items()}, log_lik.cpu()
 
 
 def out_of_distribution_sets(rows, mnist_test: torch.Tensor, *, num_out: int, data_dir, generator,
@@ -242,14 +235,6 @@ def _metric_table(name: str, title: str, key: str, results, columns, rows, paper
         best = (max if key != "fpr_at_95_tpr" else min)(values)
         body.append([ROW_TITLES[row], *values, best] + ([PAPER_BEST_AUROC[row]] if paper else []))
     return Table(name, title, header, body)
-
-
-def _versions() -> dict[str, str]:
-    import matplotlib
-
-    return {"ppl_audit": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "pyro": pyro.__version__, "arviz": diagnostics.arviz_version(), "numpy": np.__version__,
-            "matplotlib": matplotlib.__version__}
 
 
 def run(
@@ -411,7 +396,8 @@ def run(
                  "score_sign": OOD_SCORE_SIGN, "rows": rows_json, "rows_at_or_above_paper": int(sum(met)),
                  "rows_compared": len(met), "information_criteria": ic_json, "models": cards},
         sections=sections,
-        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict), "versions": _versions(),
+        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+                    "versions": library_versions("arviz", "numpy", "matplotlib"),
                     "device": device.type},
         timings=timings,
     )
@@ -533,7 +519,8 @@ def score_folder(
         metrics={"num_images": len(names), "columns": list(columns), "score_sign": OOD_SCORE_SIGN,
                  "summary": summary, "images": per_image, "models": cards},
         sections=[Section("scores", "Scores", paragraphs=paragraphs, tables=[table], figures=hist)],
-        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict), "versions": _versions(),
+        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+                    "versions": library_versions("arviz", "numpy", "matplotlib"),
                     "device": device.type},
         timings={"total_seconds": time.perf_counter() - start},
     )

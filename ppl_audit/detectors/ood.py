@@ -367,7 +367,7 @@ class CriticVarianceDetector(EnsembleDetector):
         return values.var(dim=0, correction=WAIC_VARIANCE_DDOF)
 
 
-def _memo_key(fn) -> object:
+def memo_key(fn) -> object:
     """``fn`` itself where hashable (two bound methods of one object compare equal), else its id."""
     try:
         hash(fn)
@@ -376,7 +376,8 @@ def _memo_key(fn) -> object:
     return fn
 
 
-def score_all(x: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, torch.Tensor]:
+def score_all(x: torch.Tensor, detectors: Mapping[str, Detector], *,
+              outputs: dict | None = None) -> dict[str, torch.Tensor]:
     """Score one batch with several detectors, calling each shared ensemble callable once.
 
     Detectors built on the same callable (say :class:`WAICDetector` and
@@ -391,6 +392,10 @@ def score_all(x: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, t
         Images ``(N, C, H, W)`` in ``[0, 1]``.
     detectors : mapping of str to Detector
         Names (for the caller's tables) to detectors.
+    outputs : dict, optional
+        Receives each shared callable's checked ``(K, N)`` output, keyed by
+        :func:`memo_key` of the callable, for callers that need the raw
+        ensemble output as well as the scores (it is filled, not read).
 
     Returns
     -------
@@ -408,14 +413,15 @@ def score_all(x: torch.Tensor, detectors: Mapping[str, Detector]) -> dict[str, t
     >>> sorted(out), len(calls)
     (['nll', 'waic'], 1)
     """
-    outputs: dict[object, torch.Tensor] = {}
+    outputs = {} if outputs is None else outputs
+    outputs.clear()  # a memo for this call only: nothing stale can be reused
     scores: dict[str, torch.Tensor] = {}
     for key, detector in detectors.items():
         if not isinstance(detector, EnsembleDetector):
             scores[key] = detector.score(x)
             continue
         check_images(x, detector.image_shape)
-        key_fn = _memo_key(detector.fn)
+        key_fn = memo_key(detector.fn)
         values = outputs.get(key_fn)
         if values is None:
             values = outputs[key_fn] = detector.ensemble_output(x)
