@@ -32,6 +32,9 @@ TRAINER_VERSIONS = {
     "gwin": 1,  # ppl_audit.generative.gwin
     "vae-ensemble": 1,  # ppl_audit.generative.vae_ensemble
     "gan-ensemble": 1,  # ppl_audit.generative.gan_ensemble
+    "class-vae": 1,  # ppl_audit.generative.class_generators
+    "class-gan": 1,  # ppl_audit.generative.class_generators
+    "sdim-classifier": 1,  # ppl_audit.classifiers.sdim
 }
 CARD_PACKAGE = "ppl_audit.model_cards"  # models/ is shipped under this name
 

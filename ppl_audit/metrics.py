@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -250,3 +252,61 @@ def risk_coverage(confidence, correct) -> dict:
         "risk_at_full_coverage": float(risk[-1]),
         "num_inputs": int(n),
     }
+
+
+def selective_risk(confidence, correct, threshold: float) -> dict:
+    """Coverage and risk of a selective classifier that keeps the inputs with ``confidence >= threshold``.
+
+    Parameters
+    ----------
+    confidence : array-like, (N,)
+        Higher = more sure.
+    correct : array-like of bool, (N,)
+    threshold : float
+        Must lie within the observed confidences, ``[min, max]``: above the
+        maximum nothing is kept and the risk is undefined; below the minimum
+        the threshold rejects nothing and is almost surely a mistake of scale
+        (a distance given where a similarity was meant).
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``coverage``, ``risk``, ``kept``.
+
+    Raises
+    ------
+    InvalidInputError
+        Empty or mismatched inputs, a NaN threshold or one outside the observed range.
+    ModelOutputError
+        A NaN confidence.
+
+    Examples
+    --------
+    >>> selective_risk([0.9, 0.8, 0.7, 0.6], [True, True, False, True], 0.7)
+    {'threshold': 0.7, 'coverage': 0.75, 'risk': 0.3333333333333333, 'kept': 3}
+    >>> selective_risk([0.9, 0.8], [True, True], 1.5)
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: threshold 1.5 is outside the observed confidences [0.8, 0.9]: it would keep nothing
+    """
+    conf = (confidence.detach().cpu().double().numpy() if isinstance(confidence, torch.Tensor)
+            else np.asarray(confidence, dtype=np.float64)).ravel()  # a list's floats keep double precision
+    ok = np.asarray(torch.as_tensor(correct).detach().cpu().numpy()).ravel().astype(bool)
+    if conf.size == 0:
+        raise InvalidInputError("selective_risk needs at least one input")
+    if ok.shape != conf.shape:
+        raise InvalidInputError(f"confidence has {conf.size} entries but correct has {ok.size}")
+    if np.isnan(conf).any():
+        raise ModelOutputError(f"{int(np.isnan(conf).sum())} of {conf.size} confidences are NaN")
+    low, high = float(conf.min()), float(conf.max())
+    if not isinstance(threshold, (int, float)) or math.isnan(threshold):
+        raise InvalidInputError(f"threshold must be a number, got {threshold!r}")
+    if threshold > high:
+        raise InvalidInputError(f"threshold {threshold:g} is outside the observed confidences [{low:g}, {high:g}]: "
+                                "it would keep nothing")
+    if threshold < low:
+        raise InvalidInputError(f"threshold {threshold:g} is outside the observed confidences [{low:g}, {high:g}]: "
+                                "it would reject nothing")
+    kept = conf >= threshold
+    return {"threshold": float(threshold), "coverage": float(kept.mean()),
+            "risk": float((~ok[kept]).mean()), "kept": int(kept.sum())}

@@ -22,7 +22,7 @@ Their modules are imported only when a card of that kind is used.
 Examples
 --------
 >>> sorted(registered_kinds())
-['bayesian-lenet-classifier', 'gan', 'gan-ensemble', 'gwin', 'house-rocket-classifier', 'lenet-classifier', 'vae', 'vae-ensemble']
+['bayesian-lenet-classifier', 'class-gan', 'class-vae', 'gan', 'gan-ensemble', 'gwin', 'house-rocket-classifier', 'lenet-classifier', 'sdim-classifier', 'vae', 'vae-ensemble']
 >>> trained = load_model("mnist-vae", data_dir="/path/to/data")  # doctest: +SKIP
 >>> trained.module.decoder(torch.zeros(1, 5)).shape  # doctest: +SKIP
 torch.Size([1, 1, 28, 28])
@@ -63,6 +63,9 @@ BUILTIN_TRAINERS = {
     "gwin": "ppl_audit.generative.gwin:TRAINER",
     "vae-ensemble": "ppl_audit.generative.vae_ensemble:TRAINER",
     "gan-ensemble": "ppl_audit.generative.gan_ensemble:TRAINER",
+    "class-vae": "ppl_audit.generative.class_generators:VAE_TRAINER",
+    "class-gan": "ppl_audit.generative.class_generators:GAN_TRAINER",
+    "sdim-classifier": "ppl_audit.classifiers.sdim:TRAINER",
 }
 EXPECTED_MIN_PREFIX = "min_"  # [expected] min_KEY = v: metrics[KEY] must be >= v
 EXPECTED_MAX_PREFIX = "max_"  # [expected] max_KEY = v: metrics[KEY] must be <= v
@@ -440,6 +443,29 @@ def check_training_fields(config, names: Sequence[str] = ("epochs", "batch_size"
         check_field(is_positive_float(config.learning_rate), "learning_rate", config.learning_rate, "a number > 0")
     seed = getattr(config, "seed", 0)
     check_field(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", seed, "an integer >= 0")
+
+
+def check_adversarial_fields(config) -> None:
+    """Check the Adam and WGAN-GP fields shared by the adversarial trainers' configs.
+
+    ``beta1`` and ``beta2`` (Adam's decay rates) must lie in ``[0, 1)`` and
+    ``gradient_penalty`` (the WGAN-GP lambda) must be ``>= 0``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> check_adversarial_fields(SimpleNamespace(beta1=0.5, beta2=1.0, gradient_penalty=10.0))
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: beta2 must be a number in [0, 1), got 1.0
+    """
+    for name in ("beta1", "beta2"):
+        value = getattr(config, name)
+        check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1, name, value,
+                    "a number in [0, 1)")
+    value = config.gradient_penalty
+    check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, "gradient_penalty",
+                value, "a number >= 0")
 
 
 def is_positive_int(value) -> bool:

@@ -102,6 +102,9 @@ TINY_MNIST = {
     "mnist-bayesian-lenet5": {"architecture": {"conv_channels": [4, 8], "hidden": [16, 12]},
                               "training": {"epochs": 2, "batch_size": 20, "learning_rate": 0.01,
                                            "eval_samples": 3}},
+    "mnist-class-vae": {"architecture": {"hidden": [16]}, "training": {"epochs": 1, "batch_size": 4}},
+    "mnist-class-gan": {"architecture": {"generator_hidden": [16], "critic_hidden": [16]},
+                        "training": {"epochs": 2, "batch_size": 4, "critic_steps": 1}},
 }
 TINY_DATA = {"train_split": "test", "num_train": 100, "num_test": 100}
 

@@ -51,3 +51,14 @@ def test_a_worse_ranking_has_a_larger_aurc():
 def test_bad_inputs_are_refused(confidence, correct, error, message):
     with pytest.raises(error, match=message):
         risk_coverage(confidence, correct)
+
+
+def test_selective_risk_at_a_threshold_and_its_range_errors():
+    from ppl_audit.metrics import selective_risk
+
+    out = selective_risk(torch.tensor([3.0, 2.0, 2.0, 1.0]), torch.tensor([True, False, True, False]), 2.0)
+    assert out == {"threshold": 2.0, "coverage": 0.75, "risk": 1 / 3, "kept": 3}  # ties at 2.0 are all kept
+    with pytest.raises(InvalidInputError, match="would reject nothing"):
+        selective_risk([3.0, 2.0], [True, True], 0.5)
+    with pytest.raises(InvalidInputError, match="threshold must be a number"):
+        selective_risk([3.0, 2.0], [True, True], float("nan"))

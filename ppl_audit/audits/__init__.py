@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 
-from ppl_audit.audits import gwin, levelset, ood
+from ppl_audit.audits import gwin, levelset, ood, selective
 from ppl_audit.audits.spec import read_toml
 from ppl_audit.errors import AuditFileError
 
-AUDIT_KINDS = {levelset.KIND: levelset, gwin.KIND: gwin, ood.KIND: ood}
+AUDIT_KINDS = {levelset.KIND: levelset, gwin.KIND: gwin, ood.KIND: ood, selective.KIND: selective}
 
 
 def load_audit_file(path: str | os.PathLike):

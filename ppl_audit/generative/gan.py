@@ -52,6 +52,7 @@ from ppl_audit.training import (
     Trainer,
     TrainResult,
     card_config,
+    check_adversarial_fields,
     check_field,
     check_training_fields,
     load_training_data,
@@ -189,11 +190,7 @@ class GANConfig:
         check_training_fields(
             self, ("latent_dim", "channels", "critic_channels", "epochs", "batch_size", "critic_steps"))
         check_field(self.loss in LOSSES, "loss", self.loss, f"one of {LOSSES}")
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            check_field(isinstance(value, (int, float)) and 0 <= value < 1, name, value, "a number in [0, 1)")
-        check_field(isinstance(self.gradient_penalty, (int, float)) and self.gradient_penalty >= 0,
-                    "gradient_penalty", self.gradient_penalty, "a number >= 0")
+        check_adversarial_fields(self)
         if self.loss == "dcgan":
             check_field(self.critic_steps == 1, "critic_steps", self.critic_steps, "1 with loss = 'dcgan'")
 

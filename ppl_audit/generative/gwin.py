@@ -75,6 +75,7 @@ from ppl_audit.training import (
     TrainedModel,
     TrainResult,
     card_config,
+    check_adversarial_fields,
     check_field,
     check_training_fields,
     is_positive_int,
@@ -417,12 +418,9 @@ class GWINConfig:
                     "confidence_threshold", self.confidence_threshold, "a number in [0, 1]")
         check_field(_is_number(self.uncertain_input_fraction) and 0 <= self.uncertain_input_fraction < 1,
                     "uncertain_input_fraction", self.uncertain_input_fraction, "a number in [0, 1)")
-        for name in ("gradient_penalty", "transformation_penalty"):
-            value = getattr(self, name)
-            check_field(_is_number(value) and value >= 0, name, value, "a number >= 0")
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            check_field(_is_number(value) and 0 <= value < 1, name, value, "a number in [0, 1)")
+        check_adversarial_fields(self)
+        check_field(_is_number(self.transformation_penalty) and self.transformation_penalty >= 0,
+                    "transformation_penalty", self.transformation_penalty, "a number >= 0")
 
 
 def _is_number(value) -> bool:

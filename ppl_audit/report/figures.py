@@ -171,6 +171,40 @@ def line_plot(
     return Figure(name, title, caption, png_bytes(fig), data)
 
 
+def xy_plot(
+    name: str,
+    title: str,
+    caption: str,
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    step: bool = True,
+) -> Figure:
+    """Curves given as ``{label: (xs, ys)}`` (for example risk against coverage), drawn as steps by default.
+
+    Examples
+    --------
+    >>> fig = xy_plot("rc", "t", "c", {"a": ([0.5, 1.0], [0.0, 0.1])}, xlabel="coverage", ylabel="risk")
+    >>> fig.data["series"]["a"]["y"]
+    [0.0, 0.1]
+    """
+    fig = MplFigure(figsize=(6.0, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    for label, (xs, ys) in series.items():
+        if step:
+            ax.step(xs, ys, where="post", label=label, linewidth=1)
+        else:
+            ax.plot(xs, ys, label=label, linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    data = {"series": {k: {"x": rounded(xs), "y": rounded(ys)} for k, (xs, ys) in series.items()}}
+    return Figure(name, title, caption, png_bytes(fig), data)
+
+
 def principal_components(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PCA of the rows of ``x`` ``(N, D)`` by SVD of the centred data (``torch.linalg``).
 

@@ -1,0 +1,551 @@
+"""The selective-classification audit: risk-coverage on MNIST mixed with out-of-distribution images.
+
+Wang et al. ("Safer Classification by Synthesis", 2017) compare classifiers
+by their risk-coverage curves on a test set of MNIST digits plus images from
+elsewhere (Omniglot characters, notMNIST letters) that count as wrong
+whatever label they get. A classifier abstains on its least confident
+inputs; coverage is the share it keeps, risk the share of kept inputs it
+gets wrong. This audit runs, on one such test set:
+
+* **CNN**: the LeNet-5 (``models/mnist-lenet5.toml``), confidence = max softmax;
+* **VAE / GAN synthesis**: :class:`~ppl_audit.classifiers.synthesis.SynthesisClassifier`
+  over per-class generators (``models/mnist-class-vae.toml``,
+  ``models/mnist-class-gan.toml``), confidence = minus the distance to the
+  closest generation;
+* **hybrid**: the CNN's label with a synthesis classifier's confidence (the paper's Figure 9a);
+* **1-NN**: the nearest training image's label, confidence = minus its distance;
+* **SDIM** (``models/mnist-sdim.toml``): class-conditional Gaussians on learned
+  features, confidence = the best class log-likelihood minus that class's
+  1st-percentile threshold; plus its own Table 2 (accuracy on what it keeps,
+  rejection rate) and Table 3 (share of out-of-distribution images rejected).
+
+For each: MNIST test accuracy (beside the paper's), the risk-coverage curve,
+AURC and the lowest attainable risk (ties never split), and how many
+out-of-distribution images it covers at its maximum confidence; explanation
+figures (the paper's Figure 6) for both synthesis classifiers; and the
+latent search's cost, with the part spent in generator passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ppl_audit._device import resolve_device
+from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
+from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.metrics import risk_coverage
+from ppl_audit.progress import ProgressFn
+from ppl_audit.provenance import library_versions
+from ppl_audit.report import Report, Section, Table
+from ppl_audit.report import figures
+
+KIND = "selective"
+OOD_SETS = ("omniglot", "notmnist", "fashion-mnist")  # out-of-distribution sets the data folder offers
+SET_TITLES = {"omniglot": "Omniglot", "notmnist": "notMNIST", "fashion-mnist": "Fashion-MNIST"}
+#: MNIST test accuracy (%) in Wang et al. (synthesis, 1-NN) and the SDIM paper (Table 2)
+PAPER_ACCURACY = {"VAE synthesis": 98.35, "GAN synthesis": 97.81, "1-NN": 96.91, "SDIM": 99.5}
+PAPER_SDIM_TABLE_2 = {1: {"kept_accuracy": 99.95, "rejection_rate": 3.02}}  # MNIST, 1st-percentile thresholds
+COVERAGE_GRID = tuple(round(0.05 * k, 2) for k in range(1, 21))  # where the hybrid is compared with the CNN
+NUM_EXPLANATIONS = 6  # rows of each explanation figure
+ORDINALS = {1: "1st", 2: "2nd"}
+MAX_CURVE_POINTS = 1000  # risk-coverage points drawn per classifier (the metrics keep AURC from every point)
+
+
+@dataclass(frozen=True)
+class SelectiveAuditSpec:
+    """What a selective-classification audit runs.
+
+    Parameters
+    ----------
+    title : str
+    cnn : str
+        LeNet card (kind ``lenet-classifier``); also labels the hybrids.
+    class_vae, class_gan : str
+        Per-class generator cards (``""`` skips that synthesis classifier and its hybrid).
+    sdim : str
+        SDIM card (``""`` skips SDIM).
+    nearest_neighbour : bool
+        Include the 1-NN baseline (reads the MNIST training set).
+    ood_sets : tuple of str
+        Out-of-distribution sets mixed into the test set (``OOD_SETS``); may be empty.
+    num_in : int, optional
+        MNIST test digits (all 10,000 when absent).
+    num_out : int
+        At most this many images of each out-of-distribution set.
+    draws, steps, learning_rate, latent_bound
+        The latent search (:class:`~ppl_audit.classifiers.synthesis.SearchConfig`).
+    sdim_percentile : int
+        Which stored threshold (1 or 2) gives SDIM's risk-coverage confidence.
+    explanations : int
+        Rows of each explanation figure (half MNIST, half out-of-distribution).
+    device : str
+    data_dir : str, optional
+    """
+
+    title: str = "Selective classification on MNIST mixed with out-of-distribution images"
+    cnn: str = "mnist-lenet5"
+    class_vae: str = "mnist-class-vae"
+    class_gan: str = "mnist-class-gan"
+    sdim: str = "mnist-sdim"
+    nearest_neighbour: bool = True
+    ood_sets: tuple[str, ...] = ("omniglot", "notmnist")
+    num_in: int | None = None
+    num_out: int = 2000
+    draws: int = 1000
+    steps: int = 100
+    learning_rate: float = 0.05
+    latent_bound: float | None = 3.0
+    sdim_percentile: int = 1
+    explanations: int = NUM_EXPLANATIONS
+    device: str = "auto"
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        unknown = [s for s in self.ood_sets if s not in OOD_SETS]
+        if unknown or len(set(self.ood_sets)) != len(self.ood_sets):
+            raise InvalidInputError(f"ood_sets must be distinct names from {list(OOD_SETS)}, got {list(self.ood_sets)}")
+        for name in ("num_out", "explanations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_in is not None and (not isinstance(self.num_in, int) or self.num_in <= 0):
+            raise InvalidInputError(f"num_in must be a positive integer (or absent: all), got {self.num_in!r}")
+        if self.sdim_percentile not in (1, 2):
+            raise InvalidInputError(f"sdim_percentile must be 1 or 2 (the stored thresholds), got "
+                                    f"{self.sdim_percentile!r}")
+        if not self.cnn:
+            raise InvalidInputError("cnn must name a lenet-classifier card (the baseline and the hybrids' labeller)")
+        self.search_config()  # validates draws, steps, learning_rate, latent_bound
+
+    def search_config(self):
+        """The latent search these fields describe."""
+        from ppl_audit.classifiers.synthesis import SearchConfig
+
+        return SearchConfig(draws=self.draws, steps=self.steps, learning_rate=self.learning_rate,
+                            latent_bound=self.latent_bound)
+
+
+def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[SelectiveAuditSpec, int]:
+    """Build ``(spec, seed)`` from a parsed audit file of kind ``selective``."""
+    check_keys(doc, {"audit"}, source)
+    audit = dict(doc.get("audit", {}))
+    audit.pop("kind", None)
+    try:
+        seed = validate_seed(audit.pop("seed", DEFAULT_SEED))
+        return SelectiveAuditSpec(**dataclass_kwargs(SelectiveAuditSpec, audit, f"{source} [audit]")), seed
+    except (InvalidInputError, TypeError) as exc:
+        if isinstance(exc, AuditFileError):
+            raise
+        raise AuditFileError(f"{source}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- the arithmetic
+
+
+@dataclass
+class MethodOutcome:
+    """One selective classifier's labels and confidences on the mixed test set.
+
+    ``labels`` and ``confidence`` are ``(N_in + N_out,)``: MNIST digits first,
+    then the out-of-distribution images, whose predictions are always wrong.
+    """
+
+    name: str
+    labels: torch.Tensor
+    confidence: torch.Tensor
+    note: str = ""
+
+
+def summarise(outcome: MethodOutcome, truth: torch.Tensor, num_in: int) -> dict[str, Any]:
+    """Accuracy on the MNIST part, the risk-coverage curve and what is covered at maximum confidence.
+
+    Parameters
+    ----------
+    outcome : MethodOutcome
+    truth : torch.Tensor
+        ``(num_in,)`` labels of the MNIST digits.
+    num_in : int
+        How many of the outcome's inputs are MNIST digits (the rest are OoD).
+
+    Returns
+    -------
+    dict
+        ``mnist_accuracy``, ``aurc``, ``min_risk``, ``coverage_at_min_risk``,
+        ``risk_at_full_coverage``, ``inputs_at_max_confidence``,
+        ``ood_at_max_confidence``, ``curve`` (coverage and risk lists).
+
+    Raises
+    ------
+    InvalidInputError
+        Mismatched lengths.
+
+    Examples
+    --------
+    >>> out = MethodOutcome("toy", torch.tensor([0, 1, 1]), torch.tensor([0.9, 0.5, 0.9]))
+    >>> s = summarise(out, torch.tensor([0, 0]), 2)
+    >>> s["mnist_accuracy"], s["ood_at_max_confidence"], round(s["min_risk"], 3)
+    (0.5, 1, 0.5)
+    """
+    n = len(outcome.labels)
+    if outcome.confidence.shape != (n,) or truth.shape != (num_in,) or not 0 < num_in <= n:
+        raise InvalidInputError(f"{outcome.name}: {n} labels, {tuple(outcome.confidence.shape)} confidences, "
+                                f"{tuple(truth.shape)} true labels for {num_in} in-distribution inputs")
+    labels, confidence = outcome.labels.cpu(), outcome.confidence.detach().cpu().double()
+    correct = torch.zeros(n, dtype=torch.bool)
+    correct[:num_in] = labels[:num_in] == truth.cpu()
+    rc = risk_coverage(confidence, correct)
+    top = confidence == confidence.max()
+    return {"mnist_accuracy": float(correct[:num_in].double().mean()), "aurc": rc["aurc"],
+            "min_risk": rc["min_risk"], "coverage_at_min_risk": rc["coverage_at_min_risk"],
+            "risk_at_full_coverage": rc["risk_at_full_coverage"], "inputs_at_max_confidence": int(top.sum()),
+            "ood_at_max_confidence": int(top[num_in:].sum()),
+            "curve": {"coverage": rc["coverage"], "risk": rc["risk"]}}
+
+
+def risk_at(curve: dict[str, list], coverage: float) -> float:
+    """The risk of the smallest-coverage point at or above ``coverage`` (the curve as a step function).
+
+    A classifier cannot keep fewer inputs than its first threshold keeps (a
+    CNN with many softmax values of exactly 1 starts at a large coverage), so
+    below its first point it is charged that point's risk.
+
+    Examples
+    --------
+    >>> risk_at({"coverage": [0.25, 0.5, 1.0], "risk": [0.0, 0.1, 0.2]}, 0.3)
+    0.1
+    """
+    cov = np.asarray(curve["coverage"])
+    i = int(np.searchsorted(cov, coverage - 1e-12, side="left"))
+    return float(curve["risk"][min(i, len(cov) - 1)])
+
+
+def compare_curves(candidate: dict, baseline: dict, grid=COVERAGE_GRID) -> dict[str, Any]:
+    """Where ``candidate``'s risk exceeds ``baseline``'s on a grid of coverages.
+
+    Examples
+    --------
+    >>> a = {"coverage": [0.5, 1.0], "risk": [0.0, 0.1]}
+    >>> b = {"coverage": [0.5, 1.0], "risk": [0.05, 0.1]}
+    >>> compare_curves(a, b, grid=(0.5, 1.0))["above"]
+    []
+    """
+    rows = [(c, risk_at(candidate, c), risk_at(baseline, c)) for c in grid]
+    above = [c for c, r, b in rows if r > b + 1e-12]
+    return {"grid": list(grid), "candidate": [r for _, r, _ in rows], "baseline": [b for _, _, b in rows],
+            "above": above, "at_or_below_everywhere": not above}
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def _load_images(spec: SelectiveAuditSpec, data_dir, images):
+    from ppl_audit.data import load_dataset
+
+    images = dict(images or {})
+    mnist = images.pop("mnist", None)
+    if mnist is None:
+        test = load_dataset("mnist", "test", data_dir=data_dir, limit=spec.num_in)
+        mnist = (test.images, test.labels)
+    ood = {}
+    for name in spec.ood_sets:
+        ood[name] = images[name] if name in images else load_dataset(name, data_dir=data_dir,
+                                                                     limit=spec.num_out).images
+        if len(ood[name]) == 0:
+            raise InvalidInputError(f"the out-of-distribution set {name!r} has no images")
+    return mnist, ood
+
+
+def run(
+    spec: SelectiveAuditSpec,
+    *,
+    seed: int = DEFAULT_SEED,
+    progress: ProgressFn | None = None,
+    cache: str | None = None,
+    data_dir: str | None = None,
+    models: dict[str, Any] | None = None,
+    images: dict[str, Any] | None = None,
+) -> Report:
+    """Run the selective-classification audit and return its :class:`~ppl_audit.report.Report`.
+
+    Parameters
+    ----------
+    spec : SelectiveAuditSpec
+    seed : int
+        Seeds the latent search's prior draws.
+    progress, cache, data_dir
+        As for the other audits (``data_dir`` wins over ``spec.data_dir``).
+    models : dict, optional
+        ``{"cnn": Classifier, "class_vae": generators or None, "class_gan": ...,
+        "sdim": SDIMClassifier or None, "train": (images, labels) or None}``
+        instead of loading the spec's cards (tests use tiny ones).
+    images : dict, optional
+        ``{"mnist": (images, labels), SET: images}`` instead of reading the data folder.
+
+    Examples
+    --------
+    >>> report = run(SelectiveAuditSpec(num_in=500), data_dir="/path/to/data")  # doctest: +SKIP
+    """
+    from ppl_audit.classifiers.nearest_neighbour import NearestNeighbourClassifier
+    from ppl_audit.classifiers.synthesis import SynthesisClassifier, explanation_figure
+    from ppl_audit.detectors.baselines import MaxSoftmaxDetector, NearestNeighbourDetector
+    from ppl_audit.detectors.synthesis import SynthesisDetector
+
+    seed = validate_seed(seed)
+    start = time.perf_counter()
+    device = resolve_device(spec.device)
+    data_dir = data_dir if data_dir is not None else spec.data_dir
+    timings: dict[str, float] = {}
+    cards: dict[str, Any] = {}
+    if models is None:
+        models, cards = _load_models(spec, cache=cache, data_dir=data_dir, device=device, progress=progress)
+    timings["models_seconds"] = time.perf_counter() - start
+    (mnist, truth), ood = _load_images(spec, data_dir, images)
+    num_in = len(mnist)
+    if num_in == 0:
+        raise InvalidInputError("the audit needs at least one MNIST test digit")
+    x = torch.cat([mnist, *ood.values()]).to(device)
+    truth = truth.to(device)
+    num_out = {name: int(len(v)) for name, v in ood.items()}
+    cnn = models["cnn"]
+    class_names = tuple(cnn.class_names)
+
+    outcomes: list[MethodOutcome] = []
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        cnn_probs = cnn.probs(x)
+    cnn_labels = cnn_probs.argmax(1)
+    cnn_confidence = 1 - MaxSoftmaxDetector(cnn).scores_from(cnn_probs)  # the Detector contract, sign undone
+    outcomes.append(MethodOutcome("CNN", cnn_labels, cnn_confidence, "max softmax of the LeNet-5"))
+    timings["cnn_seconds"] = time.perf_counter() - t0
+
+    search_rows, explanation_figures, searches = [], [], {}
+    config = dataclasses.replace(spec.search_config(), seed=seed)
+    for key, title in (("class_vae", "VAE"), ("class_gan", "GAN")):
+        generators = models.get(key)
+        if generators is None:
+            continue
+        classifier = SynthesisClassifier(generators, class_names, config, progress=progress)
+        result = classifier.search(x)
+        searches[title] = result
+        confidence = -SynthesisDetector(classifier).scores_from(result)  # the Detector contract, sign undone
+        outcomes.append(MethodOutcome(f"{title} synthesis", result.labels, confidence,
+                                      "label of the closest class generation; confidence = -its L2 distance"))
+        outcomes.append(MethodOutcome(f"hybrid ({title} confidence, CNN label)", cnn_labels, confidence,
+                                      "the paper's Figure 9a"))
+        pairs = len(x) * generators.num_members
+        search_rows.append([title, len(x), generators.num_members, generators.latent_dim, config.draws,
+                            config.steps, round(result.seconds, 1), round(result.generator_seconds, 1),
+                            round(100 * result.generator_seconds / max(result.seconds, 1e-9), 1),
+                            round(pairs * (config.steps + 1) / max(result.seconds, 1e-9))])
+        timings[f"{key}_search_seconds"] = result.seconds
+        picks = _explanation_picks(result, truth, num_in, spec.explanations)
+        generations = classifier.generations(result.subset(picks))
+        explanation_figures.append(explanation_figure(
+            x[picks], generations, result.distances[picks], class_names=class_names,
+            true_labels=[int(truth[i]) if i < num_in else None for i in picks.tolist()],
+            name=f"explanation_{key}",
+            title=f"{title} synthesis: each class's closest generation (L2 distance)"))
+
+    if spec.nearest_neighbour:
+        train = models.get("train")
+        if train is None:
+            from ppl_audit.data import load_dataset
+
+            full = load_dataset("mnist", "train", data_dir=data_dir)
+            train = (full.images, full.labels)
+        t0 = time.perf_counter()
+        nearest = NearestNeighbourClassifier(train[0].to(device), train[1].to(device), class_names)
+        labels, similarity = nearest.predict(x)
+        similarity = -NearestNeighbourDetector(nearest).scores_from(similarity)  # the contract's check
+        outcomes.append(MethodOutcome("1-NN", labels, similarity, "nearest training image; -its L2 distance"))
+        timings["nearest_neighbour_seconds"] = time.perf_counter() - t0
+
+    sdim_section = None
+    if models.get("sdim") is not None:
+        t0 = time.perf_counter()
+        sdim_outcome, sdim_section = _sdim(models["sdim"], x, mnist.to(device), truth, ood, spec.sdim_percentile)
+        outcomes.append(sdim_outcome)
+        timings["sdim_seconds"] = time.perf_counter() - t0
+
+    summaries = {o.name: summarise(o, truth, num_in) for o in outcomes}
+    sections = _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanation_figures)
+    if sdim_section is not None:
+        sections.append(sdim_section)
+    hybrids = {name: compare_curves(s["curve"], summaries["CNN"]["curve"])
+               for name, s in summaries.items() if name.startswith("hybrid")}
+    for name, comparison in hybrids.items():
+        hybrid_aurc, cnn_aurc = summaries[name]["aurc"], summaries["CNN"]["aurc"]
+        comparison["aurc_lower_than_cnn"] = hybrid_aurc < cnn_aurc
+    sections[1].tables.append(Table(
+        "hybrid_vs_cnn", "Risk of each hybrid and of the CNN on a grid of coverages",
+        ["coverage", "CNN", *hybrids],
+        [[c, round(risk_at(summaries["CNN"]["curve"], c), 5), *(round(h["candidate"][i], 5) for h in hybrids.values())]
+         for i, c in enumerate(COVERAGE_GRID)]))
+    for name, comparison in hybrids.items():
+        if comparison["above"] or not comparison["aurc_lower_than_cnn"]:
+            sections[1].warnings.append(
+                f"{name}: above the CNN at coverages {comparison['above']}; AURC "
+                f"{summaries[name]['aurc']:.5f} against the CNN's {summaries['CNN']['aurc']:.5f}")
+    cnn = summaries["CNN"]
+    summary = [f"Test set: {num_in} MNIST digits + "
+               + (", ".join(f"{n} {SET_TITLES[s]}" for s, n in num_out.items()) or "no out-of-distribution images")
+               + " (out-of-distribution images count as wrong).",
+               f"CNN: lowest attainable risk {cnn['min_risk']:.4f} (at coverage {cnn['coverage_at_min_risk']:.3f}); "
+               f"{cnn['ood_at_max_confidence']} out-of-distribution images get its maximum confidence."]
+    for name, s in summaries.items():
+        if name != "CNN":
+            summary.append(f"{name}: MNIST accuracy {100 * s['mnist_accuracy']:.2f}%, AURC {s['aurc']:.5f}, lowest "
+                           f"risk {s['min_risk']:.4f} at coverage {s['coverage_at_min_risk']:.3f}.")
+    spec_dict = dataclasses.asdict(spec)
+    timings["total_seconds"] = time.perf_counter() - start
+    metrics = {"num_in": num_in, "num_out": num_out,
+               "methods": {name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items()
+                                  if k != "curve"} for name, s in summaries.items()},
+               "hybrid_vs_cnn": hybrids, "models": cards,
+               "latent_search": {t: {"seconds": r.seconds, "generator_seconds": r.generator_seconds,
+                                     **{k: round(v, 3) for k, v in r.timings.items()}} for t, r in searches.items()}}
+    if sdim_section is not None:
+        metrics["sdim"] = sdim_section.metrics
+    return Report(kind=KIND, title=spec.title, summary=summary, metrics=metrics, sections=sections,
+                  provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+                              "versions": library_versions("numpy", "matplotlib"),
+                              "device": device.type},
+                  timings=timings)
+
+
+def _load_models(spec: SelectiveAuditSpec, *, cache, data_dir, device, progress):
+    from ppl_audit.classifiers.lenet import load_lenet
+    from ppl_audit.generative.class_generators import load_class_generators
+
+    loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
+    cnn = load_lenet(spec.cnn, **loading)
+    models: dict[str, Any] = {"cnn": cnn}
+    trained = {"cnn": cnn.trained}
+    for key in ("class_vae", "class_gan"):
+        card = getattr(spec, key)
+        if card:
+            trained[key] = load_class_generators(card, **loading)
+            models[key] = trained[key].module
+    if spec.sdim:
+        from ppl_audit.classifiers.sdim import load_sdim
+
+        models["sdim"] = load_sdim(spec.sdim, **loading)
+        trained["sdim"] = models["sdim"].trained
+    cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash,
+                 **{m: v for m, v in t.metrics.items() if isinstance(v, (int, float)) and "seconds" not in m}}
+             for k, t in trained.items()}
+    return models, cards
+
+
+def _explanation_picks(result, truth: torch.Tensor, num_in: int, rows: int) -> torch.Tensor:
+    """Rows for an explanation figure: MNIST digits (misclassified ones first) then OoD images, evenly spaced."""
+    labels = result.labels.cpu()
+    n = len(labels)
+    wrong = (labels[:num_in] != truth.cpu()).nonzero().flatten()
+    in_rows = rows if n == num_in else (rows + 1) // 2
+    picks = wrong[: max(1, in_rows // 3)].tolist()
+    spread = torch.linspace(0, num_in - 1, in_rows).long().tolist()
+    picks += [i for i in spread if i not in picks][: in_rows - len(picks)]
+    if n > num_in:
+        picks += torch.linspace(num_in, n - 1, rows - len(picks)).long().tolist()
+    return torch.tensor(picks[:rows])
+
+
+def _sdim(sdim, x, mnist, truth, ood, percentile: int):
+    from ppl_audit.classifiers.sdim import SDIMDetector, ood_rejection_rate, selective_table
+
+    detector = SDIMDetector(sdim, percentile=percentile)
+    with torch.no_grad():
+        labels = sdim.probs(x).argmax(1)
+        confidence = -detector.score(x)
+    outcome = MethodOutcome("SDIM", labels, confidence,
+                            f"best class log-likelihood minus that class's {ORDINALS[percentile]}-percentile threshold")
+    rows = selective_table(sdim, mnist, truth)
+    table_2 = Table("sdim_table_2", "SDIM on MNIST test: accuracy on what is kept at per-class thresholds "
+                    "(the SDIM paper's Table 2)",
+                    ["threshold percentile", "accuracy on all (%)", "accuracy on kept (%)", "rejection rate (%)",
+                     "paper kept accuracy (%)", "paper rejection rate (%)"],
+                    [[r["percentile"], round(100 * r["accuracy_all"], 3),
+                      None if r["accuracy_kept"] is None else round(100 * r["accuracy_kept"], 3),
+                      round(100 * r["rejection_rate"], 3),
+                      PAPER_SDIM_TABLE_2.get(r["percentile"], {}).get("kept_accuracy"),
+                      PAPER_SDIM_TABLE_2.get(r["percentile"], {}).get("rejection_rate")] for r in rows])
+    table_3_rows, table_3 = [], {}
+    for name, images in ood.items():
+        rates = {f"percentile_{p}": ood_rejection_rate(sdim, images.to(x.device), p) for p in (1, 2)}
+        table_3[name] = rates
+        table_3_rows.append([SET_TITLES[name], len(images), round(100 * rates["percentile_1"], 2),
+                             round(100 * rates["percentile_2"], 2)])
+    tables = [table_2]
+    if table_3_rows:
+        tables.append(Table("sdim_table_3", "SDIM: share of out-of-distribution images rejected (the paper's Table 3)",
+                            ["dataset", "images", "rejected at 1st percentile (%)", "rejected at 2nd percentile (%)"],
+                            table_3_rows))
+    section = Section("sdim", "SDIM: rejection by class-conditional likelihood thresholds",
+                      paragraphs=["Thresholds are the 1st and 2nd percentiles of the class-conditional "
+                                  "log-likelihoods of correctly classified training images of each class; an "
+                                  "input is rejected when its best class log-likelihood is below that class's "
+                                  "threshold."],
+                      tables=tables, metrics={"table_2": rows, "table_3": table_3})
+    return outcome, section
+
+
+def _thin(xs, ys, max_points: int = MAX_CURVE_POINTS):
+    """At most ``max_points`` evenly spaced points of a curve, first and last kept (for the figure only)."""
+    if len(xs) <= max_points:
+        return list(xs), list(ys)
+    keep = np.unique(np.linspace(0, len(xs) - 1, max_points).round().astype(int))
+    return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
+def _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanation_figures) -> list[Section]:
+    accuracy_rows = [[name, round(100 * s["mnist_accuracy"], 2), PAPER_ACCURACY.get(name)]
+                     for name, s in summaries.items() if not name.startswith("hybrid")]
+    accuracy = Section("accuracy", "MNIST test accuracy", tables=[Table(
+        "accuracy", "Accuracy on the MNIST test digits alone (%)", ["classifier", "accuracy (%)", "paper (%)"],
+        accuracy_rows)], paragraphs=[f"{o.name}: {o.note}." for o in outcomes if o.note])
+    rc_rows = [[name, round(s["aurc"], 5), round(s["min_risk"], 5), round(s["coverage_at_min_risk"], 4),
+                round(s["risk_at_full_coverage"], 4), s["inputs_at_max_confidence"], s["ood_at_max_confidence"]]
+               for name, s in summaries.items()]
+    curves = {name: _thin(s["curve"]["coverage"], s["curve"]["risk"]) for name, s in summaries.items()}
+    rc_figure = figures.xy_plot(
+        "risk_coverage", "Risk-coverage curves (Wang et al., Figures 8 and 9a)",
+        "Each classifier keeps its most confident inputs; coverage = share kept, risk = share of kept inputs "
+        "that are wrong (out-of-distribution images are always wrong). Tied confidences are never split.",
+        curves, xlabel="coverage", ylabel="risk")
+    risk = Section(
+        "risk_coverage", "Risk-coverage on MNIST mixed with out-of-distribution images",
+        paragraphs=[f"Test set: {num_in} MNIST test digits and "
+                    + (", ".join(f"{n} {SET_TITLES[s]} images" for s, n in num_out.items()) or "no OoD images")
+                    + "; out-of-distribution images count as wrong whatever label they get.",
+                    "Lowest risk is the lowest a confidence threshold attains, at the largest coverage that attains "
+                    "it; 'at max confidence' counts the inputs that share the classifier's highest confidence "
+                    "(a threshold cannot separate them)."],
+        tables=[Table("risk_coverage", "AURC and lowest attainable risk per classifier",
+                      ["classifier", "AURC", "lowest risk", "coverage at lowest risk", "risk at full coverage",
+                       "inputs at max confidence", "OoD at max confidence"], rc_rows)],
+        figures=[rc_figure])
+    sections = [accuracy, risk]
+    if search_rows:
+        sections.append(Section(
+            "synthesis", "Classification by synthesis: explanations and the latent search",
+            paragraphs=[f"Latent search: {spec.draws} prior draws per class (shared by all images), the encoder "
+                        f"mean where there is one, then {spec.steps} Adam steps (learning rate {spec.learning_rate}) "
+                        f"on every image and class at once, latents kept in [-{spec.latent_bound}, "
+                        f"{spec.latent_bound}]."],
+            tables=[Table("latent_search", "Latent search cost",
+                          ["generators", "images", "classes", "latent dim", "prior draws", "Adam steps", "seconds",
+                           "in generator passes (s)", "in generator passes (%)", "generations per second"],
+                          search_rows)],
+            figures=explanation_figures))
+    return sections
+
+
+__all__ = ["KIND", "MethodOutcome", "SelectiveAuditSpec", "compare_curves", "risk_at", "run", "spec_from_toml",
+           "summarise"]

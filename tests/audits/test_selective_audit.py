@@ -1,0 +1,149 @@
+"""The selective-classification audit: hand-made curves, the audit file, a tiny-model run, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppl_audit import cli
+from ppl_audit.audits import load_audit_file
+from ppl_audit.audits import selective
+from ppl_audit.audits.selective import MethodOutcome, SelectiveAuditSpec, compare_curves, risk_at, summarise
+from ppl_audit.data import load_dataset
+from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.generative.class_generators import ClassGAN
+from ppl_audit.generative.vae_ensemble import VAEEnsemble
+from ppl_audit.report import write_report
+
+REPO = Path(__file__).resolve().parents[2]
+SELECTIVE_FILE = REPO / "analyses" / "mnist-selective.toml"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_summary_of_a_hand_made_case():
+    # 4 MNIST digits (3 right) and 2 OoD images; one OoD image shares the top confidence
+    outcome = MethodOutcome("toy", torch.tensor([0, 1, 2, 9, 5, 5]), torch.tensor([1.0, 0.9, 0.8, 0.2, 1.0, 0.1]))
+    s = summarise(outcome, torch.tensor([0, 1, 2, 3]), 4)
+    assert s["mnist_accuracy"] == 0.75
+    assert s["inputs_at_max_confidence"] == 2 and s["ood_at_max_confidence"] == 1
+    # thresholds: {1.0}: 1 of 2 wrong; +0.9: 1/3; +0.8: 1/4; +0.2: 2/5; +0.1: 3/6
+    assert s["curve"]["coverage"] == pytest.approx([2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])
+    assert s["curve"]["risk"] == pytest.approx([0.5, 1 / 3, 0.25, 0.4, 0.5])
+    assert s["min_risk"] == pytest.approx(0.25) and s["coverage_at_min_risk"] == pytest.approx(4 / 6)
+
+
+def test_summary_refuses_mismatched_inputs():
+    with pytest.raises(InvalidInputError, match="toy"):
+        summarise(MethodOutcome("toy", torch.zeros(3, dtype=torch.long), torch.zeros(2)), torch.zeros(2), 2)
+
+
+def test_curve_comparison_on_a_grid():
+    cnn = {"coverage": [0.6, 1.0], "risk": [0.1, 0.2]}  # a CNN whose first threshold keeps 60%
+    better = {"coverage": [0.2, 0.6, 1.0], "risk": [0.0, 0.05, 0.2]}
+    worse_late = {"coverage": [0.2, 1.0], "risk": [0.0, 0.25]}
+    assert risk_at(cnn, 0.2) == 0.1  # below its first point the CNN is charged that point's risk
+    assert compare_curves(better, cnn, grid=(0.2, 0.6, 1.0))["at_or_below_everywhere"]
+    assert compare_curves(worse_late, cnn, grid=(0.2, 0.6, 1.0))["above"] == [0.6, 1.0]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"ood_sets": ("mnist",)}, "ood_sets must be distinct names"),
+    ({"num_out": 0}, "num_out must be a positive integer"),
+    ({"sdim_percentile": 5}, "sdim_percentile must be 1 or 2"),
+    ({"steps": -2}, "steps must be an integer >= 0"),
+    ({"cnn": ""}, "cnn must name"),
+])
+def test_spec_errors_name_the_problem(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        SelectiveAuditSpec(**kwargs)
+
+
+def test_audit_file_spells_out_the_papers_test_set():
+    module, spec, seed = load_audit_file(SELECTIVE_FILE)
+    assert module is selective and seed == 0
+    assert spec.ood_sets == ("omniglot", "notmnist") and spec.class_vae == "mnist-class-vae"
+
+
+def test_audit_file_smoke_run_with_tiny_models(mnist_fixture_dir, mnist_classifier):
+    """The shipped file's spec runs end to end when its models and images are swapped for tiny ones."""
+    import dataclasses
+
+    from ppl_audit.classifiers.sdim import SDIM, SDIMClassifier, fit_thresholds
+
+    _, spec, seed = load_audit_file(SELECTIVE_FILE)
+    spec = dataclasses.replace(spec, draws=8, steps=2, device="cpu")
+    test = load_dataset("mnist", "test", data_dir=mnist_fixture_dir)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        sdim = SDIM(channels=(4, 8, 8), representation_dim=6, mi_units=4).eval()
+    fit_thresholds(sdim, test.images, test.labels)
+    models = {"cnn": mnist_classifier, "class_vae": VAEEnsemble(10, 2, (16,), seed=0).eval(),
+              "class_gan": ClassGAN(10, 3, (8,), (8,), seed=0).eval(), "sdim": SDIMClassifier(sdim),
+              "train": (test.images, test.labels)}
+    images = {"mnist": (test.images[:20], test.labels[:20]), "omniglot": torch.rand(6, 1, 28, 28),
+              "notmnist": torch.rand(6, 1, 28, 28)}
+    report = selective.run(spec, seed=seed, models=models, images=images)
+    assert len(report.metrics["methods"]) == 7 and report.metrics["num_out"] == {"omniglot": 6, "notmnist": 6}
+
+
+def test_bad_audit_file_is_an_audit_file_error(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[audit]\nkind = "selective"\nsteps = "many"\n')
+    with pytest.raises(AuditFileError, match="a.toml"):
+        load_audit_file(path)
+
+
+def test_tiny_run_is_seeded_and_reports_every_method(mnist_fixture_dir, mnist_classifier, tmp_path):
+    test = load_dataset("mnist", "test", data_dir=mnist_fixture_dir)
+    models = {"cnn": mnist_classifier, "class_vae": VAEEnsemble(10, 2, (16,), seed=0).eval(),
+              "class_gan": ClassGAN(10, 3, (8,), (8,), seed=0).eval(), "train": (test.images, test.labels)}
+    images = {"mnist": (test.images[:40], test.labels[:40]), "omniglot": torch.rand(10, 1, 28, 28) ** 4}
+    spec = SelectiveAuditSpec(sdim="", ood_sets=("omniglot",), draws=16, steps=3, explanations=4, device="cpu")
+    first = selective.run(spec, seed=3, models=models, images=dict(images))
+    second = selective.run(spec, seed=3, models=models, images=dict(images))
+    methods = first.metrics["methods"]
+    assert set(methods) == {"CNN", "VAE synthesis", "hybrid (VAE confidence, CNN label)", "GAN synthesis",
+                            "hybrid (GAN confidence, CNN label)", "1-NN"}
+    assert methods == second.metrics["methods"]
+    assert methods["1-NN"]["mnist_accuracy"] == 1.0  # the 40 digits are in its training set
+    assert first.metrics["num_out"] == {"omniglot": 10}
+    out = write_report(first, tmp_path / "report")
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["kind"] == "selective"
+    assert {f["name"] for s in saved["sections"] for f in s["figures"]} >= {
+        "risk_coverage", "explanation_class_vae", "explanation_class_gan"}
+
+
+def test_tiny_run_with_sdim_adds_its_tables_and_a_risk_coverage_row(mnist_fixture_dir, mnist_classifier, tmp_path):
+    from ppl_audit.classifiers.sdim import SDIM, SDIMClassifier, fit_thresholds
+
+    test = load_dataset("mnist", "test", data_dir=mnist_fixture_dir)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = SDIM(channels=(4, 8, 8), representation_dim=6, mi_units=4).eval()
+    fit_thresholds(module, test.images, test.labels)
+    models = {"cnn": mnist_classifier, "sdim": SDIMClassifier(module)}
+    spec = SelectiveAuditSpec(class_vae="", class_gan="", nearest_neighbour=False, ood_sets=("notmnist",),
+                              device="cpu")
+    report = selective.run(spec, models=models, images={"mnist": (test.images[:30], test.labels[:30]),
+                                                        "notmnist": torch.rand(8, 1, 28, 28)})
+    assert set(report.metrics["methods"]) == {"CNN", "SDIM"}
+    rows = report.metrics["sdim"]["table_2"]
+    assert [r["percentile"] for r in rows] == [1, 2]
+    assert 0 <= report.metrics["sdim"]["table_3"]["notmnist"]["percentile_1"] <= 1
+    assert {t.name for s in report.sections for t in s.tables} >= {"sdim_table_2", "sdim_table_3"}
+    out = write_report(report, tmp_path / "report")  # every metric must serialise
+    assert json.loads((out / "report.json").read_text())["metrics"]["sdim"]["table_2"][0]["percentile"] == 1
+
+
+def test_cli_refuses_a_bad_selective_audit_file_with_exit_status_2(tmp_path, capsys):
+    path = tmp_path / "a.toml"
+    path.write_text('[audit]\nkind = "selective"\nood_sets = ["cifar"]\n')
+    status = cli.main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"])
+    assert status == 2
+    assert "ood_sets" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
