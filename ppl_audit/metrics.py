@@ -181,6 +181,24 @@ def roc_points(scores_in, scores_out) -> dict:
 # --------------------------------------------------------------------------- selective classification
 
 
+def _selective_inputs(confidence, correct, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(confidence as float64, correct as bool)`` flat arrays, checked: non-empty, equal lengths, no NaN.
+
+    A list's floats keep double precision (``torch.as_tensor`` would round
+    them to float32 and could tie confidences that differ).
+    """
+    conf = (confidence.detach().cpu().double().numpy() if isinstance(confidence, torch.Tensor)
+            else np.asarray(confidence, dtype=np.float64)).ravel()
+    ok = np.asarray(torch.as_tensor(correct).detach().cpu().numpy()).ravel().astype(bool)
+    if conf.size == 0:
+        raise InvalidInputError(f"{caller} needs at least one input")
+    if ok.shape != conf.shape:
+        raise InvalidInputError(f"confidence has {conf.size} entries but correct has {ok.size}")
+    if np.isnan(conf).any():
+        raise ModelOutputError(f"{int(np.isnan(conf).sum())} of {conf.size} confidences are NaN")
+    return conf, ok
+
+
 def risk_coverage(confidence, correct) -> dict:
     """The risk-coverage curve of a selective classifier and its area (AURC; Geifman & El-Yaniv 2017).
 
@@ -224,16 +242,9 @@ def risk_coverage(confidence, correct) -> dict:
     >>> round(rc["aurc"], 4)
     0.1458
     """
-    conf = np.asarray(torch.as_tensor(confidence).detach().cpu().double().numpy(), dtype=np.float64).ravel()
-    ok = np.asarray(torch.as_tensor(correct).detach().cpu().numpy()).ravel()
-    if conf.size == 0:
-        raise InvalidInputError("risk_coverage needs at least one input")
-    if ok.shape != conf.shape:
-        raise InvalidInputError(f"confidence has {conf.size} entries but correct has {ok.size}")
-    if np.isnan(conf).any():
-        raise ModelOutputError(f"{int(np.isnan(conf).sum())} of {conf.size} confidences are NaN")
+    conf, ok = _selective_inputs(confidence, correct, "risk_coverage")
     order = np.argsort(-conf, kind="stable")
-    conf, errors = conf[order], (~ok.astype(bool))[order].astype(np.float64)
+    conf, errors = conf[order], (~ok)[order].astype(np.float64)
     n = conf.size
     cum_errors = np.cumsum(errors)
     # the last index of each group of tied confidences: thresholds sit only there
@@ -289,15 +300,7 @@ def selective_risk(confidence, correct, threshold: float) -> dict:
     ...
     ppl_audit.errors.InvalidInputError: threshold 1.5 is outside the observed confidences [0.8, 0.9]: it would keep nothing
     """
-    conf = (confidence.detach().cpu().double().numpy() if isinstance(confidence, torch.Tensor)
-            else np.asarray(confidence, dtype=np.float64)).ravel()  # a list's floats keep double precision
-    ok = np.asarray(torch.as_tensor(correct).detach().cpu().numpy()).ravel().astype(bool)
-    if conf.size == 0:
-        raise InvalidInputError("selective_risk needs at least one input")
-    if ok.shape != conf.shape:
-        raise InvalidInputError(f"confidence has {conf.size} entries but correct has {ok.size}")
-    if np.isnan(conf).any():
-        raise ModelOutputError(f"{int(np.isnan(conf).sum())} of {conf.size} confidences are NaN")
+    conf, ok = _selective_inputs(confidence, correct, "selective_risk")
     low, high = float(conf.min()), float(conf.max())
     if not isinstance(threshold, (int, float)) or math.isnan(threshold):
         raise InvalidInputError(f"threshold must be a number, got {threshold!r}")

@@ -879,10 +879,13 @@ class SDIMDetector(Detector):
         self.classifier = classifier
         self.percentile = percentile
 
+    def scores_from(self, prediction: SelectivePrediction) -> torch.Tensor:
+        """Scores ``(N,)`` from a :meth:`SDIMClassifier.predict` at this detector's percentile."""
+        return check_scores(prediction.threshold - prediction.max_log_likelihood, len(prediction.labels), self.name)
+
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Scores ``(N,)``: higher = more reason to reject."""
-        pred = self.classifier.predict(x, self.percentile)
-        return check_scores(pred.threshold - pred.max_log_likelihood, x.shape[0], self.name)
+        return self.scores_from(self.classifier.predict(x, self.percentile))
 
     def rejects(self, x: torch.Tensor) -> torch.Tensor:
         """Boolean ``(N,)``: rejected at the detector's percentile."""
