@@ -13,9 +13,12 @@ search in at most 15 minutes on 2 CPU cores.
 
 Run (from the repository root):
       .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data        # results/synthesis_mnist.json
-Search settings are tuned on training images, never on the test digits:
-      .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --split train --num 1000 \\
-          --steps 50 --name synthesis_tuning_steps50
+Search settings are tuned on training images, never on the test digits (the
+last --num training digits; the latent ball of 90% prior mass was chosen this way):
+      .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --split train --num 4000 \\
+          --cards mnist-class-vae --name synthesis_tuning_vae_ball90
+(results/synthesis_tuning_vae_box3.json is the same command at commit 84dbbb7, whose search kept
+latents in the box [-3, 3]^D: 28 errors on those 4,000 digits against 24 in the ball.)
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--draws", type=int, default=SearchConfig.draws)
     parser.add_argument("--steps", type=int, default=SearchConfig.steps)
     parser.add_argument("--learning-rate", type=float, default=SearchConfig.learning_rate)
-    parser.add_argument("--latent-bound", type=float, default=SearchConfig.latent_bound,
-                        help="0 for an unconstrained search")
+    parser.add_argument("--prior-mass", type=float, default=SearchConfig.prior_mass,
+                        help="latents kept in the ball holding this much prior mass; 0 for an unconstrained search")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="synthesis_mnist")
     args = parser.parse_args(argv)
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
         images, labels = (images[-args.num:], labels[-args.num:]) if args.split == "train" else (
             images[:args.num], labels[:args.num])
     config = SearchConfig(draws=args.draws, steps=args.steps, learning_rate=args.learning_rate,
-                          latent_bound=args.latent_bound or None)
+                          prior_mass=args.prior_mass or None)
     rows, results = [], {}
     for card in args.cards:
         trained = load_class_generators(card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")

@@ -13,7 +13,7 @@ from torch import nn
 from ppl_audit import training
 from ppl_audit.cache import load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, parse_card
-from ppl_audit.errors import AuditFileError, WeightsError
+from ppl_audit.errors import AuditFileError
 from ppl_audit.report import write_report
 from ppl_audit.training import (
     Trainer,

@@ -79,7 +79,7 @@ class SelectiveAuditSpec:
         MNIST test digits (all 10,000 when absent).
     num_out : int
         At most this many images of each out-of-distribution set.
-    draws, steps, learning_rate, latent_bound
+    draws, steps, learning_rate, prior_mass
         The latent search (:class:`~ppl_audit.classifiers.synthesis.SearchConfig`).
     sdim_percentile : int
         Which stored threshold (1 or 2) gives SDIM's risk-coverage confidence.
@@ -101,7 +101,7 @@ class SelectiveAuditSpec:
     draws: int = 1000
     steps: int = 100
     learning_rate: float = 0.05
-    latent_bound: float | None = 3.0
+    prior_mass: float | None = 0.9
     sdim_percentile: int = 1
     explanations: int = NUM_EXPLANATIONS
     device: str = "auto"
@@ -122,14 +122,14 @@ class SelectiveAuditSpec:
                                     f"{self.sdim_percentile!r}")
         if not self.cnn:
             raise InvalidInputError("cnn must name a lenet-classifier card (the baseline and the hybrids' labeller)")
-        self.search_config()  # validates draws, steps, learning_rate, latent_bound
+        self.search_config()  # validates draws, steps, learning_rate, prior_mass
 
     def search_config(self):
         """The latent search these fields describe."""
         from ppl_audit.classifiers.synthesis import SearchConfig
 
         return SearchConfig(draws=self.draws, steps=self.steps, learning_rate=self.learning_rate,
-                            latent_bound=self.latent_bound)
+                            prior_mass=self.prior_mass)
 
 
 def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[SelectiveAuditSpec, int]:
@@ -505,6 +505,13 @@ def _thin(xs, ys, max_points: int = MAX_CURVE_POINTS):
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
+def _latent_region(prior_mass: float | None) -> str:
+    """How the search constrains latents, in words."""
+    if prior_mass is None:
+        return "no region (unconstrained)"
+    return f"the ball around 0 holding {100 * prior_mass:g}% of each class prior's mass"
+
+
 def _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanation_figures) -> list[Section]:
     accuracy_rows = [[name, round(100 * s["mnist_accuracy"], 2), PAPER_ACCURACY.get(name),
                       TARGET_ACCURACY.get(name)]
@@ -539,8 +546,8 @@ def _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanati
             "synthesis", "Classification by synthesis: explanations and the latent search",
             paragraphs=[f"Latent search: {spec.draws} prior draws per class (shared by all images), the encoder "
                         f"mean where there is one, then {spec.steps} Adam steps (learning rate {spec.learning_rate}) "
-                        f"on every image and class at once, latents kept in [-{spec.latent_bound}, "
-                        f"{spec.latent_bound}]."],
+                        f"on every image and class at once, latents kept in "
+                        f"{_latent_region(spec.prior_mass)}."],
             tables=[Table("latent_search", "Latent search cost",
                           ["generators", "images", "classes", "latent dim", "prior draws", "Adam steps", "seconds",
                            "in generator passes (s)", "in generator passes (%)", "generations per second"],

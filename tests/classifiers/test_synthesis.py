@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scipy.stats import chi2
 
 from ppl_audit.classifiers.synthesis import (
     SearchConfig,
@@ -11,6 +12,7 @@ from ppl_audit.classifiers.synthesis import (
     _squared_distances,
     explanation_figure,
     latent_search,
+    prior_ball_radius,
 )
 from ppl_audit.detectors.synthesis import HybridDetector, SynthesisDetector
 from ppl_audit.errors import InvalidInputError, ModelOutputError
@@ -61,11 +63,14 @@ def test_chunks_do_not_change_the_answer(gan):
     torch.testing.assert_close(one.distances, chunked.distances, rtol=1e-4, atol=1e-4)
 
 
-def test_the_optimiser_never_ends_worse_than_its_start_and_respects_the_bound(gan):
+def test_the_optimiser_never_ends_worse_than_its_start_and_stays_in_the_prior_ball(gan):
     x = torch.rand(6, 1, 28, 28)
-    result = latent_search(gan, x, SearchConfig(draws=32, steps=20, learning_rate=0.5, latent_bound=0.5))
+    result = latent_search(gan, x, SearchConfig(draws=32, steps=20, learning_rate=0.5, prior_mass=0.3))
     assert bool((result.distances <= result.start_distances + 1e-6).all())
-    assert float(result.latents.abs().max()) <= 0.5
+    radius = prior_ball_radius(0.3, gan.latent_dim)
+    assert float(result.latents.norm(dim=-1).max()) <= radius + 1e-5
+    # a large step size pushes latents to the boundary, so the projection is exercised
+    assert float(result.latents.norm(dim=-1).max()) > 0.9 * radius
     assert result.generator_seconds <= result.seconds
 
 
@@ -134,8 +139,17 @@ def test_bad_inputs_are_named(gan):
         latent_search(object(), torch.rand(1, 1, 28, 28), FAST)
     with pytest.raises(InvalidInputError, match="pixel_noise"):
         SynthesisClassifier(gan, ("a", "b", "c"), pixel_noise=0)
-    with pytest.raises(InvalidInputError, match="latent_bound"):
-        SearchConfig(latent_bound=-1)
+    for mass in (-1, 0, 1, True):
+        with pytest.raises(InvalidInputError, match="prior_mass"):
+            SearchConfig(prior_mass=mass)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 10, 15, 64])
+@pytest.mark.parametrize("mass", [0.1, 0.5, 0.9, 0.999])
+def test_the_prior_ball_holds_the_asked_mass(dim, mass):
+    # known answer: ||z||^2 of a standard normal in `dim` dimensions is chi-squared(dim)
+    expected = chi2.ppf(mass, dim) ** 0.5
+    assert prior_ball_radius(mass, dim) == pytest.approx(expected, rel=1e-9)
 
 
 def test_a_nan_generator_is_a_model_error():
