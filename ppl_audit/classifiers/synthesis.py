@@ -35,9 +35,9 @@ problem is solved side by side:
 The optimiser helps each class's generator come closer to the image, the
 wrong classes' generators most of all, since the right class's start is
 usually close already: on 4,000 MNIST training digits the class VAEs' search
-made 28 errors with latents in the box ``[-3, 3]^10``, 24 in the ball of 90%
-prior mass (19 from the start alone); on the class GANs the two constraints
-tied (``benchmarks/synthesis_mnist.py --split train``).
+made 28 errors with latents in the box ``[-3, 3]^10`` and 24 in the ball of
+90% prior mass (their starts alone: 19 and 16); on the class GANs the two
+constraints tied (``benchmarks/synthesis_mnist.py --split train``).
 
 Examples
 --------
@@ -293,8 +293,9 @@ def latent_search(generators, x: torch.Tensor, config: SearchConfig = SearchConf
                     best_d2 = torch.where(better, d2, best_d2)
                     best_z = torch.where(better[..., None], z, best_z)
                 optimiser.step()
-                with torch.no_grad():
-                    z.copy_(_project(z, radius))
+                if radius is not None:
+                    with torch.no_grad():
+                        z.copy_(_project(z, radius))
                 done += 1
                 report(progress, SEARCH_TASK, done, total_steps)
             if config.steps:  # the last step's update has not been scored yet
