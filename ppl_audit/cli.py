@@ -31,17 +31,18 @@ class _Progress:
 
     def __call__(self, task: str, done: int, total: int) -> None:
         bar = self._bars.get(task)
-        if bar is None:
-            for other in self._bars.values():
-                other.close()
+        if bar is None or done < bar.n:  # a new task, or one that runs again (one search per generator)
+            self.close()
             bar = self._bars[task] = self._tqdm(total=total, desc=task, file=sys.stderr, leave=False, mininterval=0.5)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
+            del self._bars[task]
 
     def close(self):
         for bar in self._bars.values():
             bar.close()
+        self._bars.clear()
 
 
 def _parse_target(text: str) -> tuple[float, ...]:

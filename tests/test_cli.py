@@ -596,3 +596,25 @@ def test_unknown_method_is_a_usage_error(tmp_path, tiny, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["levelset", "--target", "0.5,0.5", "--method", "magic", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2
+
+
+def test_progress_draws_a_fresh_bar_when_a_finished_task_runs_again(capsys):
+    from ppl_audit.cli import _Progress
+
+    progress = _Progress()
+    created = []
+    real = progress._tqdm
+
+    def spy(*args, **kwargs):
+        created.append(kwargs["desc"])
+        return real(*args, **kwargs)
+
+    progress._tqdm = spy
+    for run in range(2):  # e.g. the latent search of the VAEs, then of the GANs
+        for done in range(1, 4):
+            progress("latent search", done, 3)
+    progress("training", 1, 2)
+    progress("latent search", 1, 3)  # interrupted tasks restart too
+    progress.close()
+    assert created == ["latent search", "latent search", "training", "latent search"]
+    assert progress._bars == {}
