@@ -16,6 +16,10 @@ ensemble, with member ``c`` = class ``c``):
 * **per-class GANs** (card kind ``class-gan``, ``models/mnist-class-gan.toml``):
   :class:`ClassGAN`, MLP WGAN-GP generators with a 15-dimensional latent (the
   paper's), each with its own critic that sees only its class's images.
+  Optionally the kept generator is the exponential moving average of the
+  generator's weights over training (:class:`ParameterAverage`, card key
+  ``generator_ema_decay``; Yazici et al., "The Unusual Effectiveness of
+  Averaging in GAN Training", 2019).
 
 Both expose the interface :mod:`ppl_audit.classifiers.synthesis` searches:
 ``num_members`` (= classes), ``latent_dim`` and ``decode(z)`` mapping latents
@@ -37,7 +41,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -225,6 +229,57 @@ def class_gradient_penalty(gan: ClassGAN, real: torch.Tensor, fake: torch.Tensor
     return (grad.norm(dim=-1) - 1).square().mean(1)
 
 
+class ParameterAverage:
+    """Exponential moving average of a module's parameters: ``avg <- decay * avg + (1 - decay) * theta``.
+
+    Started at the module's current parameters; :meth:`update` after every
+    optimiser step, :meth:`copy_to` to load the average into a module of the
+    same architecture. A GAN generator's weights oscillate around an
+    equilibrium under simultaneous gradient play; their average lies nearer
+    it (Yazici et al., 2019, who use ``decay = 0.999``).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module whose parameters are averaged (buffers are not: the
+        generators here have none).
+    decay : float
+        In ``[0, 1)``; the average's horizon is about ``1 / (1 - decay)`` steps.
+
+    Examples
+    --------
+    >>> layer = nn.Linear(1, 1, bias=False)
+    >>> _ = layer.weight.data.fill_(0.0)
+    >>> average = ParameterAverage(layer, decay=0.5)
+    >>> _ = layer.weight.data.fill_(1.0)
+    >>> average.update(layer)
+    >>> average.update(layer)
+    >>> float(average.shadow[0])
+    0.75
+    """
+
+    def __init__(self, module: nn.Module, decay: float):
+        if not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and 0 <= decay < 1):
+            raise InvalidInputError(f"the average's decay must be a number in [0, 1), got {decay!r}")
+        self.decay = float(decay)
+        self.shadow = [p.detach().clone() for p in module.parameters()]
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        """Move the average ``(1 - decay)`` of the way to the module's current parameters."""
+        params = [p.detach() for p in module.parameters()]
+        if len(params) != len(self.shadow):
+            raise InvalidInputError(f"the module has {len(params)} parameter tensors, the average {len(self.shadow)}")
+        for average, param in zip(self.shadow, params):  # a handful of tensors, not a per-sample loop
+            average.lerp_(param, 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> None:
+        """Overwrite the module's parameters with the average."""
+        for p, a in zip(module.parameters(), self.shadow, strict=True):
+            p.copy_(a)
+
+
 # --------------------------------------------------------------------------- cards
 
 
@@ -275,6 +330,9 @@ class ClassGANConfig:
 
     ``epochs`` counts generator steps in units of one pass over the average
     class's images by the critic (``critic_steps`` batches per generator step).
+    ``generator_ema_decay`` > 0 keeps the exponential moving average of the
+    generators' weights (:class:`ParameterAverage`) instead of their last
+    values; 0 (the default) keeps the last values.
 
     Examples
     --------
@@ -296,6 +354,7 @@ class ClassGANConfig:
     beta2: float = 0.9
     critic_steps: int = 5
     gradient_penalty: float = 10.0
+    generator_ema_decay: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -305,6 +364,9 @@ class ClassGANConfig:
         _check_widths("generator_hidden", self.generator_hidden)
         _check_widths("critic_hidden", self.critic_hidden)
         check_adversarial_fields(self)
+        value = self.generator_ema_decay
+        check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,
+                    "generator_ema_decay", value, "a number in [0, 1) (0: keep the last weights)")
 
 
 def build_class_vae(card: ModelCard) -> VAEEnsemble:
@@ -421,14 +483,25 @@ def train_class_vae(card: ModelCard, *, data_dir=None, device="auto",
     return TrainResult(vae.cpu(), metrics, curves)
 
 
-def train_class_gan(card: ModelCard, *, data_dir=None, device="auto",
-                    progress: ProgressFn | None = None) -> TrainResult:
+def train_class_gan(card: ModelCard, *, data_dir=None, device="auto", progress: ProgressFn | None = None,
+                    on_generator_step: Callable[[ClassGAN, int], None] | None = None) -> TrainResult:
     """Train one WGAN-GP per class (Gulrajani et al., Algorithm 1), all classes in one batched pass per step.
 
     Each critic step draws ``batch_size`` real images of every class, the
     same number of fakes from each class's generator, and minimises
     ``D_c(fake) - D_c(real) + lambda * GP_c`` summed over classes; each
-    generator step minimises ``-D_c(G_c(z))``. Adam as the card says.
+    generator step minimises ``-D_c(G_c(z))``. Adam as the card says. With
+    ``generator_ema_decay`` > 0 the returned generators carry the moving
+    average of their weights; the critics keep their last weights, and the
+    test critic gap is measured with the averaged generators.
+
+    Parameters
+    ----------
+    on_generator_step : callable, optional
+        Called as ``on_generator_step(gan, step)`` after every generator
+        update (``step`` counts from 1) with the raw, not averaged, weights:
+        for monitoring, e.g. a benchmark tracking other averages. It must not
+        change ``gan``.
 
     Returns
     -------
@@ -460,6 +533,7 @@ def train_class_gan(card: ModelCard, *, data_dir=None, device="auto",
     g_steps = max(1, steps_per_epoch(train.labels, c, b) // config.critic_steps)
     flat_images = train.images.flatten(1)
     history: dict[str, list[list[float]]] = {"gap": [], "critic_loss": []}
+    average = ParameterAverage(gan.generator, config.generator_ema_decay) if config.generator_ema_decay else None
     gan.train()
     for epoch in range(config.epochs):
         batches = class_batches(train.labels, c, b, g_steps * config.critic_steps, generator)
@@ -481,6 +555,10 @@ def train_class_gan(card: ModelCard, *, data_dir=None, device="auto",
             g_opt.zero_grad(set_to_none=True)
             g_loss.sum().backward()
             g_opt.step()
+            if average is not None:
+                average.update(gan.generator)
+            if on_generator_step is not None:
+                on_generator_step(gan, epoch * g_steps + s + 1)
             report(progress, GAN_TASK, epoch * g_steps + s + 1, config.epochs * g_steps)
         if not bool(torch.isfinite(loss_sum).all()):
             bad = (~torch.isfinite(loss_sum)).nonzero().flatten().tolist()
@@ -488,6 +566,8 @@ def train_class_gan(card: ModelCard, *, data_dir=None, device="auto",
                                    f"epoch {epoch + 1}; lower learning_rate = {config.learning_rate}")
         history["gap"].append((gap_sum / g_steps).tolist())
         history["critic_loss"].append((loss_sum / g_steps).tolist())
+    if average is not None:
+        average.copy_to(gan.generator)
     gan.eval()
     gaps = critic_gaps(gan, test.images, test.labels)
     metrics = {"test_critic_gap": sum(gaps) / c, "test_critic_gap_per_class": gaps,
@@ -606,6 +686,7 @@ __all__ = [
     "ClassGANConfig",
     "ClassVAEConfig",
     "GAN_TRAINER",
+    "ParameterAverage",
     "VAE_TRAINER",
     "build_class_gan",
     "build_class_vae",

@@ -11,6 +11,7 @@ from ppl_audit.generative.class_generators import (
     ClassGAN,
     ClassGANConfig,
     ClassVAEConfig,
+    ParameterAverage,
     build_class_gan,
     build_class_vae,
     class_batches,
@@ -91,6 +92,8 @@ def test_own_class_elbo_reads_each_vae_on_its_own_class_only():
     (ClassGANConfig, {"critic_hidden": (0,)}, "critic_hidden must be a non-empty list"),
     (ClassGANConfig, {"beta1": 1.0}, r"beta1 must be a number in \[0, 1\)"),
     (ClassGANConfig, {"gradient_penalty": -1}, "gradient_penalty must be a number >= 0"),
+    (ClassGANConfig, {"generator_ema_decay": 1.0}, r"generator_ema_decay must be a number in \[0, 1\)"),
+    (ClassGANConfig, {"generator_ema_decay": -0.1}, r"generator_ema_decay must be a number in \[0, 1\)"),
 ])
 def test_config_errors_name_the_field(cls, kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
@@ -122,3 +125,54 @@ def test_tiny_training_is_seeded_and_reports_per_class_metrics(name, tiny_mnist_
     assert first.metrics[key] == second.metrics[key]
     for a, b in zip(first.module.state_dict().values(), second.module.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_parameter_average_is_the_exponentially_weighted_sum_of_the_iterates():
+    layer = torch.nn.Linear(2, 1)
+    start = [p.detach().clone() for p in layer.parameters()]
+    average = ParameterAverage(layer, decay=0.8)
+    iterates = []
+    for k in range(3):
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(float(k + 1))
+        iterates.append([p.detach().clone() for p in layer.parameters()])
+        average.update(layer)
+    # avg_3 = 0.8^3 theta_0 + 0.2 (0.8^2 theta_1 + 0.8 theta_2 + theta_3)
+    for i, got in enumerate(average.shadow):
+        expected = 0.8 ** 3 * start[i] + 0.2 * (0.64 * iterates[0][i] + 0.8 * iterates[1][i] + iterates[2][i])
+        torch.testing.assert_close(got, expected)
+    target = torch.nn.Linear(2, 1)
+    average.copy_to(target)
+    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), average.shadow))
+
+
+def test_parameter_average_refuses_a_decay_outside_the_unit_interval():
+    with pytest.raises(InvalidInputError, match=r"decay must be a number in \[0, 1\), got 1.0"):
+        ParameterAverage(torch.nn.Linear(1, 1), 1.0)
+
+
+def test_averaged_training_keeps_the_average_of_the_generator_steps_and_leaves_the_critic(
+        tiny_mnist_card, mnist_fixture_dir):
+    from ppl_audit.generative.class_generators import train_class_gan
+
+    card = tiny_mnist_card("mnist-class-gan", training={"generator_ema_decay": 0.7})
+    plain_card = tiny_mnist_card("mnist-class-gan")
+    tracked, steps = {}, []
+
+    def hook(gan, step):
+        steps.append(step)
+        if "average" not in tracked:  # the hook sees the weights after step 1; start from the initial ones
+            tracked["average"] = ParameterAverage(build_class_gan(card).generator, 0.7)
+        tracked["average"].update(gan.generator)
+
+    averaged = train_class_gan(card, data_dir=mnist_fixture_dir, device="cpu", on_generator_step=hook)
+    plain = train_class_gan(plain_card, data_dir=mnist_fixture_dir, device="cpu")
+    assert steps == list(range(1, averaged.metrics["generator_steps"] + 1))
+    for got, expected in zip(averaged.module.generator.parameters(), tracked["average"].shadow):
+        torch.testing.assert_close(got, expected)
+    # the average changes only what is kept: the critics follow the same trajectory
+    for a, b in zip(averaged.module.critic_net.parameters(), plain.module.critic_net.parameters()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(averaged.module.generator.parameters(),
+                                                      plain.module.generator.parameters()))
