@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     for table, key, value in args.set:
         tables.setdefault(table, {})[key] = value
     card = load_card(args.card).with_overrides(**tables)
+    overrides = [f"{t}.{k}={v}" for t, k, v in args.set]
     averages: dict[float, ParameterAverage] = {}
 
     def track(gan, step):
@@ -111,12 +112,13 @@ def main(argv=None) -> int:
         results[name] = {"errors": errors, "accuracy_percent": round(100 * (1 - errors / len(labels)), 2),
                          "search_seconds": round(search.seconds, 1)}
         rows.append([name, errors, results[name]["accuracy_percent"], results[name]["search_seconds"]])
-    print(f"{card.name} {' '.join(f'{t}.{k}={v}' for t, k, v in args.set)}: {args.epochs} epochs on the first {MNIST_TRAIN - args.holdout} training digits "
+    print(f"{' '.join([card.name, *overrides])}: {args.epochs} epochs on the first {MNIST_TRAIN - args.holdout} "
+          f"training digits "
           f"({result.metrics['generator_steps']} generator steps, {result.metrics['seconds']:.0f} s); "
           f"scored on the last {args.holdout}")
     print_table(["generators", "errors", "accuracy %", "search (s)"], rows)
     path = write_results(args.name, {
-        "machine": machine(), "card": card.name, "overrides": [f"{t}.{k}={v}" for t, k, v in args.set],
+        "machine": machine(), "card": card.name, "overrides": overrides,
         "recipe_hash": card.recipe_hash, "epochs": args.epochs, "num_train": MNIST_TRAIN - args.holdout,
         "holdout": args.holdout, "threads": args.threads, "search": vars(config),
         "generator_steps": result.metrics["generator_steps"], "train_seconds": round(result.metrics["seconds"], 1),

@@ -461,7 +461,7 @@ def check_adversarial_fields(config) -> None:
     """
     for name in ("beta1", "beta2"):
         value = getattr(config, name)
-        check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1, name, value,
+        check_field(is_fraction(value), name, value,
                     "a number in [0, 1)")
     value = config.gradient_penalty
     check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, "gradient_penalty",
@@ -477,6 +477,17 @@ def is_positive_int(value) -> bool:
     (True, False, False)
     """
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_fraction(value) -> bool:
+    """True for a number in ``[0, 1)`` that is not a ``bool`` (decay rates, fractions).
+
+    Examples
+    --------
+    >>> is_fraction(0.999), is_fraction(1.0), is_fraction(False)
+    (True, False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
 
 
 def is_positive_float(value) -> bool:

@@ -64,6 +64,7 @@ from ppl_audit.training import (
     check_adversarial_fields,
     check_field,
     check_training_fields,
+    is_fraction,
     is_positive_float,
     load_model,
     load_training_data,
@@ -259,7 +260,7 @@ class ParameterAverage:
     """
 
     def __init__(self, module: nn.Module, decay: float):
-        if not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and 0 <= decay < 1):
+        if not is_fraction(decay):
             raise InvalidInputError(f"the average's decay must be a number in [0, 1), got {decay!r}")
         self.decay = float(decay)
         self.shadow = [p.detach().clone() for p in module.parameters()]
@@ -364,9 +365,8 @@ class ClassGANConfig:
         _check_widths("generator_hidden", self.generator_hidden)
         _check_widths("critic_hidden", self.critic_hidden)
         check_adversarial_fields(self)
-        value = self.generator_ema_decay
-        check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1,
-                    "generator_ema_decay", value, "a number in [0, 1) (0: keep the last weights)")
+        check_field(is_fraction(self.generator_ema_decay), "generator_ema_decay", self.generator_ema_decay,
+                    "a number in [0, 1) (0: keep the last weights)")
 
 
 def build_class_vae(card: ModelCard) -> VAEEnsemble:
