@@ -78,6 +78,7 @@ from ppl_audit.training import (
     check_adversarial_fields,
     check_field,
     check_training_fields,
+    is_fraction,
     is_positive_int,
     load_model,
     load_training_data,
@@ -416,7 +417,7 @@ class GWINConfig:
                     "classifier_recipe_hash", self.classifier_recipe_hash, "16 hex digits (or '' before pin)")
         check_field(_is_number(self.confidence_threshold) and 0 <= self.confidence_threshold <= 1,
                     "confidence_threshold", self.confidence_threshold, "a number in [0, 1]")
-        check_field(_is_number(self.uncertain_input_fraction) and 0 <= self.uncertain_input_fraction < 1,
+        check_field(is_fraction(self.uncertain_input_fraction),
                     "uncertain_input_fraction", self.uncertain_input_fraction, "a number in [0, 1)")
         check_adversarial_fields(self)
         check_field(_is_number(self.transformation_penalty) and self.transformation_penalty >= 0,

@@ -203,6 +203,8 @@ def test_class_sampler_draws_images_of_the_requested_labels():
     ({"training": {"gradient_penalty": -1.0}}, "gradient_penalty must be a number >= 0"),
     ({"training": {"transformation_penalty": -0.1}}, "transformation_penalty must be a number >= 0"),
     ({"training": {"beta2": 1.0}}, r"beta2 must be a number in \[0, 1\)"),
+    ({"training": {"uncertain_input_fraction": 1.0}}, r"uncertain_input_fraction must be a number in \[0, 1\)"),
+    ({"training": {"uncertain_input_fraction": float("nan")}}, "uncertain_input_fraction must be a number"),
     ({"training": {"generator_steps": 0}}, "generator_steps must be a positive integer"),
     ({"training": {"critic_steps": 1.5}}, "critic_steps must be a positive integer"),
     ({"training": {"classifier_samples": 0}}, "classifier_samples must be a positive integer"),
