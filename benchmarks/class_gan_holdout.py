@@ -13,21 +13,56 @@ card without touching the test digits:
    trainer and its per-step hook). A GAN generator's weights oscillate around
    an equilibrium and their average lies nearer it (Yazici et al., "The
    Unusual Effectiveness of Averaging in GAN Training", 2019);
-2. it runs the default latent search (ppl_audit.classifiers.synthesis) of
-   each set of generators over the last --holdout training digits, which the
-   run never saw, and prints their synthesis accuracy and search time.
+2. it runs the latent search (ppl_audit.classifiers.synthesis) of each set
+   of generators over the last --holdout training digits, which the run never
+   saw, once per --search setting (default: the default search), and prints
+   their synthesis accuracy and search time.
 
-Run (from the repository root; about 15 minutes on 2 CPU cores at the defaults):
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data    # results/class_gan_holdout.json
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \\
-          --set architecture.generator_hidden='[512, 1024]' --name class_gan_holdout_wide
+--headroom R asks whether the errors are the search's or the generators':
+the images whose two closest classes are within --headroom-ratio of each
+other are searched R more times with a far stronger search, keeping each
+(image, class)'s best distance; the errors left there are the generators'.
+
+--save-dir keeps the trained generators (safetensors, checked by sha256);
+--load-dir scores generators saved that way instead of training again, so
+search settings can be compared on the same generators. The JSON's
+``results`` maps each set of generators to each search setting's figures.
+
+Run (from the repository root; about 25 minutes on 2 CPU cores at the defaults). The card's
+generators were [256, 512] when the first two results were made and are [512, 1024] now:
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \
+          --set architecture.generator_hidden='[256, 512]'          # results/class_gan_holdout.json
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \
+          --name class_gan_holdout_wide                              # results/class_gan_holdout_wide.json
+Search settings for the shipped card's generators (weight average 0.999; results/class_gan_holdout_search.json):
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \
+          --decays 0.999 --averages-only --save-dir /tmp/holdout-gans \
+          --search steps=100 --search steps=100,learning_rate=0.1,draws=5000 \
+          --search steps=200,learning_rate=0.1,draws=5000 --name class_gan_holdout_search
+Longer training and slower averages, scored at 240 and 480 epochs (about 80 minutes):
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \
+          --decays 0.999 0.9995 0.9999 --checkpoints 240 --averages-only --save-dir /tmp/holdout-gans-480 \
+          --name class_gan_holdout_long                          # results/class_gan_holdout_long.json
+Whether the errors left are the search's (after the two runs above; about 5 minutes each):
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \
+          --load-dir /tmp/holdout-gans-480 --only 'average, decay 0.9999' --headroom 4 \
+          --name class_gan_holdout_headroom_480                  # results/class_gan_holdout_headroom_480.json
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \
+          --load-dir /tmp/holdout-gans-480 --only 'average, decay 0.999' --headroom 4 \
+          --name class_gan_holdout_headroom_480_decay999         # results/class_gan_holdout_headroom_480_decay999.json
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --load-dir /tmp/holdout-gans \
+          --only 'average, decay 0.999' --search steps=100,learning_rate=0.1,draws=5000 --headroom 4 \
+          --name class_gan_holdout_headroom                      # results/class_gan_holdout_headroom.json
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import re
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -37,12 +72,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, print_table, write_results  # noqa: E402
 
+from ppl_audit.cache import load_weights, save_weights  # noqa: E402
 from ppl_audit.cards import load_card  # noqa: E402
 from ppl_audit.classifiers.synthesis import SearchConfig, SynthesisClassifier  # noqa: E402
 from ppl_audit.data import load_dataset  # noqa: E402
-from ppl_audit.generative.class_generators import ParameterAverage, train_class_gan  # noqa: E402
+from ppl_audit.generative.class_generators import (  # noqa: E402
+    ParameterAverage, build_class_gan, steps_per_epoch, train_class_gan)
 
 MNIST_TRAIN = 60_000
+#: --headroom's stronger search: 20x the prior draws, 3x the Adam steps at twice the step size
+HEADROOM_SEARCH = SearchConfig(draws=20_000, steps=300, learning_rate=0.1)
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -63,6 +102,123 @@ def parse_override(text: str) -> tuple[str, str, object]:
         raise argparse.ArgumentTypeError(f"--set {name}: {value!r} is not a TOML value ({error})") from None
 
 
+def parse_search(text: str) -> SearchConfig:
+    """``"key=value,key=value"`` (fields of SearchConfig) -> a SearchConfig.
+
+    Examples
+    --------
+    >>> parse_search("steps=200,learning_rate=0.1").steps
+    200
+    """
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    kwargs = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in fields:
+            raise argparse.ArgumentTypeError(f"--search needs key=value pairs with keys from {sorted(fields)}, "
+                                             f"got {item!r}")
+        try:
+            kwargs[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError as error:
+            raise argparse.ArgumentTypeError(f"--search {key}: {value!r} is not a TOML value ({error})") from None
+    return SearchConfig(**kwargs)
+
+
+def search_label(config: SearchConfig) -> str:
+    """The fields of ``config`` that differ from the default search, or ``"default"``."""
+    default = SearchConfig()
+    changed = [f"{f.name}={getattr(config, f.name)}" for f in dataclasses.fields(SearchConfig)
+               if getattr(config, f.name) != getattr(default, f.name)]
+    return ",".join(changed) or "default"
+
+
+def slug(name: str) -> str:
+    """A file name for a set of generators: ``"average, decay 0.999"`` -> ``"average-decay-0.999"``."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
+
+
+def train_variants(card, decays, data_dir, checkpoints=()) -> tuple[dict, dict]:
+    """Train ``card``'s GANs, tracking generator weight averages: ``({name: ClassGAN}, train figures)``.
+
+    ``checkpoints``: earlier epochs at which each average is also kept (one
+    run then shows how the averages improve with training length).
+    """
+    averages: dict[float, ParameterAverage] = {}
+    snapshots: dict[str, list[torch.Tensor]] = {}
+    training = card.training
+    per_epoch = max(1, steps_per_epoch(torch.empty(card.data["num_train"]), card.architecture["classes"],
+                                       training["batch_size"]) // training["critic_steps"])
+    at_step = {epoch * per_epoch: epoch for epoch in checkpoints}
+
+    def track(gan, step):
+        if not averages:
+            averages.update({d: ParameterAverage(gan.generator, d) for d in decays})
+        for average in averages.values():
+            average.update(gan.generator)
+        if step in at_step:
+            for decay, average in averages.items():
+                snapshots[f"average, decay {decay}, epoch {at_step[step]}"] = [t.clone() for t in average.shadow]
+
+    def progress(task, done, total):
+        if done % 500 == 0 or done == total:
+            print(f"{task}: {done}/{total} generator steps", flush=True)
+
+    result = train_class_gan(card, data_dir=data_dir, device="cpu", progress=progress, on_generator_step=track)
+    variants = {"last weights": result.module}
+    finals = {f"average, decay {decay}": average.shadow for decay, average in averages.items()}
+    for name, shadow in {**snapshots, **finals}.items():
+        gan = copy.deepcopy(result.module)
+        with torch.no_grad():
+            for param, value in zip(gan.generator.parameters(), shadow, strict=True):
+                param.copy_(value)
+        variants[name] = gan
+    return variants, {"generator_steps": result.metrics["generator_steps"],
+                      "train_seconds": round(result.metrics["seconds"], 1)}
+
+
+def search_headroom(gan, images, labels, search, ratio: float, restarts: int) -> dict:
+    """How many of a search's errors a far stronger search removes: are they search or generator errors?
+
+    The images whose two closest classes lie within a factor ``ratio`` of
+    each other (where nearly all errors are) are searched again ``restarts``
+    times with :data:`HEADROOM_SEARCH` (other prior draws each time), and
+    every (image, class) keeps the smallest distance any search found.
+    Errors that survive are the generators' own: no search of their ranges
+    brings the right class closer.
+    """
+    closest = search.distances.topk(2, dim=1, largest=False).values
+    contested = closest[:, 1] < ratio * closest[:, 0]
+    x, y, best = images[contested], labels[contested], search.distances[contested].clone()
+    clock = time.perf_counter()
+    for restart in range(restarts):
+        config = dataclasses.replace(HEADROOM_SEARCH, seed=restart + 1)
+        best = torch.minimum(best, SynthesisClassifier(gan, config=config).search(x).distances)
+    before = int((search.labels[contested] != y).sum())
+    after = int((best.argmin(1) != y).sum())
+    return {"ratio": ratio, "restarts": restarts, "contested_images": int(contested.sum()),
+            "errors_among_contested": before, "errors_after_stronger_search": after,
+            "errors_outside_contested": int((search.labels != labels).sum()) - before,
+            "stronger_search": {k: v for k, v in vars(HEADROOM_SEARCH).items() if k != "seed"},
+            "seconds": round(time.perf_counter() - clock, 1)}
+
+
+def load_variants(folder: Path, card) -> tuple[dict, dict]:
+    """Generators kept by ``--save-dir`` for this very card (same recipe): ``({name: ClassGAN}, train figures)``."""
+    variants, train_info = {}, {}
+    for path in sorted(folder.glob("*.safetensors")):
+        state, info = load_weights(path)
+        if info.get("recipe_hash") != card.recipe_hash:
+            raise SystemExit(f"{path} holds generators of recipe {info.get('recipe_hash')}, not this card's "
+                             f"{card.recipe_hash}: pass the same --card, --set and --epochs as when it was saved")
+        gan = build_class_gan(card)
+        gan.load_state_dict(state)
+        variants[info["name"]] = gan
+        train_info = {"generator_steps": info["generator_steps"], "train_seconds": info["train_seconds"]}
+    if not variants:
+        raise SystemExit(f"no saved generators (*.safetensors) in {folder}")
+    return variants, train_info
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -72,57 +228,80 @@ def main(argv=None) -> int:
     parser.add_argument("--decays", type=float, nargs="*", default=[0.99, 0.999])
     parser.add_argument("--set", type=parse_override, action="append", default=[], metavar="TABLE.KEY=VALUE",
                         help="override a card key (TOML value), e.g. architecture.generator_hidden='[512, 1024]'")
+    parser.add_argument("--search", type=parse_search, action="append", default=[], metavar="KEY=VALUE,...",
+                        help="a latent-search setting to score (repeatable), e.g. steps=200,learning_rate=0.1")
+    parser.add_argument("--checkpoints", type=int, nargs="*", default=[],
+                        help="earlier epochs at which the averages are kept and scored too")
+    parser.add_argument("--averages-only", action="store_true",
+                        help="score only the weight averages, not the last weights")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                        help="score only these sets of generators, e.g. 'average, decay 0.9999'")
+    parser.add_argument("--save-dir", type=Path, default=None, help="keep the trained generators here")
+    parser.add_argument("--load-dir", type=Path, default=None,
+                        help="score generators kept by --save-dir (same card, --set, --epochs) instead of training")
+    parser.add_argument("--headroom", type=int, default=0, metavar="RESTARTS",
+                        help="search the contested images again this many times with a far stronger search")
+    parser.add_argument("--headroom-ratio", type=float, default=1.1,
+                        help="contested: the second-closest class within this factor of the closest")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="class_gan_holdout")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not 0 < args.holdout < MNIST_TRAIN:
         parser.error(f"--holdout must lie in (0, {MNIST_TRAIN}), got {args.holdout}")
+    if any(not 0 < epoch < args.epochs for epoch in args.checkpoints) or (args.checkpoints and not args.decays):
+        parser.error(f"--checkpoints must lie in (0, --epochs = {args.epochs}) and need --decays")
     tables: dict[str, dict] = {"training": {"epochs": args.epochs, "generator_ema_decay": 0.0},
                                "data": {"num_train": MNIST_TRAIN - args.holdout}}
     for table, key, value in args.set:
         tables.setdefault(table, {})[key] = value
     card = load_card(args.card).with_overrides(**tables)
     overrides = [f"{t}.{k}={v}" for t, k, v in args.set]
-    averages: dict[float, ParameterAverage] = {}
-
-    def track(gan, step):
-        if not averages:
-            averages.update({d: ParameterAverage(gan.generator, d) for d in args.decays})
-        for average in averages.values():
-            average.update(gan.generator)
-
-    def progress(task, done, total):
-        if done % 500 == 0 or done == total:
-            print(f"{task}: {done}/{total} generator steps", flush=True)
-
-    result = train_class_gan(card, data_dir=args.data_dir, device="cpu", progress=progress, on_generator_step=track)
+    if args.load_dir is not None:
+        variants, train_info = load_variants(args.load_dir, card)
+    else:
+        variants, train_info = train_variants(card, args.decays, args.data_dir, args.checkpoints)
+        if args.save_dir is not None:
+            for name, gan in variants.items():
+                save_weights(args.save_dir / f"{slug(name)}.safetensors", gan.state_dict(),
+                             {"name": name, "recipe_hash": card.recipe_hash, "overrides": overrides, **train_info})
     held = load_dataset("mnist", "train", data_dir=args.data_dir)
     images, labels = held.images[-args.holdout:], held.labels[-args.holdout:]
-    variants = {"last weights": result.module}
-    for decay, average in averages.items():
-        gan = copy.deepcopy(result.module)
-        average.copy_to(gan.generator)
-        variants[f"average, decay {decay}"] = gan
-    config = SearchConfig()
+    if args.averages_only:
+        variants = {name: gan for name, gan in variants.items() if name != "last weights"}
+        if not variants:
+            parser.error("--averages-only leaves nothing to score: give --decays")
+    if args.only is not None:
+        unknown = sorted(set(args.only) - set(variants))
+        if unknown:
+            parser.error(f"--only: no generators named {unknown}; there are {sorted(variants)}")
+        variants = {name: variants[name] for name in args.only}
+    configs = args.search or [SearchConfig()]
     rows, results = [], {}
     for name, gan in variants.items():
-        search = SynthesisClassifier(gan.eval(), config=config).search(images)
-        errors = int((search.labels != labels).sum())
-        results[name] = {"errors": errors, "accuracy_percent": round(100 * (1 - errors / len(labels)), 2),
-                         "search_seconds": round(search.seconds, 1)}
-        rows.append([name, errors, results[name]["accuracy_percent"], results[name]["search_seconds"]])
+        results[name] = {}
+        for config in configs:
+            search = SynthesisClassifier(gan.eval(), config=config).search(images)
+            errors = int((search.labels != labels).sum())
+            figures = {"errors": errors, "accuracy_percent": round(100 * (1 - errors / len(labels)), 2),
+                       "search_seconds": round(search.seconds, 1), "search": vars(config)}
+            results[name][search_label(config)] = figures
+            rows.append([name, search_label(config), errors, figures["accuracy_percent"], figures["search_seconds"]])
+            print(f"{name}, {search_label(config)}: {errors} errors", flush=True)
+            if args.headroom:
+                figures["headroom"] = search_headroom(gan, images, labels, search, args.headroom_ratio,
+                                                      args.headroom)
+                print(f"  stronger search of the {figures['headroom']['contested_images']} contested images: "
+                      f"{figures['headroom']['errors_among_contested']} errors there before, "
+                      f"{figures['headroom']['errors_after_stronger_search']} after", flush=True)
     print(f"{' '.join([card.name, *overrides])}: {args.epochs} epochs on the first {MNIST_TRAIN - args.holdout} "
-          f"training digits "
-          f"({result.metrics['generator_steps']} generator steps, {result.metrics['seconds']:.0f} s); "
+          f"training digits ({train_info['generator_steps']} generator steps, {train_info['train_seconds']:.0f} s); "
           f"scored on the last {args.holdout}")
-    print_table(["generators", "errors", "accuracy %", "search (s)"], rows)
+    print_table(["generators", "search", "errors", "accuracy %", "search (s)"], rows)
     path = write_results(args.name, {
         "machine": machine(), "card": card.name, "overrides": overrides,
         "recipe_hash": card.recipe_hash, "epochs": args.epochs, "num_train": MNIST_TRAIN - args.holdout,
-        "holdout": args.holdout, "threads": args.threads, "search": vars(config),
-        "generator_steps": result.metrics["generator_steps"], "train_seconds": round(result.metrics["seconds"], 1),
-        "results": results})
+        "holdout": args.holdout, "threads": args.threads, **train_info, "results": results})
     print(f"wrote {path}")
     return 0
 
