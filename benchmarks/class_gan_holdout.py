@@ -74,14 +74,12 @@ from _common import machine, print_table, write_results  # noqa: E402
 
 from ppl_audit.cache import load_weights, save_weights  # noqa: E402
 from ppl_audit.cards import load_card  # noqa: E402
-from ppl_audit.classifiers.synthesis import SearchConfig, SynthesisClassifier  # noqa: E402
+from ppl_audit.classifiers.synthesis import SearchConfig, SynthesisClassifier, refine_contested  # noqa: E402
 from ppl_audit.data import load_dataset  # noqa: E402
 from ppl_audit.generative.class_generators import (  # noqa: E402
     ParameterAverage, build_class_gan, steps_per_epoch, train_class_gan)
 
 MNIST_TRAIN = 60_000
-#: --headroom's stronger search: 20x the prior draws, 3x the Adam steps at twice the step size
-HEADROOM_SEARCH = SearchConfig(draws=20_000, steps=300, learning_rate=0.1)
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -176,29 +174,29 @@ def train_variants(card, decays, data_dir, checkpoints=()) -> tuple[dict, dict]:
                       "train_seconds": round(result.metrics["seconds"], 1)}
 
 
-def search_headroom(gan, images, labels, search, ratio: float, restarts: int) -> dict:
+def search_headroom(gan, images, labels, search, config: SearchConfig, ratio: float, restarts: int) -> dict:
     """How many of a search's errors a far stronger search removes: are they search or generator errors?
 
     The images whose two closest classes lie within a factor ``ratio`` of
     each other (where nearly all errors are) are searched again ``restarts``
-    times with :data:`HEADROOM_SEARCH` (other prior draws each time), and
-    every (image, class) keeps the smallest distance any search found.
-    Errors that survive are the generators' own: no search of their ranges
-    brings the right class closer.
+    times with the library's refinement (:func:`refine_contested`, at
+    SearchConfig's refine_* defaults: 20,000 draws, 300 steps, step size 0.1;
+    other prior draws each time), and every (image, class) keeps the smallest
+    distance any search found. Errors that survive are the generators' own:
+    no search of their ranges brings the right class closer.
     """
+    config = dataclasses.replace(config, refine_restarts=restarts, refine_ratio=ratio)
     closest = search.distances.topk(2, dim=1, largest=False).values
     contested = closest[:, 1] < ratio * closest[:, 0]
-    x, y, best = images[contested], labels[contested], search.distances[contested].clone()
     clock = time.perf_counter()
-    for restart in range(restarts):
-        config = dataclasses.replace(HEADROOM_SEARCH, seed=restart + 1)
-        best = torch.minimum(best, SynthesisClassifier(gan, config=config).search(x).distances)
-    before = int((search.labels[contested] != y).sum())
-    after = int((best.argmin(1) != y).sum())
+    refined = refine_contested(gan, images, search, config)
+    before = int((search.labels[contested] != labels[contested]).sum())
+    after = int((refined.labels[contested] != labels[contested]).sum())
     return {"ratio": ratio, "restarts": restarts, "contested_images": int(contested.sum()),
             "errors_among_contested": before, "errors_after_stronger_search": after,
             "errors_outside_contested": int((search.labels != labels).sum()) - before,
-            "stronger_search": {k: v for k, v in vars(HEADROOM_SEARCH).items() if k != "seed"},
+            "stronger_search": {k: v for k, v in vars(config.refinement(0)).items()
+                                if k != "seed" and not k.startswith("refine_")},
             "seconds": round(time.perf_counter() - clock, 1)}
 
 
@@ -289,7 +287,7 @@ def main(argv=None) -> int:
             rows.append([name, search_label(config), errors, figures["accuracy_percent"], figures["search_seconds"]])
             print(f"{name}, {search_label(config)}: {errors} errors", flush=True)
             if args.headroom:
-                figures["headroom"] = search_headroom(gan, images, labels, search, args.headroom_ratio,
+                figures["headroom"] = search_headroom(gan, images, labels, search, config, args.headroom_ratio,
                                                       args.headroom)
                 print(f"  stronger search of the {figures['headroom']['contested_images']} contested images: "
                       f"{figures['headroom']['errors_among_contested']} errors there before, "

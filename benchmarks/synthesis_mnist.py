@@ -13,6 +13,9 @@ search in at most 15 minutes on 2 CPU cores.
 
 Run (from the repository root):
       .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data        # results/synthesis_mnist.json
+The GANs with the refinement of contested images (chosen on held-out digits, benchmarks/class_gan_holdout.py --headroom):
+      .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --cards mnist-class-gan \
+          --refine-restarts 4 --name synthesis_mnist_gan_refined                 # results/synthesis_mnist_gan_refined.json
 Search settings are tuned on training images, never on the test digits (the
 last --num training digits; the latent ball of 90% prior mass was chosen this way):
       .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --split train --num 4000 \\
@@ -54,6 +57,9 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=SearchConfig.learning_rate)
     parser.add_argument("--prior-mass", type=float, default=SearchConfig.prior_mass,
                         help="latents kept in the ball holding this much prior mass; 0 for an unconstrained search")
+    parser.add_argument("--refine-restarts", type=int, default=SearchConfig.refine_restarts,
+                        help="stronger searches of the contested images (two closest classes within --refine-ratio)")
+    parser.add_argument("--refine-ratio", type=float, default=SearchConfig.refine_ratio)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="synthesis_mnist")
     args = parser.parse_args(argv)
@@ -64,7 +70,8 @@ def main(argv=None) -> int:
         images, labels = (images[-args.num:], labels[-args.num:]) if args.split == "train" else (
             images[:args.num], labels[:args.num])
     config = SearchConfig(draws=args.draws, steps=args.steps, learning_rate=args.learning_rate,
-                          prior_mass=args.prior_mass or None)
+                          prior_mass=args.prior_mass or None, refine_restarts=args.refine_restarts,
+                          refine_ratio=args.refine_ratio)
     rows, results = [], {}
     for card in args.cards:
         trained = load_class_generators(card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")

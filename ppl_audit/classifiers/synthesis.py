@@ -31,6 +31,12 @@ problem is solved side by side:
    driven where its prior puts little mass and it could draw things unlike its
    class. The best latent seen is kept, so the result is never worse than the
    start.
+4. **Refinement** (optional, ``refine_restarts`` > 0): the contested images,
+   whose two closest classes lie within ``refine_ratio`` of each other, are
+   searched again with far more draws and steps (:func:`refine_contested`).
+   On held-out training digits this removed 16 of the 70 errors of class
+   GANs built like the shipped ones, for about half the first search's time
+   (``benchmarks/class_gan_holdout.py --headroom``).
 
 The optimiser helps each class's generator come closer to the image, the
 wrong classes' generators most of all, since the right class's start is
@@ -51,6 +57,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,7 +67,7 @@ import torch
 from ppl_audit.classifiers.base import Classifier, check_images
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.progress import ProgressFn, report
-from ppl_audit.training import is_positive_int
+from ppl_audit.training import is_positive_float, is_positive_int
 
 IMAGE_SHAPE = (1, 28, 28)
 SEARCH_TASK = "latent search"  # progress task name
@@ -89,6 +96,15 @@ class SearchConfig:
         Images per batched pass (memory: ``C * chunk`` generations at once).
     seed : int
         Seeds the prior draws, so the same images get the same answer.
+    refine_restarts : int
+        After the search, the *contested* images (the two closest classes
+        within a factor ``refine_ratio``) are searched this many times more
+        with ``refine_draws`` draws (other ones each time), ``refine_steps``
+        steps and ``refine_learning_rate``; every (image, class) keeps its
+        best distance. 0 (the default) skips it. Every class is searched
+        again, so no label is favoured.
+    refine_ratio, refine_draws, refine_steps, refine_learning_rate
+        The refinement's settings (see ``refine_restarts``).
 
     Examples
     --------
@@ -105,20 +121,38 @@ class SearchConfig:
     use_encoder: bool = True
     chunk: int = 2500
     seed: int = 0
+    refine_restarts: int = 0
+    refine_ratio: float = 1.1
+    refine_draws: int = 20_000
+    refine_steps: int = 300
+    refine_learning_rate: float = 0.1
 
     def __post_init__(self):
-        if not is_positive_int(self.draws):
-            raise InvalidInputError(f"draws must be a positive integer, got {self.draws!r}")
-        if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 0):
-            raise InvalidInputError(f"steps must be an integer >= 0, got {self.steps!r}")
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
-            raise InvalidInputError(f"learning_rate must be a number > 0, got {self.learning_rate!r}")
+        for prefix in ("", "refine_"):  # the search's and its refinement's draws, steps and step size
+            draws, steps, rate = (getattr(self, prefix + name) for name in ("draws", "steps", "learning_rate"))
+            if not is_positive_int(draws):
+                raise InvalidInputError(f"{prefix}draws must be a positive integer, got {draws!r}")
+            if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+                raise InvalidInputError(f"{prefix}steps must be an integer >= 0, got {steps!r}")
+            if not is_positive_float(rate):
+                raise InvalidInputError(f"{prefix}learning_rate must be a number > 0, got {rate!r}")
         if self.prior_mass is not None and not (isinstance(self.prior_mass, (int, float))
                                                 and not isinstance(self.prior_mass, bool)
                                                 and 0 < self.prior_mass < 1):
             raise InvalidInputError(f"prior_mass must be a number in (0, 1) or None, got {self.prior_mass!r}")
         if not is_positive_int(self.chunk):
             raise InvalidInputError(f"chunk must be a positive integer, got {self.chunk!r}")
+        if not (isinstance(self.refine_restarts, int) and not isinstance(self.refine_restarts, bool)
+                and self.refine_restarts >= 0):
+            raise InvalidInputError(f"refine_restarts must be an integer >= 0, got {self.refine_restarts!r}")
+        if not (is_positive_float(self.refine_ratio) and self.refine_ratio >= 1):
+            raise InvalidInputError(f"refine_ratio must be a number >= 1, got {self.refine_ratio!r}")
+
+    def refinement(self, restart: int) -> "SearchConfig":
+        """The search of the contested images' ``restart``-th refinement (its own prior draws)."""
+        return dataclasses.replace(self, draws=self.refine_draws, steps=self.refine_steps,
+                                   learning_rate=self.refine_learning_rate, seed=self.seed + 1 + restart,
+                                   refine_restarts=0)
 
 
 @dataclass
@@ -309,9 +343,58 @@ def latent_search(generators, x: torch.Tensor, config: SearchConfig = SearchConf
             distances.append(best_d2.sqrt().T)
             latents.append(best_z.detach().transpose(0, 1))
             starts.append(start_d2.sqrt().T)
-    seconds = time.perf_counter() - start_clock
-    return SearchResult(torch.cat(distances), torch.cat(latents), torch.cat(starts), seconds,
-                        timings["generator_forward"] + timings["generator_backward"], timings)
+    result = SearchResult(torch.cat(distances), torch.cat(latents), torch.cat(starts), 0.0,
+                          timings["generator_forward"] + timings["generator_backward"], timings)
+    if config.refine_restarts:
+        result = refine_contested(generators, flat_all.view(-1, *IMAGE_SHAPE), result, config, progress=progress)
+    result.seconds = time.perf_counter() - start_clock
+    return result
+
+
+def refine_contested(generators, x: torch.Tensor, result: SearchResult, config: SearchConfig, *,
+                     progress: ProgressFn | None = None) -> SearchResult:
+    """Search the contested images of ``result`` again, keeping each (image, class)'s best distance.
+
+    An image is contested when its two closest classes lie within a factor
+    ``config.refine_ratio`` of each other: that is where a search's errors
+    are. Each is searched ``config.refine_restarts`` more times with
+    :meth:`SearchConfig.refinement` (other prior draws each time), for every
+    class alike. :func:`latent_search` calls this when ``refine_restarts`` > 0.
+
+    Parameters
+    ----------
+    generators, x
+        As for :func:`latent_search`; ``x`` are the images ``result`` answers.
+    result : SearchResult
+        The first search's answer (not changed).
+    config : SearchConfig
+
+    Returns
+    -------
+    SearchResult
+        Distances and latents improved where a refinement came closer;
+        ``timings["refined_images"]`` counts the contested images, and the
+        generator time includes the refinements'.
+    """
+    if len(x) != len(result):
+        raise InvalidInputError(f"{len(x)} images for a search result of {len(result)}")
+    distances, latents, timings = result.distances.clone(), result.latents.clone(), dict(result.timings)
+    contested = torch.zeros(len(result), dtype=torch.bool, device=distances.device)
+    if distances.shape[1] > 1:
+        closest = distances.topk(2, dim=1, largest=False).values
+        contested = closest[:, 1] < config.refine_ratio * closest[:, 0]
+    index = contested.nonzero().flatten()
+    timings["refined_images"] = int(len(index))
+    generator_seconds = result.generator_seconds
+    for restart in range(config.refine_restarts if len(index) else 0):
+        again = latent_search(generators, x[index.to(x.device)], config.refinement(restart), progress=progress)
+        better = again.distances < distances[index]
+        distances[index] = torch.where(better, again.distances, distances[index])
+        latents[index] = torch.where(better[..., None], again.latents, latents[index])
+        generator_seconds += again.generator_seconds
+        for key in ("generator_forward", "generator_backward", "monte_carlo"):
+            timings[key] = timings.get(key, 0.0) + again.timings[key]
+    return SearchResult(distances, latents, result.start_distances, result.seconds, generator_seconds, timings)
 
 
 def prior_ball_radius(mass: float, dim: int) -> float:

@@ -13,6 +13,7 @@ from ppl_audit.classifiers.synthesis import (
     explanation_figure,
     latent_search,
     prior_ball_radius,
+    refine_contested,
 )
 from ppl_audit.detectors.synthesis import HybridDetector, SynthesisDetector
 from ppl_audit.errors import InvalidInputError, ModelOutputError
@@ -142,6 +143,48 @@ def test_bad_inputs_are_named(gan):
     for mass in (-1, 0, 1, True):
         with pytest.raises(InvalidInputError, match="prior_mass"):
             SearchConfig(prior_mass=mass)
+    for kwargs, message in (({"refine_restarts": -1}, "refine_restarts must be an integer >= 0"),
+                            ({"refine_ratio": 0.9}, "refine_ratio must be a number >= 1"),
+                            ({"refine_draws": 0}, "refine_draws must be a positive integer"),
+                            ({"refine_learning_rate": float("nan")}, "refine_learning_rate must be a number > 0")):
+        with pytest.raises(InvalidInputError, match=message):
+            SearchConfig(**kwargs)
+
+
+def test_refinement_finds_what_a_poor_search_missed_and_only_touches_contested_images(gan):
+    """A 1-draw, 0-step search misses class 1's own generation; the refinement of contested images finds it."""
+    x = torch.cat([_own_generations(gan, [1], [(0.7, -0.4)]), torch.rand(3, 1, 28, 28)])
+    poor = SearchConfig(draws=1, steps=0)
+    base = latent_search(gan, x, poor)
+    assert float(base.distances[0, 1]) > 0.5  # the poor search is far from the answer
+    every = latent_search(gan, x, SearchConfig(draws=1, steps=0, refine_restarts=2, refine_ratio=1e6,
+                                               refine_draws=256, refine_steps=200, refine_learning_rate=0.05))
+    assert int(every.labels[0]) == 1 and float(every.distances[0, 1]) < 0.05  # its own generation, found
+    assert bool((every.distances <= base.distances).all())  # a refinement keeps each (image, class)'s best
+    torch.testing.assert_close(every.start_distances, base.start_distances)
+    assert every.timings["refined_images"] == 4
+    # with ratio 1 no image is contested: the answer is the poor search's, bit for bit
+    none = latent_search(gan, x, SearchConfig(draws=1, steps=0, refine_restarts=2, refine_ratio=1.0))
+    assert none.timings["refined_images"] == 0 and torch.equal(none.distances, base.distances)
+    # only the contested images change; the others keep the poor search's distances exactly
+    closest = base.distances.topk(2, dim=1, largest=False).values
+    ratio = float((closest[:, 1] / closest[:, 0]).median())
+    some = latent_search(gan, x, SearchConfig(draws=1, steps=0, refine_restarts=1, refine_ratio=ratio,
+                                              refine_draws=64, refine_steps=20))
+    contested = closest[:, 1] < ratio * closest[:, 0]
+    assert some.timings["refined_images"] == int(contested.sum())
+    assert torch.equal(some.distances[~contested], base.distances[~contested])
+
+
+def test_refining_a_result_leaves_it_unchanged_and_refuses_other_images(gan):
+    x = torch.rand(4, 1, 28, 28)
+    base = latent_search(gan, x, SearchConfig(draws=1, steps=0))
+    kept = base.distances.clone()
+    refined = refine_contested(gan, x, base, SearchConfig(refine_restarts=1, refine_ratio=1e6, refine_draws=32,
+                                                          refine_steps=5))
+    assert torch.equal(base.distances, kept) and bool((refined.distances <= kept).all())
+    with pytest.raises(InvalidInputError, match="3 images for a search result of 4"):
+        refine_contested(gan, x[:3], base, SearchConfig(refine_restarts=1))
 
 
 @pytest.mark.parametrize("dim", [1, 2, 10, 15, 64])
