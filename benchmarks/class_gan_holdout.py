@@ -74,12 +74,21 @@ from _common import machine, print_table, write_results  # noqa: E402
 
 from ppl_audit.cache import load_weights, save_weights  # noqa: E402
 from ppl_audit.cards import load_card  # noqa: E402
-from ppl_audit.classifiers.synthesis import SearchConfig, SynthesisClassifier, refine_contested  # noqa: E402
+from ppl_audit.classifiers.synthesis import (  # noqa: E402
+    SearchConfig, SynthesisClassifier, contested_images, refine_contested)
 from ppl_audit.data import load_dataset  # noqa: E402
 from ppl_audit.generative.class_generators import (  # noqa: E402
-    ParameterAverage, build_class_gan, steps_per_epoch, train_class_gan)
+    ParameterAverage, build_class_gan, generator_steps_per_epoch, train_class_gan)
 
 MNIST_TRAIN = 60_000
+
+
+def toml_value(flag: str, name: str, value: str):
+    """``value`` read as a TOML value; an argparse error naming ``flag`` and ``name`` otherwise."""
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError as error:
+        raise argparse.ArgumentTypeError(f"{flag} {name}: {value!r} is not a TOML value ({error})") from None
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -94,10 +103,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
     table, dot, key = name.strip().partition(".")
     if not (sep and dot and table and key):
         raise argparse.ArgumentTypeError(f"--set needs table.key=value, got {text!r}")
-    try:
-        return table, key, tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError as error:
-        raise argparse.ArgumentTypeError(f"--set {name}: {value!r} is not a TOML value ({error})") from None
+    return table, key, toml_value("--set", name, value)
 
 
 def parse_search(text: str) -> SearchConfig:
@@ -115,10 +121,7 @@ def parse_search(text: str) -> SearchConfig:
         if not sep or key.strip() not in fields:
             raise argparse.ArgumentTypeError(f"--search needs key=value pairs with keys from {sorted(fields)}, "
                                              f"got {item!r}")
-        try:
-            kwargs[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError as error:
-            raise argparse.ArgumentTypeError(f"--search {key}: {value!r} is not a TOML value ({error})") from None
+        kwargs[key.strip()] = toml_value("--search", key, value)
     return SearchConfig(**kwargs)
 
 
@@ -142,10 +145,10 @@ def train_variants(card, decays, data_dir, checkpoints=()) -> tuple[dict, dict]:
     run then shows how the averages improve with training length).
     """
     averages: dict[float, ParameterAverage] = {}
-    snapshots: dict[str, list[torch.Tensor]] = {}
+    snapshots: dict[str, ParameterAverage] = {}
     training = card.training
-    per_epoch = max(1, steps_per_epoch(torch.empty(card.data["num_train"]), card.architecture["classes"],
-                                       training["batch_size"]) // training["critic_steps"])
+    per_epoch = generator_steps_per_epoch(torch.empty(card.data["num_train"]), card.architecture["classes"],
+                                          training["batch_size"], training["critic_steps"])
     at_step = {epoch * per_epoch: epoch for epoch in checkpoints}
 
     def track(gan, step):
@@ -155,7 +158,7 @@ def train_variants(card, decays, data_dir, checkpoints=()) -> tuple[dict, dict]:
             average.update(gan.generator)
         if step in at_step:
             for decay, average in averages.items():
-                snapshots[f"average, decay {decay}, epoch {at_step[step]}"] = [t.clone() for t in average.shadow]
+                snapshots[f"average, decay {decay}, epoch {at_step[step]}"] = copy.deepcopy(average)
 
     def progress(task, done, total):
         if done % 500 == 0 or done == total:
@@ -163,12 +166,10 @@ def train_variants(card, decays, data_dir, checkpoints=()) -> tuple[dict, dict]:
 
     result = train_class_gan(card, data_dir=data_dir, device="cpu", progress=progress, on_generator_step=track)
     variants = {"last weights": result.module}
-    finals = {f"average, decay {decay}": average.shadow for decay, average in averages.items()}
-    for name, shadow in {**snapshots, **finals}.items():
+    finals = {f"average, decay {decay}": average for decay, average in averages.items()}
+    for name, average in {**snapshots, **finals}.items():
         gan = copy.deepcopy(result.module)
-        with torch.no_grad():
-            for param, value in zip(gan.generator.parameters(), shadow, strict=True):
-                param.copy_(value)
+        average.copy_to(gan.generator)
         variants[name] = gan
     return variants, {"generator_steps": result.metrics["generator_steps"],
                       "train_seconds": round(result.metrics["seconds"], 1)}
@@ -186,8 +187,7 @@ def search_headroom(gan, images, labels, search, config: SearchConfig, ratio: fl
     no search of their ranges brings the right class closer.
     """
     config = dataclasses.replace(config, refine_restarts=restarts, refine_ratio=ratio)
-    closest = search.distances.topk(2, dim=1, largest=False).values
-    contested = closest[:, 1] < ratio * closest[:, 0]
+    contested = contested_images(search.distances, ratio)
     clock = time.perf_counter()
     refined = refine_contested(gan, images, search, config)
     before = int((search.labels[contested] != labels[contested]).sum())

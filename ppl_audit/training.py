@@ -442,7 +442,7 @@ def check_training_fields(config, names: Sequence[str] = ("epochs", "batch_size"
     if hasattr(config, "learning_rate"):
         check_field(is_positive_float(config.learning_rate), "learning_rate", config.learning_rate, "a number > 0")
     seed = getattr(config, "seed", 0)
-    check_field(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", seed, "an integer >= 0")
+    check_field(is_non_negative_int(seed), "seed", seed, "an integer >= 0")
 
 
 def check_adversarial_fields(config) -> None:
@@ -477,6 +477,17 @@ def is_positive_int(value) -> bool:
     (True, False, False)
     """
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_non_negative_int(value) -> bool:
+    """True for an integer >= 0 that is not a ``bool`` (step counts, seeds, restarts).
+
+    Examples
+    --------
+    >>> is_non_negative_int(0), is_non_negative_int(-1), is_non_negative_int(True)
+    (True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def is_fraction(value) -> bool:

@@ -67,7 +67,7 @@ import torch
 from ppl_audit.classifiers.base import Classifier, check_images
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.progress import ProgressFn, report
-from ppl_audit.training import is_positive_float, is_positive_int
+from ppl_audit.training import is_non_negative_int, is_positive_float, is_positive_int
 
 IMAGE_SHAPE = (1, 28, 28)
 SEARCH_TASK = "latent search"  # progress task name
@@ -132,7 +132,7 @@ class SearchConfig:
             draws, steps, rate = (getattr(self, prefix + name) for name in ("draws", "steps", "learning_rate"))
             if not is_positive_int(draws):
                 raise InvalidInputError(f"{prefix}draws must be a positive integer, got {draws!r}")
-            if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+            if not is_non_negative_int(steps):
                 raise InvalidInputError(f"{prefix}steps must be an integer >= 0, got {steps!r}")
             if not is_positive_float(rate):
                 raise InvalidInputError(f"{prefix}learning_rate must be a number > 0, got {rate!r}")
@@ -142,8 +142,7 @@ class SearchConfig:
             raise InvalidInputError(f"prior_mass must be a number in (0, 1) or None, got {self.prior_mass!r}")
         if not is_positive_int(self.chunk):
             raise InvalidInputError(f"chunk must be a positive integer, got {self.chunk!r}")
-        if not (isinstance(self.refine_restarts, int) and not isinstance(self.refine_restarts, bool)
-                and self.refine_restarts >= 0):
+        if not is_non_negative_int(self.refine_restarts):
             raise InvalidInputError(f"refine_restarts must be an integer >= 0, got {self.refine_restarts!r}")
         if not (is_positive_float(self.refine_ratio) and self.refine_ratio >= 1):
             raise InvalidInputError(f"refine_ratio must be a number >= 1, got {self.refine_ratio!r}")
@@ -351,13 +350,27 @@ def latent_search(generators, x: torch.Tensor, config: SearchConfig = SearchConf
     return result
 
 
+def contested_images(distances: torch.Tensor, ratio: float) -> torch.Tensor:
+    """``(N,)`` mask: the images whose two closest classes lie within a factor ``ratio`` of each other.
+
+    Examples
+    --------
+    >>> contested_images(torch.tensor([[1.0, 1.05, 3.0], [1.0, 2.0, 3.0]]), 1.1).tolist()
+    [True, False]
+    """
+    if distances.shape[1] < 2:  # one class: nothing to confuse it with
+        return torch.zeros(len(distances), dtype=torch.bool, device=distances.device)
+    closest = distances.topk(2, dim=1, largest=False).values
+    return closest[:, 1] < ratio * closest[:, 0]
+
+
 def refine_contested(generators, x: torch.Tensor, result: SearchResult, config: SearchConfig, *,
                      progress: ProgressFn | None = None) -> SearchResult:
     """Search the contested images of ``result`` again, keeping each (image, class)'s best distance.
 
-    An image is contested when its two closest classes lie within a factor
-    ``config.refine_ratio`` of each other: that is where a search's errors
-    are. Each is searched ``config.refine_restarts`` more times with
+    An image is contested (:func:`contested_images`) when its two closest
+    classes lie within a factor ``config.refine_ratio`` of each other: that
+    is where a search's errors are. Each is searched ``config.refine_restarts`` more times with
     :meth:`SearchConfig.refinement` (other prior draws each time), for every
     class alike. :func:`latent_search` calls this when ``refine_restarts`` > 0.
 
@@ -379,11 +392,7 @@ def refine_contested(generators, x: torch.Tensor, result: SearchResult, config: 
     if len(x) != len(result):
         raise InvalidInputError(f"{len(x)} images for a search result of {len(result)}")
     distances, latents, timings = result.distances.clone(), result.latents.clone(), dict(result.timings)
-    contested = torch.zeros(len(result), dtype=torch.bool, device=distances.device)
-    if distances.shape[1] > 1:
-        closest = distances.topk(2, dim=1, largest=False).values
-        contested = closest[:, 1] < config.refine_ratio * closest[:, 0]
-    index = contested.nonzero().flatten()
+    index = contested_images(distances, config.refine_ratio).nonzero().flatten()
     timings["refined_images"] = int(len(index))
     generator_seconds = result.generator_seconds
     for restart in range(config.refine_restarts if len(index) else 0):
@@ -577,6 +586,8 @@ __all__ = [
     "SearchConfig",
     "SearchResult",
     "SynthesisClassifier",
+    "contested_images",
     "explanation_figure",
     "latent_search",
+    "refine_contested",
 ]

@@ -133,6 +133,17 @@ def steps_per_epoch(labels: torch.Tensor, num_classes: int, batch_size: int) -> 
     return max(1, math.ceil(len(labels) / num_classes / batch_size))
 
 
+def generator_steps_per_epoch(labels: torch.Tensor, num_classes: int, batch_size: int, critic_steps: int) -> int:
+    """Generator steps per epoch of the per-class GANs: one per ``critic_steps`` critic batches.
+
+    Examples
+    --------
+    >>> generator_steps_per_epoch(torch.zeros(56000), 10, 32, 5)
+    35
+    """
+    return max(1, steps_per_epoch(labels, num_classes, batch_size) // critic_steps)
+
+
 # --------------------------------------------------------------------------- the per-class GAN
 
 
@@ -530,7 +541,7 @@ def train_class_gan(card: ModelCard, *, data_dir=None, device="auto", progress: 
     g_opt = torch.optim.Adam(gan.generator.parameters(), lr=config.learning_rate, betas=betas)
     d_opt = torch.optim.Adam(gan.critic_net.parameters(), lr=config.learning_rate, betas=betas)
     c, d, b = config.classes, config.latent_dim, config.batch_size
-    g_steps = max(1, steps_per_epoch(train.labels, c, b) // config.critic_steps)
+    g_steps = generator_steps_per_epoch(train.labels, c, b, config.critic_steps)
     flat_images = train.images.flatten(1)
     history: dict[str, list[list[float]]] = {"gap": [], "critic_loss": []}
     average = ParameterAverage(gan.generator, config.generator_ema_decay) if config.generator_ema_decay else None
@@ -690,6 +701,7 @@ __all__ = [
     "VAE_TRAINER",
     "build_class_gan",
     "build_class_vae",
+    "generator_steps_per_epoch",
     "class_batches",
     "class_gradient_penalty",
     "class_indices",

@@ -58,6 +58,7 @@ from ppl_audit.training import (
     card_config,
     check_field,
     check_training_fields,
+    is_non_negative_int,
     is_positive_int,
     load_model,
     load_training_data,
@@ -371,7 +372,7 @@ def finetune_critic(gan: GAN, images: torch.Tensor, steps: int, config: GANConfi
     >>> len(losses), all(torch.equal(before[k], v) for k, v in gan.generator.state_dict().items())
     (3, True)
     """
-    check_field(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0, "steps", steps,
+    check_field(is_non_negative_int(steps), "steps", steps,
                 "an integer >= 0")
     check_field(is_positive_int(log_every), "log_every", log_every, "a positive integer")
     device = images.device
