@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,10 @@ COVERAGE_GRID = tuple(round(0.05 * k, 2) for k in range(1, 21))  # where the hyb
 NUM_EXPLANATIONS = 6  # rows of each explanation figure
 ORDINALS = {1: "1st", 2: "2nd"}
 MAX_CURVE_POINTS = 1000  # risk-coverage points drawn per classifier (the metrics keep AURC from every point)
+GENERATORS = {"class_vae": "VAE", "class_gan": "GAN"}  # spec field of each synthesis classifier's card, and its title
+#: SearchConfig fields one kind of generator may set for itself (``class_vae_search``, ``class_gan_search``)
+SEARCH_OVERRIDES = ("draws", "steps", "learning_rate", "prior_mass", "use_encoder", "refine_restarts",
+                    "refine_ratio", "refine_draws", "refine_steps", "refine_learning_rate")
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,12 @@ class SelectiveAuditSpec:
     num_out : int
         At most this many images of each out-of-distribution set.
     draws, steps, learning_rate, prior_mass
-        The latent search (:class:`~ppl_audit.classifiers.synthesis.SearchConfig`).
+        The latent search both synthesis classifiers share
+        (:class:`~ppl_audit.classifiers.synthesis.SearchConfig`).
+    class_vae_search, class_gan_search : dict
+        What one kind of generator changes in that search, any of
+        ``SEARCH_OVERRIDES`` (TOML: an ``[audit.class_gan_search]`` table), e.g.
+        ``{"refine_restarts": 4}`` to refine the GANs' contested images only.
     sdim_percentile : int
         Which stored threshold (1 or 2) gives SDIM's risk-coverage confidence.
     explanations : int
@@ -102,6 +111,8 @@ class SelectiveAuditSpec:
     steps: int = 100
     learning_rate: float = 0.05
     prior_mass: float | None = 0.9
+    class_vae_search: dict[str, Any] = field(default_factory=dict)
+    class_gan_search: dict[str, Any] = field(default_factory=dict)
     sdim_percentile: int = 1
     explanations: int = NUM_EXPLANATIONS
     device: str = "auto"
@@ -122,14 +133,42 @@ class SelectiveAuditSpec:
                                     f"{self.sdim_percentile!r}")
         if not self.cnn:
             raise InvalidInputError("cnn must name a lenet-classifier card (the baseline and the hybrids' labeller)")
-        self.search_config()  # validates draws, steps, learning_rate, prior_mass
+        for key in GENERATORS:
+            self.search_config(key)  # validates the shared search settings and each kind's changes to them
 
-    def search_config(self):
-        """The latent search these fields describe."""
+    def search_config(self, key: str | None = None):
+        """The latent search of the generators in field ``key`` (``None``: the shared settings alone).
+
+        Examples
+        --------
+        >>> spec = SelectiveAuditSpec(class_gan_search={"refine_restarts": 4})
+        >>> spec.search_config("class_gan").refine_restarts, spec.search_config("class_vae").refine_restarts
+        (4, 0)
+        >>> SelectiveAuditSpec(class_gan_search={"chunk": 10})
+        Traceback (most recent call last):
+        ...
+        ppl_audit.errors.InvalidInputError: class_gan_search: unknown setting(s) ['chunk']; allowed: draws, steps, learning_rate, prior_mass, use_encoder, refine_restarts, refine_ratio, refine_draws, refine_steps, refine_learning_rate
+        """
         from ppl_audit.classifiers.synthesis import SearchConfig
 
-        return SearchConfig(draws=self.draws, steps=self.steps, learning_rate=self.learning_rate,
-                            prior_mass=self.prior_mass)
+        changes = {}
+        if key is not None:
+            if key not in GENERATORS:
+                raise InvalidInputError(f"no synthesis classifier {key!r}; there are {list(GENERATORS)}")
+            changes = getattr(self, f"{key}_search")
+            if not isinstance(changes, dict):
+                raise InvalidInputError(f"{key}_search must be a table of search settings, got {changes!r}")
+            unknown = sorted(set(changes) - set(SEARCH_OVERRIDES))
+            if unknown:
+                raise InvalidInputError(f"{key}_search: unknown setting(s) {unknown}; allowed: "
+                                        + ", ".join(SEARCH_OVERRIDES))
+        shared = dict(draws=self.draws, steps=self.steps, learning_rate=self.learning_rate,
+                      prior_mass=self.prior_mass)
+        config = SearchConfig(**shared)
+        try:
+            return dataclasses.replace(config, **changes)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{key}_search: {exc}") from exc
 
 
 def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[SelectiveAuditSpec, int]:
@@ -326,11 +365,11 @@ def run(
     timings["cnn_seconds"] = time.perf_counter() - t0
 
     search_rows, explanation_figures, searches = [], [], {}
-    config = dataclasses.replace(spec.search_config(), seed=seed)
-    for key, title in (("class_vae", "VAE"), ("class_gan", "GAN")):
+    for key, title in GENERATORS.items():
         generators = models.get(key)
         if generators is None:
             continue
+        config = dataclasses.replace(spec.search_config(key), seed=seed)
         classifier = SynthesisClassifier(generators, class_names, config, progress=progress)
         result = classifier.search(x)
         searches[title] = result
@@ -339,11 +378,7 @@ def run(
                                       "label of the closest class generation; confidence = -its L2 distance"))
         outcomes.append(MethodOutcome(f"hybrid ({title} confidence, CNN label)", cnn_labels, confidence,
                                       "the paper's Figure 9a"))
-        pairs = len(x) * generators.num_members
-        search_rows.append([title, len(x), generators.num_members, generators.latent_dim, config.draws,
-                            config.steps, round(result.seconds, 1), round(result.generator_seconds, 1),
-                            round(100 * result.generator_seconds / max(result.seconds, 1e-9), 1),
-                            round(pairs * (config.steps + 1) / max(result.seconds, 1e-9))])
+        search_rows.append(_search_row(title, config, result, generators))
         timings[f"{key}_search_seconds"] = result.seconds
         picks = _explanation_picks(result, truth, num_in, spec.explanations)
         generations = classifier.generations(result.subset(picks))
@@ -505,11 +540,20 @@ def _thin(xs, ys, max_points: int = MAX_CURVE_POINTS):
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
-def _latent_region(prior_mass: float | None) -> str:
-    """How the search constrains latents, in words."""
-    if prior_mass is None:
-        return "no region (unconstrained)"
-    return f"the ball around 0 holding {100 * prior_mass:g}% of each class prior's mass"
+def _search_row(title: str, config, result, generators) -> list:
+    """One row of the latent-search table: the settings one kind of generator was searched with, and the cost."""
+    classes = generators.num_members
+    refined = int(result.timings.get("refined_images", 0))
+    generations = (len(result) * classes * (config.steps + 1)
+                   + refined * classes * config.refine_restarts * (config.refine_steps + 1))
+    encoder = "yes" if config.use_encoder and hasattr(generators, "encode") else "no"
+    refinement = (f"{refined} contested (ratio {config.refine_ratio}) x {config.refine_restarts} restarts of "
+                  f"{config.refine_draws} draws, {config.refine_steps} steps, lr {config.refine_learning_rate}"
+                  if config.refine_restarts else "off")
+    return [title, len(result), classes, generators.latent_dim, config.draws, encoder, config.steps,
+            config.learning_rate, "none" if config.prior_mass is None else config.prior_mass, refinement, round(result.seconds, 1), round(result.generator_seconds, 1),
+            round(100 * result.generator_seconds / max(result.seconds, 1e-9), 1),
+            round(generations / max(result.seconds, 1e-9))]
 
 
 def _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanation_figures) -> list[Section]:
@@ -544,12 +588,18 @@ def _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanati
     if search_rows:
         sections.append(Section(
             "synthesis", "Classification by synthesis: explanations and the latent search",
-            paragraphs=[f"Latent search: {spec.draws} prior draws per class (shared by all images), the encoder "
-                        f"mean where there is one, then {spec.steps} Adam steps (learning rate {spec.learning_rate}) "
-                        f"on every image and class at once, latents kept in "
-                        f"{_latent_region(spec.prior_mass)}."],
-            tables=[Table("latent_search", "Latent search cost",
-                          ["generators", "images", "classes", "latent dim", "prior draws", "Adam steps", "seconds",
+            paragraphs=[
+                "Latent search: each class's prior draws (shared by all images) give every (image, class) its "
+                "Monte Carlo start, the encoder mean replaces it where a VAE's is closer, then Adam steps run on "
+                "every image and class at once, latents kept in the ball around 0 holding the stated share of each "
+                "class prior's mass.",
+                "Refinement (where on): the contested images, whose two closest classes lie within the stated ratio, "
+                "are searched again, every class alike, with more draws and steps and other draws at each restart; "
+                "every (image, class) keeps its best distance. Generations per second count the Adam steps' "
+                "generations, the refinement's included."],
+            tables=[Table("latent_search", "Latent search settings and cost",
+                          ["generators", "images", "classes", "latent dim", "prior draws", "encoder start",
+                           "Adam steps", "learning rate", "prior mass", "refinement", "seconds",
                            "in generator passes (s)", "in generator passes (%)", "generations per second"],
                           search_rows)],
             figures=explanation_figures))

@@ -396,7 +396,9 @@ def refine_contested(generators, x: torch.Tensor, result: SearchResult, config: 
     timings["refined_images"] = int(len(index))
     generator_seconds = result.generator_seconds
     for restart in range(config.refine_restarts if len(index) else 0):
-        again = latent_search(generators, x[index.to(x.device)], config.refinement(restart), progress=progress)
+        task = f"{SEARCH_TASK}: refinement {restart + 1} of {config.refine_restarts} ({len(index)} contested images)"
+        again = latent_search(generators, x[index.to(x.device)], config.refinement(restart),
+                              progress=None if progress is None else _renamed(progress, task))
         better = again.distances < distances[index]
         distances[index] = torch.where(better, again.distances, distances[index])
         latents[index] = torch.where(better[..., None], again.latents, latents[index])
@@ -404,6 +406,11 @@ def refine_contested(generators, x: torch.Tensor, result: SearchResult, config: 
         for key in ("generator_forward", "generator_backward", "monte_carlo"):
             timings[key] = timings.get(key, 0.0) + again.timings[key]
     return SearchResult(distances, latents, result.start_distances, result.seconds, generator_seconds, timings)
+
+
+def _renamed(progress: ProgressFn, task: str) -> ProgressFn:
+    """``progress`` with every report filed under ``task`` (a refinement's own bar)."""
+    return lambda _task, done, total: progress(task, done, total)
 
 
 def prior_ball_radius(mass: float, dim: int) -> float:

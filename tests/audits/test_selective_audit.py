@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -62,16 +63,44 @@ def test_spec_errors_name_the_problem(kwargs, message):
         SelectiveAuditSpec(**kwargs)
 
 
+def test_each_kind_of_generator_may_change_the_shared_search():
+    spec = SelectiveAuditSpec(draws=50, steps=7, class_gan_search={"refine_restarts": 2, "steps": 9})
+    gan, vae = spec.search_config("class_gan"), spec.search_config("class_vae")
+    assert (gan.draws, gan.steps, gan.refine_restarts) == (50, 9, 2)
+    assert (vae.draws, vae.steps, vae.refine_restarts) == (50, 7, 0)
+    assert spec.search_config() == vae
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"chunk": 4}, r"class_gan_search: unknown setting\(s\) \['chunk'\]"),
+    ({"refine_ratio": 0.5}, "class_gan_search: refine_ratio"),
+    ({"refine_draws": 0}, "class_gan_search: refine_draws must be a positive integer"),
+])
+def test_bad_search_changes_name_the_table_and_the_setting(changes, message):
+    with pytest.raises(InvalidInputError, match=message):
+        SelectiveAuditSpec(class_gan_search=changes)
+
+
+def test_search_changes_come_from_a_subtable_of_the_audit_file(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[audit]\nkind = "selective"\ndraws = 40\n[audit.class_vae_search]\nsteps = 0\n')
+    _, spec, _ = load_audit_file(path)
+    assert spec.search_config("class_vae").steps == 0 and spec.search_config("class_gan").steps == 100
+    path.write_text('[audit]\nkind = "selective"\n[audit.class_gan_search]\nrefine_steps = -1\n')
+    with pytest.raises(AuditFileError, match="a.toml.*class_gan_search: refine_steps must be an integer >= 0"):
+        load_audit_file(path)
+
+
 def test_audit_file_spells_out_the_papers_test_set():
     module, spec, seed = load_audit_file(SELECTIVE_FILE)
     assert module is selective and seed == 0
     assert spec.ood_sets == ("omniglot", "notmnist") and spec.class_vae == "mnist-class-vae"
+    # the refinement chosen on held-out digits (benchmarks/class_gan_holdout.py --headroom), for the GANs only
+    assert spec.search_config("class_gan").refine_restarts == 4 and spec.search_config("class_vae").refine_restarts == 0
 
 
 def test_audit_file_smoke_run_with_tiny_models(mnist_fixture_dir, mnist_classifier):
     """The shipped file's spec runs end to end when its models and images are swapped for tiny ones."""
-    import dataclasses
-
     from ppl_audit.classifiers.sdim import SDIM, SDIMClassifier, fit_thresholds
 
     _, spec, seed = load_audit_file(SELECTIVE_FILE)
@@ -88,6 +117,8 @@ def test_audit_file_smoke_run_with_tiny_models(mnist_fixture_dir, mnist_classifi
               "notmnist": torch.rand(6, 1, 28, 28)}
     report = selective.run(spec, seed=seed, models=models, images=images)
     assert len(report.metrics["methods"]) == 7 and report.metrics["num_out"] == {"omniglot": 6, "notmnist": 6}
+    search = report.metrics["latent_search"]
+    assert "refined_images" not in search["VAE"] and 0 <= search["GAN"]["refined_images"] <= 32
 
 
 def test_bad_audit_file_is_an_audit_file_error(tmp_path):
@@ -116,6 +147,25 @@ def test_tiny_run_is_seeded_and_reports_every_method(mnist_fixture_dir, mnist_cl
     assert saved["kind"] == "selective"
     assert {f["name"] for s in saved["sections"] for f in s["figures"]} >= {
         "risk_coverage", "explanation_class_vae", "explanation_class_gan"}
+
+
+def test_refinement_for_one_kind_of_generator_reaches_the_report(mnist_fixture_dir, mnist_classifier):
+    test = load_dataset("mnist", "test", data_dir=mnist_fixture_dir)
+    models = {"cnn": mnist_classifier, "class_vae": VAEEnsemble(10, 2, (16,), seed=0).eval(),
+              "class_gan": ClassGAN(10, 3, (8,), (8,), seed=0).eval()}
+    images = {"mnist": (test.images[:12], test.labels[:12]), "omniglot": torch.rand(4, 1, 28, 28)}
+    base = SelectiveAuditSpec(sdim="", nearest_neighbour=False, ood_sets=("omniglot",), draws=8, steps=2,
+                              explanations=2, device="cpu")
+    # a ratio no pair of distances can exceed contests every image
+    refine = {"refine_restarts": 1, "refine_ratio": 1e9, "refine_draws": 64, "refine_steps": 5}
+    plain = selective.run(base, models=models, images=dict(images))
+    refined = selective.run(dataclasses.replace(base, class_gan_search=refine), models=models, images=dict(images))
+    assert refined.metrics["latent_search"]["GAN"]["refined_images"] == 16
+    assert "refined_images" not in refined.metrics["latent_search"]["VAE"]
+    # the VAEs' search is untouched by the GANs' settings
+    assert refined.metrics["methods"]["VAE synthesis"] == plain.metrics["methods"]["VAE synthesis"]
+    rows = {r[0]: r for s in refined.sections for t in s.tables if t.name == "latent_search" for r in t.rows}
+    assert rows["GAN"][9].startswith("16 contested") and rows["VAE"][9] == "off"
 
 
 def test_tiny_run_with_sdim_adds_its_tables_and_a_risk_coverage_row(mnist_fixture_dir, mnist_classifier, tmp_path):

@@ -176,6 +176,17 @@ def test_refinement_finds_what_a_poor_search_missed_and_only_touches_contested_i
     assert torch.equal(some.distances[~contested], base.distances[~contested])
 
 
+def test_each_refinement_restart_reports_progress_under_its_own_name(gan):
+    calls = []
+    latent_search(gan, torch.rand(3, 1, 28, 28), SearchConfig(draws=4, steps=2, refine_restarts=2, refine_ratio=1e6,
+                                                              refine_draws=8, refine_steps=3),
+                  progress=lambda task, done, total: calls.append((task, done, total)))
+    finals = [c for c in calls if c[1] == c[2]]
+    assert finals == [("latent search", 2, 2),
+                      ("latent search: refinement 1 of 2 (3 contested images)", 3, 3),
+                      ("latent search: refinement 2 of 2 (3 contested images)", 3, 3)]
+
+
 def test_refining_a_result_leaves_it_unchanged_and_refuses_other_images(gan):
     x = torch.rand(4, 1, 28, 28)
     base = latent_search(gan, x, SearchConfig(draws=1, steps=0))
