@@ -141,15 +141,17 @@ class EnsembleScorer:
     Parameters
     ----------
     vae : nn.Module
-        A VAE ensemble: ``log_likelihood(x, num_samples, generator) -> (K, N)`` and ``rate(x) -> (K, N)``.
+        A VAE ensemble: ``log_likelihood(x, num_samples, generator, common_draws) -> (K, N)`` and
+        ``rate(x) -> (K, N)``.
     beta_vae : nn.Module, optional
         A second VAE ensemble for the ``WAIC (beta = 0.1)`` column.
     gan : nn.Module, optional
         A WGAN ensemble: ``critic_scores(x) -> (K, N)``.
     iwae_samples : int
     seed : int
-        Seeds the importance samples, the same for every batch (scores are a
-        deterministic function of the images).
+        Seeds the importance samples: one set per member, shared by every
+        image (``common_draws``), so an image's score depends on the image
+        alone, not on its batch or its place in it.
     """
 
     def __init__(self, vae, *, beta_vae=None, gan=None, iwae_samples: int = 16, seed: int = 0):
@@ -164,7 +166,7 @@ class EnsembleScorer:
         self.iwae_samples, self.seed = iwae_samples, seed
 
         def loglik_of(model):
-            return lambda x: model.log_likelihood(x, num_samples=iwae_samples,
+            return lambda x: model.log_likelihood(x, num_samples=iwae_samples, common_draws=True,
                                                   generator=torch.Generator().manual_seed(seed))
 
         vae_loglik = loglik_of(vae)
@@ -303,7 +305,7 @@ def run(
     generator = torch.Generator().manual_seed(seed * 1000 + 1)
 
     def adversarial(n: int) -> torch.Tensor:
-        member = lambda x: vae.log_likelihood(x, num_samples=spec.iwae_samples,  # noqa: E731
+        member = lambda x: vae.log_likelihood(x, num_samples=spec.iwae_samples, common_draws=True,  # noqa: E731
                                               generator=torch.Generator().manual_seed(seed))[0]
         return fgsm_from_noise(member, n, epsilon=spec.adversarial_epsilon, steps=spec.adversarial_steps,
                                generator=torch.Generator().manual_seed(seed * 1000 + 2), device=device)

@@ -454,7 +454,7 @@ class VAEEnsemble(nn.Module):
 
     def log_likelihood(self, x: torch.Tensor, num_samples: int = IWAE_SAMPLES,
                        generator: torch.Generator | None = None, *, noise: torch.Tensor | None = None,
-                       chunk: int | None = None) -> torch.Tensor:
+                       chunk: int | None = None, common_draws: bool = False) -> torch.Tensor:
         """Importance-weighted estimate of every member's ``log p(x)``, ``(K, N)`` nats (Burda et al. 2016, eq. 8).
 
         ``log (1/S) sum_s p(x | z_s) p(z_s) / q(z_s | x)`` with ``z_s ~ q(z | x)``,
@@ -474,6 +474,13 @@ class VAEEnsemble(nn.Module):
             ``eps`` itself, ``(K, S, N, D)``.
         chunk : int, optional
             Images per pass (default: ``LATENTS_PER_PASS // (K * S)``).
+        common_draws : bool
+            Draw one ``(K, S, D)`` set of ``eps`` and use it for every image
+            (common random numbers). An image's estimate then depends on the
+            image alone, not on the batch it comes in or its place there,
+            which is what a per-input score needs; with independent draws the
+            same image's estimate moves with its place by the bound's Monte
+            Carlo error. Not with ``noise``.
 
         Raises
         ------
@@ -488,13 +495,22 @@ class VAEEnsemble(nn.Module):
         >>> ll = ensemble.log_likelihood(torch.rand(4, 1, 28, 28), 4, torch.Generator().manual_seed(0))
         >>> ll.shape, bool(ll.lt(0).all())
         (torch.Size([3, 4]), True)
+        >>> x = torch.rand(4, 1, 28, 28)
+        >>> alone = ensemble.log_likelihood(x[3:], 4, torch.Generator().manual_seed(0), common_draws=True)
+        >>> among = ensemble.log_likelihood(x, 4, torch.Generator().manual_seed(0), common_draws=True)
+        >>> torch.allclose(alone[:, 0], among[:, 3])
+        True
         """
         if not is_positive_int(num_samples):
             raise InvalidInputError(f"num_samples must be a positive integer, got {num_samples!r}")
         flat = self._flat(x)
         k, s, d = self.num_members, num_samples, self.latent_dim
         if noise is not None:
+            if common_draws:
+                raise InvalidInputError("give noise or common_draws=True, not both")
             noise = self._noise(noise, (k, s, len(flat), d), generator, flat.device, "noise")
+        elif common_draws:
+            noise = _standard_normal((k, s, 1, d), generator, flat.device).expand(k, s, len(flat), d)
         out, size = [], self._chunk(chunk, s)
         for start in range(0, len(flat), size):
             part = flat[start:start + size]

@@ -40,7 +40,7 @@ def mnist(mnist_fixture_dir):
 class _Brightness:
     """A stand-in ensemble whose 'log-likelihood' is minus the mean brightness (members disagree a little)."""
 
-    def log_likelihood(self, x, num_samples=16, generator=None):
+    def log_likelihood(self, x, num_samples=16, generator=None, common_draws=False):
         b = x.flatten(1).mean(1)
         return torch.stack([-b, -1.1 * b])
 
@@ -64,6 +64,25 @@ def test_scores_of_a_known_ensemble_separate_bright_images_perfectly():
 
     for column in ("D", "Var(D)", "rate", "log p", "WAIC"):
         assert ood_metrics(s_in[column], s_out[column])["auroc"] == 1.0, column
+
+
+def test_an_images_scores_do_not_depend_on_its_batch_or_place(tiny_models, mnist):
+    """The importance draws are shared by every image, so scoring one image alone or among others agrees."""
+    scorer = EnsembleScorer(tiny_models["vae"], beta_vae=tiny_models["beta_vae"], gan=tiny_models["gan"],
+                            iwae_samples=4)
+    among, log_lik = scorer.score(mnist[:6])
+    alone, log_lik_alone = scorer.score(mnist[5:6])
+    reversed_, _ = scorer.score(mnist[:6].flip(0))
+    torch.testing.assert_close(log_lik_alone[:, 0], log_lik[:, 5])
+    for column in scorer.columns:
+        torch.testing.assert_close(alone[column][0], among[column][5])
+        torch.testing.assert_close(reversed_[column].flip(0), among[column])
+
+
+def test_common_draws_and_given_noise_are_refused_together(tiny_models, mnist):
+    vae = tiny_models["vae"]
+    with pytest.raises(InvalidInputError, match="not both"):
+        vae.log_likelihood(mnist[:2], 2, noise=torch.zeros(2, 2, 2, 2), common_draws=True)
 
 
 def test_audit_file_spells_out_the_defaults():
@@ -181,7 +200,7 @@ def test_each_ensemble_runs_once_per_batch():
     calls = {"log_likelihood": 0, "critic_scores": 0, "rate": 0}
 
     class Counting(_Brightness):
-        def log_likelihood(self, x, num_samples=16, generator=None):
+        def log_likelihood(self, x, num_samples=16, generator=None, common_draws=False):
             calls["log_likelihood"] += 1
             return super().log_likelihood(x)
 
