@@ -24,7 +24,7 @@ The point is how far the Omniglot figure moves with a preprocessing choice
 the paper does not fix, which bears on comparing it with the paper's 100.
 
 Run (from the repository root; ~2 minutes with the ensembles cached):
-      .venv/bin/python benchmarks/ood_omniglot_resizing.py --data-dir ../shared/data   # results/ood_omniglot_resizing.json
+      .venv/bin/python benchmarks/ood_omniglot_resizing.py --data-dir ../shared/data  # results/ood_omniglot_resizing.json
 Exits with status 2 when the data or the ensembles are missing.
 """
 

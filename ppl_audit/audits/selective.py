@@ -144,10 +144,10 @@ class SelectiveAuditSpec:
         >>> spec = SelectiveAuditSpec(class_gan_search={"refine_restarts": 4})
         >>> spec.search_config("class_gan").refine_restarts, spec.search_config("class_vae").refine_restarts
         (4, 0)
-        >>> SelectiveAuditSpec(class_gan_search={"chunk": 10})
+        >>> SelectiveAuditSpec(class_gan_search={"chunk": 10})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ppl_audit.errors.InvalidInputError: class_gan_search: unknown setting(s) ['chunk']; allowed: draws, steps, learning_rate, prior_mass, use_encoder, refine_restarts, refine_ratio, refine_draws, refine_steps, refine_learning_rate
+        ppl_audit.errors.InvalidInputError: class_gan_search: unknown setting(s) ['chunk']; allowed: draws, steps, ...
         """
         from ppl_audit.classifiers.synthesis import SearchConfig
 
@@ -551,7 +551,8 @@ def _search_row(title: str, config, result, generators) -> list:
                   f"{config.refine_draws} draws, {config.refine_steps} steps, lr {config.refine_learning_rate}"
                   if config.refine_restarts else "off")
     return [title, len(result), classes, generators.latent_dim, config.draws, encoder, config.steps,
-            config.learning_rate, "none" if config.prior_mass is None else config.prior_mass, refinement, round(result.seconds, 1), round(result.generator_seconds, 1),
+            config.learning_rate, "none" if config.prior_mass is None else config.prior_mass, refinement,
+            round(result.seconds, 1), round(result.generator_seconds, 1),
             round(100 * result.generator_seconds / max(result.seconds, 1e-9), 1),
             round(generations / max(result.seconds, 1e-9))]
 
@@ -562,7 +563,8 @@ def _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanati
                      for name, s in summaries.items() if not name.startswith("hybrid")]
     accuracy = Section("accuracy", "MNIST test accuracy", tables=[Table(
         "accuracy", "Accuracy on the MNIST test digits alone (%)",
-        ["classifier", "accuracy (%)", "paper (%)", "target (%)"], accuracy_rows)], paragraphs=[f"{o.name}: {o.note}." for o in outcomes if o.note])
+        ["classifier", "accuracy (%)", "paper (%)", "target (%)"], accuracy_rows)],
+        paragraphs=[f"{o.name}: {o.note}." for o in outcomes if o.note])
     rc_rows = [[name, round(s["aurc"], 5), round(s["min_risk"], 5), round(s["coverage_at_min_risk"], 4),
                 round(s["risk_at_full_coverage"], 4), s["inputs_at_max_confidence"], s["ood_at_max_confidence"]]
                for name, s in summaries.items()]
