@@ -1,8 +1,8 @@
 """Wang et al.'s risk-coverage comparison on MNIST + Omniglot + notMNIST, through the selective audit.
 
 Runs ``analyses/mnist-selective.toml`` (CNN, VAE and GAN synthesis, their
-hybrids, 1-NN and SDIM; about 48 minutes on 2 CPU cores once the models are
-cached, 32 of them the refinement of the GANs' contested images) and prints, per classifier, MNIST accuracy, AURC, the lowest
+hybrids, 1-NN and SDIM; about 31 minutes on 2 CPU cores once the models are
+cached, 16 of them the refinement of the GANs' contested images) and prints, per classifier, MNIST accuracy, AURC, the lowest
 attainable risk and the out-of-distribution images at maximum confidence,
 then whether each hybrid lies at or below the CNN at every 5% coverage step.
 ``--from-report DIR`` summarises a report the audit already wrote instead

@@ -34,8 +34,9 @@ problem is solved side by side:
 4. **Refinement** (optional, ``refine_restarts`` > 0): the contested images,
    whose two closest classes lie within ``refine_ratio`` of each other, are
    searched again with far more draws and steps (:func:`refine_contested`).
-   On held-out training digits this removed 16 of the 70 errors of class
-   GANs built like the shipped ones, for about half the first search's time
+   On held-out training digits 4 restarts removed 16 of the 70 errors of
+   class GANs built like the shipped ones, and 2 restarts just as many, for
+   about a quarter of the first search's time
    (``benchmarks/class_gan_holdout.py --headroom``).
 
 The optimiser helps each class's generator come closer to the image, the
