@@ -30,32 +30,32 @@ search settings can be compared on the same generators. The JSON's
 
 Run (from the repository root; about 25 minutes on 2 CPU cores at the defaults). The card's
 generators were [256, 512] when the first two results were made and are [512, 1024] now:
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \\
           --set architecture.generator_hidden='[256, 512]'          # results/class_gan_holdout.json
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \\
           --name class_gan_holdout_wide                              # results/class_gan_holdout_wide.json
 Search settings for the shipped card's generators (weight average 0.999; results/class_gan_holdout_search.json):
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \
-          --decays 0.999 --averages-only --save-dir /tmp/holdout-gans \
-          --search steps=100 --search steps=100,learning_rate=0.1,draws=5000 \
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data \\
+          --decays 0.999 --averages-only --save-dir /tmp/holdout-gans \\
+          --search steps=100 --search steps=100,learning_rate=0.1,draws=5000 \\
           --search steps=200,learning_rate=0.1,draws=5000 --name class_gan_holdout_search
 Longer training and slower averages, scored at 240 and 480 epochs (about 80 minutes):
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \
-          --decays 0.999 0.9995 0.9999 --checkpoints 240 --averages-only --save-dir /tmp/holdout-gans-480 \
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \\
+          --decays 0.999 0.9995 0.9999 --checkpoints 240 --averages-only --save-dir /tmp/holdout-gans-480 \\
           --name class_gan_holdout_long                          # results/class_gan_holdout_long.json
 Whether the errors left are the search's (after the two runs above; about 5 minutes each):
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \
-          --load-dir /tmp/holdout-gans-480 --only 'average, decay 0.9999' --headroom 4 \
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \\
+          --load-dir /tmp/holdout-gans-480 --only 'average, decay 0.9999' --headroom 4 \\
           --name class_gan_holdout_headroom_480                  # results/class_gan_holdout_headroom_480.json
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \
-          --load-dir /tmp/holdout-gans-480 --only 'average, decay 0.999' --headroom 4 \
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \\
+          --load-dir /tmp/holdout-gans-480 --only 'average, decay 0.999' --headroom 4 \\
           --name class_gan_holdout_headroom_480_decay999         # results/class_gan_holdout_headroom_480_decay999.json
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --load-dir /tmp/holdout-gans \
-          --only 'average, decay 0.999' --search steps=100,learning_rate=0.1,draws=5000 --headroom 4 \
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --load-dir /tmp/holdout-gans \\
+          --only 'average, decay 0.999' --search steps=100,learning_rate=0.1,draws=5000 --headroom 4 \\
           --name class_gan_holdout_headroom                      # results/class_gan_holdout_headroom.json
 How many restarts the refinement needs (the shipped card's decay; 4 restarts: 33 errors left, 2: 33, 1: 34):
-      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \
-          --load-dir /tmp/holdout-gans-480 --only 'average, decay 0.999' --headroom 2 \
+      .venv/bin/python benchmarks/class_gan_holdout.py --data-dir ../shared/data --epochs 480 \\
+          --load-dir /tmp/holdout-gans-480 --only 'average, decay 0.999' --headroom 2 \\
           --name class_gan_holdout_headroom_480_decay999_restarts2   # and --headroom 1 ... _restarts1
 """
 

@@ -50,7 +50,6 @@ from ppl_audit.metrics import ood_metrics  # noqa: E402
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-ood.toml"
 SIDE, BOX = 28, 20  # MNIST's image side, and the box its digits' longer side is scaled to
-BATCH = 1000
 
 
 def full_resolution_masks(data_dir: str, limit: int) -> torch.Tensor:
@@ -91,12 +90,6 @@ def resizings(masks: torch.Tensor, staged: torch.Tensor) -> dict[str, torch.Tens
     }
 
 
-def score(scorer: EnsembleScorer, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every column's scores of ``x``, in batches."""
-    parts = [scorer.score(x[i:i + BATCH])[0] for i in range(0, len(x), BATCH)]
-    return {c: torch.cat([p[c] for p in parts]) for c in parts[0]}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
@@ -131,11 +124,11 @@ def main(argv=None) -> int:
                             iwae_samples=spec.iwae_samples, seed=seed)
     start = time.perf_counter()
     with torch.no_grad():
-        scores_in = score(scorer, mnist)
+        scores_in, _ = scorer.score(mnist)  # the ensembles chunk large sets themselves, as in the audit
     rows = []
     for name, images in resizings(masks, staged).items():
         with torch.no_grad():
-            scores_out = score(scorer, images)
+            scores_out, _ = scorer.score(images)
         aurocs = {c: round(100 * ood_metrics(scores_in[c], scores_out[c])["auroc"], 2) for c in scorer.columns}
         best = max(aurocs, key=aurocs.get)
         rows.append({"resizing": name, "num_images": len(images), "mean_pixel": round(float(images.mean()), 4),

@@ -14,9 +14,9 @@ search in at most 15 minutes on 2 CPU cores.
 Run (from the repository root):
       .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data        # results/synthesis_mnist.json
 The GANs with the refinement of contested images (chosen on held-out digits, benchmarks/class_gan_holdout.py --headroom):
-      .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --cards mnist-class-gan \
+      .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --cards mnist-class-gan \\
           --refine-restarts 4 --name synthesis_mnist_gan_refined                 # results/synthesis_mnist_gan_refined.json
-      .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --cards mnist-class-gan \
+      .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --cards mnist-class-gan \\
           --refine-restarts 2 --name synthesis_mnist_gan_refined_2               # the audit's setting (98.11%)
 Search settings are tuned on training images, never on the test digits (the
 last --num training digits; the latent ball of 90% prior mass was chosen this way):

@@ -287,9 +287,8 @@ class GANEnsembleConfig:
     def __post_init__(self):
         check_field(is_positive_int(self.members) and self.members >= MIN_MEMBERS, "members", self.members,
                     f"an integer >= {MIN_MEMBERS}")
-        check_field(isinstance(self.finetune_critic_steps, int) and not isinstance(self.finetune_critic_steps, bool)
-                    and self.finetune_critic_steps >= 0, "finetune_critic_steps", self.finetune_critic_steps,
-                    "an integer >= 0")
+        check_field(is_non_negative_int(self.finetune_critic_steps), "finetune_critic_steps",
+                    self.finetune_critic_steps, "an integer >= 0")
         check_training_fields(self, ())  # seed (an integer >= 0) before seed + k is formed
         self.member_config(0)  # every shared GAN key, checked by GANConfig
 
@@ -372,8 +371,7 @@ def finetune_critic(gan: GAN, images: torch.Tensor, steps: int, config: GANConfi
     >>> len(losses), all(torch.equal(before[k], v) for k, v in gan.generator.state_dict().items())
     (3, True)
     """
-    check_field(is_non_negative_int(steps), "steps", steps,
-                "an integer >= 0")
+    check_field(is_non_negative_int(steps), "steps", steps, "an integer >= 0")
     check_field(is_positive_int(log_every), "log_every", log_every, "a positive integer")
     device = images.device
     n = len(images)
