@@ -31,7 +31,6 @@ Exits with status 2 when the data or the ensembles are missing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -42,13 +41,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, print_table, write_results  # noqa: E402
+from _ood_models import load_ood_models  # noqa: E402
 
-from ppl_audit.audits import load_audit_file  # noqa: E402
-from ppl_audit.audits.ood import EnsembleScorer  # noqa: E402
 from ppl_audit.errors import PplAuditError  # noqa: E402
 from ppl_audit.metrics import ood_metrics  # noqa: E402
 
-AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-ood.toml"
 SIDE, BOX = 28, 20  # MNIST's image side, and the box its digits' longer side is scaled to
 
 
@@ -96,17 +93,10 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--name", default="ood_omniglot_resizing")
     args = parser.parse_args(argv)
-    _, spec, seed = load_audit_file(AUDIT_FILE)
-    spec = dataclasses.replace(spec, device="cpu")
     try:
         from ppl_audit.data import load_dataset
-        from ppl_audit.generative.gan_ensemble import load_gan_ensemble
-        from ppl_audit.generative.vae_ensemble import load_vae_ensemble
 
-        loading = dict(cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-        trained = {"vae": load_vae_ensemble(spec.vae_ensemble, **loading),
-                   "beta_vae": load_vae_ensemble(spec.beta_vae_ensemble, **loading),
-                   "gan": load_gan_ensemble(spec.gan_ensemble, **loading)}
+        spec, seed, trained, scorer = load_ood_models(args.data_dir, args.cache_dir)
         mnist = load_dataset("mnist", "test", data_dir=args.data_dir).images
         staged = load_dataset("omniglot", data_dir=args.data_dir, limit=spec.num_out).images
         masks = full_resolution_masks(args.data_dir, spec.num_out)
@@ -120,8 +110,6 @@ def main(argv=None) -> int:
         print("ood_omniglot_resizing: error: the full-resolution masks do not match the staged 28 x 28 images",
               file=sys.stderr)
         return 2
-    scorer = EnsembleScorer(trained["vae"].module, beta_vae=trained["beta_vae"].module, gan=trained["gan"].module,
-                            iwae_samples=spec.iwae_samples, seed=seed)
     start = time.perf_counter()
     with torch.no_grad():
         scores_in, _ = scorer.score(mnist)  # the ensembles chunk large sets themselves, as in the audit

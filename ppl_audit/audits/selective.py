@@ -44,6 +44,7 @@ from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
+from ppl_audit.training import is_positive_int
 
 KIND = "selective"
 OOD_SETS = ("omniglot", "notmnist", "fashion-mnist")  # out-of-distribution sets the data folder offers
@@ -124,9 +125,9 @@ class SelectiveAuditSpec:
             raise InvalidInputError(f"ood_sets must be distinct names from {list(OOD_SETS)}, got {list(self.ood_sets)}")
         for name in ("num_out", "explanations"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_positive_int(value):
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        if self.num_in is not None and (not isinstance(self.num_in, int) or self.num_in <= 0):
+        if self.num_in is not None and not is_positive_int(self.num_in):
             raise InvalidInputError(f"num_in must be a positive integer (or absent: all), got {self.num_in!r}")
         if self.sdim_percentile not in (1, 2):
             raise InvalidInputError(f"sdim_percentile must be 1 or 2 (the stored thresholds), got "

@@ -54,6 +54,8 @@ def test_curve_comparison_on_a_grid():
 @pytest.mark.parametrize("kwargs,message", [
     ({"ood_sets": ("mnist",)}, "ood_sets must be distinct names"),
     ({"num_out": 0}, "num_out must be a positive integer"),
+    ({"num_in": True}, "num_in must be a positive integer"),
+    ({"num_in": 0}, "num_in must be a positive integer"),
     ({"sdim_percentile": 5}, "sdim_percentile must be 1 or 2"),
     ({"steps": -2}, "steps must be an integer >= 0"),
     ({"cnn": ""}, "cnn must name"),
