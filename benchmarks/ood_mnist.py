@@ -8,6 +8,8 @@ the sets and scoring them (model loading excluded).
 Run (from the repository root):
       .venv/bin/python benchmarks/ood_mnist.py --data-dir ../shared/data     # results/ood_mnist.json
       .venv/bin/python benchmarks/ood_mnist.py --data-dir ../shared/data --vae-epochs 30 --name ood_mnist_vae_30_epochs
+      .venv/bin/python benchmarks/ood_mnist.py --data-dir ../shared/data --vae-likelihood continuous-bernoulli \\
+          --name ood_mnist_vae_continuous_bernoulli
 Exits with status 2 when the ensembles are missing and cannot be trained (no data folder).
 """
 
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--vae-epochs", type=int, default=None,
                         help="train the VAE ensemble for this many epochs instead of its card's (a card variant)")
+    parser.add_argument("--vae-likelihood", default=None, choices=("bernoulli", "continuous-bernoulli"),
+                        help="train the VAE ensemble with this decoder likelihood instead of its card's (a card variant)")
     parser.add_argument("--name", default="ood_mnist")
     args = parser.parse_args(argv)
     if args.threads:
@@ -57,6 +61,8 @@ def main(argv=None) -> int:
         vae_card = load_card(spec.vae_ensemble)
         if args.vae_epochs is not None:
             vae_card = vae_card.with_overrides(training={"epochs": args.vae_epochs})
+        if args.vae_likelihood is not None:
+            vae_card = vae_card.with_overrides(architecture={"likelihood": args.vae_likelihood})
         trained = {"vae": load_vae_ensemble(vae_card, **loading),
                    "beta_vae": load_vae_ensemble(spec.beta_vae_ensemble, **loading),
                    "gan": load_gan_ensemble(spec.gan_ensemble, **loading)}
