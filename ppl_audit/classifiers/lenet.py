@@ -161,8 +161,7 @@ class LeNetConfig:
         check_training_fields(self)
         check_field(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "weight_decay",
                     self.weight_decay, "a number >= 0")
-        check_field(isinstance(self.augment_shift_pixels, int) and 0 <= self.augment_shift_pixels < IMAGE_SIDE // 2,
-                    "augment_shift_pixels", self.augment_shift_pixels, f"an integer in 0..{IMAGE_SIDE // 2 - 1}")
+        check_augment_shift(self)
 
 
 def _config(card: ModelCard) -> LeNetConfig:
@@ -181,6 +180,22 @@ def build_lenet(card: ModelCard) -> LeNet5:
     config = _config(card)
     card_config(DataConfig, card, ("data",))  # validate [data] before any training starts
     return LeNet5(len(MNIST_CLASS_NAMES), config.conv_channels, config.hidden)
+
+
+def check_augment_shift(config) -> None:
+    """Check a config's ``augment_shift_pixels``: an integer shift in ``0..13`` (0: no augmentation).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> check_augment_shift(SimpleNamespace(augment_shift_pixels=True))
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: augment_shift_pixels must be an integer in 0..13, got True
+    """
+    value = config.augment_shift_pixels
+    check_field(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < IMAGE_SIDE // 2,
+                "augment_shift_pixels", value, f"an integer in 0..{IMAGE_SIDE // 2 - 1}")
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

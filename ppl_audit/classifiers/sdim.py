@@ -85,6 +85,7 @@ from ppl_audit.classifiers.lenet import (
     MNIST_CLASS_NAMES,
     MNIST_PIXEL_MEAN,
     MNIST_PIXEL_STD,
+    check_augment_shift,
     random_shift,
 )
 from ppl_audit.detectors.base import Detector, check_scores
@@ -468,8 +469,7 @@ class SDIMConfig:
             value = getattr(self, name)
             check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                         and value >= 0, name, value, "a number >= 0")
-        check_field(isinstance(self.augment_shift_pixels, int) and 0 <= self.augment_shift_pixels < IMAGE_SIDE // 2,
-                    "augment_shift_pixels", self.augment_shift_pixels, f"an integer in 0..{IMAGE_SIDE // 2 - 1}")
+        check_augment_shift(self)
 
 
 def _config(card: ModelCard) -> SDIMConfig:

@@ -64,6 +64,7 @@ from torch import nn
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard, load_card
 from ppl_audit.classifiers.base import check_images
+from ppl_audit.classifiers.lenet import check_augment_shift, random_shift
 from ppl_audit.errors import AuditFileError, ModelOutputError
 from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, SAMPLE_SEED, _montage_figure
 from ppl_audit.progress import ProgressFn, report
@@ -376,6 +377,11 @@ class GWINConfig:
         the rest uniformly from all training images; 0 draws every input
         uniformly. Those are the inputs a GWIN is used on at inference, and
         with uniform draws they are ~2% of a batch.
+    augment_shift_pixels : int
+        Shift each of G's training inputs by up to this many pixels in x and y
+        before G sees it (0: none, the paper); the transformation loss still
+        asks for the input's true label. Against memorising the few uncertain
+        training images G is trained to re-map.
     seed : int
 
     Examples
@@ -403,6 +409,7 @@ class GWINConfig:
     batch_size: int = 64
     generator_steps: int = 2000
     uncertain_input_fraction: float = 0.0
+    augment_shift_pixels: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -419,6 +426,7 @@ class GWINConfig:
                     "confidence_threshold", self.confidence_threshold, "a number in [0, 1]")
         check_field(is_fraction(self.uncertain_input_fraction),
                     "uncertain_input_fraction", self.uncertain_input_fraction, "a number in [0, 1)")
+        check_augment_shift(self)
         check_adversarial_fields(self)
         check_field(_is_number(self.transformation_penalty) and self.transformation_penalty >= 0,
                     "transformation_penalty", self.transformation_penalty, "a number >= 0")
@@ -725,7 +733,7 @@ def train_gwin(card: ModelCard, *, data_dir=None, device="auto", progress: Progr
         for _ in range(config.critic_steps):
             pick = confident[draw(len(confident))]
             real, y = train.images[pick], train.labels[pick]
-            x_in = train.images[same_class(y, generator)]
+            x_in = random_shift(train.images[same_class(y, generator)], config.augment_shift_pixels, generator)
             with torch.no_grad():
                 fake = gwin.generator(x_in, _noise(b, config.noise_dim, generator, device))
             penalty = conditional_gradient_penalty(gwin.critic, real, fake, y, generator)
@@ -739,7 +747,7 @@ def train_gwin(card: ModelCard, *, data_dir=None, device="auto", progress: Progr
         pick = draw(n)
         if num_uncertain:
             pick[:num_uncertain] = uncertain[draw(len(uncertain))[:num_uncertain]]
-        x_in, y = train.images[pick], train.labels[pick]
+        x_in, y = random_shift(train.images[pick], config.augment_shift_pixels, generator), train.labels[pick]
         gwin.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         out = gwin.generator(x_in, _noise(b, config.noise_dim, generator, device))
         adversarial = -gwin.critic(out, y).mean()

@@ -205,6 +205,8 @@ def test_class_sampler_draws_images_of_the_requested_labels():
     ({"training": {"beta2": 1.0}}, r"beta2 must be a number in \[0, 1\)"),
     ({"training": {"uncertain_input_fraction": 1.0}}, r"uncertain_input_fraction must be a number in \[0, 1\)"),
     ({"training": {"uncertain_input_fraction": float("nan")}}, "uncertain_input_fraction must be a number"),
+    ({"training": {"augment_shift_pixels": 14}}, r"augment_shift_pixels must be an integer in 0\.\.13"),
+    ({"training": {"augment_shift_pixels": True}}, "augment_shift_pixels must be an integer"),
     ({"training": {"generator_steps": 0}}, "generator_steps must be a positive integer"),
     ({"training": {"critic_steps": 1.5}}, "critic_steps must be a positive integer"),
     ({"training": {"classifier_samples": 0}}, "classifier_samples must be a positive integer"),
@@ -264,6 +266,17 @@ def test_tiny_train_gwin_runs_against_a_fake_classifier(fake_bnn, mnist_fixture_
     again = train_gwin(card, data_dir=mnist_fixture_dir, device="cpu", cache=tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(result.module.state_dict().values(),
                                                  again.module.state_dict().values()))
+
+
+def test_shifted_inputs_change_training_and_stay_seeded(fake_bnn, mnist_fixture_dir, tmp_path):
+    def weights(**training):
+        card = tiny_card(training={"classifier_recipe_hash": FAKE_HASH, **training})
+        return list(train_gwin(card, data_dir=mnist_fixture_dir, device="cpu", cache=tmp_path).module.state_dict()
+                    .values())
+
+    plain, shifted, again = weights(), weights(augment_shift_pixels=2), weights(augment_shift_pixels=2)
+    assert all(torch.equal(a, b) for a, b in zip(shifted, again))
+    assert not all(torch.equal(a, b) for a, b in zip(plain, shifted))
 
 
 def test_train_gwin_refuses_a_classifier_of_another_recipe(fake_bnn, mnist_fixture_dir):
