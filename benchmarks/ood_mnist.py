@@ -10,6 +10,8 @@ Run (from the repository root):
       .venv/bin/python benchmarks/ood_mnist.py --data-dir ../shared/data --vae-epochs 30 --name ood_mnist_vae_30_epochs
       .venv/bin/python benchmarks/ood_mnist.py --data-dir ../shared/data --vae-likelihood continuous-bernoulli \\
           --name ood_mnist_vae_continuous_bernoulli
+      .venv/bin/python benchmarks/ood_mnist.py --data-dir ../shared/data --vae-independent-batches \\
+          --name ood_mnist_vae_independent_batches
 Exits with status 2 when the ensembles are missing and cannot be trained (no data folder).
 """
 
@@ -44,6 +46,8 @@ def main(argv=None) -> int:
                         help="train the VAE ensemble for this many epochs instead of its card's (a card variant)")
     parser.add_argument("--vae-likelihood", default=None, choices=("bernoulli", "continuous-bernoulli"),
                         help="train the VAE ensemble with this decoder likelihood instead of its card's (a card variant)")
+    parser.add_argument("--vae-independent-batches", action="store_true",
+                        help="train the VAE ensemble with one shuffle of the data per member (a card variant)")
     parser.add_argument("--name", default="ood_mnist")
     args = parser.parse_args(argv)
     if args.threads:
@@ -63,6 +67,8 @@ def main(argv=None) -> int:
             vae_card = vae_card.with_overrides(training={"epochs": args.vae_epochs})
         if args.vae_likelihood is not None:
             vae_card = vae_card.with_overrides(architecture={"likelihood": args.vae_likelihood})
+        if args.vae_independent_batches:
+            vae_card = vae_card.with_overrides(training={"independent_batches": True})
         trained = {"vae": load_vae_ensemble(vae_card, **loading),
                    "beta_vae": load_vae_ensemble(spec.beta_vae_ensemble, **loading),
                    "gan": load_gan_ensemble(spec.gan_ensemble, **loading)}

@@ -549,6 +549,11 @@ class VAEEnsemble(nn.Module):
 class VAEEnsembleConfig:
     """The ``[architecture]`` and ``[training]`` keys of a VAE-ensemble card.
 
+    ``independent_batches`` (training): each member draws its own shuffle of
+    the training set every epoch, so members differ by initialisation *and*
+    data order, as separately trained models would; ``false`` shares one
+    minibatch sequence among them.
+
     Examples
     --------
     >>> VAEEnsembleConfig(members=1)
@@ -566,6 +571,7 @@ class VAEEnsembleConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     beta: float = 1.0
+    independent_batches: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -577,6 +583,8 @@ class VAEEnsembleConfig:
                     "hidden", self.hidden, "a non-empty list of positive integers")
         check_field(self.likelihood in LIKELIHOODS, "likelihood", self.likelihood, f"one of {LIKELIHOODS}")
         check_field(is_positive_float(self.beta), "beta", self.beta, "a number > 0 (the KL weight; 1 is the ELBO)")
+        check_field(isinstance(self.independent_batches, bool), "independent_batches", self.independent_batches,
+                    "true or false")
         check_training_fields(self)
 
 
@@ -627,12 +635,28 @@ def evaluate_vae_ensemble(ensemble: VAEEnsemble, images: torch.Tensor, *, seed: 
             "rate_nats": rate.double().mean(1).tolist()}
 
 
+def member_minibatches(n: int, batch_size: int, members: int, generator: torch.Generator, device):
+    """Index batches ``(members, b)`` covering ``range(n)`` once per member, each member in its own order.
+
+    Examples
+    --------
+    >>> batches = list(member_minibatches(5, 2, 3, torch.Generator().manual_seed(0), "cpu"))
+    >>> [tuple(b.shape) for b in batches]
+    [(3, 2), (3, 2), (3, 1)]
+    >>> torch.cat(batches, dim=1).sort(dim=1).values.tolist()[0]
+    [0, 1, 2, 3, 4]
+    """
+    order = torch.rand(members, n, generator=generator).argsort(dim=1).to(device)  # one permutation per member
+    yield from order.split(batch_size, dim=1)
+
+
 def train_vae_ensemble(card: ModelCard, *, data_dir=None, device="auto",
                        progress: ProgressFn | None = None) -> TrainResult:
     """Train every member of a VAE-ensemble card together by maximising each member's (beta-)ELBO with Adam.
 
     One Adam optimiser over the stacked parameters; each step draws one
-    minibatch for every member and minimises the sum over members of the mean
+    minibatch for every member (with ``independent_batches``, one per member
+    from its own shuffle) and minimises the sum over members of the mean
     negative ``beta``-ELBO, so each member's gradient (and Adam's elementwise
     update) is exactly what it would be trained alone on that minibatch.
 
@@ -677,9 +701,11 @@ def train_vae_ensemble(card: ModelCard, *, data_dir=None, device="auto",
     ensemble.train()
     for _ in range(config.epochs):
         loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
-        for idx in minibatches(len(train), config.batch_size, generator, device):
-            flat = train.images[idx].flatten(1)
-            log_lik, kl = ensemble._elbo_terms(flat, _standard_normal((k, len(flat), d), generator, device))
+        batches = (member_minibatches(len(train), config.batch_size, k, generator, device)
+                   if config.independent_batches else minibatches(len(train), config.batch_size, generator, device))
+        for idx in batches:
+            flat = train.images[idx].flatten(-3)  # (B, 784) shared by every member, or (K, B, 784)
+            log_lik, kl = ensemble._elbo_terms(flat, _standard_normal((k, flat.shape[-2], d), generator, device))
             negative = -(log_lik - config.beta * kl)  # (K, B)
             loss = negative.mean(1).sum()
             optimiser.zero_grad(set_to_none=True)

@@ -113,18 +113,25 @@ def test_results_do_not_depend_on_chunking(singles, images):
     assert torch.equal(a, ensemble.log_likelihood(images, 4, torch.Generator().manual_seed(7)))
 
 
-def test_each_members_gradient_is_its_own(singles, images):
-    """The trainer's summed loss gives member k exactly the gradient of its own mean negative ELBO."""
+@pytest.mark.parametrize("own_batches", [False, True])
+def test_each_members_gradient_is_its_own(singles, images, own_batches):
+    """The trainer's summed loss gives member k exactly the gradient of its own mean negative ELBO.
+
+    With ``own_batches`` each member gets its own images (``independent_batches``: ``(K, B, 784)``).
+    """
     ensemble = VAEEnsemble.from_members(singles)
-    flat = images.flatten(1)
+    per_member = (torch.stack([images.roll(k, dims=0) for k in range(3)]) if own_batches
+                  else images.expand(3, *images.shape))
+    flat = per_member.flatten(-3) if own_batches else images.flatten(1)
     noise = torch.randn(3, len(images), LATENT, generator=torch.Generator().manual_seed(0))
     log_lik, kl = ensemble._elbo_terms(flat, noise)
     (-(log_lik - 0.5 * kl).mean(1).sum()).backward()
     for k, vae in enumerate(singles):
-        mean, log_var = vae.encoder(images)
+        x = per_member[k]
+        mean, log_var = vae.encoder(x)
         z = mean + (0.5 * log_var).exp() * noise[k]
         kl_k = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(-1)
-        (-(vae.decoder.log_likelihood(images, z) - 0.5 * kl_k).mean()).backward()
+        (-(vae.decoder.log_likelihood(x, z) - 0.5 * kl_k).mean()).backward()
         grads = {n: p.grad for n, p in ensemble.named_parameters()}
         for name, p in vae.named_parameters():
             assert torch.allclose(grads[name][k], p.grad, atol=1e-4), name
@@ -252,6 +259,7 @@ def test_bad_arguments_raise_invalid_input(singles, images):
     ({"architecture": {"type": "mlp-vae"}}, "type must be 'mlp-vae-ensemble'"),
     ({"training": {"epochs": 0}}, "epochs must be a positive integer"),
     ({"training": {"learning_rate": 0}}, "learning_rate must be a number > 0"),
+    ({"training": {"independent_batches": 1}}, "independent_batches must be true or false"),
     ({"training": {"seed": -1}}, "seed must be an integer >= 0"),
     ({"training": {"epoch": 3}}, r"unknown key\(s\) \['epoch'\] in \[training\]"),
     ({"data": {"num_train": 0}}, "num_train must be a positive integer"),
@@ -299,6 +307,18 @@ def test_tiny_card_trains_caches_and_reloads(cache_root, mnist_fixture_dir):
     assert member.decoder(torch.zeros(2, 3)).shape == (2, 1, 28, 28)
     report = training_report(again)
     assert [s.name for s in report.sections][-2:] == ["members", "samples"]
+
+
+def test_independent_batches_train_reproducibly_and_differently(cache_root, mnist_fixture_dir):
+    card = load_card("mnist-vae-ensemble").with_overrides(**TINY)
+    own = card.with_overrides(training={"independent_batches": True})
+    shared, first, second = (load_model(c, cache=cache_root, data_dir=mnist_fixture_dir, device="cpu", retrain=True)
+                             for c in (card, own, own))
+    assert own.recipe_hash != card.recipe_hash
+    weights = [list(t.module.state_dict().values()) for t in (shared, first, second)]
+    assert all(torch.equal(a, b) for a, b in zip(weights[1], weights[2]))
+    assert not all(torch.equal(a, b) for a, b in zip(weights[0], weights[1]))
+    assert -784 * math.log(2) * 2 < first.metrics["test_elbo_nats"] < 0
 
 
 def test_a_diverging_member_stops_training(cache_root, mnist_fixture_dir):
