@@ -380,8 +380,9 @@ class GWINConfig:
     augment_shift_pixels : int
         Shift each of G's training inputs by up to this many pixels in x and y
         before G sees it (0: none, the paper); the transformation loss still
-        asks for the input's true label. Against memorising the few uncertain
-        training images G is trained to re-map.
+        asks for the input's true label. Meant to keep G from memorising the
+        few uncertain training images it re-maps; on MNIST it made G worse
+        (``models/mnist-gwin.toml``).
     seed : int
 
     Examples
