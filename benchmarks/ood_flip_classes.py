@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_table, write_results  # noqa: E402
 from _ood_models import load_ood_models  # noqa: E402
 
+from ppl_audit.audits.ood import auroc_by_class  # noqa: E402
 from ppl_audit.data import apply_transform  # noqa: E402
 from ppl_audit.errors import PplAuditError  # noqa: E402
 from ppl_audit.metrics import ood_metrics  # noqa: E402
@@ -97,9 +98,11 @@ def main(argv=None) -> int:
             aurocs = _aurocs(scores_in, scores_out, mask, columns)
             return {"num_images": int(mask.sum()), **{f"auroc_percent_{k}": v for k, v in aurocs.items()}}
 
-        by_class = [{"class": c, "moved_ink_mean": round(float(moved[labels == c].mean()), 3), **split(labels == c),
-                     **{f"auroc_without_percent_{k}": v
-                        for k, v in _aurocs(scores_in, scores_out, labels != c, columns).items()}}
+        splits = {k: auroc_by_class(scores_in[k], scores_out[k], labels) for k in columns}  # the audit's split
+        by_class = [{"class": c, "moved_ink_mean": round(float(moved[labels == c].mean()), 3),
+                     "num_images": int((labels == c).sum()),
+                     **{f"auroc_percent_{k}": round(100 * splits[k][c]["auroc"], 2) for k in columns},
+                     **{f"auroc_without_percent_{k}": round(100 * splits[k][c]["auroc_without"], 2) for k in columns}}
                     for c in range(10)]
         edges = torch.quantile(moved, torch.linspace(0, 1, QUARTILES + 1))
         edges[-1] = float("inf")  # the last quartile keeps its largest value

@@ -41,6 +41,7 @@ KIND = "ood"
 DATASET_ROWS = ("omniglot", "notmnist", "fashion-mnist")  # real out-of-distribution image sets
 TRANSFORM_ROWS = ("uniform-noise", "gaussian-noise", "hflip", "vflip")  # made from MNIST test digits
 ADVERSARIAL = "adversarial"
+FLIP_ROWS = ("hflip", "vflip")  # transform rows that keep the digit: split by its class in the report
 ROWS = (*DATASET_ROWS, *TRANSFORM_ROWS, ADVERSARIAL)  # the paper's Table 2 order
 ROW_TITLES = {"omniglot": "Omniglot", "notmnist": "notMNIST", "fashion-mnist": "Fashion-MNIST",
               "uniform-noise": "Uniform", "gaussian-noise": "Gaussian", "hflip": "HFlip", "vflip": "VFlip",
@@ -229,6 +230,50 @@ def _percent(value: float) -> float:
     return round(100.0 * value, 2)
 
 
+def auroc_by_class(scores_in: torch.Tensor, scores_out: torch.Tensor, labels: torch.Tensor,
+                   num_classes: int = 10) -> list[dict[str, Any]]:
+    """Split an OoD row made from labelled digits by the class of the digit each image was made from.
+
+    For each class ``c``: the AUROC of the row's images made from class-``c``
+    digits against every in-distribution input, and the row's AUROC with
+    them left out (``None`` where the class has no image, or is the only one).
+
+    Parameters
+    ----------
+    scores_in, scores_out : torch.Tensor
+        ``(N_in,)`` and ``(N_out,)`` scores, higher = more out-of-distribution.
+    labels : torch.Tensor
+        ``(N_out,)`` class of the digit each OoD image was made from.
+    num_classes : int
+
+    Returns
+    -------
+    list of dict
+        One per class: ``class``, ``num_images``, ``auroc``, ``auroc_without`` (floats in [0, 1] or None).
+
+    Examples
+    --------
+    >>> rows = auroc_by_class(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([10.0, 11.0, -1.0]),
+    ...                       torch.tensor([0, 0, 1]), num_classes=3)
+    >>> [(r["class"], r["num_images"], r["auroc"], r["auroc_without"]) for r in rows]
+    [(0, 2, 1.0, 0.0), (1, 1, 0.0, 1.0), (2, 0, None, None)]
+    """
+    if labels.shape != scores_out.shape:
+        raise InvalidInputError(f"labels must have the OoD scores' shape {tuple(scores_out.shape)}, got "
+                                f"{tuple(labels.shape)}")
+    labels = labels.to(scores_out.device)
+    rows = []
+    for c in range(num_classes):
+        mine = labels == c
+        n = int(mine.sum())
+        rows.append({
+            "class": c, "num_images": n,
+            "auroc": ood_metrics(scores_in, scores_out[mine])["auroc"] if n else None,
+            "auroc_without": ood_metrics(scores_in, scores_out[~mine])["auroc"] if 0 < n < len(labels) else None,
+        })
+    return rows
+
+
 def _metric_table(name: str, title: str, key: str, results, columns, rows, paper=False) -> Table:
     header = ["dataset", *columns, "best"] + (["paper best"] if paper else [])
     body = []
@@ -237,6 +282,44 @@ def _metric_table(name: str, title: str, key: str, results, columns, rows, paper
         best = (max if key != "fpr_at_95_tpr" else min)(values)
         body.append([ROW_TITLES[row], *values, best] + ([PAPER_BEST_AUROC[row]] if paper else []))
     return Table(name, title, header, body)
+
+
+def _flips_by_class(scored, row: str, column: str, mnist_labels: torch.Tensor) -> dict[str, Any]:
+    """``auroc_by_class`` of one flip row's ``column``, the row made from the first MNIST test digits."""
+    out = scored[row][column]
+    rows = auroc_by_class(scored["mnist"][column], out, mnist_labels[:len(out)])
+    return {"column": column, "classes": [{**r, "auroc": None if r["auroc"] is None else round(r["auroc"], 6),
+                                           "auroc_without": None if r["auroc_without"] is None
+                                           else round(r["auroc_without"], 6)} for r in rows]}
+
+
+def _flips_section(by_class: dict[str, dict[str, Any]]) -> Section:
+    """The report section splitting the flip rows by the mirrored digit's class."""
+    header, body, warnings = ["class"], [], []
+    for row, split in by_class.items():
+        header += [f"{ROW_TITLES[row]}: digits", f"{ROW_TITLES[row]}: AUROC ({split['column']})",
+                   f"{ROW_TITLES[row]}: row without the class"]
+    for c in range(len(next(iter(by_class.values()))["classes"])):
+        cells = [c]
+        for split in by_class.values():
+            r = split["classes"][c]
+            cells += [r["num_images"], None if r["auroc"] is None else _percent(r["auroc"]),
+                      None if r["auroc_without"] is None else _percent(r["auroc_without"])]
+        body.append(cells)
+    for row, split in by_class.items():
+        for r in split["classes"]:
+            if r["auroc"] is not None and r["auroc"] < 0.5:
+                warnings.append(f"{ROW_TITLES[row]}: mirrored {r['class']}s score as more MNIST-like than the MNIST "
+                                f"test digits under {split['column']} (AUROC {_percent(r['auroc'])}%)")
+    return Section(
+        "flips_by_class", "Flipped digits by class: where the flip rows lose",
+        paragraphs=["Each flip row's best column, split by the class of the digit that was mirrored: the AUROC "
+                    "of that class's mirrored digits against all MNIST test digits, and the row's AUROC with "
+                    "them left out. Below 50% the score ranks those mirror images as more digit-like than the "
+                    "test digits themselves; a likelihood does this for simple, thin shapes such as 1s."],
+        tables=[Table("flips_by_class", "AUROC (%) of the flip rows by the mirrored digit's class", header, body)],
+        warnings=warnings,
+    )
 
 
 def run(
@@ -264,7 +347,9 @@ def run(
         to use instead of loading the spec's cards (tests use tiny ones).
     images : dict, optional
         ``{"mnist": (N, 1, 28, 28), ROW: images, ...}`` instead of reading the
-        data folder; rows absent here are made or read as usual.
+        data folder; rows absent here are made or read as usual. With
+        ``"mnist_labels"`` (``(N,)``) too, the flip rows made here are also
+        split by the class of the mirrored digit, as when the digits are read.
 
     Examples
     --------
@@ -298,9 +383,10 @@ def run(
     scorer = EnsembleScorer(vae, beta_vae=models.get("beta_vae"), gan=models.get("gan"),
                             iwae_samples=spec.iwae_samples, seed=seed)
     images = dict(images or {})
-    mnist = images.pop("mnist", None)
+    mnist, mnist_labels = images.pop("mnist", None), images.pop("mnist_labels", None)
     if mnist is None:
-        mnist = load_dataset("mnist", "test", data_dir=data_dir, limit=spec.num_in).images
+        test = load_dataset("mnist", "test", data_dir=data_dir, limit=spec.num_in)
+        mnist, mnist_labels = test.images, test.labels
     mnist = mnist.to(device)
     generator = torch.Generator().manual_seed(seed * 1000 + 1)
 
@@ -387,8 +473,11 @@ def run(
                       ["dataset", "inputs", "elpd_waic / input", "p_waic / input", "WAIC warning",
                        "elpd_loo / input", "Pareto k > 0.7", "LOO warning"], ic_rows)],
     )
-    sections = [table_section, Section("histograms", "Score histograms (the paper's Figure 1, right)",
-                                       figures=hist_figures), ic_section]
+    flip_rows = [r for r in FLIP_ROWS if r in missing] if mnist_labels is not None else []
+    by_class = {row: _flips_by_class(scored, row, rows_json[row]["best_column"], mnist_labels) for row in flip_rows}
+    sections = [table_section, *([_flips_section(by_class)] if by_class else []),
+                Section("histograms", "Score histograms (the paper's Figure 1, right)", figures=hist_figures),
+                ic_section]
     met = [r["at_or_above_paper"] for r in rows_json.values()]
     spec_dict = dataclasses.asdict(spec)
     timings["total_seconds"] = time.perf_counter() - start
@@ -400,7 +489,8 @@ def run(
                  f"{', '.join(columns)})."],
         metrics={"num_in": int(len(mnist)), "columns": list(columns), "positive_class": OOD_POSITIVE_CLASS,
                  "score_sign": OOD_SCORE_SIGN, "rows": rows_json, "rows_at_or_above_paper": int(sum(met)),
-                 "rows_compared": len(met), "information_criteria": ic_json, "models": cards},
+                 "rows_compared": len(met), "information_criteria": ic_json, "models": cards,
+                 **({"flips_by_class": by_class} if by_class else {})},
         sections=sections,
         provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                     "versions": library_versions("arviz", "numpy", "matplotlib"),
@@ -532,5 +622,5 @@ def score_folder(
     )
 
 
-__all__ = ["EnsembleScorer", "score_folder", "KIND", "OodAuditSpec", "PAPER_BEST_AUROC", "ROWS", "out_of_distribution_sets", "run",
-           "spec_from_toml"]
+__all__ = ["EnsembleScorer", "score_folder", "KIND", "OodAuditSpec", "PAPER_BEST_AUROC", "ROWS",
+           "auroc_by_class", "out_of_distribution_sets", "run", "spec_from_toml"]

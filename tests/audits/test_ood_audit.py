@@ -131,6 +131,57 @@ def test_tiny_audit_runs_every_row_and_column(tiny_models, mnist, tmp_path):
     assert json.loads((out / "report.json").read_text())["kind"] == "ood"
     again = ood_audit.run(spec, seed=seed, models=tiny_models, images=stand_ins)
     assert again.metrics == report.metrics  # same seed, same numbers
+    assert "flips_by_class" not in report.metrics  # no labels given for the digits: no split
+
+
+class _SortedBrightness(_Brightness):
+    """``_Brightness`` over each image's sorted pixels: bit for bit the same for an image and its mirror image."""
+
+    def log_likelihood(self, x, num_samples=16, generator=None, common_draws=False):
+        return super().log_likelihood(x.flatten(1).sort(1).values)
+
+    def rate(self, x):
+        return super().rate(x.flatten(1).sort(1).values)
+
+    def critic_scores(self, x):
+        return super().critic_scores(x.flatten(1).sort(1).values)
+
+
+def test_flip_rows_are_split_by_the_mirrored_digits_class(mnist, mnist_fixture_dir):
+    """A flip-invariant score gives each class's mirrored digits exactly their originals' AUROC."""
+    from ppl_audit.metrics import ood_metrics
+
+    labels = load_dataset("mnist", "test", data_dir=mnist_fixture_dir).labels
+    fake = _SortedBrightness()
+    spec = OodAuditSpec(rows=("hflip", "vflip"), num_out=20, iwae_samples=2, device="cpu")
+    report = ood_audit.run(spec, models={"vae": fake, "gan": fake}, images={"mnist": mnist, "mnist_labels": labels})
+    scores_in, _ = EnsembleScorer(fake, gan=fake).score(mnist)
+    originals, _ = EnsembleScorer(fake, gan=fake).score(mnist[:20])
+    section = next(s for s in report.sections if s.name == "flips_by_class")
+    expected_warnings = []
+    for row, title in (("hflip", "HFlip"), ("vflip", "VFlip")):
+        split = report.metrics["flips_by_class"][row]
+        column = split["column"]
+        assert column == report.metrics["rows"][row]["best_column"]
+        assert sum(r["num_images"] for r in split["classes"]) == 20 and len(split["classes"]) == 10
+        for r in split["classes"]:
+            mine = labels[:20] == r["class"]
+            assert r["num_images"] == int(mine.sum())
+            if r["num_images"]:
+                want = ood_metrics(scores_in[column], originals[column][mine])["auroc"]
+                assert r["auroc"] == pytest.approx(want, abs=1e-6)
+                assert r["auroc_without"] == pytest.approx(
+                    ood_metrics(scores_in[column], originals[column][~mine])["auroc"], abs=1e-6)
+                if want < 0.5:
+                    expected_warnings.append(f"{title}: mirrored {r['class']}s")
+            else:
+                assert r["auroc"] is None and r["auroc_without"] is None
+    assert [w.split(" score")[0] for w in section.warnings] == expected_warnings and expected_warnings
+
+
+def test_auroc_by_class_refuses_labels_of_another_length():
+    with pytest.raises(InvalidInputError, match=r"labels must have the OoD scores' shape \(3,\)"):
+        ood_audit.auroc_by_class(torch.zeros(4), torch.zeros(3), torch.zeros(2, dtype=torch.long))
 
 
 def _folder(tmp_path, mnist) -> Path:
