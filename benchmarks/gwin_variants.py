@@ -51,6 +51,8 @@ VARIANTS = {
     # G's inputs shifted by up to 2 pixels: G re-maps the 1,459 uncertain training digits far better
     # than the test digits the BNN rejects (84% against 68% at tau = 0.7), so it may be memorising them.
     "uncertain-half-shift2": {"uncertain_input_fraction": 0.5, "augment_shift_pixels": 2},
+    # More of each generator batch from the uncertain training digits: does the trend from 0 to 0.5 go on?
+    "uncertain-three-quarters": {"uncertain_input_fraction": 0.75},
 }
 CLASSIFIER_KEYS = {"classifier_epochs": "epochs"}  # variant keys that change the BNN card's [training]
 

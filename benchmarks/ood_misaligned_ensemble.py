@@ -1,7 +1,7 @@
 """What an ensemble's AUROC becomes when each member scores a different random draw of the images.
 
-Choi & Jang's public code (github.com/hschoi1/rich_latent, the version the
-code index stores: ``vae_wgan/tools/analysis.py`` ``ensemble_analysis`` and
+Choi & Jang's public code (github.com/hschoi1/rich_latent, in the version we
+read: ``vae_wgan/tools/analysis.py`` ``ensemble_analysis`` and
 ``tools/get_data.py`` ``build_eval_helper``) builds the evaluation sets once
 *per member*, each time drawing ``each_size`` images with
 ``np.random.choice`` and no visible seed, and then averages the members'
