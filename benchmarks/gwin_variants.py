@@ -37,7 +37,10 @@ from ppl_audit.generative.gwin import load_gwin  # noqa: E402
 RESULTS_CARDS = Path(tempfile.gettempdir()) / "ppl-audit-variant-cards"  # BNN cards of variants (regenerated)
 #: name -> [training] overrides of models/mnist-gwin.toml (classifier_epochs: of the BNN card)
 VARIANTS = {
-    "card": {},
+    "card": {},  # the shipped card, which draws half of each generator batch from the uncertain digits
+    # every generator input drawn uniformly from the training digits, as the paper describes; the card's
+    # first recipe (90d931cc60aa058b, without the key) trained this way: the "card" row of gwin_variants.json
+    "uniform-inputs": {"uncertain_input_fraction": 0.0},
     "uncertain-half": {"uncertain_input_fraction": 0.5},
     "lr5e-4": {"learning_rate": 5e-4},
     "lr5e-4-uncertain-half": {"learning_rate": 5e-4, "uncertain_input_fraction": 0.5},
@@ -57,6 +60,24 @@ VARIANTS = {
 CLASSIFIER_KEYS = {"classifier_epochs": "epochs"}  # variant keys that change the BNN card's [training]
 
 
+def variant_cards(name: str, num_train: int | None = None):
+    """``(bnn_card, gwin_card)`` of variant ``name``; with ``num_train`` both train on only the first training digits.
+
+    A GWIN names its classifier by card, so a changed BNN card is written to a file the GWIN card points at.
+    """
+    overrides = {k: v for k, v in VARIANTS[name].items() if k not in CLASSIFIER_KEYS}
+    bnn_overrides = {CLASSIFIER_KEYS[k]: v for k, v in VARIANTS[name].items() if k in CLASSIFIER_KEYS}
+    data = {"num_train": num_train} if num_train is not None else {}
+    bnn_card = load_card("mnist-bayesian-lenet5")
+    if bnn_overrides or data:
+        bnn_card = bnn_card.with_overrides(training=bnn_overrides, data=data)
+        path = RESULTS_CARDS / f"{bnn_card.name}-{bnn_card.recipe_hash}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(bnn_card.to_toml())
+        overrides["classifier"] = str(path)
+    return bnn_card, load_card("mnist-gwin").with_overrides(training=overrides, data=data)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -69,17 +90,8 @@ def main(argv=None) -> int:
     test = load_dataset("mnist", "test", data_dir=args.data_dir)
     rows = []
     for name in args.variants:
-        overrides = {k: v for k, v in VARIANTS[name].items() if k not in CLASSIFIER_KEYS}
-        bnn_overrides = {CLASSIFIER_KEYS[k]: v for k, v in VARIANTS[name].items() if k in CLASSIFIER_KEYS}
-        bnn_card = load_card("mnist-bayesian-lenet5")
-        if bnn_overrides:  # a GWIN names its classifier by card, so write the variant's BNN card to a file
-            bnn_card = bnn_card.with_overrides(training=bnn_overrides)
-            path = RESULTS_CARDS / f"{bnn_card.name}-{bnn_card.recipe_hash}.toml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(bnn_card.to_toml())
-            overrides["classifier"] = str(path)
+        bnn_card, card = variant_cards(name)
         classifier = load_bayesian_lenet(bnn_card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-        card = load_card("mnist-gwin").with_overrides(training=overrides)
         start = time.perf_counter()
         gwin = load_gwin(card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
         load_seconds = time.perf_counter() - start
