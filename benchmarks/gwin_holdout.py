@@ -11,7 +11,8 @@ be measured once on the test set.
 
 Run (from the repository root; the BNN trains in ~3 minutes, each variant's GWIN in ~6):
       .venv/bin/python benchmarks/gwin_holdout.py --data-dir ../shared/data \\
-          --variants uniform-inputs card uncertain-three-quarters uncertain-half-shift2
+          --variants uniform-inputs card uncertain-three-quarters uncertain-half-shift2 \\
+          transformation-3 transformation-30 transformation-100 steps-600
 writes results/gwin_holdout.json. Exits with status 2 when the data are missing.
 """
 

@@ -56,6 +56,12 @@ VARIANTS = {
     "uncertain-half-shift2": {"uncertain_input_fraction": 0.5, "augment_shift_pixels": 2},
     # More of each generator batch from the uncertain training digits: does the trend from 0 to 0.5 go on?
     "uncertain-three-quarters": {"uncertain_input_fraction": 0.75},
+    # The weight of the BNN's loss on G's output (lambda_Loss, the paper's 10), and a third of the
+    # training: chosen on held-out digits with gwin_holdout.py, not on the test set.
+    "transformation-3": {"transformation_penalty": 3.0},
+    "transformation-30": {"transformation_penalty": 30.0},
+    "transformation-100": {"transformation_penalty": 100.0},
+    "steps-600": {"generator_steps": 600},
 }
 CLASSIFIER_KEYS = {"classifier_epochs": "epochs"}  # variant keys that change the BNN card's [training]
 
