@@ -27,9 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, print_table, write_results  # noqa: E402
-from gwin_variants import VARIANTS, variant_cards  # noqa: E402
+from gwin_variants import VARIANTS, variant_rows  # noqa: E402
 
-from ppl_audit.audits.gwin import PAPER_TAUS, evaluate_gwin, summarise  # noqa: E402
 from ppl_audit.errors import PplAuditError  # noqa: E402
 
 MNIST_TRAIN = 60_000
@@ -49,25 +48,13 @@ def main(argv=None) -> int:
         parser.error(f"--holdout must be in 1..{MNIST_TRAIN - 1}, got {args.holdout}")
     num_train = MNIST_TRAIN - args.holdout
     try:
-        from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
         from ppl_audit.data import load_dataset
-        from ppl_audit.generative.gwin import load_gwin
 
         train = load_dataset("mnist", "train", data_dir=args.data_dir)
         held = train.images[num_train:], train.labels[num_train:]
-        rows = []
-        for name in args.variants:
-            bnn_card, card = variant_cards(name, num_train=num_train)
-            classifier = load_bayesian_lenet(bnn_card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-            gwin = load_gwin(card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-            result = evaluate_gwin(classifier, gwin.module.transform, *held, taus=PAPER_TAUS, runs=args.runs,
-                                   figure_tau=PAPER_TAUS[0], seed=args.seed)
-            for row in summarise(result):
-                rows.append({"variant": name, "overrides": VARIANTS[name], "recipe_hash": gwin.card.recipe_hash,
-                             "bnn_recipe_hash": bnn_card.recipe_hash,
-                             "bnn_test_accuracy": classifier.trained.metrics.get("test_accuracy"),
-                             "training_seconds": gwin.metrics.get("seconds"), **row})
-            print(f"{name}: done ({gwin.metrics.get('seconds', float('nan')):.0f} s training)", flush=True)
+        rows = [row for name in args.variants
+                for row in variant_rows(name, *held, num_train=num_train, cache_dir=args.cache_dir,
+                                        data_dir=args.data_dir, runs=args.runs, seed=args.seed)]
     except PplAuditError as exc:
         print(f"gwin_holdout: error: {exc}", file=sys.stderr)
         return 2

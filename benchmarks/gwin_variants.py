@@ -84,6 +84,24 @@ def variant_cards(name: str, num_train: int | None = None):
     return bnn_card, load_card("mnist-gwin").with_overrides(training=overrides, data=data)
 
 
+def variant_rows(name: str, images: torch.Tensor, labels: torch.Tensor, *, num_train: int | None = None,
+                 cache_dir=None, data_dir=None, runs: int = 2, seed: int = 0) -> list[dict]:
+    """Train (or load) variant ``name``'s BNN and GWIN, run the audit's pipeline on ``images``, one row per tau."""
+    bnn_card, card = variant_cards(name, num_train=num_train)
+    classifier = load_bayesian_lenet(bnn_card, cache=cache_dir, data_dir=data_dir, device="cpu")
+    start = time.perf_counter()
+    gwin = load_gwin(card, cache=cache_dir, data_dir=data_dir, device="cpu")
+    load_seconds = time.perf_counter() - start
+    result = evaluate_gwin(classifier, gwin.module.transform, images, labels, taus=PAPER_TAUS, runs=runs,
+                           figure_tau=PAPER_TAUS[0], seed=seed)
+    print(f"{name}: done ({gwin.metrics.get('seconds', float('nan')):.0f} s training)", flush=True)
+    return [{"variant": name, "overrides": VARIANTS[name], "recipe_hash": gwin.card.recipe_hash,
+             "bnn_recipe_hash": bnn_card.recipe_hash,
+             "bnn_test_accuracy": classifier.trained.metrics.get("test_accuracy"),
+             "training_seconds": gwin.metrics.get("seconds"), "load_seconds": round(load_seconds, 1), **row}
+            for row in summarise(result)]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -94,22 +112,9 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="gwin_variants")
     args = parser.parse_args(argv)
     test = load_dataset("mnist", "test", data_dir=args.data_dir)
-    rows = []
-    for name in args.variants:
-        bnn_card, card = variant_cards(name)
-        classifier = load_bayesian_lenet(bnn_card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-        start = time.perf_counter()
-        gwin = load_gwin(card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-        load_seconds = time.perf_counter() - start
-        result = evaluate_gwin(classifier, gwin.module.transform, test.images, test.labels, taus=PAPER_TAUS,
-                               runs=args.runs, figure_tau=PAPER_TAUS[0], seed=args.seed)
-        for row in summarise(result):
-            rows.append({"variant": name, "overrides": VARIANTS[name], "recipe_hash": gwin.card.recipe_hash,
-                         "bnn_recipe_hash": bnn_card.recipe_hash,
-                         "bnn_test_accuracy": classifier.trained.metrics.get("test_accuracy"),
-                         "training_seconds": gwin.metrics.get("seconds"), "load_seconds": round(load_seconds, 1),
-                         **row})
-        print(f"{name}: done ({gwin.metrics.get('seconds', float('nan')):.0f} s training)", flush=True)
+    rows = [row for name in args.variants
+            for row in variant_rows(name, test.images, test.labels, cache_dir=args.cache_dir, data_dir=args.data_dir,
+                                    runs=args.runs, seed=args.seed)]
     print(f"MNIST test, S = 10, R = {args.runs}, seed {args.seed}")
     print_table(["variant", "tau", "% rej", "BNN acc rej", "BNN+GWIN acc rej", "paper", "train s"],
                 [[r["variant"], r["tau"], r["rejected_percent_mean"], r["bnn_accuracy_rejected_percent_mean"],
