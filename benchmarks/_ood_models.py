@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ppl_audit.audits import load_audit_file
 from ppl_audit.audits.ood import EnsembleScorer
+from ppl_audit.metrics import ood_metrics
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-ood.toml"
 
@@ -36,3 +37,14 @@ def load_ood_models(data_dir: str, cache_dir: str | None = None):
     scorer = EnsembleScorer(trained["vae"].module, beta_vae=trained["beta_vae"].module, gan=trained["gan"].module,
                             iwae_samples=spec.iwae_samples, seed=seed)
     return spec, seed, trained, scorer
+
+
+def column_aurocs(scores_in: dict, scores_out: dict, columns, mask=None) -> dict[str, float]:
+    """AUROC (%, 2 decimals) of every column, OoD images ``scores_out[c][mask]`` (all when ``mask`` is None)."""
+    return {c: round(100 * ood_metrics(scores_in[c], scores_out[c] if mask is None else scores_out[c][mask])["auroc"],
+                     2) for c in columns}
+
+
+def model_cards(trained: dict) -> dict:
+    """``{key: {"card", "recipe_hash"}}`` of loaded ensembles, for a results file."""
+    return {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash} for k, t in trained.items()}

@@ -38,12 +38,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, print_table, write_results  # noqa: E402
-from _ood_models import load_ood_models  # noqa: E402
+from _ood_models import column_aurocs, load_ood_models, model_cards  # noqa: E402
 
 from ppl_audit.audits.ood import auroc_by_class  # noqa: E402
 from ppl_audit.data import apply_transform  # noqa: E402
 from ppl_audit.errors import PplAuditError  # noqa: E402
-from ppl_audit.metrics import ood_metrics  # noqa: E402
 
 ROWS = ("hflip", "vflip")
 QUARTILES = 4
@@ -59,10 +58,6 @@ def moved_ink(x: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
     [0.0, 1.0]
     """
     return (flipped - x).abs().flatten(1).sum(1) / (2 * x.flatten(1).sum(1)).clamp_min(1e-12)
-
-
-def _aurocs(scores_in: dict, scores_out: dict, mask: torch.Tensor, columns) -> dict[str, float]:
-    return {c: round(100 * ood_metrics(scores_in[c], scores_out[c][mask])["auroc"], 2) for c in columns}
 
 
 def main(argv=None) -> int:
@@ -90,12 +85,11 @@ def main(argv=None) -> int:
         with torch.no_grad():
             scores_out, _ = scorer.score(flipped)
         moved = moved_ink(base, flipped)
-        everything = torch.ones(len(base), dtype=torch.bool)
-        whole = _aurocs(scores_in, scores_out, everything, columns)
+        whole = column_aurocs(scores_in, scores_out, columns)
         best = max(whole, key=whole.get)
 
         def split(mask: torch.Tensor) -> dict:
-            aurocs = _aurocs(scores_in, scores_out, mask, columns)
+            aurocs = column_aurocs(scores_in, scores_out, columns, mask)
             return {"num_images": int(mask.sum()), **{f"auroc_percent_{k}": v for k, v in aurocs.items()}}
 
         splits = {k: auroc_by_class(scores_in[k], scores_out[k], labels) for k in columns}  # the audit's split
@@ -124,7 +118,7 @@ def main(argv=None) -> int:
     path = write_results(args.name, {
         "machine": machine(), "seed": seed, "columns": columns, "rows": result, "num_in": len(test.images),
         "paper_best_auroc_percent": {"hflip": 90.0, "vflip": 89.3},
-        "models": {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash} for k, t in trained.items()},
+        "models": model_cards(trained),
         "seconds": round(seconds, 2)})
     print(f"wrote {path}")
     return 0

@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, print_table, write_results  # noqa: E402
-from _ood_models import load_ood_models  # noqa: E402
+from _ood_models import load_ood_models, model_cards  # noqa: E402
 
 from ppl_audit.audits.ood import ADVERSARIAL, PAPER_BEST_AUROC, out_of_distribution_sets  # noqa: E402
 from ppl_audit.errors import PplAuditError  # noqa: E402
@@ -136,8 +136,7 @@ def main(argv=None) -> int:
     print(f"{seconds:.1f} s")
     path = write_results(args.name, {
         "machine": machine(), "seed": seed, "members": members, "each_size": EACH_SIZE, "repeats": args.repeats,
-        "rows": results, "models": {"vae": {"card": trained["vae"].card.name,
-                                            "recipe_hash": trained["vae"].card.recipe_hash}},
+        "rows": results, "models": model_cards({"vae": trained["vae"]}),
         "seconds": round(seconds, 2)})
     print(f"wrote {path}")
     return 0

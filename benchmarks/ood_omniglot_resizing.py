@@ -41,10 +41,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, print_table, write_results  # noqa: E402
-from _ood_models import load_ood_models  # noqa: E402
+from _ood_models import column_aurocs, load_ood_models, model_cards  # noqa: E402
 
 from ppl_audit.errors import PplAuditError  # noqa: E402
-from ppl_audit.metrics import ood_metrics  # noqa: E402
 
 SIDE, BOX = 28, 20  # MNIST's image side, and the box its digits' longer side is scaled to
 
@@ -117,7 +116,7 @@ def main(argv=None) -> int:
     for name, images in resizings(masks, staged).items():
         with torch.no_grad():
             scores_out, _ = scorer.score(images)
-        aurocs = {c: round(100 * ood_metrics(scores_in[c], scores_out[c])["auroc"], 2) for c in scorer.columns}
+        aurocs = column_aurocs(scores_in, scores_out, scorer.columns)
         best = max(aurocs, key=aurocs.get)
         rows.append({"resizing": name, "num_images": len(images), "mean_pixel": round(float(images.mean()), 4),
                      **{f"auroc_percent_{c}": v for c, v in aurocs.items()},
@@ -132,7 +131,7 @@ def main(argv=None) -> int:
     path = write_results(args.name, {
         "machine": machine(), "seed": seed, "columns": list(scorer.columns), "rows": rows,
         "mnist_mean_pixel": round(float(mnist.mean()), 4), "paper_best_auroc_percent": 100.0,
-        "models": {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash} for k, t in trained.items()},
+        "models": model_cards(trained),
         "seconds": round(seconds, 2)})
     print(f"wrote {path}")
     return 0

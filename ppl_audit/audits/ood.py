@@ -288,9 +288,8 @@ def _flips_by_class(scored, row: str, column: str, mnist_labels: torch.Tensor) -
     """``auroc_by_class`` of one flip row's ``column``, the row made from the first MNIST test digits."""
     out = scored[row][column]
     rows = auroc_by_class(scored["mnist"][column], out, mnist_labels[:len(out)])
-    return {"column": column, "classes": [{**r, "auroc": None if r["auroc"] is None else round(r["auroc"], 6),
-                                           "auroc_without": None if r["auroc_without"] is None
-                                           else round(r["auroc_without"], 6)} for r in rows]}
+    return {"column": column, "classes": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
+                                          for r in rows]}
 
 
 def _flips_section(by_class: dict[str, dict[str, Any]]) -> Section:
