@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.metrics import ood_metrics, roc_points
+from ppl_audit.metrics import ood_metrics, reference_percentiles, roc_points
 
 
 def test_perfect_separation():
@@ -70,3 +70,24 @@ def test_roc_points_end_to_end():
     assert pts["fpr"][0] == 0.0 and pts["tpr"][-1] == 1.0 and pts["fpr"][-1] == 1.0
     assert len(pts["fpr"]) == len(pts["tpr"])
     assert all(isinstance(v, float) for v in pts["fpr"] + pts["tpr"])
+
+
+def test_reference_percentiles_by_hand_with_ties():
+    # reference 0, 1, 1, 3: 1 has one below and two tied (1 + 2/2 of 4); 3 has three below, one tied.
+    got = reference_percentiles(np.array([3.0, 1.0, 0.0, 1.0]), np.array([1.0, 3.0, 5.0, -2.0]))
+    assert got.tolist() == [0.5, 0.875, 1.0, 0.0]
+
+
+def test_mean_reference_percentile_is_the_auroc():
+    # Ties counted half make the mean percentile of the OoD set the Mann-Whitney AUROC, ties included:
+    # rounded scores force many ties across the two sets.
+    rng = np.random.default_rng(0)
+    s_in, s_out = rng.normal(size=300).round(1), (rng.normal(size=200) + 0.7).round(1)
+    assert reference_percentiles(s_in, s_out).mean() == pytest.approx(ood_metrics(s_in, s_out)["auroc"], abs=1e-12)
+
+
+def test_reference_percentiles_refuse_non_finite_scores():
+    with pytest.raises(ModelOutputError, match="1 of 2 scored"):
+        reference_percentiles(np.zeros(3), np.array([0.0, float("nan")]))
+    with pytest.raises(InvalidInputError, match="reference scores are empty"):
+        reference_percentiles(np.array([]), np.zeros(2))

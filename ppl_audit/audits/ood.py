@@ -31,7 +31,7 @@ from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
 from ppl_audit.errors import AuditFileError, InvalidInputError
-from ppl_audit.metrics import OOD_POSITIVE_CLASS, OOD_SCORE_SIGN, ood_metrics
+from ppl_audit.metrics import OOD_POSITIVE_CLASS, OOD_SCORE_SIGN, ood_metrics, reference_percentiles
 from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report, Section, Table
@@ -60,6 +60,7 @@ COLUMN_MEANINGS = {
     BETA_COLUMN: "-WAIC(x) over the K beta = 0.1 VAEs",
 }
 TASK = "scoring OoD sets"  # progress task name
+MISSED_IMAGES = 16  # per row: the OoD images its best column ranks as most in-distribution, shown and listed
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,87 @@ def auroc_by_class(scores_in: torch.Tensor, scores_out: torch.Tensor, labels: to
     return rows
 
 
+def least_flagged(scores_in: torch.Tensor, scores_out: torch.Tensor, k: int = MISSED_IMAGES) -> list[dict[str, Any]]:
+    """The ``k`` out-of-distribution inputs a score ranks as most in-distribution, with their percentiles.
+
+    An input's percentile is the share of in-distribution inputs scoring
+    lower, ties counted half (:func:`ppl_audit.metrics.reference_percentiles`):
+    the mean over a row is the row's AUROC, so these are the inputs that
+    pull it down.
+
+    Parameters
+    ----------
+    scores_in, scores_out : torch.Tensor
+        ``(N_in,)`` and ``(N_out,)`` scores, higher = more out-of-distribution.
+    k : int
+        How many to return (fewer when the row is smaller).
+
+    Returns
+    -------
+    list of dict
+        ``index`` (position in ``scores_out``) and ``percentile`` (in [0, 1]),
+        lowest score first; equal scores keep their order.
+
+    Examples
+    --------
+    >>> least_flagged(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([9.0, 1.5, -1.0]), k=2)
+    [{'index': 2, 'percentile': 0.0}, {'index': 1, 'percentile': 0.5}]
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InvalidInputError(f"k must be an integer >= 1, got {k!r}")
+    percentiles = reference_percentiles(scores_in, scores_out)
+    order = torch.sort(scores_out.detach().cpu().double(), stable=True).indices[:k].tolist()
+    return [{"index": i, "percentile": round(float(percentiles[i]), 6)} for i in order]
+
+
+def _short_percentile(p: float) -> str:
+    """Two decimals, or four where two would round a percentile below 1 up to 1.00."""
+    return f"{p:.2f}" if p < 0.995 or p == 1 else f"{p:.4f}"
+
+
+def _missed(scored, rows, rows_json, mnist_labels, labelled_rows) -> dict[str, dict[str, Any]]:
+    """``least_flagged`` of every row's best column; ``labelled_rows`` (made from the digits) add each one's class."""
+    missed = {}
+    for row in rows:
+        column = rows_json[row]["best_column"]
+        images = least_flagged(scored["mnist"][column], scored[row][column])
+        if row in labelled_rows:
+            for entry in images:
+                entry["class"] = int(mnist_labels[entry["index"]])
+        missed[row] = {"column": column, "images": images}
+    return missed
+
+
+def _missed_section(missed: dict[str, dict[str, Any]], images: dict[str, torch.Tensor], num_in: int) -> Section:
+    """Image grids of each row's least-flagged inputs, for the rows where one scores at or below a test digit."""
+    grids = []
+    for row, entry in missed.items():
+        if entry["images"][0]["percentile"] >= 1.0:
+            continue  # every image of the row scores above every test digit: nothing is missed
+        shown = entry["images"]
+        labelled = "class" in shown[0]
+        labels = [(f"digit {e['class']}" if labelled else f"#{e['index']}") + f": {_short_percentile(e['percentile'])}"
+                  for e in shown]
+        grids.append(figures.image_grid(
+            f"missed_{row.replace('-', '_')}", f"{ROW_TITLES[row]}: the {len(shown)} images {entry['column']} "
+            "ranks as most MNIST-like",
+            f"Lowest {entry['column']} score first; each label gives the image's percentile among the {num_in} "
+            "MNIST test digits" + (" and the class of the mirrored digit." if labelled else
+                                   " and its position in the row."),
+            images[row][[e["index"] for e in shown]].cpu(), labels,
+            data={"row": row, "column": entry["column"], "images": shown}))
+    return Section(
+        "missed", "The out-of-distribution inputs each row's best score misses",
+        paragraphs=["For each row, the images its best column ranks as most MNIST-like, each with its percentile: "
+                    "the share of MNIST test digits scoring lower, ties counted half. 0.10 means 90% of the test "
+                    "digits look more out-of-distribution than the image. A row's AUROC is the mean of these "
+                    "percentiles over all its images, so these are the images that pull it down. Rows in which "
+                    "every image scores above every test digit have no grid."
+                    + ("" if grids else " Here that is every row.")],
+        figures=grids,
+    )
+
+
 def _metric_table(name: str, title: str, key: str, results, columns, rows, paper=False) -> Table:
     header = ["dataset", *columns, "best"] + (["paper best"] if paper else [])
     body = []
@@ -474,7 +556,9 @@ def run(
     )
     flip_rows = [r for r in FLIP_ROWS if r in missing] if mnist_labels is not None else []
     by_class = {row: _flips_by_class(scored, row, rows_json[row]["best_column"], mnist_labels) for row in flip_rows}
+    missed = _missed(scored, spec.rows, rows_json, mnist_labels, flip_rows)
     sections = [table_section, *([_flips_section(by_class)] if by_class else []),
+                _missed_section(missed, groups, len(mnist)),
                 Section("histograms", "Score histograms (the paper's Figure 1, right)", figures=hist_figures),
                 ic_section]
     met = [r["at_or_above_paper"] for r in rows_json.values()]
@@ -489,7 +573,7 @@ def run(
         metrics={"num_in": int(len(mnist)), "columns": list(columns), "positive_class": OOD_POSITIVE_CLASS,
                  "score_sign": OOD_SCORE_SIGN, "rows": rows_json, "rows_at_or_above_paper": int(sum(met)),
                  "rows_compared": len(met), "information_criteria": ic_json, "models": cards,
-                 **({"flips_by_class": by_class} if by_class else {})},
+                 "least_flagged": missed, **({"flips_by_class": by_class} if by_class else {})},
         sections=sections,
         provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                     "versions": library_versions("arviz", "numpy", "matplotlib"),
@@ -502,6 +586,13 @@ def run(
 
 DEFAULT_REFERENCE = 2000  # MNIST test digits scored as the reference distribution of `ppl-audit ood`
 FOLDER_TABLE_ROWS = 500  # per-image rows shown in the report (report.json holds every image)
+FOLDER_GALLERY_COLUMN = "WAIC"  # the score whose most MNIST-like images the folder report shows
+GALLERY_NAME_CHARS = 14  # an image's name under it in the gallery, cut to its last characters
+
+
+def _short(name: str) -> str:
+    """``name`` cut to its last ``GALLERY_NAME_CHARS`` characters (the end tells files and array rows apart)."""
+    return name if len(name) <= GALLERY_NAME_CHARS else "…" + name[-(GALLERY_NAME_CHARS - 1):]
 
 
 def score_folder(
@@ -576,13 +667,16 @@ def score_folder(
         except DataNotFoundError as exc:
             reference_note = f"No MNIST reference was scored ({exc}); percentiles are absent."
     columns = scorer.columns
+    values = {c: scores[c].detach().cpu().double().numpy().round(4).tolist() for c in columns}
+    percentiles = ({c: reference_percentiles(reference[c], scores[c]).round(4).tolist() for c in columns}
+                   if reference is not None else {})
     per_image = []
-    for i, name in enumerate(names):
+    for i, name in enumerate(names):  # only dict building: scores and percentiles are computed above, batched
         entry: dict[str, Any] = {"image": name}
         for c in columns:
-            entry[c] = round(float(scores[c][i]), 4)
-            if reference is not None:
-                entry[f"{c} percentile"] = round(float((reference[c] < scores[c][i]).double().mean()), 4)
+            entry[c] = values[c][i]
+            if percentiles:
+                entry[f"{c} percentile"] = percentiles[c][i]
         per_image.append(entry)
     header = ["image", *[k for k in per_image[0] if k != "image"]]
     table = Table("scores", f"Scores per image (first {min(len(names), FOLDER_TABLE_ROWS)} of {len(names)})",
@@ -591,6 +685,15 @@ def score_folder(
         f"hist_{i + 1}", f"{c} score", f"{COLUMN_MEANINGS[c]}; higher = more out-of-distribution.",
         {"folder": scores[c], **({"MNIST test (reference)": reference[c]} if reference is not None else {})},
         xlabel=f"{c} score") for i, c in enumerate(columns)]
+    likest = torch.sort(scores[FOLDER_GALLERY_COLUMN].detach().cpu().double(), stable=True).indices[:MISSED_IMAGES]
+    gallery = figures.image_grid(
+        "most_mnist_like", f"The {len(likest)} images {FOLDER_GALLERY_COLUMN} ranks as most MNIST-like",
+        f"Lowest {FOLDER_GALLERY_COLUMN} score first; each label gives the file"
+        + (" and, below it, the image's percentile among the reference digits." if percentiles else "."),
+        images[likest].cpu(),
+        [_short(names[i]) + (f"\n{_short_percentile(percentiles[FOLDER_GALLERY_COLUMN][i])}" if percentiles else "")
+         for i in likest.tolist()],
+        data={"column": FOLDER_GALLERY_COLUMN, "images": [names[i] for i in likest.tolist()]})
     summary = {c: {"mean": round(float(scores[c].mean()), 4), "min": round(float(scores[c].min()), 4),
                    "max": round(float(scores[c].max()), 4)} for c in columns}
     if reference is not None:
@@ -613,7 +716,7 @@ def score_folder(
         summary=[f"{len(names)} images scored by {', '.join(columns)}."],
         metrics={"num_images": len(names), "columns": list(columns), "score_sign": OOD_SCORE_SIGN,
                  "summary": summary, "images": per_image, "models": cards},
-        sections=[Section("scores", "Scores", paragraphs=paragraphs, tables=[table], figures=hist)],
+        sections=[Section("scores", "Scores", paragraphs=paragraphs, tables=[table], figures=[*hist, gallery])],
         provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                     "versions": library_versions("arviz", "numpy", "matplotlib"),
                     "device": device.type},

@@ -48,7 +48,7 @@ def image_grid(
     data: dict | None = None,
     columns: int = 8,
 ) -> Figure:
-    """A grid of grey images ``(n, 1, H, W)`` with a label under each.
+    """A grid of grey images ``(n, 1, H, W)`` with a label (one or more lines) above each.
 
     Examples
     --------
@@ -59,7 +59,8 @@ def image_grid(
     n = images.shape[0]
     cols = min(columns, max(n, 1))
     rows = max(1, math.ceil(n / cols))
-    fig = MplFigure(figsize=(1.3 * cols, 1.45 * rows + 0.4))
+    lines = max((str(label).count("\n") + 1 for label in labels[:n]), default=1)  # room for multi-line labels
+    fig = MplFigure(figsize=(1.3 * cols, (1.3 + 0.15 * lines) * rows + 0.4))
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_axis_off()

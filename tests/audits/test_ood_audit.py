@@ -124,7 +124,18 @@ def test_tiny_audit_runs_every_row_and_column(tiny_models, mnist, tmp_path):
         for cell in row["columns"].values():
             assert 0 <= cell["auroc"] <= 1 and cell["num_in"] == 100
     assert report.metrics["rows"]["adversarial"]["num_images"] == 20
-    assert len(list(report.iter_figures())) == 6  # one histogram per column
+    histograms = next(s for s in report.sections if s.name == "histograms").figures
+    assert len(histograms) == 6  # one histogram per column
+    missed = report.metrics["least_flagged"]
+    assert set(missed) == set(ROWS)
+    grids = {f.data["row"] for f in next(s for s in report.sections if s.name == "missed").figures}
+    for row, entry in missed.items():
+        assert entry["column"] == report.metrics["rows"][row]["best_column"]
+        assert len(entry["images"]) == ood_audit.MISSED_IMAGES  # 16 of the row's 20 images
+        percentiles = [e["percentile"] for e in entry["images"]]
+        assert percentiles == sorted(percentiles)
+        assert (row in grids) == (percentiles[0] < 1)  # a grid only where an image is missed
+        assert "class" not in entry["images"][0]  # no labels given for the digits
     ic = report.metrics["information_criteria"]
     assert set(ic) == {"mnist", *ROWS} and ic["mnist"]["num_members"] == 2
     out = write_report(report, tmp_path / "ood")
@@ -177,6 +188,23 @@ def test_flip_rows_are_split_by_the_mirrored_digits_class(mnist, mnist_fixture_d
             else:
                 assert r["auroc"] is None and r["auroc_without"] is None
     assert [w.split(" score")[0] for w in section.warnings] == expected_warnings and expected_warnings
+    for row in ("hflip", "vflip"):  # the least-flagged mirror images: lowest score first, with their digit's class
+        entry = report.metrics["least_flagged"][row]
+        column = entry["column"]
+        want = torch.sort(originals[column], stable=True).indices[:ood_audit.MISSED_IMAGES].tolist()
+        assert [e["index"] for e in entry["images"]] == want
+        assert [e["class"] for e in entry["images"]] == labels[want].tolist()
+
+
+def test_least_flagged_percentiles_average_to_the_auroc_over_a_whole_row():
+    from ppl_audit.metrics import ood_metrics
+
+    s_in, s_out = torch.randn(50, generator=torch.Generator().manual_seed(0)), torch.arange(10.0) / 5
+    every = ood_audit.least_flagged(s_in, s_out, k=10)
+    assert [e["index"] for e in every] == list(range(10))
+    assert np.mean([e["percentile"] for e in every]) == pytest.approx(ood_metrics(s_in, s_out)["auroc"], abs=1e-6)
+    with pytest.raises(InvalidInputError, match="k must be an integer >= 1"):
+        ood_audit.least_flagged(s_in, s_out, k=0)
 
 
 def test_auroc_by_class_refuses_labels_of_another_length():
@@ -204,8 +232,16 @@ def test_score_folder_reads_pngs_and_arrays_and_gives_percentiles(tiny_models, m
     assert all(0 <= e["WAIC percentile"] <= 1 for e in images)
     # The files hold MNIST test digits 0-3 as 8-bit grey levels, MNIST's own format: read back, they are
     # the same pixels, so the same batch scores the same.
-    direct, _ = EnsembleScorer(tiny_models["vae"], gan=tiny_models["gan"], iwae_samples=2).score(mnist[:4])
+    scorer = EnsembleScorer(tiny_models["vae"], gan=tiny_models["gan"], iwae_samples=2)
+    direct, _ = scorer.score(mnist[:4])
     assert [e["WAIC"] for e in images] == pytest.approx(direct["WAIC"].tolist(), abs=1e-3)
+    ref_scores, _ = scorer.score(load_dataset("mnist", "test", data_dir=mnist_fixture_dir, limit=50).images)
+    for i, e in enumerate(images):  # the share of the 50 reference digits scoring lower. Image i is test digit i:
+        others = torch.arange(50) != i  # its own copy there differs from it by batch rounding only, so it may
+        below = int((ref_scores["log p"][others] < direct["log p"][i]).sum())  # count 0, 1/2 or 1 of the 50
+        assert below / 50 <= e["log p percentile"] <= (below + 1) / 50
+    gallery = next(f for f in report.sections[0].figures if f.name == "most_mnist_like")
+    assert gallery.data["images"] == [e["image"] for e in sorted(images, key=lambda e: e["WAIC"])]
 
 
 def test_score_folder_without_reference_data_says_so(tiny_models, mnist, tmp_path, monkeypatch):
