@@ -44,3 +44,16 @@ def write_results(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def line_progress(every: int = 500):
+    """A progress callback (``ppl_audit.progress``'s signature) printing one line per ``every`` steps.
+
+    Benchmarks log to files more often than to terminals, where a tqdm bar
+    would be one long line of carriage returns.
+    """
+    def progress(task: str, done: int, total: int) -> None:
+        if done % every == 0 or done == total:
+            print(f"{task}: {done}/{total}", flush=True)
+
+    return progress

@@ -74,7 +74,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table, write_results  # noqa: E402
+from _common import line_progress, machine, print_table, write_results  # noqa: E402
 
 from ppl_audit.cache import load_weights, save_weights  # noqa: E402
 from ppl_audit.cards import load_card  # noqa: E402
@@ -164,11 +164,8 @@ def train_variants(card, decays, data_dir, checkpoints=()) -> tuple[dict, dict]:
             for decay, average in averages.items():
                 snapshots[f"average, decay {decay}, epoch {at_step[step]}"] = copy.deepcopy(average)
 
-    def progress(task, done, total):
-        if done % 500 == 0 or done == total:
-            print(f"{task}: {done}/{total} generator steps", flush=True)
-
-    result = train_class_gan(card, data_dir=data_dir, device="cpu", progress=progress, on_generator_step=track)
+    result = train_class_gan(card, data_dir=data_dir, device="cpu", progress=line_progress(),
+                             on_generator_step=track)
     variants = {"last weights": result.module}
     finals = {f"average, decay {decay}": average for decay, average in averages.items()}
     for name, average in {**snapshots, **finals}.items():
