@@ -213,7 +213,7 @@ def reference_percentiles(scores_ref, scores) -> np.ndarray:
     array([0.5  , 0.875, 0.   ])
     """
     ref = np.sort(_ood_score_array(scores_ref, "reference"))
-    values = _ood_score_array(scores, "scored")
+    values = _ood_score_array(scores, "input")
     below = np.searchsorted(ref, values, side="left")
     at_or_below = np.searchsorted(ref, values, side="right")
     return (below + 0.5 * (at_or_below - below)) / ref.size

@@ -87,7 +87,7 @@ def test_mean_reference_percentile_is_the_auroc():
 
 
 def test_reference_percentiles_refuse_non_finite_scores():
-    with pytest.raises(ModelOutputError, match="1 of 2 scored"):
+    with pytest.raises(ModelOutputError, match="1 of 2 input scores are NaN or inf"):
         reference_percentiles(np.zeros(3), np.array([0.0, float("nan")]))
     with pytest.raises(InvalidInputError, match="reference scores are empty"):
         reference_percentiles(np.array([]), np.zeros(2))
