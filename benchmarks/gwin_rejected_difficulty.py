@@ -47,6 +47,17 @@ ROOT = Path(__file__).resolve().parents[1]
 OTHERS = ("LeNet-5", "SDIM", "1-NN", "VAE synthesis")
 
 
+def accuracy_by_tau(certainty: torch.Tensor, right: dict[str, torch.Tensor]) -> list[dict]:
+    """One row per paper tau: how many digits have certainty below it, and each model's accuracy (%) on them."""
+    rows = []
+    for tau in PAPER_TAUS:
+        mask = certainty < tau
+        rows.append({"tau": tau, "num_rejected": int(mask.sum()),
+                     **{f"accuracy_percent_{n}": round(100 * float(r[mask].float().mean()), 2) if mask.any() else None
+                        for n, r in right.items()}})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
@@ -100,19 +111,9 @@ def main(argv=None) -> int:
     train_y = train.labels[train_widest]
     train_right = {"BNN": train_before.labels[train_widest] == train_y, "BNN+GWIN": train_after.labels == train_y}
     train_certainty = train_before.certainty[train_widest]
-    rows = []
-    for tau in PAPER_TAUS:
-        mask = certainty < tau
-        rows.append({"tau": tau, "num_rejected": int(mask.sum()),
-                     **{f"accuracy_percent_{n}": round(100 * float(r[mask].float().mean()), 2) if mask.any() else None
-                        for n, r in right.items()},
-                     "paper_gwin_accuracy_percent": PAPER_GWIN_ACCURACY[tau]})
-    train_rows = []
-    for tau in PAPER_TAUS:
-        mask = train_certainty < tau
-        train_rows.append({"tau": tau, "num_rejected": int(mask.sum()),
-                           **{f"accuracy_percent_{n}": round(100 * float(r[mask].float().mean()), 2)
-                              if mask.any() else None for n, r in train_right.items()}})
+    rows = [{**row, "paper_gwin_accuracy_percent": PAPER_GWIN_ACCURACY[row["tau"]]}
+            for row in accuracy_by_tau(certainty, right)]
+    train_rows = accuracy_by_tau(train_certainty, train_right)
     seconds = time.perf_counter() - start
     names = list(right)
     print(f"Accuracy (%) on the MNIST test digits the BNN rejects (run 0, S = {gwin_spec.num_samples}, seed {seed})")

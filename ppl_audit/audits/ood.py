@@ -36,6 +36,7 @@ from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
+from ppl_audit.training import is_positive_int
 
 KIND = "ood"
 DATASET_ROWS = ("omniglot", "notmnist", "fashion-mnist")  # real out-of-distribution image sets
@@ -301,11 +302,15 @@ def least_flagged(scores_in: torch.Tensor, scores_out: torch.Tensor, k: int = MI
     >>> least_flagged(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([9.0, 1.5, -1.0]), k=2)
     [{'index': 2, 'percentile': 0.0}, {'index': 1, 'percentile': 0.5}]
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    if not is_positive_int(k):
         raise InvalidInputError(f"k must be an integer >= 1, got {k!r}")
     percentiles = reference_percentiles(scores_in, scores_out)
-    order = torch.sort(scores_out.detach().cpu().double(), stable=True).indices[:k].tolist()
-    return [{"index": i, "percentile": round(float(percentiles[i]), 6)} for i in order]
+    return [{"index": i, "percentile": round(float(percentiles[i]), 6)} for i in _lowest_first(scores_out, k)]
+
+
+def _lowest_first(scores: torch.Tensor, k: int) -> list[int]:
+    """Indices of the ``k`` lowest scores (the most in-distribution), lowest first; equal scores keep their order."""
+    return torch.sort(scores.detach().cpu().double(), stable=True).indices[:k].tolist()
 
 
 def _short_percentile(p: float) -> str:
@@ -685,15 +690,15 @@ def score_folder(
         f"hist_{i + 1}", f"{c} score", f"{COLUMN_MEANINGS[c]}; higher = more out-of-distribution.",
         {"folder": scores[c], **({"MNIST test (reference)": reference[c]} if reference is not None else {})},
         xlabel=f"{c} score") for i, c in enumerate(columns)]
-    likest = torch.sort(scores[FOLDER_GALLERY_COLUMN].detach().cpu().double(), stable=True).indices[:MISSED_IMAGES]
+    likest = _lowest_first(scores[FOLDER_GALLERY_COLUMN], MISSED_IMAGES)
     gallery = figures.image_grid(
         "most_mnist_like", f"The {len(likest)} images {FOLDER_GALLERY_COLUMN} ranks as most MNIST-like",
         f"Lowest {FOLDER_GALLERY_COLUMN} score first; each label gives the file"
         + (" and, below it, the image's percentile among the reference digits." if percentiles else "."),
         images[likest].cpu(),
         [_short(names[i]) + (f"\n{_short_percentile(percentiles[FOLDER_GALLERY_COLUMN][i])}" if percentiles else "")
-         for i in likest.tolist()],
-        data={"column": FOLDER_GALLERY_COLUMN, "images": [names[i] for i in likest.tolist()]})
+         for i in likest],
+        data={"column": FOLDER_GALLERY_COLUMN, "images": [names[i] for i in likest]})
     summary = {c: {"mean": round(float(scores[c].mean()), 4), "min": round(float(scores[c].min()), 4),
                    "max": round(float(scores[c].max()), 4)} for c in columns}
     if reference is not None:

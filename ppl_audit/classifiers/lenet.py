@@ -39,6 +39,7 @@ from ppl_audit.training import (
     card_config,
     check_field,
     check_training_fields,
+    is_non_negative_int,
     is_positive_int,
     load_model,
     load_training_data,
@@ -194,7 +195,7 @@ def check_augment_shift(config) -> None:
     ppl_audit.errors.InvalidInputError: augment_shift_pixels must be an integer in 0..13, got True
     """
     value = config.augment_shift_pixels
-    check_field(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < IMAGE_SIDE // 2,
+    check_field(is_non_negative_int(value) and value < IMAGE_SIDE // 2,
                 "augment_shift_pixels", value, f"an integer in 0..{IMAGE_SIDE // 2 - 1}")
 
 
