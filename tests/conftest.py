@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -9,6 +10,9 @@ import pytest
 import torch
 
 from ppl_audit.cards import load_card
+
+# The suite runs in pytest-xdist workers, one a core: torch threads beyond a core each would only contend.
+torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 # Enough renders and epochs for ~95% accuracy in a few seconds: tests need a
 # classifier that separates the classes, not the audited one.

@@ -222,6 +222,31 @@ def percentile_threshold(values: torch.Tensor, q: float) -> torch.Tensor:
 # --------------------------------------------------------------------------- the network
 
 
+class PointwiseDownsample(nn.Conv2d):
+    """A bias-free 1x1 convolution with stride ``s``, computed as subsampling, then a stride-1 convolution.
+
+    The same maths and parameters as ``nn.Conv2d(in_channels, out_channels, 1, stride=s, bias=False)``
+    (its state-dict keys too), but it never reaches oneDNN's strided 1x1 backward-weights kernel, which
+    writes past its buffer on channels-last inputs with fewer channels than its SIMD block: a segfault,
+    a hang or wrong gradients (oneDNN issue 6035; ``experiments/onednn_strided_1x1``).
+
+    Examples
+    --------
+    >>> conv = PointwiseDownsample(4, 8, stride=2)
+    >>> x = torch.rand(2, 4, 7, 7)
+    >>> bool(torch.allclose(conv(x), F.conv2d(x, conv.weight, stride=2)))
+    True
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__(in_channels, out_channels, 1, bias=False)
+        self.subsample = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv1x1(x[..., ::s, ::s])``: the strided convolution's output, shape for shape."""
+        return super().forward(x[:, :, ::self.subsample, ::self.subsample])
+
+
 class BasicBlock(nn.Module):
     """ResNet's basic block: two 3x3 convolutions with batch norm, plus the (projected) input.
 
@@ -239,7 +264,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+            self.shortcut = nn.Sequential(PointwiseDownsample(in_channels, out_channels, stride),
                                           nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

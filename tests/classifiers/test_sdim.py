@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -293,3 +296,52 @@ def test_a_diverging_loss_is_a_clear_error(mnist_fixture_dir):
     # (K + gap)^2 with K = 1e30 overflows float32 on the first step.
     with pytest.raises(ModelOutputError, match=r"SDIM training diverged: loss (inf|nan) at epoch 1, step 1 .*learning_rate"):
         sdim.train_sdim(tiny_card(margin=1e30), data_dir=mnist_fixture_dir, device="cpu")
+
+
+# --------------------------------------------------------------------------- issue 19: oneDNN's strided 1x1 kernel
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN:UserWarning")  # mkldnn.flags says it
+def test_pointwise_downsample_is_a_strided_1x1_convolution_with_the_same_parameters():
+    torch.manual_seed(0)
+    ours = sdim.PointwiseDownsample(4, 8, stride=2)
+    reference = torch.nn.Conv2d(4, 8, 1, stride=2, bias=False)
+    reference.load_state_dict(ours.state_dict())  # same keys and shapes: cached SDIM weights still load
+    for side in (28, 7):  # even and odd sides give the strided convolution's output shape
+        x = torch.randn(3, 4, side, side).to(memory_format=torch.channels_last)
+        with torch.backends.mkldnn.flags(enabled=False):
+            want = reference(x)
+            want.square().sum().backward()
+        got = ours(x)
+        got.square().sum().backward()
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(ours.weight.grad, reference.weight.grad)
+        ours.zero_grad(), reference.zero_grad()
+
+
+AVX2_BLOCK = r"""
+import torch
+from ppl_audit.classifiers.sdim import BasicBlock
+torch.manual_seed(0)
+block = BasicBlock(4, 8, stride=2)  # the tiny test card's second stage: 4 channels, fewer than AVX2's 8
+x = torch.randn(25, 4, 28, 28).to(memory_format=torch.channels_last)  # the layout SDIM's 1-channel input gives
+for _ in range(20):
+    block.zero_grad()
+    block(x).square().sum().backward()
+got = block.shortcut[0].weight.grad.clone()
+block.zero_grad()
+with torch.backends.mkldnn.flags(enabled=False):
+    block(x).square().sum().backward()
+print(float((got - block.shortcut[0].weight.grad).abs().max() / got.abs().max()))
+"""
+
+
+def test_sdim_blocks_survive_onednn_avx2_on_channels_last_inputs():
+    # With nn.Conv2d(4, 8, 1, stride=2) here, this child hung or died of heap corruption on an Intel Xeon
+    # with oneDNN capped at AVX2, and segfaulted on an AVX2-only AMD EPYC (experiments/onednn_strided_1x1).
+    env = {**os.environ, "DNNL_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", AVX2_BLOCK], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert float(done.stdout.split()[-1]) < 1e-4  # and its gradient matches the reference path
