@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ppl_audit.errors import AuditFileError
+from ppl_audit.names import SAFE_NAME_RULE, check_safe_name, is_safe_name
 
 CARD_TABLES = ("model", "architecture", "data", "training", "expected")
 REQUIRED_TABLES = ("model", "architecture", "data", "training")
@@ -60,6 +61,8 @@ class ModelCard:
     source: str = ""
 
     def __post_init__(self):
+        # The name becomes a file name in the weights cache and the training report's folder.
+        check_safe_name(self.name, f"{self.source or 'model card'}: [model] name", AuditFileError)
         if self.kind not in TRAINER_VERSIONS:
             raise AuditFileError(
                 f"{self.source or 'model card'}: [model] kind = {self.kind!r} is unknown; "
@@ -84,7 +87,7 @@ class ModelCard:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def cache_path(self, root: Path) -> Path:
-        """``root / NAME-HASH.safetensors``."""
+        """``root / NAME-HASH.safetensors`` (``__post_init__`` made sure the name is one path component)."""
         return root / f"{self.name}-{self.recipe_hash}.safetensors"
 
     def with_overrides(self, **tables: dict[str, Any]) -> "ModelCard":
@@ -182,6 +185,9 @@ def load_card(name_or_path: str | os.PathLike) -> ModelCard:
         if not path.is_file():
             raise AuditFileError(f"model card {path} does not exist")
         return parse_card(path.read_text(), source=str(path))
+    if not is_safe_name(str(name_or_path)):
+        raise AuditFileError(f"no model card named {str(name_or_path)!r}: a card is a .toml file that exists, "
+                             f"or the name of a shipped card ({SAFE_NAME_RULE})")
     text = _shipped_card(str(name_or_path))
     if text is None:
         raise AuditFileError(f"no model card named {str(name_or_path)!r} (looked in {CARD_PACKAGE} and ./models)")

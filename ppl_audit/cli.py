@@ -18,6 +18,8 @@ from ppl_audit.sampling import DEFAULT_METHOD, METHODS
 EXIT_USAGE = 2  # argparse's own status for bad arguments; we use it for every user error
 DEFAULT_DEMO_OUT = "reports/demo"
 DEFAULT_TRAIN_OUT = "reports/train-{name}"  # `train` writes its report here unless --out or --no-report
+FORCE_HELP = ("write into a folder that also holds files ppl-audit did not write: they are kept, and only "
+              "its own earlier report files are replaced")
 
 
 class _Progress:
@@ -56,6 +58,7 @@ def _parse_target(text: str) -> tuple[float, ...]:
 def _add_common(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     p.add_argument("--out", default=out_default, required=out_default is None, help="output folder of the report"
                    + (f" (default: {out_default})" if out_default else ""))
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the audit's, 0)")
     p.add_argument("--method", default=None, choices=METHODS,
                    help=f"sampler (default: the audit's, else {DEFAULT_METHOD}); nuts/svi/hmc need a differentiable classifier")
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     ood.add_argument("--reference", type=int, default=2000,
                      help="MNIST test digits scored as the reference for percentiles (0: none; default %(default)s)")
     ood.add_argument("--out", required=True, help="output folder of the report")
+    ood.add_argument("--force", action="store_true", help=FORCE_HELP)
     ood.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
     ood.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     ood.add_argument("--cache-dir", default=None, help="weights cache folder")
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None,
                        help=f"folder of the training report (default: {DEFAULT_TRAIN_OUT.format(name='NAME')})")
     train.add_argument("--no-report", action="store_true", help="do not write a training report")
+    train.add_argument("--force", action="store_true", help=FORCE_HELP)
     train.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
     train.add_argument("--retrain", action="store_true", help="train even if cached weights exist")
     train.add_argument("--cache-dir", default=None, help="weights cache folder")
@@ -162,10 +167,10 @@ def _version() -> str:
 def _run_audit(module, spec, seed, args, progress) -> int:
     from ppl_audit.report import check_output_dir, write_report
 
-    out = check_output_dir(args.out)  # refuse a bad destination before minutes of work
+    out = check_output_dir(args.out, force=args.force)  # refuse a bad destination before minutes of work
     extra = {"data_dir": args.data_dir} if getattr(args, "data_dir", None) is not None else {}
     report = module.run(spec, seed=seed, progress=progress, cache=args.cache_dir, **extra)
-    path = write_report(report, out)
+    path = write_report(report, out, force=args.force)
     warnings = list(report.iter_warnings())
     if not args.quiet:
         print(f"report written to {path}/report.html ({len(warnings)} warning(s); "
@@ -193,7 +198,7 @@ def _train(args, progress) -> int:
     trainer = get_trainer(card.kind)
     out = None
     if not args.no_report:  # refuse a bad destination before minutes of training
-        out = check_output_dir(args.out or DEFAULT_TRAIN_OUT.format(name=card.name))
+        out = check_output_dir(args.out or DEFAULT_TRAIN_OUT.format(name=card.name), force=args.force)
     start = time.perf_counter()
     trained = load_model(card, cache=args.cache_dir, data_dir=args.data_dir, device=args.device or "auto",
                          progress=progress, retrain=args.retrain)
@@ -209,7 +214,7 @@ def _train(args, progress) -> int:
     if others:
         print("  " + ", ".join(others))
     if out is not None:
-        path = write_report(training_report(trained, data_dir=args.data_dir), out)
+        path = write_report(training_report(trained, data_dir=args.data_dir), out, force=args.force)
         print(f"  training report: {path}/report.html")
     return 0
 
@@ -219,7 +224,7 @@ def _ood(args, progress) -> int:
     from ppl_audit.audits.spec import validate_seed
     from ppl_audit.report import check_output_dir, write_report
 
-    out = check_output_dir(args.out)
+    out = check_output_dir(args.out, force=args.force)
     try:
         seed = validate_seed(args.seed)
     except PplAuditError as exc:
@@ -227,7 +232,7 @@ def _ood(args, progress) -> int:
     report = score_folder(args.images, vae_ensemble=args.ensemble, gan_ensemble=args.gan_ensemble,
                           num_reference=args.reference, seed=seed, device=args.device, cache=args.cache_dir,
                           data_dir=args.data_dir, progress=progress)
-    path = write_report(report, out)
+    path = write_report(report, out, force=args.force)
     if not args.quiet:
         print(f"{report.metrics['num_images']} images scored; report written to {path}/report.html", file=sys.stderr)
     return 0

@@ -37,6 +37,7 @@ from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, WORLDS  # n
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_target
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
+from ppl_audit.names import MAX_NAME_LENGTH, is_safe_name
 from ppl_audit.priors.house_rocket import CLASS_NAMES
 from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn
@@ -82,8 +83,9 @@ class TargetSpec:
     def __post_init__(self):
         if isinstance(self.concentration, bool):
             raise InvalidInputError(f"concentration must be a number, got {self.concentration!r}")
-        if not isinstance(self.name, str) or not self.name.replace("-", "").replace("_", "").isalnum():
-            raise InvalidInputError(f"target name {self.name!r} must be letters, digits, '-' or '_'")
+        if not is_safe_name(self.name) or "." in self.name:  # it becomes part of figure file names
+            raise InvalidInputError(f"target name {self.name!r} must be letters, digits, '-' or '_', "
+                                    f"at most {MAX_NAME_LENGTH} characters")
         if self.relaxation not in RELAXATIONS:
             raise InvalidInputError(f"unknown relaxation {self.relaxation!r}; available: {', '.join(RELAXATIONS)}")
         validate_target(self.probabilities, None, allow_boundary=self.relaxation == "gaussian")

@@ -7,6 +7,7 @@
       timings.json      {"schema_version": N, "seconds": {stage: seconds}}
       report.md         Markdown twin of the report (figures linked)
       report.html       one self-contained page (figures inlined, no external files)
+      ppl-audit-manifest.json  the sha256 of every file above: what a later run may replace
       figures/
         NAME.png        the rendered figure
         NAME.json       {"name", "title", "caption", "data", "schema_version"}
@@ -38,7 +39,8 @@ JSON conventions (``report.json``, ``timings.json``, ``figures/NAME.json``)
 
 Writing is atomic: everything is built in a temporary folder next to
 ``OUT_DIR`` and renamed into place, so a reader never sees half a report and a
-failure leaves any previous report untouched.
+failure leaves any previous report untouched. A folder is replaced only when
+it holds nothing but what ppl-audit wrote there (:mod:`ppl_audit.report.folder`).
 """
 
 from __future__ import annotations
@@ -53,14 +55,18 @@ import pathlib
 import re
 import shutil
 import sys
-import tempfile
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from ppl_audit.errors import InvalidInputError
+from ppl_audit.report.folder import (
+    check_output_dir,
+    merge_into,
+    new_temporary,
+    replace_folder,
+    write_manifest,
+)
 from ppl_audit.report.model import Figure, Report, Section, Table
 
 __all__ = [
@@ -725,20 +731,6 @@ def report_to_html(report: Report) -> str:
 # ---------------------------------------------------------------------- folder
 
 
-def _looks_like_report_folder(path: pathlib.Path) -> bool:
-    """True for an empty folder or one whose ``report.json`` has a ``schema_version``."""
-    if not any(path.iterdir()):
-        return True
-    marker = path / REPORT_JSON
-    if not marker.is_file():
-        return False
-    try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(data, dict) and "schema_version" in data
-
-
 def _write_files(report: Report, folder: pathlib.Path) -> None:
     figures = folder / FIGURES_DIR
     figures.mkdir()
@@ -753,58 +745,15 @@ def _write_files(report: Report, folder: pathlib.Path) -> None:
     (folder / REPORT_HTML).write_text(report_to_html(report), encoding="utf-8", newline="\n")
 
 
-def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = True) -> pathlib.Path:
-    """Check that a report may be written to ``out_dir``, before any work is done.
-
-    Callers run it before a long audit so that a refused destination fails in
-    a second, not after the audit; :func:`write_report` runs it again.
-
-    Returns
-    -------
-    pathlib.Path
-        The absolute destination.
-
-    Raises
-    ------
-    InvalidInputError
-        If ``out_dir`` is a file, exists while ``overwrite`` is False, or
-        exists and is not a ppl-audit report folder.
-
-    Examples
-    --------
-    >>> check_output_dir("/tmp/some-new-report-folder").name
-    'some-new-report-folder'
-    """
-    out = pathlib.Path(os.path.abspath(os.fspath(out_dir)))
-    if not out.name:
-        raise InvalidInputError(f"cannot write a report to {out}: choose a folder below it")
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise InvalidInputError(
-                f"cannot write a report to {out}: it exists and is not a folder"
-            )
-        if not overwrite:
-            raise InvalidInputError(
-                f"report folder {out} already exists; remove it, choose another folder "
-                "or pass overwrite=True"
-            )
-        if not _looks_like_report_folder(out):
-            raise InvalidInputError(
-                f"refusing to overwrite {out}: it is not a ppl-audit report folder (it is not "
-                f"empty and has no {REPORT_JSON} with a schema_version); remove it or choose "
-                "another folder"
-            )
-    return out
-
-
 def write_report(
-    report: Report, out_dir: str | os.PathLike, *, overwrite: bool = True
+    report: Report, out_dir: str | os.PathLike, *, overwrite: bool = True, force: bool = False
 ) -> pathlib.Path:
-    """Write a report folder atomically: JSON, timings, figures, Markdown and HTML.
+    """Write a report folder atomically: JSON, timings, figures, Markdown, HTML and the manifest.
 
     The layout and JSON conventions are described in the module docstring.
-    Everything is written into a temporary folder next to ``out_dir`` and
-    renamed into place; an existing report is first renamed to a backup and
+    Everything is written into a temporary folder next to ``out_dir``, with
+    the manifest of what was written (:mod:`ppl_audit.report.folder`), and
+    renamed into place; an earlier report is first renamed to a backup and
     deleted only once the new one is in place. If anything fails, the
     temporary folder is removed and any previous report is left as it was.
 
@@ -815,9 +764,12 @@ def write_report(
     out_dir : str or os.PathLike
         Destination folder; its parent is created if needed.
     overwrite : bool, default True
-        Replace an existing folder. Even then, only an empty folder or a
-        previous ppl-audit report (a ``report.json`` with a
-        ``schema_version``) is replaced, never an unrelated folder.
+        Replace an earlier report. Only an empty folder, or one holding
+        nothing but what ppl-audit wrote there (by its manifest, unchanged),
+        is replaced.
+    force : bool, default False
+        Write into a folder that also holds foreign files: they are kept, and
+        only the tool's own earlier files are removed.
 
     Returns
     -------
@@ -828,7 +780,7 @@ def write_report(
     ------
     InvalidInputError
         If ``out_dir`` is a file, exists while ``overwrite`` is False, or
-        exists and is not a ppl-audit report folder.
+        holds files ppl-audit did not write (without ``force``).
     ValueError
         If two figures share a name (or a name is not a file stem), or a table
         row does not match its columns.
@@ -843,30 +795,19 @@ def write_report(
     >>> report = Report(kind="demo", title="Demo", metrics={"accuracy": 0.98})
     >>> out = write_report(report, parent / "demo")
     >>> sorted(p.name for p in out.iterdir())
-    ['figures', 'report.html', 'report.json', 'report.md', 'timings.json']
+    ['figures', 'ppl-audit-manifest.json', 'report.html', 'report.json', 'report.md', 'timings.json']
     >>> shutil.rmtree(parent)
     """
-    out = check_output_dir(out_dir, overwrite=overwrite)
+    out = check_output_dir(out_dir, overwrite=overwrite, force=force)
     _check_report(report)  # fail before touching the disk
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = new_temporary(out)
     try:
         _write_files(report, tmp)
-        if out.exists() or out.is_symlink():
-            backup = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(out, backup)
-            try:
-                os.rename(tmp, out)
-            except BaseException:
-                os.rename(backup, out)
-                raise
-            if backup.is_symlink():
-                backup.unlink()
-            else:
-                shutil.rmtree(backup, ignore_errors=True)
+        write_manifest(tmp)
+        if force and out.is_dir() and any(out.iterdir()):
+            merge_into(tmp, out)
         else:
-            os.rename(tmp, out)
+            replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

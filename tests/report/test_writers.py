@@ -7,6 +7,7 @@ import doctest
 import io
 import json
 import math
+import os
 import pathlib
 import re
 
@@ -20,7 +21,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ppl_audit.errors import InvalidInputError  # noqa: E402
-from ppl_audit.report import writers  # noqa: E402
+from ppl_audit.report import folder, writers  # noqa: E402
 from ppl_audit.report.model import Figure, Report, Section, Table  # noqa: E402
 from ppl_audit.report.writers import (  # noqa: E402
     format_value,
@@ -235,11 +236,9 @@ def test_existing_folder_without_overwrite_and_file_destination(tmp_path, png):
 
 def test_overwrite_previous_report_and_empty_folder(tmp_path, png):
     out = write_report(make_report(png), tmp_path / "out")
-    (out / "stale.txt").write_text("from the previous run")
     smaller = Report(kind="levelset", title="Second run", metrics={"accuracy": 0.5})
     write_report(smaller, out)
     assert json.loads((out / "report.json").read_text())["title"] == "Second run"
-    assert not (out / "stale.txt").exists()
     assert not (out / "figures" / "trace.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -247,6 +246,85 @@ def test_overwrite_previous_report_and_empty_folder(tmp_path, png):
     empty.mkdir()
     write_report(smaller, empty)
     assert (empty / "report.json").is_file()
+
+
+def test_a_file_the_user_added_to_a_report_folder_is_never_deleted(tmp_path, png):
+    out = write_report(make_report(png), tmp_path / "out")
+    (out / "notes.txt").write_text("mine")
+    (out / "src").mkdir()
+    (out / "src" / "main.py").write_text("print('mine')")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(InvalidInputError, match=r"refusing to overwrite .*did not write.*notes\.txt, src/"):
+        write_report(Report(kind="levelset", title="Second run"), out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    write_report(Report(kind="levelset", title="Second run"), out, force=True)  # beside them, theirs kept
+    assert (out / "notes.txt").read_text() == "mine" and (out / "src" / "main.py").is_file()
+    assert json.loads((out / "report.json").read_text())["title"] == "Second run"
+    assert not (out / "figures" / "trace.png").exists()  # the tool's own earlier files go
+    assert folder.foreign_entries(out) == ["src/", "notes.txt", "src/main.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_report_json_is_no_licence_to_delete(tmp_path, png):
+    # The old rule replaced any folder whose report.json had a schema_version, with the user's files in it.
+    out = tmp_path / "out"
+    (out / "src").mkdir(parents=True)
+    (out / "report.json").write_text('{"schema_version": 1}')
+    (out / "src" / "main.py").write_text("print('mine')")
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(InvalidInputError, match="ppl-audit did not write it"):
+        write_report(make_report(png), out)
+    with pytest.raises(InvalidInputError, match="report.json there is not ppl-audit's"):
+        write_report(make_report(png), out, force=True)  # even forced, a foreign file is never replaced
+    assert (out / "report.json").read_text() == '{"schema_version": 1}'
+    assert (out / "thesis.tex").read_text() == "precious" and (out / "src" / "main.py").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_edited_report_file_is_the_users(tmp_path, png):
+    out = write_report(make_report(png), tmp_path / "out")
+    (out / "report.md").write_text("my annotated copy")
+    with pytest.raises(InvalidInputError, match=r"changed since \(report\.md\)"):
+        write_report(make_report(png), out)
+    with pytest.raises(InvalidInputError, match="report.md there is not ppl-audit's"):
+        write_report(make_report(png), out, force=True)
+    assert (out / "report.md").read_text() == "my annotated copy"
+
+
+def test_a_forced_write_killed_half_way_leaves_a_folder_the_next_run_recognises(tmp_path, png, monkeypatch):
+    out = write_report(make_report(png), tmp_path / "out")
+    (out / "notes.txt").write_text("mine")
+    real_replace, moved = os.replace, []
+
+    def replace_twice_then_die(src, dst):
+        if len(moved) == 2:
+            raise KeyboardInterrupt
+        moved.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(folder.os, "replace", replace_twice_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(Report(kind="levelset", title="Second run"), out, force=True)
+    monkeypatch.undo()
+    assert folder.foreign_entries(out) == ["notes.txt"]  # old and new files alike are known as the tool's
+    write_report(Report(kind="levelset", title="Third run"), out, force=True)
+    assert json.loads((out / "report.json").read_text())["title"] == "Third run"
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_leftovers_of_killed_runs_are_cleaned_and_a_lost_report_restored(tmp_path, png):
+    dead = 2 ** 22 + 12345  # above the largest pid Linux can give (2**22): no process has it
+    (tmp_path / f".out.tmp-{dead}-abc").mkdir()
+    (tmp_path / f".out.tmp-{os.getpid()}-live").mkdir()  # a running process's (ours): left alone
+    out = write_report(make_report(png), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.tmp-{os.getpid()}-live", "out"]
+
+    os.rename(out, tmp_path / f".out.old-{dead}-abc")  # killed between its two renames
+    write_report(make_report(png), tmp_path / "other")  # another folder's run leaves it be
+    assert not out.exists()
+    assert folder.clean_stale(out) == [tmp_path / f".out.old-{dead}-abc"]
+    assert (out / "report.json").is_file()  # the old report is back
 
 
 def test_creates_missing_parents(tmp_path, png):
