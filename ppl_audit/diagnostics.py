@@ -15,10 +15,18 @@ Two R-hats, for two shapes of run:
   SMC runs): it compares superchain means with the variance inside them, and
   is what the many-chain samplers of this toolkit are judged by.
 
-Effective sample sizes: ArviZ's bulk/tail ESS treat chains as independent;
-for superchain runs :func:`superchain_ess` also estimates the ESS from the
-spread of the superchain means, which counts every correlation between
-particles (shared ancestors after resampling) and is the honest figure.
+Effective sample sizes: ArviZ's bulk/tail ESS treat chains as independent,
+which MCMC chains are and SMC particles are not: after resampling, a run's
+particles share ancestors, and counting 1,000 of them as chains overstated the
+ESS 50-60 fold. For SMC, every ESS reported (bulk and tail) comes from the
+spread of the independent runs' means (:func:`superchain_ess`), which counts
+every correlation between particles.
+
+Why nested R-hat <= 1.01 for SMC: at stationarity, with ``K`` independent runs
+each worth ``E`` effective particles, ``B / W`` is the variance of a run's mean
+over the posterior variance, about ``1 / E``, so nested R-hat is about
+``sqrt(1 + 1 / E)``: 1.01 asks for about 50 effective particles per run.
+SMC runs are also checked on their own terms (:func:`smc_checks`).
 """
 
 from __future__ import annotations
@@ -33,6 +41,14 @@ from ppl_audit.errors import InvalidInputError, ModelOutputError
 RHAT_THRESHOLD = 1.01  # Vehtari et al. (2021): trust split R-hat below 1.01
 NESTED_RHAT_THRESHOLD = 1.01  # Margossian et al. (2022) use 1 + delta with delta ~ 0.01 for nested R-hat
 ESS_THRESHOLD = 400  # Vehtari et al. (2021): at least 100 per chain for 4 chains
+# SMC's own checks. Runs whose evidence estimates differ by more than a factor e have put different
+# mass on the level set's regions (the estimator's sd is below 1 nat in a run that has found them all).
+LOG_EVIDENCE_SD_THRESHOLD = 1.0
+# At least half of a run's final particles distinct: fewer means most are copies of a few ancestors.
+MIN_DISTINCT_SHARE = 0.5
+# Below 5% acceptance the final moves renew a particle about once in 20: the draws barely move.
+MIN_FINAL_ACCEPTANCE = 0.05
+TAIL_QUANTILES = (0.05, 0.95)  # the tails ArviZ's tail ESS looks at (Vehtari et al. 2021)
 LATENT_VAR = "z"  # the latent variable's name in InferenceData
 LATENT_DIM = "latent"  # the dimension that names the latent coordinates
 
@@ -151,8 +167,71 @@ def superchain_ess(draws: np.ndarray, superchains: int) -> np.ndarray:
         return np.minimum(variance / mcse2, float(chains * n))
 
 
-def summarize(idata, superchains: int | None = None) -> dict[str, Any]:
+def superchain_tail_ess(draws: np.ndarray, superchains: int) -> np.ndarray:
+    """Tail ESS of every latent from the superchains: the smaller ESS of the indicators of its
+    5% and 95% quantiles (the quantities ArviZ's tail ESS measures), each by :func:`superchain_ess`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(2)
+    >>> bool(superchain_tail_ess(rng.normal(size=(1600, 1, 1)), 16)[0] > 200)
+    True
+    """
+    x = np.asarray(draws, dtype=np.float64)
+    flat = x.reshape(-1, x.shape[-1])
+    values = []
+    for q in TAIL_QUANTILES:
+        indicator = (x <= np.quantile(flat, q, axis=0)).astype(np.float64)
+        values.append(superchain_ess(indicator, superchains))
+    return np.minimum(*values)
+
+
+def smc_checks(log_evidence, final_acceptance: float, distinct_share_min: float) -> dict[str, Any]:
+    """SMC's own convergence checks: evidence agreement across runs, distinct particles, acceptance.
+
+    Parameters
+    ----------
+    log_evidence : sequence of float
+        Each run's log-evidence estimate.
+    final_acceptance : float
+        Mean acceptance of the moves at the posterior.
+    distinct_share_min : float
+        The smallest share, over runs, of distinct final particles.
+
+    Examples
+    --------
+    >>> smc_checks([-3.1, -3.0, -2.9], 0.2, 0.8)["passed"]
+    True
+    """
+    sd = float(np.std(np.asarray(log_evidence, dtype=np.float64), ddof=1)) if len(log_evidence) > 1 else float("nan")
+    failed = []
+    if len(log_evidence) > 1 and not sd <= LOG_EVIDENCE_SD_THRESHOLD:
+        failed.append(f"the runs' log evidence spreads by sd {sd:.2f} (> {LOG_EVIDENCE_SD_THRESHOLD} nat): they put "
+                      "different mass on the level set's regions")
+    if not distinct_share_min >= MIN_DISTINCT_SHARE:
+        failed.append(f"a run keeps only {distinct_share_min:.0%} distinct particles (< {MIN_DISTINCT_SHARE:.0%}): "
+                      "most are copies of a few ancestors")
+    if not final_acceptance >= MIN_FINAL_ACCEPTANCE:
+        failed.append(f"the moves at the posterior accept {final_acceptance:.1%} (< {MIN_FINAL_ACCEPTANCE:.0%}): "
+                      "the final draws barely move")
+    return {"log_evidence_sd": sd, "final_acceptance": float(final_acceptance),
+            "distinct_share_min": float(distinct_share_min), "failed": failed, "passed": not failed}
+
+
+def summarize(idata, superchains: int | None = None, *, chains_independent: bool = True,
+              smc: dict[str, Any] | None = None) -> dict[str, Any]:
     """R-hat, bulk and tail ESS, MCSE, mean and sd of every latent.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    superchains : int, optional
+        Independent groups of chains (contiguous), for nested R-hat.
+    chains_independent : bool, default True
+        False for SMC particles: then every ESS comes from the superchains, never from ArviZ's
+        chain-by-chain estimate (NaN without superchains).
+    smc : dict, optional
+        :func:`smc_checks`' result, judged with the rest.
 
     Returns
     -------
@@ -182,6 +261,10 @@ def summarize(idata, superchains: int | None = None) -> dict[str, Any]:
     if superchains:
         nested = nested_rhat(draws, superchains)
         superchain_ess_values = superchain_ess(draws, superchains)
+    if not chains_independent:  # correlated particles are no chains: only independent runs measure the ESS
+        ess_bulk = superchain_ess_values if superchains else np.full(draws.shape[-1], np.nan)
+        ess_tail = superchain_tail_ess(draws, superchains) if superchains else np.full(draws.shape[-1], np.nan)
+        mcse = flat.std(axis=0, ddof=1) / np.sqrt(ess_bulk)
     names = [str(n) for n in idata.posterior[LATENT_VAR].coords[LATENT_DIM].values]
     per_latent = {
         name: {
@@ -209,6 +292,9 @@ def summarize(idata, superchains: int | None = None) -> dict[str, Any]:
         out["superchains"] = int(superchains)
         out["nested_rhat_max"] = float(np.max(nested))
         out["ess_superchains_min"] = float(np.min(superchain_ess_values))
+        out["ess_per_superchain_min"] = out["ess_superchains_min"] / superchains
+    if smc is not None:
+        out["smc"] = smc
     out["converged"], out["verdict"] = convergence_verdict(out)
     return out
 
@@ -216,33 +302,44 @@ def summarize(idata, superchains: int | None = None) -> dict[str, Any]:
 def convergence_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
     """Whether the run passes its convergence check, and why, in plain words.
 
-    Runs with superchains are judged by nested R-hat (<= 1.01); others by
-    split R-hat (<= 1.01) and bulk ESS (>= 400).
+    Runs with superchains are judged by nested R-hat (<= 1.01, about 50 effective particles per
+    superchain); SMC runs also by :func:`smc_checks`; others by split R-hat (<= 1.01) and bulk ESS
+    (>= 400). A failure names every check that failed and what would help.
 
     Examples
     --------
     >>> convergence_verdict({"rhat_max": 1.002, "ess_bulk_min": 900.0})[0]
     True
     """
-    if "nested_rhat_max" in summary:
-        value, ok = summary["nested_rhat_max"], summary["nested_rhat_max"] <= NESTED_RHAT_THRESHOLD
-        if ok:
-            return True, (
-                f"Converged: nested R-hat {value:.4f} <= {NESTED_RHAT_THRESHOLD} on every latent, so the "
-                f"{summary['superchains']} independent groups of chains agree about the posterior."
-            )
+    if "nested_rhat_max" not in summary:
+        rhat, ess = summary["rhat_max"], summary["ess_bulk_min"]
+        if rhat <= RHAT_THRESHOLD and ess >= ESS_THRESHOLD:
+            return True, f"Converged: split R-hat {rhat:.4f} <= {RHAT_THRESHOLD} and bulk ESS {ess:.0f} >= {ESS_THRESHOLD}."
         return False, (
-            f"Not converged: nested R-hat reaches {value:.3f} (> {NESTED_RHAT_THRESHOLD}): independent groups of "
-            "chains still disagree about the posterior, so its means and spreads cannot be trusted yet; "
-            "run longer or with more particles."
+            f"Not converged: split R-hat {rhat:.4f} (threshold {RHAT_THRESHOLD}) and bulk ESS {ess:.0f} "
+            f"(threshold {ESS_THRESHOLD}): the chains disagree or are too short for trustworthy summaries; "
+            "run more steps (--steps, num_steps)."
         )
-    rhat, ess = summary["rhat_max"], summary["ess_bulk_min"]
-    if rhat <= RHAT_THRESHOLD and ess >= ESS_THRESHOLD:
-        return True, f"Converged: split R-hat {rhat:.4f} <= {RHAT_THRESHOLD} and bulk ESS {ess:.0f} >= {ESS_THRESHOLD}."
-    return False, (
-        f"Not converged: split R-hat {rhat:.3f} (threshold {RHAT_THRESHOLD}) and bulk ESS {ess:.0f} "
-        f"(threshold {ESS_THRESHOLD}): the chains disagree or are too short for trustworthy summaries."
-    )
+    value, k = summary["nested_rhat_max"], summary["superchains"]
+    per_run = summary.get("ess_per_superchain_min")
+    failed = []
+    if not value <= NESTED_RHAT_THRESHOLD:
+        worth = f", each worth about {per_run:.0f} effective particles" if per_run is not None else ""
+        failed.append(f"nested R-hat reaches {value:.4f} (> {NESTED_RHAT_THRESHOLD}, which asks for about 50 "
+                      f"effective particles in each of the {k} independent groups{worth})")
+    smc = summary.get("smc")
+    if smc is not None:
+        failed += smc["failed"]
+    if not failed:
+        ess = summary.get("ess_superchains_min")
+        return True, (
+            f"Converged: nested R-hat {value:.4f} <= {NESTED_RHAT_THRESHOLD} on every latent, so the {k} independent "
+            f"groups of chains agree about the posterior" + (f" (ESS {ess:.0f}, from their spread)" if ess else "")
+            + ("; the SMC runs agree on the evidence and their moves renew the particles." if smc else ".")
+        )
+    advice = ("raise the particles (--particles, num_particles): larger runs are worth more effective particles each"
+              if smc is not None else "run more steps or particles (--steps, --particles)")
+    return False, "Not converged: " + "; ".join(failed) + f". The means and spreads cannot be trusted yet; {advice}."
 
 
 def save_netcdf(result, path) -> None:
@@ -283,7 +380,8 @@ def trace_and_rank_png(idata, *, max_chains: int = 8) -> tuple[bytes, bytes]:
     subset = idata.posterior.isel(chain=slice(0, max_chains))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        axes = az.plot_trace(subset, var_names=[LATENT_VAR], compact=True)
+        # combined: one density over the chains shown; a chain that never moved has none of its own
+        axes = az.plot_trace(subset, var_names=[LATENT_VAR], compact=True, combined=True)
         fig = np.ravel(axes)[0].figure
         trace_png = png_bytes(fig)
         plt.close(fig)

@@ -7,6 +7,8 @@ of each particle kept, then ``n <= N`` drawn with replacement.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -33,6 +35,7 @@ METHODS = ("smc", "mh", "hmc", "nuts", "svi")
 # benchmarks/levelset_throughput.py (results/levelset_throughput.json).
 DEFAULT_METHOD = "smc"
 GRADIENT_METHODS = ("hmc", "nuts", "svi")  # need a differentiable classifier
+LOG_2PI = math.log(2 * math.pi)  # the standard normal's log normaliser, per dimension
 INIT_STRATEGIES = ("prior", "importance")
 # "importance" starts the MH/HMC particles from prior draws resampled by their
 # likelihood: INIT_OVERSAMPLE * N draws, N kept. Random-walk chains then start
@@ -55,6 +58,14 @@ SMC_MIN_PARTICLES_PER_RUN = 16
 SMC_FITTED_PARTICLES_PER_RUN = 125
 SMC_MIN_FITTED_RUNS = 8
 SMC_RW_MOVES = 10  # random-walk moves per stage: 5 left the concentration-1,000 level set at nested R-hat 1.02-1.09
+# Where SMC moves: "unconstrained", over v with z = biject_to(support)(v) and the prior's density carried
+# over with its Jacobian, as Stan and Pyro's NUTS move; "normal", over u ~ N(0, I) with
+# z = prior.from_normal(u), where the prior has that transform; or "latent", over z itself.
+SMC_SPACES = ("unconstrained", "normal", "latent")
+SMC_DEFAULT_SPACE = "unconstrained"  # benchmarks/levelset_smc_levers.py
+# Each stage keeps moving (up to the sampler's cap) until this share of every run's particles has left
+# its resampled copy: with a fixed 4 moves the circle world's runs were worth 1-4 effective particles each.
+SMC_MIN_MOVED_FRACTION = 0.9
 
 
 @dataclass
@@ -127,15 +138,18 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
 
     Examples
     --------
-    >>> smc_plan(4096, {}), smc_plan(1000, {}), smc_plan(256, {})
-    ((16, {'move': 'independent'}), (8, {'move': 'independent'}), (16, {'move': 'rw', 'num_moves': 10}))
-    >>> smc_plan(256, {"move": "independent"})
-    (16, {'move': 'independent'})
+    >>> smc_plan(1000, {})
+    (8, {'move': 'independent', 'min_moved_fraction': 0.9})
+    >>> smc_plan(256, {})
+    (16, {'move': 'rw', 'min_moved_fraction': 0.9, 'num_moves': 10})
+    >>> smc_plan(256, {"move": "independent", "min_moved_fraction": 0.0})
+    (16, {'move': 'independent', 'min_moved_fraction': 0.0})
     """
     fitted_runs = smc_run_count(num_particles, SMC_FITTED_PARTICLES_PER_RUN)
     move = options.get("move", "independent" if fitted_runs >= SMC_MIN_FITTED_RUNS else "rw")
     runs = fitted_runs if move != "rw" and fitted_runs >= SMC_MIN_FITTED_RUNS else smc_run_count(num_particles)
-    plan = {"move": move, **({"num_moves": SMC_RW_MOVES} if move == "rw" else {})}
+    plan = {"move": move, "min_moved_fraction": SMC_MIN_MOVED_FRACTION,
+            **({"num_moves": SMC_RW_MOVES} if move == "rw" else {})}
     return runs, {**plan, **options}
 
 
@@ -206,12 +220,21 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
             probs = level_set.predict(z)
             return level_set.log_likelihood(probs), probs
 
+        settings = dict(num_runs=runs, particles_per_run=num_particles // runs,
+                        num_final_draws=options.pop("num_final_draws", SMC_FINAL_DRAWS), generator=generator,
+                        extras_names=classes, progress=progress, device=device)
+        space = options.pop("space", SMC_DEFAULT_SPACE)
+        if space not in SMC_SPACES or (space == "normal" and not prior.normal_dim):
+            raise InvalidInputError(f"smc option space must be one of {', '.join(SMC_SPACES)} ('normal' needs a prior "
+                                    f"with a standard-normal transform), got {space!r}")
+        settings = {**settings, **options}
         with torch.no_grad():
+            if space == "normal":
+                return _smc_in_normal_space(prior, log_likelihood, names, settings)
+            if space == "unconstrained":
+                return _smc_unconstrained(prior, log_likelihood, names, settings)
             return run_smc(prior.log_prob, log_likelihood, lambda n, generator: prior.sample(n, generator=generator),
-                           num_runs=runs, particles_per_run=num_particles // runs,
-                           num_final_draws=options.pop("num_final_draws", SMC_FINAL_DRAWS),
-                           generator=generator,
-                           latent_names=names, extras_names=classes, progress=progress, device=device, **options)
+                           latent_names=names, **settings)
     if method == "nuts":
         from ppl_audit.inference.pyro_backends import run_nuts
 
@@ -223,6 +246,64 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
 
     return run_svi(level_set.model, num_steps=num_steps, num_samples=num_particles, seed=seed, latent_names=names,
                    extras_fn=predict, log_density_fn=level_set.log_density, progress=progress, **options)
+
+
+def _smc_checks(chain: SamplingResult) -> dict[str, Any]:
+    """:func:`~ppl_audit.diagnostics.smc_checks` of an SMC result (its runs are its superchains)."""
+    runs = chain.superchains or 1
+    final = chain.final_position.reshape(runs, -1, chain.final_position.shape[-1])
+    distinct = min(torch.unique(run, dim=0).shape[0] / run.shape[0] for run in final)  # one call per run
+    return diagnostics.smc_checks(chain.info["log_evidence"], chain.acceptance_rate, distinct)
+
+
+def _smc_unconstrained(prior: Prior, log_likelihood, names, settings: dict) -> SamplingResult:
+    """SMC over ``v`` with ``z = biject_to(support)(v)``; the result's trace is in ``z``.
+
+    The prior over ``v`` is ``p(z(v)) |dz/dv|``: the same prior, with no boundary for a proposal to
+    cross (positive lengths become logs, the circle's box a logit), and a mixture stays a smooth
+    density (``benchmarks/levelset_smc_levers.py`` measures what it buys).
+    """
+    from pyro.distributions.transforms import biject_to
+
+    from ppl_audit.inference.smc import run_smc
+
+    transform = biject_to(prior.distribution().support)
+
+    def log_prior(v):
+        z = transform(v)
+        return prior.log_prob(z) + transform.log_abs_det_jacobian(v, z)
+
+    def sample(n, generator):
+        return transform.inv(prior.sample(n, generator=generator))
+
+    chain = run_smc(log_prior, lambda v: log_likelihood(transform(v)), sample,
+                    latent_names=tuple(f"v_{name}" for name in names), **settings)
+    z = transform(chain.trace.reshape(-1, chain.trace.shape[-1])).reshape(chain.trace.shape)
+    return dataclasses.replace(chain, trace=z, latent_names=tuple(names), info={**chain.info, "space": "unconstrained"})
+
+
+def _smc_in_normal_space(prior: Prior, log_likelihood, names, settings: dict) -> SamplingResult:
+    """SMC over ``u ~ N(0, I_U)`` with ``z = prior.from_normal(u)``; the result's trace is in ``z``.
+
+    The tempered targets are then a whitened Gaussian prior times the likelihood: no box to propose out
+    of, no truncation or class mixture for the fitted proposals to miss
+    (``benchmarks/levelset_smc_levers.py`` measures what it buys).
+    """
+    from ppl_audit.inference.smc import run_smc
+
+    dim = prior.normal_dim
+
+    def log_prior(u):
+        return -0.5 * u.square().sum(-1) - 0.5 * dim * LOG_2PI
+
+    def sample(n, generator):
+        return torch.randn(n, dim, generator=generator, device=generator.device if generator is not None else None)
+
+    chain = run_smc(log_prior, lambda u: log_likelihood(prior.from_normal(u)), sample,
+                    latent_names=tuple(f"u{i}" for i in range(dim)), **settings)
+    u = chain.trace
+    z = prior.from_normal(u.reshape(-1, dim)).reshape(*u.shape[:2], -1).cpu()
+    return dataclasses.replace(chain, trace=z, latent_names=tuple(names), info={**chain.info, "space": "normal"})
 
 
 def sample_level_set(
@@ -284,7 +365,9 @@ def sample_level_set(
     class_names : sequence of str, optional
         Needed to wrap a plain callable when the prior has no class names.
     options : dict, optional
-        Method-specific settings passed to the backend (e.g. ``num_leapfrog``).
+        Method-specific settings passed to the backend (e.g. ``num_leapfrog``). smc also takes
+        ``space``: ``"normal"`` (the default where the prior has :meth:`~ppl_audit.priors.base.Prior.from_normal`)
+        moves over the standard normal the prior transforms, ``"latent"`` over ``z``.
     progress : callable, optional
         ``progress(task, done, total)``.
 
@@ -340,7 +423,9 @@ def sample_level_set(
         images = prior.decode(latents.to(dev)).cpu()
     target_t = level_set.target
     confidence = target_confidence(probs, target_t)
-    summary = diagnostics.summarize(chain.to_arviz(), superchains=chain.superchains)
+    smc = _smc_checks(chain) if method == "smc" else None
+    summary = diagnostics.summarize(chain.to_arviz(), superchains=chain.superchains,
+                                    chains_independent=method != "smc", smc=smc)
     evals = chain.num_evaluations
     k = int(torch.argmax(target_t))
     metrics = {
@@ -358,6 +443,8 @@ def sample_level_set(
         "ess_bulk_min": summary["ess_bulk_min"],
         "ess_tail_min": summary["ess_tail_min"],
         "ess_superchains_min": summary.get("ess_superchains_min"),
+        **({"log_evidence_sd": smc["log_evidence_sd"], "distinct_share_min": smc["distinct_share_min"],
+            "final_acceptance": smc["final_acceptance"]} if smc else {}),
         "converged": summary["converged"],
         "classifier_evaluations": evals,
         "ambiguous_per_1000_evaluations": (

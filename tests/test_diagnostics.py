@@ -107,3 +107,63 @@ def test_ensemble_waic_rejects_nan_and_bad_shapes():
         diagnostics.ensemble_waic_loo(np.zeros((1, 3)))
     with pytest.raises(InvalidInputError):
         diagnostics.ensemble_waic_loo(np.zeros(3))
+
+
+# --------------------------------------------------------------------------- issue 21: honest ESS, SMC's own checks
+
+
+def copied_particles(runs=8, distinct=5, copies=100, draws=10, seed=0):
+    """``runs`` independent runs, each ``distinct`` independent N(0, 1) values copied ``copies`` times,
+    held for ``draws`` draws: SMC particles after resampling with moves that never accepted.
+    The true ESS of the posterior mean is ``runs * distinct``."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(runs, distinct, 1, 1, 1))
+    return np.broadcast_to(values, (runs, distinct, copies, draws, 1)).reshape(-1, draws, 1).copy()
+
+
+def idata_of(draws):
+    from ppl_audit.inference.result import SamplingResult
+
+    res = SamplingResult(method="smc", latent_names=("z0",), trace=torch.as_tensor(draws, dtype=torch.float32))
+    return res.to_arviz()
+
+
+def test_smc_particles_are_not_counted_as_independent_chains():
+    draws = copied_particles()
+    truth = 8 * 5
+    as_chains = diagnostics.summarize(idata_of(draws), superchains=8)
+    honest = diagnostics.summarize(idata_of(draws), superchains=8, chains_independent=False)
+    assert as_chains["ess_bulk_min"] > 25 * truth  # ArviZ counts the 4,000 copies as chains
+    # From the runs' spread: a chi-square with 7 degrees of freedom, so within a factor ~4 of the truth.
+    assert truth / 4 < honest["ess_bulk_min"] < truth * 4
+    assert honest["ess_tail_min"] < truth * 4
+    assert honest["per_latent"]["z0"]["ess_bulk"] == honest["ess_bulk_min"]
+    assert honest["ess_per_superchain_min"] == pytest.approx(honest["ess_superchains_min"] / 8)
+
+
+def test_without_independent_runs_smc_has_no_ess_to_report():
+    summary = diagnostics.summarize(idata_of(copied_particles(runs=1)), chains_independent=False)
+    assert math.isnan(summary["ess_bulk_min"]) and not summary["converged"]
+
+
+def test_smc_checks_name_each_failure():
+    ok = diagnostics.smc_checks([-3.0, -3.1, -2.9, -3.05], final_acceptance=0.3, distinct_share_min=0.9)
+    assert ok["passed"] and ok["failed"] == [] and ok["log_evidence_sd"] == pytest.approx(0.0854, abs=1e-3)
+    bad = diagnostics.smc_checks([-3.0, -9.0, -2.0, -3.0], final_acceptance=0.01, distinct_share_min=0.2)
+    assert not bad["passed"] and len(bad["failed"]) == 3
+    summary = {"nested_rhat_max": 1.004, "superchains": 4, "ess_superchains_min": 900.0, "smc": bad}
+    converged, text = diagnostics.convergence_verdict(summary)
+    assert not converged
+    for words in ("log evidence spreads by sd 3.20", "20% distinct", "accept 1.0%", "--particles"):
+        assert words in text, text
+
+
+def test_the_nested_rhat_threshold_asks_for_about_50_effective_particles_per_run():
+    # At stationarity nested R-hat^2 ~ 1 + 1/E: 50 effective particles a run give 1.01.
+    rng = np.random.default_rng(3)
+    runs, per_run = 400, 50  # many runs, so B is estimated precisely
+    draws = rng.normal(size=(runs * per_run, 1, 1))
+    assert diagnostics.nested_rhat(draws, runs)[0] == pytest.approx(math.sqrt(1 + 1 / per_run), abs=2e-3)
+    summary = {"nested_rhat_max": 1.0154, "superchains": 8, "ess_per_superchain_min": 33.0}
+    converged, text = diagnostics.convergence_verdict(summary)
+    assert not converged and "1.0154 (> 1.01" in text and "about 33 effective particles" in text

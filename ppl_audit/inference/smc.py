@@ -62,12 +62,9 @@ NUM_COMPONENTS = 4
 PROPOSAL_INFLATION = 1.2
 DEFENSIVE_WEIGHT = 0.1
 DEFAULT_MOVES = 4  # moves per stage at least; an independent move at ~50% acceptance renews half the particles
-# Optionally more, up to MAX_MOVES, until MIN_MOVED_FRACTION of every run's
-# particles have accepted a move (the extra moves alternate random walk and
-# independent). Off by default: on the 5-d MNIST VAE level set at concentration
-# 1,000, where acceptance falls to 4-8% in the middle stages, 0.9 improved
-# nested R-hat from 6.6 to 1.35 (still failing: the level set is multimodal)
-# at 4x the cost; on house/rocket the 4 moves already move > 95% of particles.
+# Optionally more, up to MAX_MOVES, until MIN_MOVED_FRACTION of every run's particles have accepted
+# a move (the extra moves alternate random walk and independent). Off here; level sets turn it on
+# (ppl_audit.sampling.SMC_MIN_MOVED_FRACTION, measured in benchmarks/levelset_smc_levers.py).
 MIN_MOVED_FRACTION = 0.0
 MAX_MOVES = 30  # a cap on the cost of a stage (30 moves reach 0.9 at 7% acceptance)
 MIN_PARTICLES_PER_RUN_FITTED = 8  # independent/mixed moves fit each half-run (>= 4 points) to a mixture

@@ -46,6 +46,17 @@ class Prior(ABC):
         """Log prior density of latents ``(N, D)``, shape ``(N,)``."""
         return self.distribution().log_prob(z)
 
+    #: dimension ``U`` of the standard normal that :meth:`from_normal` maps to ``z``; 0 if it has none
+    normal_dim: int = 0
+
+    def from_normal(self, u: torch.Tensor) -> torch.Tensor:
+        """The prior as a transform of ``N(0, I_U)``: ``u (N, U) -> z (N, D)``, ``z ~ p(z)`` exactly.
+
+        Samplers that move in ``u`` see an unbounded, whitened prior instead of boxes,
+        truncations and mixtures. Priors that have one set :attr:`normal_dim`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no standard-normal transform")
+
     def model(self, num_particles: int | None = None) -> torch.Tensor:
         """Pyro model: ``z ~ p(z)`` at site ``"z"``, plated over particles if asked."""
         d = self.distribution()

@@ -109,6 +109,16 @@ class DecoderPrior(Prior):
         source = generator.device if generator is not None else self.device
         return torch.randn(n, self.latent_dim, generator=generator, device=source).to(self.device)
 
+    @property
+    def normal_dim(self) -> int:
+        """``D``: the latent already is standard normal."""
+        return self.latent_dim
+
+    def from_normal(self, u: torch.Tensor) -> torch.Tensor:
+        """The identity: ``z ~ N(0, I_D)`` is its own standard-normal transform."""
+        self._check_latents(u, batched=True)
+        return u
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Exact ``log N(z; 0, I_D)``, shape ``z.shape[:-1]``, on ``z``'s device."""
         self._check_latents(z, batched=False)

@@ -97,6 +97,14 @@ class _ClassMixture(TorchDistribution):
     def sample(self, sample_shape=torch.Size(), generator=None):
         return self.sample_with_class(sample_shape, generator=generator)[0]
 
+    def from_normal(self, u):
+        """``u (..., 1 + D) -> z (..., D)``: ``u[..., 0]`` picks the class, the rest are quantiles."""
+        house = (torch.special.ndtr(u[..., 0]) < self.class_probs[1]).long()
+        z = LowerTruncatedNormal(self.loc[house], self.scale[house]).from_normal(u[..., 1 : 1 + self._num_tn])
+        if self.low.numel():
+            z = torch.cat([z, self.low + (self.high - self.low) * torch.special.ndtr(u[..., 1 + self._num_tn :])], -1)
+        return z
+
     def log_prob(self, value):
         z_tn = value[..., : self._num_tn].unsqueeze(-2)  # (..., 1, Dn)
         per_class = self._components().log_prob(z_tn).sum(-1) + self.class_probs.log()
@@ -156,6 +164,27 @@ class HouseRocketWorld(Prior):
 
     def distribution(self) -> _ClassMixture:
         return _ClassMixture(self._class_probs, self._loc, self._scale, self._low, self._high)
+
+    @property
+    def normal_dim(self) -> int:
+        """``1 + D``: the class coordinate, then one per latent (:meth:`from_normal`)."""
+        return 1 + self.latent_dim
+
+    def from_normal(self, u: torch.Tensor) -> torch.Tensor:
+        """``z ~ p(z)`` from ``u ~ N(0, I_{1+D})``: the class (``u_0 < ndtri(P(house))`` is a house),
+        then the truncated normals' and the uniforms' quantiles at ``Phi(u_i)``.
+
+        Examples
+        --------
+        >>> world = HouseRocketWorld(circle=True)
+        >>> z = world.from_normal(torch.randn(8, world.normal_dim))
+        >>> z.shape, bool(torch.isfinite(world.log_prob(z)).all())
+        (torch.Size([8, 6]), True)
+        """
+        if u.ndim != 2 or u.shape[-1] != self.normal_dim:
+            raise InvalidInputError(f"u must have shape (N, {self.normal_dim}) for world {self.name!r}, "
+                                    f"got {tuple(u.shape)}")
+        return self.distribution().from_normal(u.to(self._loc.device)).to(u.device)
 
     def sample_with_class(self, n: int, *, generator: torch.Generator | None = None):
         """Draw ``n`` latents with their classes: ``(z (n, D), c (n,))``."""

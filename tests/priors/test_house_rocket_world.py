@@ -59,3 +59,33 @@ def test_unknown_world_and_bad_latent_shape():
         make_world("moon")
     with pytest.raises(InvalidInputError, match=r"shape \(N, 3\)"):
         HouseRocketWorld().decode(torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("circle", [False, True])
+def test_the_standard_normal_transform_reproduces_the_prior(circle):
+    world = HouseRocketWorld(circle=circle)
+    n = 200_000
+    u = torch.randn(n, world.normal_dim, generator=torch.Generator().manual_seed(0))
+    z = world.from_normal(u)
+    ref = world.sample(n, generator=torch.Generator().manual_seed(1))
+    assert z.shape == ref.shape and bool(torch.isfinite(world.log_prob(z)).all())
+    # Means and sds within 5 standard errors of two independent samples of 200,000.
+    se = ref.std(0) * math.sqrt(2 / n)
+    assert ((z.mean(0) - ref.mean(0)).abs() < 5 * se).all(), (z.mean(0), ref.mean(0))
+    assert ((z.std(0) / ref.std(0) - 1).abs() < 0.01).all()
+    # And whole marginals: the two-sample Kolmogorov-Smirnov test of every coordinate.
+    for d in range(z.shape[1]):
+        assert stats.ks_2samp(z[:20_000, d].numpy(), ref[:20_000, d].numpy()).pvalue > 1e-3
+
+
+def test_the_class_coordinate_splits_at_the_class_probability():
+    world = HouseRocketWorld()
+    u = torch.zeros(2, world.normal_dim)
+    u[0, 0], u[1, 0] = -1.0, 1.0  # Phi(-1) < 0.5: a house; Phi(1) > 0.5: a rocket
+    z = world.from_normal(u)
+    assert z[0, 0] > z[1, 0]  # at the median quantile a house is wider than a rocket
+
+
+def test_from_normal_refuses_a_wrong_shape():
+    with pytest.raises(InvalidInputError, match=r"u must have shape \(N, 4\)"):
+        HouseRocketWorld().from_normal(torch.zeros(3, 3))
