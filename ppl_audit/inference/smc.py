@@ -10,7 +10,8 @@ One stage (Del Moral et al. 2006; Jasra et al. 2011; Chopin & Papaspiliopoulos
 
 1. each run picks its next inverse temperature ``beta'`` so that the ESS of the
    incremental weights ``(beta' - beta) * loglik`` is ``target_ess_fraction * M``
-   (:func:`~ppl_audit.inference.kernels.smc.next_temperature`);
+   (:func:`~ppl_audit.inference.kernels.smc.next_temperature`), or
+   ``slow_ess_fraction * M`` after a stage whose moves rarely accepted;
 2. the runs' log evidence grows by ``log mean`` of those weights;
 3. every run is resampled, at every stage (systematic resampling): the next
    temperature is chosen to drive the ESS down to the threshold, so a rule
@@ -67,6 +68,9 @@ DEFAULT_MOVES = 4  # moves per stage at least; an independent move at ~50% accep
 # (ppl_audit.sampling.SMC_MIN_MOVED_FRACTION, measured in benchmarks/levelset_smc_levers.py).
 MIN_MOVED_FRACTION = 0.0
 MAX_MOVES = 30  # a cap on the cost of a stage (30 moves reach 0.9 at 7% acceptance)
+# A run whose moves accepted less than this over a stage tempers its next stage more gently
+# (slow_ess_fraction): where the moves barely renew the particles, smaller steps lose fewer of them.
+SLOW_ACCEPTANCE = 0.15
 MIN_PARTICLES_PER_RUN_FITTED = 8  # independent/mixed moves fit each half-run (>= 4 points) to a mixture
 # A full-covariance component in D dimensions gets at least this many points
 # per dimension of its half-run; smaller runs fit fewer components (at least 1).
@@ -122,6 +126,7 @@ def run_smc(
     num_runs: int = 8,
     particles_per_run: int = 512,
     target_ess_fraction: float = 0.5,
+    slow_ess_fraction: float | None = None,
     num_moves: int = DEFAULT_MOVES,
     max_moves: int | None = None,
     min_moved_fraction: float = MIN_MOVED_FRACTION,
@@ -184,6 +189,9 @@ def run_smc(
         Particles ``M`` per run (>= 2).
     target_ess_fraction : float
         ESS kept after each reweighting, as a fraction of ``M``, in ``(0, 1)``.
+    slow_ess_fraction : float, optional
+        The ESS fraction (in ``[target_ess_fraction, 1)``) kept instead by a run whose moves accepted
+        less than :data:`SLOW_ACCEPTANCE` over its last stage; by default the same.
     num_moves : int
         MH moves per stage at least (> 0).
     max_moves : int, optional
@@ -292,6 +300,10 @@ def run_smc(
         raise InvalidInputError(f"defensive_weight must be in [0, 1), got {defensive_weight!r}")
     if isinstance(target_ess_fraction, bool) or not 0 < target_ess_fraction < 1:
         raise InvalidInputError(f"target_ess_fraction must be in (0, 1), got {target_ess_fraction!r}")
+    if slow_ess_fraction is None:
+        slow_ess_fraction = target_ess_fraction
+    if isinstance(slow_ess_fraction, bool) or not target_ess_fraction <= slow_ess_fraction < 1:
+        raise InvalidInputError(f"slow_ess_fraction must be in [target_ess_fraction, 1), got {slow_ess_fraction!r}")
     n = runs * m
 
     # --- initial particles: exact prior draws, all at beta = 0 -------------------
@@ -345,6 +357,7 @@ def run_smc(
     log_c = torch.full((runs,), math.log(2.38 / math.sqrt(dim)), device=dev, dtype=torch.float64)
     run_offsets = (torch.arange(runs, device=dev) * m).unsqueeze(-1)  # (R, 1): run-local -> flat index
     betas, ess_fractions, stage_acceptance, step_acceptance, moves_per_stage = [], [], [], [], []
+    ess_target = torch.full((runs,), float(target_ess_fraction), device=dev, dtype=torch.float64)
     num_moves_done = 0
 
     def proposal_scale():
@@ -393,7 +406,7 @@ def run_smc(
             )
         stages += 1
         loglik = extras[:, _LOG_LIK_COL].view(runs, m)
-        new_beta = kernel.next_temperature(loglik, beta, target_ess_fraction)
+        new_beta = kernel.next_temperature(loglik, beta, ess_target)
         active = beta < 1
         log_w = kernel.tempered_log_weights(loglik, new_beta - beta)  # (R, M), float64
         log_evidence = log_evidence + kernel.log_mean_exp(log_w, dim=1)
@@ -410,7 +423,7 @@ def run_smc(
         state = mh.MHState(z, _tempered(extras[:, _LOG_PRIOR_COL], extras[:, _LOG_LIK_COL], beta_particles), extras)
         scale = proposal_scale()
         accepted = torch.zeros(runs, device=dev, dtype=torch.float64)  # random-walk acceptance, summed
-        accepted_all = torch.zeros((), device=dev, dtype=torch.float64)
+        accepted_all = torch.zeros(runs, device=dev, dtype=torch.float64)  # every move's acceptance, summed
         rw_moves = 0
         moved = torch.zeros(n, device=dev, dtype=torch.bool)
         j = 0
@@ -423,7 +436,7 @@ def run_smc(
                 accepted = accepted + rate
                 rw_moves += 1
             step_acceptance.append(rate.mean())
-            accepted_all = accepted_all + rate.mean()
+            accepted_all = accepted_all + rate
             if j >= max_moves:
                 break
             if j >= num_moves:
@@ -433,7 +446,8 @@ def run_smc(
                     break
         num_moves_done += j
         moves_per_stage.append(j)
-        stage_acceptance.append(accepted_all / j)
+        stage_acceptance.append(accepted_all.mean() / j)
+        ess_target = torch.where(accepted_all / j < SLOW_ACCEPTANCE, slow_ess_fraction, target_ess_fraction)
         z, extras = state.position, state.extras
         if rw_moves:
             rate = accepted / rw_moves

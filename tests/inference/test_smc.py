@@ -347,3 +347,29 @@ def test_a_stage_keeps_moving_until_enough_particles_have_moved():
 def test_bad_move_budget_raises_naming_the_field(field, value):
     with pytest.raises(InvalidInputError, match=field):
         run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, num_moves=4, **{field: value})
+
+
+def test_next_temperature_takes_one_target_per_run():
+    ll = torch.randn(1, 300, generator=seeded(2), dtype=torch.float64).expand(2, 300) * 20
+    new = kernel.next_temperature(ll, torch.zeros(2, dtype=torch.float64), torch.tensor([0.5, 0.8]))
+    assert new[1] < new[0]  # keeping more ESS means a smaller step
+    ess = kernel.effective_sample_size(kernel.tempered_log_weights(ll, new)) / 300
+    assert torch.allclose(ess, torch.tensor([0.5, 0.8], dtype=torch.float64), atol=1e-9)
+
+
+def test_runs_whose_moves_struggle_temper_more_gently():
+    # One Gaussian fitted to two narrow, far-apart modes proposes mostly between them: the moves accept
+    # rarely. With slow_ess_fraction the runs take more, smaller stages, and keep both modes.
+    def narrow_modes(z):
+        per_mode = Normal(MODES.unsqueeze(1), 0.1).log_prob(z.unsqueeze(0)).sum(-1)
+        return torch.logsumexp(per_mode, dim=0) - math.log(2)
+
+    kwargs = dict(num_runs=4, particles_per_run=128, move="independent", num_components=1, defensive_weight=0.0)
+    plain = run_smc(wide_prior, narrow_modes, sample_wide_prior, generator=seeded(0), **kwargs)
+    gentle = run_smc(wide_prior, narrow_modes, sample_wide_prior, slow_ess_fraction=0.9, generator=seeded(0), **kwargs)
+    assert min(plain.info["acceptance_per_stage"]) < 0.15  # the rule has something to act on
+    assert gentle.info["num_stages"] > plain.info["num_stages"]
+    share = (gentle.trace[..., 0] > 0).float().mean()
+    assert abs(float(share) - 0.5) < 0.1
+    with pytest.raises(InvalidInputError, match="slow_ess_fraction"):
+        run_smc(wide_prior, two_mode_likelihood, sample_wide_prior, target_ess_fraction=0.6, slow_ess_fraction=0.5)

@@ -142,7 +142,7 @@ def _ess_fraction(log_likelihood: torch.Tensor, delta: torch.Tensor) -> torch.Te
 def next_temperature(
     log_likelihood: torch.Tensor,
     beta: torch.Tensor,
-    target_ess_fraction: float,
+    target_ess_fraction: "float | torch.Tensor",
 ) -> torch.Tensor:
     """The next inverse temperature of every run, chosen so that the ESS stays at a target.
 
@@ -165,8 +165,8 @@ def next_temperature(
         Log likelihood of each particle; ``-inf`` allowed (weight 0).
     beta : torch.Tensor, (R,)
         Current inverse temperature of each run, in ``[0, 1]``.
-    target_ess_fraction : float
-        In ``(0, 1)``.
+    target_ess_fraction : float or torch.Tensor (R,)
+        In ``(0, 1)``; one for all runs, or one per run.
 
     Returns
     -------
@@ -193,7 +193,8 @@ def next_temperature(
     >>> round(float(effective_sample_size(tempered_log_weights(ll[:1], b[:1]))[0]), 6)
     2.0
     """
-    if not 0 < target_ess_fraction < 1:
+    target = torch.as_tensor(target_ess_fraction, dtype=torch.float64, device=log_likelihood.device)
+    if target.ndim > 1 or not bool(((target > 0) & (target < 1)).all()):
         raise InvalidInputError(f"target_ess_fraction must be in (0, 1), got {target_ess_fraction!r}")
     if log_likelihood.ndim != 2 or beta.shape != log_likelihood.shape[:1]:
         raise InvalidInputError(
@@ -205,12 +206,12 @@ def next_temperature(
         raise InvalidInputError(f"beta must lie in [0, 1], got {beta.tolist()}")
     _check_log_weights(log_likelihood, "log likelihoods")
     room = 1 - beta  # (R,), the widest step each run can take
-    reaches_one = _ess_fraction(log_likelihood, room) >= target_ess_fraction
+    reaches_one = _ess_fraction(log_likelihood, room) >= target
     lo = torch.zeros_like(room)  # ESS(lo) >= target, or lo = 0
     hi = room.clone()  # ESS(hi) < target (for the runs that do not reach 1)
     for _ in range(BISECTION_ITERATIONS):
         mid = 0.5 * (lo + hi)
-        ok = _ess_fraction(log_likelihood, mid) >= target_ess_fraction
+        ok = _ess_fraction(log_likelihood, mid) >= target
         lo = torch.where(ok, mid, lo)
         hi = torch.where(ok, hi, mid)
     # hi is within 2**-50 of the crossing and always > 0: the schedule never stalls.
