@@ -26,7 +26,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     device(type='cpu')
     """
     if isinstance(device, torch.device):
-        return device
+        return _check_supported(device, device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -35,6 +35,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InvalidInputError(
             f"device={device!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'"
         ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device={device!r} was asked for but CUDA is not available")
+    return _check_supported(resolved, device)
+
+
+SUPPORTED_TYPES = ("cpu", "cuda")  # what the toolkit's kernels and models are tested on
+
+
+def _check_supported(resolved: torch.device, asked) -> torch.device:
+    """``resolved`` if the toolkit can run there now, else an error naming what was asked."""
+    if resolved.type not in SUPPORTED_TYPES:
+        raise InvalidInputError(f"device={str(asked)!r} is not supported; use 'auto', 'cpu' or 'cuda[:N]'")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"device={str(asked)!r} was asked for but CUDA is not available")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InvalidInputError(f"device={str(asked)!r}: there are only {torch.cuda.device_count()} CUDA devices")
     return resolved

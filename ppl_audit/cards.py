@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ppl_audit.errors import AuditFileError
-from ppl_audit.names import SAFE_NAME_RULE, check_safe_name, is_safe_name
+from ppl_audit.paths import SAFE_NAME_RULE, check_safe_name, is_safe_name
 
 CARD_TABLES = ("model", "architecture", "data", "training", "expected")
 REQUIRED_TABLES = ("model", "architecture", "data", "training")

@@ -244,6 +244,10 @@ def _command(args, progress) -> int:
     from ppl_audit.audits import levelset as levelset_audit
     from ppl_audit.audits.spec import validate_seed
 
+    if getattr(args, "device", None) is not None:
+        from ppl_audit._device import resolve_device
+
+        resolve_device(args.device)  # an unknown or absent device fails now, not after minutes of work
     if args.command == "train":
         return _train(args, progress)
     if args.command == "ood":

@@ -48,6 +48,7 @@ from ppl_audit._device import resolve_device
 from ppl_audit.cache import cache_dir, load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, ModelCard, load_card
 from ppl_audit.errors import AuditFileError, InvalidInputError, WeightsError
+from ppl_audit.paths import check_writable_destination
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 
@@ -357,6 +358,8 @@ def load_model(
     elif path.exists():
         logger.info("retraining %s although %s exists", card.name, path)
     if info is None:
+        check_writable_destination(path.parent, "weights cache", write_inside=True)  # before, not after, training
+        resolve_device(device)
         extra = {"cache": cache} if trainer.needs_cache else {}
         result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)
         module = result.module

@@ -103,3 +103,47 @@ def test_a_file_added_to_an_old_report_folder_survives_the_next_run(tmp_path, ti
     assert (out / "my-notes.md").read_text() == "mine"
     assert json.loads((out / "report.json").read_text())["provenance"]["seed"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["OUT"]
+
+
+# --------------------------------------------------------------------------- destinations checked before work
+
+
+@pytest.mark.parametrize("where, words", [
+    (lambda tmp: Path("/proc/ppl-audit-report"), ["cannot write in /proc"]),
+    (lambda tmp: tmp / "a-file" / "OUT", ["a-file is a file, not a folder"]),
+    (lambda tmp: tmp / ("x" * 300), ["too long for the file system"]),
+])
+def test_an_unwritable_out_fails_in_a_second_not_after_the_run(where, words, tmp_path, tiny, capsys):
+    (tmp_path / "a-file").write_text("mine")
+    out = where(tmp_path)
+    start = time.perf_counter()
+    status, _, err = run_cli(["levelset", "--target", "0.5,0.5", *tiny, "--out", out], capsys)
+    assert_user_error(status, err, *words)
+    assert time.perf_counter() - start < 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_cache_folder_that_is_a_file_fails_before_training(tmp_path, tiny_card_file, capsys):
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    start = time.perf_counter()
+    status, _, err = run_cli(["train", tiny_card_file, "--cache-dir", cache, "--no-report", "--quiet"], capsys)
+    assert_user_error(status, err, "weights cache", "exists and is not a folder")
+    assert time.perf_counter() - start < 5
+    assert cache.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta", "hip", "vulkan", "ipu", "xla", "tpu"])
+def test_a_device_the_toolkit_cannot_run_on_is_one_line(device, tmp_path, tiny_card_file, capsys):
+    status, _, err = run_cli(["train", tiny_card_file, "--device", device, "--cache-dir", tmp_path, "--no-report"],
+                             capsys)
+    assert_user_error(status, err, f"device={device!r}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_fails_before_training(tmp_path, tiny_card_file, capsys):
+    status, _, err = run_cli(["train", tiny_card_file, "--device", "cuda", "--cache-dir", tmp_path, "--no-report"],
+                             capsys)
+    assert_user_error(status, err, "CUDA is not available")
+    assert list(tmp_path.iterdir()) == []

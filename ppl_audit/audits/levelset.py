@@ -37,7 +37,7 @@ from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, WORLDS  # n
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_target
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
-from ppl_audit.names import MAX_NAME_LENGTH, is_safe_name
+from ppl_audit.paths import MAX_NAME_LENGTH, is_safe_name
 from ppl_audit.priors.house_rocket import CLASS_NAMES
 from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn

@@ -22,6 +22,7 @@ import tempfile
 import uuid
 
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.paths import check_writable_destination
 
 MANIFEST = "ppl-audit-manifest.json"
 TOOL = "ppl-audit"
@@ -131,10 +132,11 @@ def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = True, forc
     out = pathlib.Path(os.path.abspath(os.fspath(out_dir)))
     if not out.name:
         raise InvalidInputError(f"cannot write a report to {out}: choose a folder below it")
+    check_writable_destination(out, "cannot write a report to")  # first: it refuses names too long to look up
+    if out.is_symlink() and not out.is_dir():
+        raise InvalidInputError(f"cannot write a report to {out}: it exists and is not a folder")
     if not (out.exists() or out.is_symlink()):
         return out
-    if not out.is_dir():
-        raise InvalidInputError(f"cannot write a report to {out}: it exists and is not a folder")
     if not overwrite:
         raise InvalidInputError(f"report folder {out} already exists; remove it, choose another folder "
                                 "or pass overwrite=True")
