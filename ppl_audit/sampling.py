@@ -267,8 +267,6 @@ def _smc_unconstrained(prior: Prior, log_likelihood, names, settings: dict) -> S
     """
     from pyro.distributions.transforms import biject_to
 
-    from ppl_audit.inference.smc import run_smc
-
     transform = biject_to(prior.distribution().support)
 
     def log_prior(v):
@@ -278,10 +276,8 @@ def _smc_unconstrained(prior: Prior, log_likelihood, names, settings: dict) -> S
     def sample(n, generator):
         return transform.inv(prior.sample(n, generator=generator))
 
-    chain = run_smc(log_prior, lambda v: log_likelihood(transform(v)), sample,
-                    latent_names=tuple(f"v_{name}" for name in names), **settings)
-    z = transform(chain.trace.reshape(-1, chain.trace.shape[-1])).reshape(chain.trace.shape)
-    return dataclasses.replace(chain, trace=z, latent_names=tuple(names), info={**chain.info, "space": "unconstrained"})
+    return _smc_through(transform, log_prior, sample, tuple(f"v_{name}" for name in names), "unconstrained",
+                        log_likelihood, names, settings)
 
 
 def _smc_in_normal_space(prior: Prior, log_likelihood, names, settings: dict) -> SamplingResult:
@@ -291,8 +287,6 @@ def _smc_in_normal_space(prior: Prior, log_likelihood, names, settings: dict) ->
     of, no truncation or class mixture for the fitted proposals to miss
     (``benchmarks/levelset_smc_levers.py`` measures what it buys).
     """
-    from ppl_audit.inference.smc import run_smc
-
     dim = prior.normal_dim
 
     def log_prior(u):
@@ -301,11 +295,19 @@ def _smc_in_normal_space(prior: Prior, log_likelihood, names, settings: dict) ->
     def sample(n, generator):
         return torch.randn(n, dim, generator=generator, device=generator.device if generator is not None else None)
 
-    chain = run_smc(log_prior, lambda u: log_likelihood(prior.from_normal(u)), sample,
-                    latent_names=tuple(f"u{i}" for i in range(dim)), **settings)
-    u = chain.trace
-    z = prior.from_normal(u.reshape(-1, dim)).reshape(*u.shape[:2], -1).cpu()
-    return dataclasses.replace(chain, trace=z, latent_names=tuple(names), info={**chain.info, "space": "normal"})
+    return _smc_through(prior.from_normal, log_prior, sample, tuple(f"u{i}" for i in range(dim)), "normal",
+                        log_likelihood, names, settings)
+
+
+def _smc_through(to_latent, log_prior, sample, space_names, space: str, log_likelihood, names,
+                 settings: dict) -> SamplingResult:
+    """Run SMC in another space (``z = to_latent(x)``), then report its trace in ``z``."""
+    from ppl_audit.inference.smc import run_smc
+
+    chain = run_smc(log_prior, lambda x: log_likelihood(to_latent(x)), sample, latent_names=space_names, **settings)
+    x = chain.trace
+    z = to_latent(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1).cpu()
+    return dataclasses.replace(chain, trace=z, latent_names=tuple(names), info={**chain.info, "space": space})
 
 
 def sample_level_set(
