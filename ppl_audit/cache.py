@@ -10,6 +10,7 @@ raw tensors only, and a file whose checksum or header is wrong raises
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ppl_audit.errors import WeightsError
+from ppl_audit.paths import process_running
 
 CACHE_ENV = "PPL_AUDIT_CACHE"
 DEFAULT_CACHE = Path("~/.cache/ppl-audit")
@@ -48,8 +50,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _temporary_prefix(path: Path) -> str:
+    """``.NAME.tmp-PID-``: the writer's pid lets a later writer tell a killed run's leftovers from a live one's."""
+    return f".{path.name}.tmp-{os.getpid()}-"
+
+
+def clean_stale_temporaries(path: Path) -> list[Path]:
+    """Remove ``.NAME.tmp-PID-*`` files beside ``path`` whose writer no longer runs; return them."""
+    cleaned = []
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.tmp-*-*"):
+        pid = entry.name[len(path.name) + 6:].partition("-")[0]
+        if pid.isdigit() and not process_running(int(pid)) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            cleaned.append(entry)
+    return cleaned
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -79,7 +97,9 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], i
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    for leftover in (path, path.with_suffix(".json")):
+        clean_stale_temporaries(leftover)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path))
     os.close(fd)
     try:
         save_file(tensors, tmp)
@@ -112,9 +132,11 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise WeightsError(f"weights file {path} or its sidecar {sidecar_path.name} is missing")
     try:
         sidecar = json.loads(sidecar_path.read_text())
-        expected = sidecar["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        expected, info = sidecar["sha256"], sidecar.get("info", {})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError) as exc:
         raise WeightsError(f"sidecar {sidecar_path} is corrupt: {exc}") from exc
+    if not isinstance(expected, str) or not isinstance(info, dict):
+        raise WeightsError(f"sidecar {sidecar_path} is corrupt: 'sha256' must be a string and 'info' a table")
     actual = _sha256(path)
     if actual != expected:
         raise WeightsError(f"weights file {path} is corrupt: sha256 {actual[:12]}... != recorded {expected[:12]}...")
@@ -122,4 +144,4 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"weights file {path} cannot be read as safetensors: {exc}") from exc
-    return tensors, sidecar.get("info", {})
+    return tensors, info

@@ -115,3 +115,20 @@ def _name_max(folder: Path) -> int:
         return os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError):
         return 255
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (leftovers of a dead writer may be cleaned).
+
+    Examples
+    --------
+    >>> process_running(os.getpid())
+    True
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    return True

@@ -359,6 +359,8 @@ def load_model(
         logger.info("retraining %s although %s exists", card.name, path)
     if info is None:
         check_writable_destination(path.parent, "weights cache", write_inside=True)  # before, not after, training
+        if path.exists() and not path.is_file():
+            raise WeightsError(f"{path} is not a file, but ppl-audit keeps {card.name}'s weights there; move it away")
         resolve_device(device)
         extra = {"cache": cache} if trainer.needs_cache else {}
         result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)

@@ -13,7 +13,7 @@ from torch import nn
 from ppl_audit import training
 from ppl_audit.cache import load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, parse_card
-from ppl_audit.errors import AuditFileError
+from ppl_audit.errors import AuditFileError, WeightsError
 from ppl_audit.report import write_report
 from ppl_audit.training import (
     Trainer,
@@ -159,8 +159,18 @@ def _sidecar_of_another_recipe(path):
     save_weights(path, state, {**info, "recipe_hash": "0" * 16})
 
 
-@pytest.mark.parametrize("corrupt", [_flip_a_byte, _wrong_tensors_valid_file, _sidecar_of_another_recipe],
-                         ids=["checksum", "state-dict-mismatch", "other-recipe"])
+def _edit_sidecar(**changes):
+    def edit(path):
+        sidecar = path.with_suffix(".json")
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **changes}))
+    return edit
+
+
+@pytest.mark.parametrize("corrupt", [_flip_a_byte, _wrong_tensors_valid_file, _sidecar_of_another_recipe,
+                                     _edit_sidecar(sha256=5), _edit_sidecar(sha256=None), _edit_sidecar(info=[1, 2]),
+                                     _edit_sidecar(info="text"), lambda p: p.with_suffix(".json").write_text("[1]")],
+                         ids=["checksum", "state-dict-mismatch", "other-recipe", "sha256-int", "sha256-null",
+                              "info-list", "info-string", "sidecar-list"])
 def test_unusable_cache_entry_is_rebuilt_with_a_warning(toy, toy_card, tmp_path, caplog, corrupt):
     first = load_model(toy_card, cache=tmp_path, device="cpu")
     corrupt(first.weights_path)
@@ -230,3 +240,22 @@ def test_house_rocket_kind_shares_the_cache_with_its_own_loader(tiny_card, tiny_
         assert torch.allclose(torch.softmax(trained.module(x), -1), tiny_classifier.probs(x))
     report = training_report(trained)  # its sidecar has no history: the loss per epoch is drawn instead
     assert [f.name for f in report.iter_figures()] == ["curve_1"]
+
+
+def test_a_folder_where_the_weights_belong_is_a_clear_error_before_training(toy, toy_card, tmp_path):
+    toy_card.cache_path(tmp_path).mkdir(parents=True)
+    with pytest.raises(WeightsError, match="is not a file, but ppl-audit keeps"):
+        load_model(toy_card, cache=tmp_path, device="cpu")
+    assert toy.calls == 0
+
+
+def test_a_killed_writers_temporary_files_are_cleaned_by_the_next_save(tmp_path):
+    import os
+
+    path = tmp_path / "m-0123.safetensors"
+    dead = tmp_path / f".{path.name}.tmp-{2 ** 22 + 7}-abc"  # no process can have this pid
+    live = tmp_path / f".{path.name}.tmp-{os.getpid()}-abc"
+    dead.write_bytes(b"half"), live.write_bytes(b"half")
+    save_weights(path, {"w": torch.zeros(2)}, {})
+    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, "m-0123.json", live.name])

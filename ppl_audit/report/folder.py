@@ -13,6 +13,7 @@ run that writes to ``OUT``.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import tempfile
 import uuid
 
 from ppl_audit.errors import InvalidInputError
-from ppl_audit.paths import check_writable_destination
+from ppl_audit.paths import check_writable_destination, process_running
 
 MANIFEST = "ppl-audit-manifest.json"
 TOOL = "ppl-audit"
@@ -168,10 +169,10 @@ def clean_stale(out: pathlib.Path) -> list[pathlib.Path]:
     Only entries named with a process id that no longer runs are touched. Returns what was cleaned.
     """
     cleaned = []
-    for entry in sorted(out.parent.glob(f".{glob_escape(out.name)}.*-*-*")):
+    for entry in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*-*")):
         kind, _, rest = entry.name[len(out.name) + 2:].partition("-")
         pid = rest.partition("-")[0]
-        if kind not in ("tmp", "old") or not pid.isdigit() or _running(int(pid)):
+        if kind not in ("tmp", "old") or not pid.isdigit() or process_running(int(pid)):
             continue
         if kind == "old" and not (out.exists() or out.is_symlink()):
             os.rename(entry, out)  # killed between the two renames: the old report was never replaced
@@ -232,11 +233,6 @@ def merge_into(tmp: pathlib.Path, out: pathlib.Path) -> None:
     _remove(tmp)
 
 
-def glob_escape(name: str) -> str:
-    """``name`` with glob's special characters escaped."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
 def _blocked(out: pathlib.Path, rel: str) -> bool:
     """True when something that is not a folder stands where ``rel`` (``"NAME/"`` for a folder) needs one."""
     path = pathlib.PurePosixPath(rel)
@@ -258,16 +254,6 @@ def _write_json(path: pathlib.Path, doc: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it runs, as another user
-    return True
 
 
 def _remove(path: pathlib.Path) -> None:
