@@ -10,8 +10,6 @@ raw tensors only, and a file whose checksum or header is wrong raises
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import os
 import tempfile
@@ -23,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ppl_audit.errors import WeightsError
-from ppl_audit.paths import process_running
+from ppl_audit.paths import dead_writers_leftovers, sha256_file, temporary_prefix
 
 CACHE_ENV = "PPL_AUDIT_CACHE"
 DEFAULT_CACHE = Path("~/.cache/ppl-audit")
@@ -42,32 +40,17 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path).expanduser()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _temporary_prefix(path: Path) -> str:
-    """``.NAME.tmp-PID-``: the writer's pid lets a later writer tell a killed run's leftovers from a live one's."""
-    return f".{path.name}.tmp-{os.getpid()}-"
-
-
 def clean_stale_temporaries(path: Path) -> list[Path]:
-    """Remove ``.NAME.tmp-PID-*`` files beside ``path`` whose writer no longer runs; return them."""
-    cleaned = []
-    for entry in path.parent.glob(f".{glob.escape(path.name)}.tmp-*-*"):
-        pid = entry.name[len(path.name) + 6:].partition("-")[0]
-        if pid.isdigit() and not process_running(int(pid)) and entry.is_file() and not entry.is_symlink():
-            entry.unlink(missing_ok=True)
-            cleaned.append(entry)
+    """Remove the ``.NAME.tmp-PID-*`` files beside ``path`` whose writer no longer runs; return them."""
+    cleaned = [entry for entry, _ in dead_writers_leftovers(path.parent, path.name)
+               if entry.is_file() and not entry.is_symlink()]
+    for entry in cleaned:
+        entry.unlink(missing_ok=True)
     return cleaned
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -99,11 +82,11 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], i
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     for leftover in (path, path.with_suffix(".json")):
         clean_stale_temporaries(leftover)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
     os.close(fd)
     try:
         save_file(tensors, tmp)
-        digest = _sha256(Path(tmp))
+        digest = sha256_file(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -137,7 +120,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise WeightsError(f"sidecar {sidecar_path} is corrupt: {exc}") from exc
     if not isinstance(expected, str) or not isinstance(info, dict):
         raise WeightsError(f"sidecar {sidecar_path} is corrupt: 'sha256' must be a string and 'info' a table")
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise WeightsError(f"weights file {path} is corrupt: sha256 {actual[:12]}... != recorded {expected[:12]}...")
     try:

@@ -11,6 +11,8 @@ hashes are added.
 from __future__ import annotations
 
 import errno
+import glob
+import hashlib
 import os
 import re
 import tempfile
@@ -132,3 +134,28 @@ def process_running(pid: int) -> bool:
     except PermissionError:
         return True  # it runs, as another user
     return True
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def temporary_prefix(name: str, kind: str = "tmp") -> str:
+    """``.NAME.KIND-PID-``: the writer's pid lets a later writer tell a killed run's leftovers from a live one's."""
+    return f".{name}.{kind}-{os.getpid()}-"
+
+
+def dead_writers_leftovers(folder: Path, name: str, kinds=("tmp",)) -> list[tuple[Path, str]]:
+    """``(entry, kind)`` for every ``.NAME.KIND-PID-*`` in ``folder`` whose writer no longer runs, sorted."""
+    found = []
+    for entry in sorted(folder.glob(f".{glob.escape(name)}.*-*-*")):
+        kind, _, rest = entry.name[len(name) + 2:].partition("-")
+        pid = rest.partition("-")[0]
+        if kind in kinds and pid.isdigit() and not process_running(int(pid)):
+            found.append((entry, kind))
+    return found

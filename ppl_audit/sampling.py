@@ -8,7 +8,6 @@ of each particle kept, then ``n <= N`` drawn with replacement.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -28,6 +27,7 @@ from ppl_audit.metrics import (
     target_confidence,
 )
 from ppl_audit.priors.base import Prior
+from ppl_audit.priors.decoder import LOG_2PI
 from ppl_audit.progress import ProgressFn
 
 METHODS = ("smc", "mh", "hmc", "nuts", "svi")
@@ -35,7 +35,6 @@ METHODS = ("smc", "mh", "hmc", "nuts", "svi")
 # benchmarks/levelset_throughput.py (results/levelset_throughput.json).
 DEFAULT_METHOD = "smc"
 GRADIENT_METHODS = ("hmc", "nuts", "svi")  # need a differentiable classifier
-LOG_2PI = math.log(2 * math.pi)  # the standard normal's log normaliser, per dimension
 INIT_STRATEGIES = ("prior", "importance")
 # "importance" starts the MH/HMC particles from prior draws resampled by their
 # likelihood: INIT_OVERSAMPLE * N draws, N kept. Random-walk chains then start

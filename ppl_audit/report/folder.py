@@ -13,8 +13,6 @@ run that writes to ``OUT``.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import os
 import pathlib
@@ -23,7 +21,7 @@ import tempfile
 import uuid
 
 from ppl_audit.errors import InvalidInputError
-from ppl_audit.paths import check_writable_destination, process_running
+from ppl_audit.paths import check_writable_destination, dead_writers_leftovers, sha256_file, temporary_prefix
 
 MANIFEST = "ppl-audit-manifest.json"
 TOOL = "ppl-audit"
@@ -31,27 +29,12 @@ MANIFEST_VERSION = 1
 SHOWN_FOREIGN = 3  # foreign entries named in the refusal; the rest are counted
 
 
-def sha256_file(path: pathlib.Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: pathlib.Path) -> None:
     """List every file below ``folder`` with its sha256 in ``folder / MANIFEST`` (call it last).
 
     Folders are listed too, as ``"NAME/"`` with no checksum, so that an empty ``figures/`` is the tool's.
     """
-    files = {}
-    for root, dirs, names in os.walk(folder):
-        for name in dirs:
-            files[(pathlib.Path(root) / name).relative_to(folder).as_posix() + "/"] = []
-        for name in names:
-            path = pathlib.Path(root) / name
-            files[path.relative_to(folder).as_posix()] = sha256_file(path)
+    files = {rel: [] if rel.endswith("/") else sha256_file(path) for rel, path in _entries(folder)}
     files.pop(MANIFEST, None)
     text = json.dumps({"tool": TOOL, "manifest_version": MANIFEST_VERSION, "files": files}, indent=1, sort_keys=True)
     (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
@@ -86,17 +69,14 @@ def foreign_entries(folder: pathlib.Path) -> list[str] | None:
         return None
     own_dirs = {p.as_posix() for rel in listed for p in pathlib.PurePosixPath(rel).parents}
     foreign = []
-    for root, dirs, files in os.walk(folder):
-        for name in sorted(dirs) + sorted(files):
-            path = pathlib.Path(root) / name
-            rel = path.relative_to(folder).as_posix()
-            if path.is_symlink():
+    for rel, path in _entries(folder):
+        if path.is_symlink():
+            foreign.append(rel.rstrip("/"))
+        elif rel.endswith("/"):
+            if rel[:-1] not in own_dirs and rel not in listed:
                 foreign.append(rel)
-            elif name in dirs:
-                if rel not in own_dirs and f"{rel}/" not in listed:
-                    foreign.append(rel + "/")
-            elif rel != MANIFEST and sha256_file(path) not in listed.get(rel, ()):
-                foreign.append(rel)
+        elif rel != MANIFEST and sha256_file(path) not in listed.get(rel, ()):
+            foreign.append(rel)
     return foreign
 
 
@@ -160,7 +140,7 @@ def new_temporary(out: pathlib.Path) -> pathlib.Path:
     """A fresh ``.OUT.tmp-PID-...`` folder beside ``out`` (after cleaning up killed runs' leftovers)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
-    return pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-{os.getpid()}-"))
+    return pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=temporary_prefix(out.name)))
 
 
 def clean_stale(out: pathlib.Path) -> list[pathlib.Path]:
@@ -169,11 +149,7 @@ def clean_stale(out: pathlib.Path) -> list[pathlib.Path]:
     Only entries named with a process id that no longer runs are touched. Returns what was cleaned.
     """
     cleaned = []
-    for entry in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*-*")):
-        kind, _, rest = entry.name[len(out.name) + 2:].partition("-")
-        pid = rest.partition("-")[0]
-        if kind not in ("tmp", "old") or not pid.isdigit() or process_running(int(pid)):
-            continue
+    for entry, kind in dead_writers_leftovers(out.parent, out.name, ("tmp", "old")):
         if kind == "old" and not (out.exists() or out.is_symlink()):
             os.rename(entry, out)  # killed between the two renames: the old report was never replaced
         else:
@@ -187,7 +163,7 @@ def replace_folder(tmp: pathlib.Path, out: pathlib.Path) -> None:
     if not (out.exists() or out.is_symlink()):
         os.rename(tmp, out)
         return
-    backup = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    backup = out.parent / f"{temporary_prefix(out.name, 'old')}{uuid.uuid4().hex[:12]}"
     os.rename(out, backup)
     try:
         os.rename(tmp, out)
@@ -211,7 +187,7 @@ def merge_into(tmp: pathlib.Path, out: pathlib.Path) -> None:
     """
     new = read_manifest(tmp) or {}
     old = read_manifest(out) or {}
-    foreign = set(foreign_entries(out) or []) if old else _all_entries(out)
+    foreign = set(foreign_entries(out) or []) if old else {rel for rel, _ in _entries(out)}
     clashes = sorted(rel for rel in new if (not rel.endswith("/") and (rel in foreign or f"{rel}/" in foreign))
                      or _blocked(out, rel))
     if clashes:
@@ -240,14 +216,12 @@ def _blocked(out: pathlib.Path, rel: str) -> bool:
     return any((out / p).is_symlink() or ((out / p).exists() and not (out / p).is_dir()) for p in folders)
 
 
-def _all_entries(folder: pathlib.Path) -> set[str]:
-    found = set()
+def _entries(folder: pathlib.Path):
+    """``(relative path, path)`` of everything below ``folder``, folders as ``"NAME/"``; links not followed."""
     for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            found.add((pathlib.Path(root) / name).relative_to(folder).as_posix() + "/")
-        for name in files:
-            found.add((pathlib.Path(root) / name).relative_to(folder).as_posix())
-    return found
+        for name in sorted(dirs) + sorted(files):
+            path = pathlib.Path(root) / name
+            yield path.relative_to(folder).as_posix() + ("/" if name in dirs else ""), path
 
 
 def _write_json(path: pathlib.Path, doc: dict) -> None:
