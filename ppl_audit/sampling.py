@@ -210,7 +210,7 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
 
             chain = run_hmc(density, start, config, generator=generator, latent_names=names, extras_names=classes,
                             superchains=superchains, progress=progress, **options)
-        chain.superchains = superchains  # run_mh leaves it unset
+        chain = dataclasses.replace(chain, superchains=superchains)  # run_mh leaves it unset
         return chain
     if method == "smc":
         from ppl_audit.inference.smc import run_smc
@@ -412,7 +412,7 @@ def sample_level_set(
                          options=dict(options or {}), progress=progress)
     # The level set counts every image it classified (initialisation included);
     # Pyro backends evaluate through its model, which only the backend counts.
-    chain.num_evaluations = max(chain.num_evaluations, level_set.evaluations)
+    chain = dataclasses.replace(chain, num_evaluations=max(chain.num_evaluations, level_set.evaluations))
     with torch.no_grad():
         pool = chain.final_position if method not in ("nuts", "svi") else chain.trace.reshape(-1, chain.trace.shape[-1])
         pool_probs = chain.final_extras if method not in ("nuts", "svi") else chain.extras_trace.reshape(pool.shape[0], -1)

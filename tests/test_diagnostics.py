@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_superchain_ess_of_independent_draws_is_about_their_number():
 def test_summary_verdicts_and_netcdf_round_trip(tmp_path):
     res = run_mh(lambda z: -0.5 * (z**2).sum(-1), torch.randn(64, 2, generator=torch.Generator().manual_seed(0)),
                  MCMCConfig(200), generator=torch.Generator().manual_seed(1))
-    res.superchains = 8
+    res = dataclasses.replace(res, superchains=8)
     idata = res.to_arviz()
     summary = diagnostics.summarize(idata, superchains=8)
     assert set(summary["per_latent"]["z0"]) >= {"rhat", "ess_bulk", "ess_tail", "mcse_mean", "nested_rhat", "ess_superchains"}

@@ -1,22 +1,27 @@
 """The MCMC driver: warm-up with adaptation, collection, one result type.
 
-The driver owns what kernels leave out: warm-up, proposal-scale adaptation,
+The driver owns what kernels leave out: warm-up, proposal adaptation,
 progress, collection of the post-warm-up trace, and a :class:`SamplingResult`
-that converts to ArviZ.
+that converts to ArviZ. One loop (:func:`_sample`) serves both batched
+kernels; what differs between them is a warm-up scheme
+(:class:`_RandomWalkWarmup` for :func:`run_mh`, :class:`_HMCWarmup` for
+:func:`run_hmc`) that gives each step's kernel parameters and learns from the
+warm-up steps, its adaptation state a frozen dataclass passed along the loop.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 from ppl_audit.errors import InvalidInputError
-from ppl_audit.inference.kernels import mh
-from ppl_audit.inference.result import SamplingResult
+from ppl_audit.inference import adaptation
+from ppl_audit.inference.kernels import hmc, mh
+from ppl_audit.inference.result import HMCRunInfo, MHRunInfo, SamplingResult
 from ppl_audit.progress import ProgressFn, report
 
 # 0.3 sits between the asymptotic optimum 0.234 (high dimension) and 0.44 (one
@@ -24,6 +29,19 @@ from ppl_audit.progress import ProgressFn, report
 TARGET_ACCEPTANCE = 0.3
 ADAPTATION_DECAY = 0.6  # Robbins-Monro gain t^-0.6: steps sum to infinity, squares do not
 MIN_POPULATION_SD = 1e-3  # keeps the proposal alive when all chains sit on one point
+RANDOM_WALK_SCALE = 2.38  # first proposal sd is 2.38 / sqrt(D) times the spread (Roberts, Gelman & Gilks 1997)
+
+HMC_DEFAULT_STEP_SIZE = 0.1  # first warm-up step; dual averaging moves it by orders of magnitude within ~10 steps
+# Each trajectory's step size is drawn uniformly within +-20% of the adapted one:
+# a fixed-length trajectory can resonate with a near-Gaussian target (return to
+# its start); randomising the step size breaks it, as Neal (2011) recommends.
+HMC_STEP_SIZE_JITTER = 0.2
+# "pooled" (default): one step size, adapted on the acceptance averaged over chains; "per_chain"
+# adapts each chain on its own noisy single-draw acceptance (README, "Samplers": tuned constants).
+HMC_STEP_SIZE_ADAPTATIONS = ("pooled", "per_chain")
+# Dual averaging restarts after each mass-matrix window shrinking towards the step size it has,
+# not Stan's 10x: safer after short warm-ups (README, "Samplers": tuned constants).
+HMC_RESTART_MU_FACTOR = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,134 @@ class MCMCConfig:
     def num_warmup(self) -> int:
         """Warm-up steps; at least one draw is always collected."""
         return min(int(self.num_steps * self.warmup_fraction), self.num_steps - 1)
+
+
+def resolve_latent_names(latent_names: Sequence[str] | None, dim: int) -> tuple[str, ...]:
+    """``latent_names`` as a tuple, or ``z0 .. z{dim-1}`` when none are given.
+
+    Raises
+    ------
+    InvalidInputError
+        When there are not ``dim`` names.
+
+    Examples
+    --------
+    >>> resolve_latent_names(None, 2), resolve_latent_names(["w", "h"], 2)
+    (('z0', 'z1'), ('w', 'h'))
+    """
+    names = tuple(latent_names) if latent_names is not None else tuple(f"z{i}" for i in range(dim))
+    if len(names) != dim:
+        raise InvalidInputError(f"got {len(names)} latent names for {dim} latents")
+    return names
+
+
+# --------------------------------------------------------------------------- the shared loop
+
+
+@dataclass(frozen=True)
+class _Collected:
+    """What the loop keeps: post-warm-up draws (on the CPU) and every step's mean acceptance."""
+
+    positions: torch.Tensor  # (chains, draws, D)
+    sample_stats: dict[str, torch.Tensor]  # (chains, draws) each
+    extras: Optional[torch.Tensor]  # (chains, draws, E)
+    acceptance_per_step: list[float]
+
+
+def _sample(kernel_step: Callable, scheme, state, log_density_fn, config: MCMCConfig, generator,
+            progress: ProgressFn | None) -> tuple[_Collected, Any]:
+    """Run ``config.num_steps`` steps of ``kernel_step`` on every chain; ``(collected, final adaptation)``.
+
+    ``scheme`` supplies what differs between kernels: ``init()`` the adaptation
+    state, ``params(generator, adapt, t, state) -> (adapt, kernel kwargs)``,
+    ``acceptance(info)`` (a 0-d tensor), ``adapt(adapt, t, state, info, acceptance)``
+    called on warm-up steps only, and ``stats``, the Info fields kept per draw.
+    Nothing reads a tensor back to the host inside the loop.
+    """
+    adapt = scheme.init()
+    acceptance, positions, extras = [], [], []
+    stats = {k: [] for k in scheme.stats}
+    for t in range(config.num_steps):
+        adapt, params = scheme.params(generator, adapt, t, state)
+        state, info = kernel_step(generator, state, log_density_fn, **params)
+        rate = scheme.acceptance(info)
+        acceptance.append(rate)
+        if t < config.num_warmup:
+            adapt = scheme.adapt(adapt, t, state, info, rate)
+        else:
+            positions.append(state.position)
+            for k in stats:
+                stats[k].append(getattr(info, k))
+            if state.extras is not None:
+                extras.append(state.extras)
+        report(progress, "sampling", t + 1, config.num_steps)
+    collected = _Collected(
+        positions=torch.stack(positions, dim=1).cpu(),
+        sample_stats={k: torch.stack(v, dim=1).cpu() for k, v in stats.items()},
+        extras=torch.stack(extras, dim=1).cpu() if extras else None,
+        acceptance_per_step=torch.stack(acceptance).cpu().tolist(),
+    )
+    return collected, adapt
+
+
+def _result(method: str, names, extras_names, run: _Collected, *, num_warmup: int, num_evaluations: int,
+            start: float, info: dict, superchains: int | None = None) -> SamplingResult:
+    return SamplingResult(
+        method=method,
+        latent_names=names,
+        trace=run.positions,
+        sample_stats=run.sample_stats,
+        extras_trace=run.extras,
+        extras_names=tuple(extras_names),
+        num_warmup=num_warmup,
+        num_evaluations=num_evaluations,
+        seconds=time.perf_counter() - start,
+        superchains=superchains,
+        info=info,
+    )
+
+
+# --------------------------------------------------------------------------- random-walk MH
+
+
+@dataclass(frozen=True)
+class _ScaleAdaptation:
+    """Random-walk warm-up state: ``log lambda`` and the proposal scale last set from it."""
+
+    log_lambda: torch.Tensor  # ()
+    scale: Optional[torch.Tensor] = None  # (D,)
+
+
+@dataclass(frozen=True)
+class _RandomWalkWarmup:
+    """Proposal ``lambda * sd_d`` (``sd_d`` the chains' spread), ``lambda`` tuned by Robbins-Monro."""
+
+    stats = ("accepted",)
+    num_warmup: int
+    num_chains: int
+    dim: int
+    target: torch.Tensor  # () acceptance aimed for
+
+    def init(self) -> _ScaleAdaptation:
+        t = self.target
+        return _ScaleAdaptation(torch.tensor(math.log(RANDOM_WALK_SCALE / math.sqrt(self.dim)), device=t.device,
+                                             dtype=t.dtype))
+
+    def params(self, generator, adapt: _ScaleAdaptation, t: int, state: mh.MHState):
+        # The scale follows the population through warm-up and is frozen after it.
+        if t < self.num_warmup or adapt.scale is None:
+            if self.num_chains > 1:
+                spread = state.position.std(dim=0).clamp(min=MIN_POPULATION_SD)
+            else:
+                spread = torch.ones(self.dim, device=self.target.device, dtype=self.target.dtype)
+            adapt = replace(adapt, scale=adapt.log_lambda.exp() * spread)
+        return adapt, {"scale": adapt.scale}
+
+    def acceptance(self, info: mh.MHInfo) -> torch.Tensor:
+        return info.accepted.to(self.target.dtype).mean()
+
+    def adapt(self, adapt: _ScaleAdaptation, t: int, state, info, rate: torch.Tensor) -> _ScaleAdaptation:
+        return replace(adapt, log_lambda=adapt.log_lambda + (rate - self.target) / (t + 1) ** ADAPTATION_DECAY)
 
 
 def run_mh(
@@ -100,74 +246,18 @@ def run_mh(
     True
     """
     start = time.perf_counter()
-    n_chains, dim = initial_position.shape if initial_position.ndim == 2 else (None, None)
     state = mh.init(initial_position, log_density_fn)
-    names = tuple(latent_names) if latent_names is not None else tuple(f"z{i}" for i in range(dim))
-    if len(names) != dim:
-        raise InvalidInputError(f"got {len(names)} latent names for {dim} latents")
-    device, dtype = initial_position.device, initial_position.dtype
-    log_lambda = torch.tensor(math.log(2.38 / math.sqrt(dim)), device=device, dtype=dtype)
-    target = torch.tensor(config.target_acceptance, device=device, dtype=dtype)
-    scale = None
-    acceptance, positions, accepted, extras = [], [], [], []
-    for t in range(config.num_steps):
-        if t < config.num_warmup or scale is None:
-            spread = state.position.std(dim=0).clamp(min=MIN_POPULATION_SD) if n_chains > 1 else torch.ones(dim, device=device, dtype=dtype)
-            scale = log_lambda.exp() * spread
-        state, info = mh.step(generator, state, log_density_fn, scale=scale)
-        rate = info.accepted.to(dtype).mean()
-        acceptance.append(rate)
-        if t < config.num_warmup:
-            log_lambda = log_lambda + (rate - target) / (t + 1) ** ADAPTATION_DECAY
-        else:
-            positions.append(state.position)
-            accepted.append(info.accepted)
-            if state.extras is not None:
-                extras.append(state.extras)
-        report(progress, "sampling", t + 1, config.num_steps)
-    return SamplingResult(
-        method="mh",
-        latent_names=names,
-        trace=torch.stack(positions, dim=1).cpu(),
-        sample_stats={"accepted": torch.stack(accepted, dim=1).cpu()},
-        extras_trace=torch.stack(extras, dim=1).cpu() if extras else None,
-        extras_names=tuple(extras_names),
-        num_warmup=config.num_warmup,
-        num_evaluations=n_chains * (config.num_steps + 1),
-        seconds=time.perf_counter() - start,
-        info={
-            "acceptance_per_step": torch.stack(acceptance).cpu().tolist(),
-            "proposal_scale": scale.cpu().tolist(),
-        },
-    )
+    n_chains, dim = initial_position.shape
+    names = resolve_latent_names(latent_names, dim)
+    target = torch.tensor(config.target_acceptance, device=initial_position.device, dtype=initial_position.dtype)
+    scheme = _RandomWalkWarmup(config.num_warmup, n_chains, dim, target)
+    run, adapt = _sample(mh.step, scheme, state, log_density_fn, config, generator, progress)
+    info: MHRunInfo = {"acceptance_per_step": run.acceptance_per_step, "proposal_scale": adapt.scale.cpu().tolist()}
+    return _result("mh", names, extras_names, run, num_warmup=config.num_warmup,
+                   num_evaluations=n_chains * (config.num_steps + 1), start=start, info=info)
 
 
 # --------------------------------------------------------------------------- HMC
-
-from ppl_audit.inference import adaptation  # noqa: E402  (kept with the HMC driver it serves)
-from ppl_audit.inference.kernels import hmc  # noqa: E402
-
-HMC_DEFAULT_STEP_SIZE = 0.1  # first warm-up step; dual averaging moves it by orders of magnitude within ~10 steps
-# Each trajectory's step size is drawn uniformly within +-20% of the adapted one:
-# a fixed-length trajectory can resonate with a near-Gaussian target (return to
-# its start); randomising the step size breaks it, as Neal (2011) recommends.
-HMC_STEP_SIZE_JITTER = 0.2
-# "pooled": one step size for all chains, dual averaging on the acceptance
-# averaged over chains. "per_chain": each chain adapts on its own single-draw
-# acceptance; measured on Gaussian, banana and Student-t targets (1,000 chains,
-# 8 leapfrog steps, target 0.8) that noise makes every chain's step size swing,
-# the averaged step comes out too small (post-warm-up acceptance ~0.94), and
-# the position-dependent step sizes biased warm-up draws (pooled variance, so
-# the mass matrix, ~7% low on the narrow axis). Pooled hit 0.79-0.80 and the
-# variances within noise.
-HMC_STEP_SIZE_ADAPTATIONS = ("pooled", "per_chain")
-# Dual averaging restarts after each mass-matrix window shrinking towards the
-# step size it has (mu = log(1 * eps)), not Stan's log(10 * eps): that 10x pull
-# with Stan's short terminal buffer (10% of warm-up) left 20-30-step warm-ups at
-# post-warm-up acceptance 0.0-0.4 for a 0.8 target (Gaussian, banana, Student-t,
-# 500 chains); with 1x they read 0.8-0.95 (too small a step is the safe side),
-# and both read 0.79-0.81 from 100-200 warm-up steps on.
-HMC_RESTART_MU_FACTOR = 1.0
 
 
 def _check_hmc_inputs(initial_position, config, num_leapfrog, step_size, step_size_jitter, step_size_adaptation, superchains):
@@ -199,6 +289,69 @@ def _check_hmc_inputs(initial_position, config, num_leapfrog, step_size, step_si
     ):
         raise InvalidInputError(f"superchains must be a positive integer dividing the {n_chains} chains, got {superchains!r}")
     return eps.expand(n_chains).clone()
+
+
+@dataclass(frozen=True)
+class _HMCAdaptation:
+    """HMC warm-up state: dual averaging, the step size kept after warm-up, the mass matrix."""
+
+    dual_averaging: adaptation.DualAveragingState
+    step_size: torch.Tensor  # (chains,) the step size used after warm-up
+    inverse_mass: torch.Tensor  # (D,)
+    moments: Optional[adaptation.WelfordState]  # the current mass-matrix window's running moments
+    warmup_divergences: torch.Tensor  # () long
+
+
+@dataclass(frozen=True)
+class _HMCWarmup:
+    """Stan's warm-up (:func:`~ppl_audit.inference.adaptation.warmup_windows`) for fixed-length HMC."""
+
+    stats = ("accepted", "acceptance_prob", "diverging", "energy")
+    num_warmup: int
+    num_chains: int
+    dim: int
+    num_leapfrog: int
+    step_size: torch.Tensor  # (chains,) the first step size
+    step_size_jitter: float
+    pooled: bool
+    dual_averaging: adaptation.DualAveraging
+    windows: tuple[tuple[int, int], ...]
+
+    def init(self) -> _HMCAdaptation:
+        eps = self.step_size
+        inverse_mass = torch.ones(self.dim, device=eps.device, dtype=eps.dtype)
+        divergences = torch.zeros((), device=eps.device, dtype=torch.long)
+        return _HMCAdaptation(self.dual_averaging.init(eps), eps, inverse_mass, None, divergences)
+
+    def params(self, generator, adapt: _HMCAdaptation, t: int, state: hmc.HMCState):
+        base = adapt.dual_averaging.step_size if t < self.num_warmup else adapt.step_size
+        if self.step_size_jitter > 0:
+            position = state.position
+            u = torch.rand(self.num_chains, generator=generator, device=position.device, dtype=position.dtype)
+            base = base * (1.0 + self.step_size_jitter * (2.0 * u - 1.0))
+        return adapt, {"step_size": base, "inverse_mass": adapt.inverse_mass, "num_leapfrog": self.num_leapfrog}
+
+    def acceptance(self, info: hmc.HMCInfo) -> torch.Tensor:
+        return info.acceptance_prob.mean()
+
+    def adapt(self, adapt: _HMCAdaptation, t: int, state: hmc.HMCState, info: hmc.HMCInfo,
+              rate: torch.Tensor) -> _HMCAdaptation:
+        da, welford = self.dual_averaging, adaptation.WelfordVariance()
+        signal = rate.expand(self.num_chains) if self.pooled else info.acceptance_prob
+        da_state = da.update(adapt.dual_averaging, signal)
+        moments, inverse_mass = adapt.moments, adapt.inverse_mass
+        window = next((w for w in self.windows if w[0] <= t < w[1]), None)
+        if window is not None:
+            # Mass matrix: the variance of the positions pooled over chains and the window's steps.
+            if t == window[0]:
+                moments = welford.init(self.dim, device=inverse_mass.device, dtype=inverse_mass.dtype)
+            moments = welford.update(moments, state.position)
+            if t + 1 == window[1]:
+                inverse_mass = welford.variance(moments)
+                da_state = da.init(da.final(da_state), mu_factor=HMC_RESTART_MU_FACTOR)
+        step_size = da.final(da_state) if t + 1 == self.num_warmup else adapt.step_size
+        return _HMCAdaptation(da_state, step_size, inverse_mass, moments,
+                              adapt.warmup_divergences + info.diverging.sum())
 
 
 def run_hmc(
@@ -303,75 +456,23 @@ def run_hmc(
         eps = eps.log().mean().exp().expand_as(eps).clone()  # one (geometric-mean) start for the shared adaptation
     da = adaptation.DualAveraging(target=target_acceptance)
     n_chains, dim = initial_position.shape
-    names = tuple(latent_names) if latent_names is not None else tuple(f"z{i}" for i in range(dim))
-    if len(names) != dim:
-        raise InvalidInputError(f"got {len(names)} latent names for {dim} latents")
+    names = resolve_latent_names(latent_names, dim)
     state = hmc.init(initial_position, log_density_fn)
-    device, dtype = initial_position.device, initial_position.dtype
-
-    num_warmup = config.num_warmup
-    windows = adaptation.warmup_windows(num_warmup)
-    window_of = {t: (s, e) for s, e in windows for t in range(s, e)}
-    welford = adaptation.WelfordVariance()
-    moments = None
-    inverse_mass = torch.ones(dim, device=device, dtype=dtype)
-    da_state = da.init(eps)
-    warmup_divergences = torch.zeros((), device=device, dtype=torch.long)
-    acceptance, positions, stats, extras = [], [], {k: [] for k in ("accepted", "acceptance_prob", "diverging", "energy")}, []
-    for t in range(config.num_steps):
-        warming = t < num_warmup
-        base = da_state.step_size if warming else eps
-        if step_size_jitter > 0:
-            u = torch.rand(n_chains, generator=generator, device=device, dtype=dtype)
-            base = base * (1.0 + step_size_jitter * (2.0 * u - 1.0))
-        state, info = hmc.step(
-            generator, state, log_density_fn, step_size=base, inverse_mass=inverse_mass, num_leapfrog=num_leapfrog
-        )
-        acceptance.append(info.acceptance_prob.mean())
-        if warming:
-            warmup_divergences = warmup_divergences + info.diverging.sum()
-            signal = info.acceptance_prob.mean().expand(n_chains) if pooled else info.acceptance_prob
-            da_state = da.update(da_state, signal)
-            window = window_of.get(t)
-            if window is not None:
-                if t == window[0]:
-                    moments = welford.init(dim, device=device, dtype=dtype)
-                moments = welford.update(moments, state.position)
-                if t + 1 == window[1]:
-                    inverse_mass = welford.variance(moments)
-                    da_state = da.init(da.final(da_state), mu_factor=HMC_RESTART_MU_FACTOR)
-            if t + 1 == num_warmup:
-                eps = da.final(da_state)
-        else:
-            positions.append(state.position)
-            for k in stats:
-                stats[k].append(getattr(info, k))
-            if state.extras is not None:
-                extras.append(state.extras)
-        report(progress, "sampling", t + 1, config.num_steps)
-
-    sample_stats = {k: torch.stack(v, dim=1).cpu() for k, v in stats.items()}
-    return SamplingResult(
-        method="hmc",
-        latent_names=names,
-        trace=torch.stack(positions, dim=1).cpu(),
-        sample_stats=sample_stats,
-        extras_trace=torch.stack(extras, dim=1).cpu() if extras else None,
-        extras_names=tuple(extras_names),
-        num_warmup=num_warmup,
-        num_evaluations=n_chains * (1 + config.num_steps * num_leapfrog),
-        seconds=time.perf_counter() - start,
-        superchains=superchains,
-        info={
-            "acceptance_per_step": torch.stack(acceptance).cpu().tolist(),
-            "step_size": eps.cpu().tolist(),
-            "inverse_mass": inverse_mass.cpu().tolist(),
-            "num_leapfrog": num_leapfrog,
-            "num_divergences": int(sample_stats["diverging"].sum()),
-            "num_warmup_divergences": int(warmup_divergences),
-            "target_acceptance": target_acceptance,
-            "step_size_jitter": step_size_jitter,
-            "step_size_adaptation": step_size_adaptation,
-            "mass_matrix_windows": [list(w) for w in windows],
-        },
-    )
+    windows = tuple(adaptation.warmup_windows(config.num_warmup))
+    scheme = _HMCWarmup(config.num_warmup, n_chains, dim, num_leapfrog, eps, step_size_jitter, pooled, da, windows)
+    run, adapt = _sample(hmc.step, scheme, state, log_density_fn, config, generator, progress)
+    info: HMCRunInfo = {
+        "acceptance_per_step": run.acceptance_per_step,
+        "step_size": adapt.step_size.cpu().tolist(),
+        "inverse_mass": adapt.inverse_mass.cpu().tolist(),
+        "num_leapfrog": num_leapfrog,
+        "num_divergences": int(run.sample_stats["diverging"].sum()),
+        "num_warmup_divergences": int(adapt.warmup_divergences),
+        "target_acceptance": target_acceptance,
+        "step_size_jitter": step_size_jitter,
+        "step_size_adaptation": step_size_adaptation,
+        "mass_matrix_windows": [list(w) for w in windows],
+    }
+    return _result("hmc", names, extras_names, run, num_warmup=config.num_warmup,
+                   num_evaluations=n_chains * (1 + config.num_steps * num_leapfrog), start=start, info=info,
+                   superchains=superchains)

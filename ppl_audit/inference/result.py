@@ -1,16 +1,60 @@
-"""One result type for every backend: batched MH, HMC, tempered SMC, Pyro NUTS, SVI."""
+"""One result type for every backend: batched MH, HMC, tempered SMC, Pyro NUTS, SVI.
+
+A result is frozen: code that adds to one (a superchain count, an evaluation
+count) builds a new one with :func:`dataclasses.replace`. Its ``info`` is a
+JSON-safe dict that reports write out as is; the ``*RunInfo`` types below name
+the keys the batched backends fill in.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, TypedDict
 
 import torch
 
 
-@dataclass
+class MHRunInfo(TypedDict):
+    """``info`` of :func:`~ppl_audit.inference.mcmc.run_mh`."""
+
+    acceptance_per_step: list[float]  # mean acceptance over chains at every step, warm-up included
+    proposal_scale: list[float]  # per-latent random-walk scale after warm-up
+
+
+class HMCRunInfo(TypedDict):
+    """``info`` of :func:`~ppl_audit.inference.mcmc.run_hmc`."""
+
+    acceptance_per_step: list[float]  # mean acceptance probability over chains, warm-up included
+    step_size: list[float]  # per chain, after warm-up
+    inverse_mass: list[float]  # diagonal, shared by all chains
+    num_leapfrog: int
+    num_divergences: int  # post-warm-up
+    num_warmup_divergences: int
+    target_acceptance: float
+    step_size_jitter: float
+    step_size_adaptation: str  # "pooled" or "per_chain"
+    mass_matrix_windows: list[list[int]]  # [start, end) warm-up steps of each window
+
+
+class SMCRunInfo(TypedDict):
+    """``info`` of :func:`~ppl_audit.inference.smc.run_smc` (R runs)."""
+
+    log_evidence: list[float]  # R estimates of log Z
+    log_evidence_mean: float
+    log_evidence_pooled: float  # log of the mean of the R evidence estimates
+    tempering_schedule: list[list[float]]  # R lists of betas from 0 to 1
+    ess_per_stage: list[float]  # mean ESS / M before resampling, over the runs still tempering
+    num_stages: int
+    acceptance_per_stage: list[float]
+    moves_per_stage: list[int]
+    acceptance_per_step: list[float]  # every MH move, final draws included
+    proposal_scale_factor: list[float]  # R factors c_r
+    proposal_scale: list[list[float]]  # R lists of D per-latent scales of the final draws
+
+
+@dataclass(frozen=True)
 class SamplingResult:
-    """Draws and what the sampler reported.
+    """Draws and what the sampler reported (frozen: use :func:`dataclasses.replace` to change one).
 
     Attributes
     ----------
@@ -37,7 +81,17 @@ class SamplingResult:
     info : dict
         JSON-safe, method-specific facts: ``acceptance_per_step``,
         ``step_size``, ``tempering_schedule``, ``ess_per_stage``,
-        ``log_evidence``, ``importance_ess``, ...
+        ``log_evidence``, ``importance_ess``, ... (:class:`MHRunInfo`,
+        :class:`HMCRunInfo`, :class:`SMCRunInfo` list the batched backends' keys).
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> res = SamplingResult(method="mh", latent_names=("z0",), trace=torch.zeros(4, 3, 1))
+    >>> res.num_chains, res.num_draws
+    (4, 3)
+    >>> dataclasses.replace(res, superchains=2).superchains
+    2
     """
 
     method: str

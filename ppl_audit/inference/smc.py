@@ -24,48 +24,45 @@ One stage (Del Moral et al. 2006; Jasra et al. 2011; Chopin & Papaspiliopoulos
 
 When every run is at ``beta = 1``, ``num_final_draws`` more moves at the
 posterior are the draws.
+
+The code reads in that order: :class:`SMCConfig` holds and checks the
+settings, :func:`init` builds the :class:`SMCState` (what persists between
+stages), :func:`step` is one stage (steps 1-4 above, reporting a
+:class:`StageInfo`), :func:`final_draws` the moves at the posterior, and
+:func:`run_smc` the short driver. The per-run building blocks (temperature
+bisection, resampling, cross-fitted mixtures) are in
+:mod:`ppl_audit.inference.kernels.smc`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
 from ppl_audit._device import resolve_device
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.inference.kernels import imh, mh, mixture
+from ppl_audit.inference.kernels import imh, mh
 from ppl_audit.inference.kernels import smc as kernel
-from ppl_audit.inference.mcmc import MIN_POPULATION_SD, TARGET_ACCEPTANCE
-from ppl_audit.inference.result import SamplingResult
+from ppl_audit.inference.kernels.mixture import GaussianMixture
+from ppl_audit.inference.mcmc import MIN_POPULATION_SD, RANDOM_WALK_SCALE, TARGET_ACCEPTANCE, resolve_latent_names
+from ppl_audit.inference.result import SamplingResult, SMCRunInfo
 from ppl_audit.progress import ProgressFn, report
 
-# The proposal factor c_r multiplies run r's per-latent particle spread. After
-# every stage, log c_r += SCALE_ADAPTATION_GAIN * (acceptance_r - TARGET_ACCEPTANCE),
-# acceptance_r averaged over the stage's moves and particles (a mean of
-# num_moves * M indicators, so nearly noise-free). The gain is constant, not
-# Robbins-Monro decaying as in the MCMC driver: each stage has a new target, c
-# must track it rather than converge, and a few stages may be all there is.
-# At 3, acceptance 0 shrinks c by e^-0.9 ~ 0.4 per stage, acceptance 1 grows it
-# e^2.1 ~ 8-fold, and an acceptance off by 0.01 moves c by 3%.
+# Constant, not Robbins-Monro decaying as in the MCMC driver: each stage has a new target that the
+# proposal factor must track, and a few stages may be all there is (see _adapt_scale_factor).
 SCALE_ADAPTATION_GAIN = 3.0
-MOVES = ("rw", "independent", "mixed")
-# Independent-proposal settings, chosen with benchmarks/levelset_throughput.py on
-# the house/rocket level sets (concentration 10 and 1,000): 4 full-covariance
-# components fitted to half a run each, widened by 1.2, plus a 10% defensive
-# component (the run's own mean and covariance, doubled in scale) that bounds
-# p/q in the tails. Without the defensive component a few particles stuck where
-# q is thin and the spread of the run means (superchain ESS) fell 2-3 fold; with
-# 8 components the halves (128 points at N = 4,096) over-fitted.
-NUM_COMPONENTS = 4
-PROPOSAL_INFLATION = 1.2
-DEFENSIVE_WEIGHT = 0.1
+MOVES = ("rw", "independent", "mixed")  # the kinds of MH move a stage can make (run_smc, move)
+# Independent-proposal settings, measured on the house/rocket level sets (README, "Samplers": tuned constants).
+NUM_COMPONENTS = 4  # full-covariance components per half-run; 8 over-fitted the halves
+PROPOSAL_INFLATION = 1.2  # a proposal a little wider than its target keeps p/q bounded in the tails
+DEFENSIVE_WEIGHT = 0.1  # a broad component (the half-run's own mean and covariance) where the fit is thin
 DEFAULT_MOVES = 4  # moves per stage at least; an independent move at ~50% acceptance renews half the particles
-# Optionally more, up to MAX_MOVES, until MIN_MOVED_FRACTION of every run's particles have accepted
-# a move (the extra moves alternate random walk and independent). Off here; level sets turn it on
-# (ppl_audit.sampling.SMC_MIN_MOVED_FRACTION, measured in benchmarks/levelset_smc_levers.py).
+# Off here; level sets turn it on (ppl_audit.sampling.SMC_MIN_MOVED_FRACTION, measured in
+# benchmarks/levelset_smc_levers.py): a stage then keeps moving until this share of every run moved.
 MIN_MOVED_FRACTION = 0.0
 MAX_MOVES = 30  # a cap on the cost of a stage (30 moves reach 0.9 at 7% acceptance)
 # A run whose moves accepted less than this over a stage tempers its next stage more gently
@@ -95,6 +92,94 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class SMCConfig:
+    """Settings of an SMC run; :func:`run_smc` documents each field.
+
+    ``__post_init__`` checks every field (raising :class:`InvalidInputError`
+    that names it) and fills in the defaults that depend on others:
+    ``max_moves`` (the larger of ``num_moves`` and :data:`MAX_MOVES`) and
+    ``slow_ess_fraction`` (``target_ess_fraction``).
+
+    Examples
+    --------
+    >>> SMCConfig(num_runs=2, particles_per_run=16).max_moves
+    30
+    >>> SMCConfig(particles_per_run=1)
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: particles_per_run must be at least 2 (a run's spread sets its proposal), got 1
+    """
+
+    num_runs: int = 8
+    particles_per_run: int = 512
+    target_ess_fraction: float = 0.5
+    slow_ess_fraction: float | None = None
+    num_moves: int = DEFAULT_MOVES
+    max_moves: int | None = None
+    min_moved_fraction: float = MIN_MOVED_FRACTION
+    num_final_draws: int = 10
+    max_stages: int = 200
+    move: str = "independent"
+    num_components: int = NUM_COMPONENTS
+    proposal_inflation: float = PROPOSAL_INFLATION
+    defensive_weight: float = DEFENSIVE_WEIGHT
+
+    def __post_init__(self):
+        # The checks run in the order run_smc has always run them: with several bad
+        # fields, the same one is named.
+        _positive_int("num_runs", self.num_runs)
+        m = _positive_int("particles_per_run", self.particles_per_run)
+        if m < 2:
+            raise InvalidInputError(
+                f"particles_per_run must be at least 2 (a run's spread sets its proposal), got {m!r}"
+            )
+        _positive_int("num_moves", self.num_moves)
+        if self.max_moves is None:
+            object.__setattr__(self, "max_moves", max(self.num_moves, MAX_MOVES))
+        max_moves = self.max_moves
+        if isinstance(max_moves, bool) or not isinstance(max_moves, int) or max_moves < self.num_moves:
+            raise InvalidInputError(f"max_moves must be an integer >= num_moves ({self.num_moves}), got {max_moves!r}")
+        if not 0 <= self.min_moved_fraction <= 1:
+            raise InvalidInputError(f"min_moved_fraction must be in [0, 1], got {self.min_moved_fraction!r}")
+        if self.move in MOVES and self.move != "rw" and m < MIN_PARTICLES_PER_RUN_FITTED:
+            raise InvalidInputError(
+                f"move={self.move!r} fits a mixture to each half-run and needs particles_per_run >= "
+                f"{MIN_PARTICLES_PER_RUN_FITTED}, got {m}; use move='rw' or more particles"
+            )
+        _positive_int("num_final_draws", self.num_final_draws)
+        _positive_int("max_stages", self.max_stages)
+        if self.move not in MOVES:
+            raise InvalidInputError(f"move must be one of {', '.join(MOVES)}, got {self.move!r}")
+        if not 0 <= self.defensive_weight < 1:
+            raise InvalidInputError(f"defensive_weight must be in [0, 1), got {self.defensive_weight!r}")
+        target = self.target_ess_fraction
+        if isinstance(target, bool) or not 0 < target < 1:
+            raise InvalidInputError(f"target_ess_fraction must be in (0, 1), got {target!r}")
+        if self.slow_ess_fraction is None:
+            object.__setattr__(self, "slow_ess_fraction", target)
+        slow = self.slow_ess_fraction
+        if isinstance(slow, bool) or not target <= slow < 1:
+            raise InvalidInputError(f"slow_ess_fraction must be in [target_ess_fraction, 1), got {slow!r}")
+
+    @property
+    def num_particles(self) -> int:
+        """``N = R * M``, all runs' particles."""
+        return self.num_runs * self.particles_per_run
+
+    def num_fitted_components(self, dim: int) -> int:
+        """Components of each half-run's mixture in ``dim`` dimensions (see
+        :data:`POINTS_PER_COMPONENT_AND_DIMENSION`)."""
+        half_run = self.particles_per_run // 2
+        return max(1, min(self.num_components, half_run // (POINTS_PER_COMPONENT_AND_DIMENSION * dim)))
+
+
+# --------------------------------------------------------------------------- target and state
+
+
 def _evaluate(log_prior_fn: LogPriorFn, log_likelihood_fn: LogLikelihoodFn, z: torch.Tensor):
     """``(log prior (N,), log likelihood (N,), user extras (N, E) or None)``, each checked."""
     try:
@@ -116,6 +201,401 @@ def _tempered(log_prior: torch.Tensor, log_likelihood: torch.Tensor, beta: torch
     """``log prior + beta * loglik`` per particle, with ``-inf`` likelihoods kept at ``-inf``."""
     b = beta.to(log_likelihood.dtype)
     return log_prior + torch.where(log_likelihood == -math.inf, log_likelihood, b * log_likelihood)
+
+
+@dataclass(frozen=True)
+class TemperedTarget:
+    """The prior and likelihood of a run, tempered at each particle's own inverse temperature.
+
+    Every evaluation is checked (:func:`_evaluate`) and packed into the extras
+    columns the MH state carries: log prior, log likelihood, then the
+    likelihood's own extras (when it returned some at the start).
+    """
+
+    log_prior_fn: LogPriorFn
+    log_likelihood_fn: LogLikelihoodFn
+    has_extras: bool
+    dtype: torch.dtype
+
+    def pack(self, lp: torch.Tensor, ll: torch.Tensor, extras: torch.Tensor | None) -> torch.Tensor:
+        """``(N, 2 + E)`` columns: log prior, log likelihood, user extras."""
+        cols = [lp.to(self.dtype).unsqueeze(-1), ll.to(self.dtype).unsqueeze(-1)]
+        if extras is not None:
+            cols.append(extras.to(self.dtype))
+        return torch.cat(cols, dim=-1)
+
+    def log_density(self, beta_particles: torch.Tensor) -> mh.LogDensityFn:
+        """Log density ``log prior + beta * loglik`` at each particle's own run's beta, with packed extras."""
+
+        def log_density(position):
+            lp, ll, extras = _evaluate(self.log_prior_fn, self.log_likelihood_fn, position)
+            if self.has_extras and extras is None:
+                raise ModelOutputError("log_likelihood_fn returned extras at first and none later")
+            return _tempered(lp, ll, beta_particles), self.pack(lp, ll, extras if self.has_extras else None)
+
+        return log_density
+
+    def mh_state(self, particles: torch.Tensor, extras: torch.Tensor, beta_particles: torch.Tensor) -> mh.MHState:
+        """The MH state of ``particles`` at ``beta_particles``, re-tempered from their extras (no evaluation)."""
+        log_density = _tempered(extras[:, _LOG_PRIOR_COL], extras[:, _LOG_LIK_COL], beta_particles)
+        return mh.MHState(particles, log_density, extras)
+
+
+@dataclass(frozen=True)
+class SMCState:
+    """What persists between stages, for ``R`` runs of ``M`` particles (``N = R * M``, run-major).
+
+    The particles are equally weighted: every stage resamples (see the module
+    docstring, step 3), so no log weights persist. Per-run tensors are float64.
+    """
+
+    particles: torch.Tensor  # (N, D)
+    extras: torch.Tensor  # (N, 2 + E): log prior, log likelihood, the likelihood's own extras
+    beta: torch.Tensor  # (R,) inverse temperature of each run
+    log_evidence: torch.Tensor  # (R,) each run's log Z estimate so far
+    log_scale_factor: torch.Tensor  # (R,) log c_r of the random-walk proposal
+    ess_target: torch.Tensor  # (R,) the ESS fraction each run's next reweighting keeps
+
+    @property
+    def num_runs(self) -> int:
+        """``R``."""
+        return self.beta.shape[0]
+
+    @property
+    def log_likelihood(self) -> torch.Tensor:
+        """``(R, M)`` log likelihood of every particle."""
+        return self.extras[:, _LOG_LIK_COL].view(self.num_runs, -1)
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """What one stage reports (0-d tensors stay on the particles' device until the run ends)."""
+
+    beta: torch.Tensor  # (R,) the runs' new inverse temperatures
+    ess_fraction: torch.Tensor  # () mean ESS / M before resampling, over the runs still tempering
+    acceptance: torch.Tensor  # () mean acceptance over the stage's moves and runs
+    acceptance_per_move: tuple[torch.Tensor, ...]  # () each move's mean acceptance over all runs
+
+    @property
+    def num_moves(self) -> int:
+        """Moves the stage made (between ``num_moves`` and ``max_moves``)."""
+        return len(self.acceptance_per_move)
+
+
+def init(particles: torch.Tensor, log_prior_fn: LogPriorFn, log_likelihood_fn: LogLikelihoodFn,
+         config: SMCConfig) -> tuple[SMCState, TemperedTarget]:
+    """The state of every run at ``beta = 0`` from exact prior draws, and the target they temper.
+
+    Parameters
+    ----------
+    particles : torch.Tensor, (R * M, D)
+        Draws from the prior, run-major.
+    log_prior_fn, log_likelihood_fn : callable
+        As in :func:`run_smc`.
+    config : SMCConfig
+
+    Returns
+    -------
+    (SMCState, TemperedTarget)
+
+    Raises
+    ------
+    ModelOutputError
+        When a draw has zero prior density, or a model returns NaN or ``+inf``.
+
+    Examples
+    --------
+    >>> z = torch.randn(8, 1, generator=torch.Generator().manual_seed(0))
+    >>> state, target = init(z, lambda z: -0.5 * z.square().sum(-1), lambda z: -z[:, 0].abs(),
+    ...                      SMCConfig(num_runs=2, particles_per_run=4, move="rw"))
+    >>> state.beta.tolist(), state.extras.shape, target.has_extras
+    ([0.0, 0.0], torch.Size([8, 2]), False)
+    """
+    lp, ll, user_extras = _evaluate(log_prior_fn, log_likelihood_fn, particles)
+    if (lp == -math.inf).any():
+        raise ModelOutputError(
+            f"log_prior_fn is -inf at {int((lp == -math.inf).sum())} of {particles.shape[0]} draws of sample_prior: "
+            "the two disagree about the prior's support"
+        )
+    target = TemperedTarget(log_prior_fn, log_likelihood_fn, user_extras is not None, particles.dtype)
+    runs, dev, dim = config.num_runs, particles.device, particles.shape[1]
+    state = SMCState(
+        particles=particles,
+        extras=target.pack(lp, ll, user_extras),
+        beta=torch.zeros(runs, device=dev, dtype=torch.float64),
+        log_evidence=torch.zeros(runs, device=dev, dtype=torch.float64),
+        log_scale_factor=torch.full((runs,), math.log(RANDOM_WALK_SCALE / math.sqrt(dim)), device=dev,
+                                    dtype=torch.float64),
+        ess_target=torch.full((runs,), float(config.target_ess_fraction), device=dev, dtype=torch.float64),
+    )
+    return state, target
+
+
+# --------------------------------------------------------------------------- one stage
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """What a stage's moves propose from; fixed for the stage, so every move leaves its target invariant."""
+
+    scale: torch.Tensor  # (N, D) random-walk standard deviations c_r * sd_rd
+    mixture: GaussianMixture | None  # 2R cross-fitted mixtures; None for move="rw"
+    group: torch.Tensor | None  # (N,) the mixture each particle proposes from
+
+
+def _random_walk_scale(particles: torch.Tensor, log_scale_factor: torch.Tensor, runs: int) -> torch.Tensor:
+    """Per-particle ``(N, D)`` scale ``c_r * sd_rd`` from each run's current spread."""
+    n, dim = particles.shape
+    m = n // runs
+    spread = particles.reshape(runs, m, dim).std(dim=1).clamp(min=MIN_POPULATION_SD)  # (R, D)
+    scale = log_scale_factor.exp().to(particles.dtype).unsqueeze(-1) * spread
+    return scale.repeat_interleave(m, dim=0)
+
+
+def _proposals(generator, particles: torch.Tensor, log_scale_factor: torch.Tensor, config: SMCConfig) -> Proposals:
+    """Fit the stage's proposals to its (resampled) particles."""
+    fitted, group = None, None
+    if config.move != "rw":
+        fitted, group = kernel.cross_fitted_mixture(
+            generator, particles, config.num_runs, num_components=config.num_fitted_components(particles.shape[1]),
+            inflation=config.proposal_inflation, defensive_weight=config.defensive_weight,
+        )
+    return Proposals(_random_walk_scale(particles, log_scale_factor, config.num_runs), fitted, group)
+
+
+def _one_move(generator, j: int, state: mh.MHState, log_density, proposals: Proposals, config: SMCConfig):
+    """Move ``j`` of a stage, ``(state, info, is_random_walk)``: independent (even ``j``) or random walk,
+    as ``config.move`` says. Moves beyond ``num_moves`` alternate random walk and independent whatever
+    the move: where the fitted mixture fits the tempered target poorly, local moves still separate
+    resampled copies."""
+    extra = j >= config.num_moves
+    if proposals.mixture is not None and ((config.move == "independent" and not extra) or (j - extra) % 2 == 0):
+        new, info = imh.step(generator, state, log_density, proposal=proposals.mixture, group=proposals.group)
+        return new, info, False
+    new, info = mh.step(generator, state, log_density, scale=proposals.scale)
+    return new, info, True
+
+
+@dataclass(frozen=True)
+class _MoveTally:
+    """A stage's acceptance rates, per run, summed over its moves (divided by the count where used)."""
+
+    accepted: torch.Tensor  # (R,) float64, every move
+    rw_accepted: torch.Tensor  # (R,) float64, the random-walk moves only
+    rw_moves: int
+    per_move: tuple[torch.Tensor, ...]  # () each move's mean over all runs
+
+
+def _move(generator, state: mh.MHState, log_density, proposals: Proposals,
+          config: SMCConfig) -> tuple[mh.MHState, _MoveTally]:
+    """``num_moves`` moves, then more (up to ``max_moves``) until ``min_moved_fraction`` of every run moved."""
+    runs, m = config.num_runs, config.particles_per_run
+    dev = state.position.device
+    accepted = torch.zeros(runs, device=dev, dtype=torch.float64)
+    rw_accepted = torch.zeros(runs, device=dev, dtype=torch.float64)
+    rw_moves, per_move = 0, []
+    moved = torch.zeros(runs * m, device=dev, dtype=torch.bool)
+    for j in range(config.max_moves):
+        state, info, is_rw = _one_move(generator, j, state, log_density, proposals, config)
+        moved |= info.accepted
+        rate = info.accepted.view(runs, m).to(torch.float64).mean(dim=1)
+        if is_rw:
+            rw_accepted = rw_accepted + rate
+            rw_moves += 1
+        per_move.append(rate.mean())
+        accepted = accepted + rate
+        # Keep moving until enough particles of every run have left their resampled copy:
+        # with low acceptance a fixed count would leave runs collapsed onto few ancestors.
+        if config.num_moves <= j + 1 < config.max_moves and (
+            float(moved.view(runs, m).to(torch.float64).mean(dim=1).min()) >= config.min_moved_fraction
+        ):
+            break
+    return state, _MoveTally(accepted, rw_accepted, rw_moves, tuple(per_move))
+
+
+def _adapt_scale_factor(log_scale_factor: torch.Tensor, tally: _MoveTally) -> torch.Tensor:
+    """``log c_r += SCALE_ADAPTATION_GAIN * (acceptance_r - TARGET_ACCEPTANCE)`` over the random-walk moves.
+
+    ``acceptance_r`` averages ``moves * M`` indicators, so is nearly noise-free. At gain 3,
+    acceptance 0 shrinks ``c`` by ``e^-0.9 ~ 0.4`` per stage, acceptance 1 grows it
+    ``e^2.1 ~ 8``-fold, and an acceptance off by 0.01 moves ``c`` by 3%.
+    """
+    if not tally.rw_moves:
+        return log_scale_factor
+    rate = tally.rw_accepted / tally.rw_moves
+    return log_scale_factor + SCALE_ADAPTATION_GAIN * (rate - TARGET_ACCEPTANCE)
+
+
+def _reweight(state: SMCState):
+    """Steps 1-2: ``(next beta, incremental log weights (R, M), log evidence, mean ESS / M)``."""
+    loglik = state.log_likelihood
+    new_beta = kernel.next_temperature(loglik, state.beta, state.ess_target)
+    active = state.beta < 1
+    log_w = kernel.tempered_log_weights(loglik, new_beta - state.beta)  # (R, M), float64
+    log_evidence = state.log_evidence + kernel.log_mean_exp(log_w, dim=1)
+    ess = kernel.effective_sample_size(log_w) / loglik.shape[1]
+    return new_beta, log_w, log_evidence, (ess * active).sum() / active.sum()
+
+
+def step(generator: torch.Generator | None, state: SMCState, target: TemperedTarget,
+         config: SMCConfig) -> tuple[SMCState, StageInfo]:
+    """One tempering stage of every run: reweight, resample, move (the module docstring's steps 1-4).
+
+    Parameters
+    ----------
+    generator : torch.Generator or None
+        Source of randomness (on the particles' device).
+    state : SMCState
+        Equally weighted particles of every run; a run already at ``beta = 1``
+        is resampled by the identity and moved at the posterior.
+    target : TemperedTarget
+    config : SMCConfig
+
+    Returns
+    -------
+    (SMCState, StageInfo)
+
+    Examples
+    --------
+    >>> cfg = SMCConfig(num_runs=2, particles_per_run=32, move="rw")
+    >>> g = torch.Generator().manual_seed(0)
+    >>> state, target = init(torch.randn(64, 1, generator=g), lambda z: -0.5 * z.square().sum(-1),
+    ...                      lambda z: -50.0 * (z[:, 0] - 1).square(), cfg)
+    >>> state, info = step(g, state, target, cfg)
+    >>> bool(((info.beta > 0) & (info.beta < 1)).all()), info.num_moves
+    (True, 4)
+    """
+    runs, m = config.num_runs, config.particles_per_run
+    beta, log_w, log_evidence, ess_fraction = _reweight(state)
+    offsets = (torch.arange(runs, device=beta.device) * m).unsqueeze(-1)  # (R, 1): run-local -> flat index
+    idx = (kernel.systematic_resample(generator, log_w) + offsets).flatten()
+    particles, extras = state.particles[idx], state.extras[idx]
+    proposals = _proposals(generator, particles, state.log_scale_factor, config)
+    beta_particles = beta.repeat_interleave(m)
+    moved, tally = _move(generator, target.mh_state(particles, extras, beta_particles),
+                         target.log_density(beta_particles), proposals, config)
+    j = len(tally.per_move)
+    # torch.where of two Python floats is float32; next_temperature widens it again.
+    ess_target = torch.where(tally.accepted / j < SLOW_ACCEPTANCE, config.slow_ess_fraction,
+                             config.target_ess_fraction)
+    new_state = SMCState(moved.position, moved.extras, beta, log_evidence,
+                         _adapt_scale_factor(state.log_scale_factor, tally), ess_target)
+    return new_state, StageInfo(beta, ess_fraction, tally.accepted.mean() / j, tally.per_move)
+
+
+# --------------------------------------------------------------------------- draws at the posterior
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The moves at ``beta = 1`` that are the result's draws (on the particles' device)."""
+
+    positions: torch.Tensor  # (N, K, D)
+    accepted: torch.Tensor  # (N, K) bool
+    extras: torch.Tensor | None  # (N, K, E), the likelihood's own extras
+    acceptance_per_move: tuple[torch.Tensor, ...]  # () each draw's mean acceptance
+    proposal_scale: torch.Tensor  # (N, D) the random-walk scale used
+
+
+def final_draws(generator: torch.Generator | None, state: SMCState, target: TemperedTarget, config: SMCConfig,
+                progress: ProgressFn | None = None) -> Draws:
+    """``num_final_draws`` moves at the posterior, proposals frozen, every one kept.
+
+    Parameters
+    ----------
+    generator : torch.Generator or None
+    state : SMCState
+        Every run at ``beta = 1``.
+    target : TemperedTarget
+    config : SMCConfig
+    progress : callable, optional
+        Called with ``("sampling", k, num_final_draws)`` after every draw.
+
+    Returns
+    -------
+    Draws
+
+    Examples
+    --------
+    >>> cfg = SMCConfig(num_runs=1, particles_per_run=16, move="rw", num_final_draws=3)
+    >>> state, target = init(torch.zeros(16, 2), lambda z: -0.5 * z.square().sum(-1),
+    ...                      lambda z: torch.zeros(z.shape[0]), cfg)
+    >>> draws = final_draws(None, state, target, cfg)
+    >>> draws.positions.shape, len(draws.acceptance_per_move)
+    (torch.Size([16, 3, 2]), 3)
+    """
+    beta_particles = torch.ones(config.num_particles, device=state.particles.device, dtype=torch.float64)
+    log_density = target.log_density(beta_particles)
+    mh_state = target.mh_state(state.particles, state.extras, beta_particles)
+    proposals = _proposals(generator, state.particles, state.log_scale_factor, config)
+    positions, accepted, extras, rates = [], [], [], []
+    for k in range(config.num_final_draws):
+        mh_state, info, _ = _one_move(generator, k, mh_state, log_density, proposals, config)
+        positions.append(mh_state.position)
+        accepted.append(info.accepted)
+        if target.has_extras:
+            extras.append(mh_state.extras[:, _USER_COLS:])
+        rates.append(info.accepted.to(torch.float64).mean())
+        report(progress, "sampling", k + 1, config.num_final_draws)
+    return Draws(torch.stack(positions, dim=1), torch.stack(accepted, dim=1),
+                 torch.stack(extras, dim=1) if extras else None, tuple(rates), proposals.scale)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _prior_draws(sample_prior: SamplePriorFn, n: int, generator, device) -> torch.Tensor:
+    """``n`` checked draws of ``sample_prior``, on ``device`` when one is given."""
+    z = sample_prior(n, generator)
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != n:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise InvalidInputError(f"sample_prior({n}, generator) must return a ({n}, D) tensor, got {shape}")
+    if device is not None:
+        z = z.to(resolve_device(device))
+    if generator is not None and generator.device.type != z.device.type:
+        raise InvalidInputError(
+            f"generator lives on {generator.device} but the particles on {z.device}; "
+            "create the generator on the particles' device"
+        )
+    if not torch.isfinite(z).all():
+        raise InvalidInputError("sample_prior returned non-finite entries")
+    return z
+
+
+def _result(config: SMCConfig, names, extras_names, state: SMCState, stages: list[StageInfo], draws: Draws,
+            start: float) -> SamplingResult:
+    """The run as a :class:`SamplingResult` (see :func:`run_smc`, Returns)."""
+    runs = config.num_runs
+    schedule = torch.stack([s.beta for s in stages], dim=1).cpu().tolist()  # (R, stages); a finished run repeats 1.0
+    log_evidence = state.log_evidence.cpu().tolist()
+    moves_per_stage = [s.num_moves for s in stages]
+    per_step = [rate for s in stages for rate in s.acceptance_per_move] + list(draws.acceptance_per_move)
+    info: SMCRunInfo = {
+        "log_evidence": log_evidence,
+        "log_evidence_mean": sum(log_evidence) / runs,
+        "log_evidence_pooled": float(kernel.log_mean_exp(state.log_evidence, dim=0)),
+        "tempering_schedule": [[0.0] + row[: row.index(1.0) + 1] for row in schedule],
+        "ess_per_stage": torch.stack([s.ess_fraction for s in stages]).cpu().tolist(),
+        "num_stages": len(stages),
+        "acceptance_per_stage": torch.stack([s.acceptance for s in stages]).cpu().tolist(),
+        "moves_per_stage": moves_per_stage,
+        "acceptance_per_step": torch.stack(per_step).cpu().tolist(),
+        "proposal_scale_factor": state.log_scale_factor.exp().cpu().tolist(),
+        "proposal_scale": draws.proposal_scale.view(runs, config.particles_per_run, -1)[:, 0].cpu().tolist(),
+    }
+    return SamplingResult(
+        method="smc",
+        latent_names=names,
+        trace=draws.positions.cpu(),
+        sample_stats={"accepted": draws.accepted.cpu()},
+        extras_trace=draws.extras.cpu() if draws.extras is not None else None,
+        extras_names=tuple(extras_names),
+        num_warmup=0,
+        num_evaluations=config.num_particles * (1 + sum(moves_per_stage) + config.num_final_draws),
+        seconds=time.perf_counter() - start,
+        superchains=runs if runs > 1 else None,  # one run: split R-hat only
+        info=info,
+    )
 
 
 def run_smc(
@@ -274,228 +754,26 @@ def run_smc(
     True
     """
     start = time.perf_counter()
-    runs = _positive_int("num_runs", num_runs)
-    m = _positive_int("particles_per_run", particles_per_run)
-    if m < 2:
-        raise InvalidInputError(
-            f"particles_per_run must be at least 2 (a run's spread sets its proposal), got {particles_per_run!r}"
-        )
-    _positive_int("num_moves", num_moves)
-    if max_moves is None:
-        max_moves = max(num_moves, MAX_MOVES)
-    if isinstance(max_moves, bool) or not isinstance(max_moves, int) or max_moves < num_moves:
-        raise InvalidInputError(f"max_moves must be an integer >= num_moves ({num_moves}), got {max_moves!r}")
-    if not 0 <= min_moved_fraction <= 1:
-        raise InvalidInputError(f"min_moved_fraction must be in [0, 1], got {min_moved_fraction!r}")
-    if move in MOVES and move != "rw" and m < MIN_PARTICLES_PER_RUN_FITTED:
-        raise InvalidInputError(
-            f"move={move!r} fits a mixture to each half-run and needs particles_per_run >= "
-            f"{MIN_PARTICLES_PER_RUN_FITTED}, got {m}; use move='rw' or more particles"
-        )
-    _positive_int("num_final_draws", num_final_draws)
-    _positive_int("max_stages", max_stages)
-    if move not in MOVES:
-        raise InvalidInputError(f"move must be one of {', '.join(MOVES)}, got {move!r}")
-    if not 0 <= defensive_weight < 1:
-        raise InvalidInputError(f"defensive_weight must be in [0, 1), got {defensive_weight!r}")
-    if isinstance(target_ess_fraction, bool) or not 0 < target_ess_fraction < 1:
-        raise InvalidInputError(f"target_ess_fraction must be in (0, 1), got {target_ess_fraction!r}")
-    if slow_ess_fraction is None:
-        slow_ess_fraction = target_ess_fraction
-    if isinstance(slow_ess_fraction, bool) or not target_ess_fraction <= slow_ess_fraction < 1:
-        raise InvalidInputError(f"slow_ess_fraction must be in [target_ess_fraction, 1), got {slow_ess_fraction!r}")
-    n = runs * m
-
-    # --- initial particles: exact prior draws, all at beta = 0 -------------------
-    z = sample_prior(n, generator)
-    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != n:
-        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise InvalidInputError(f"sample_prior({n}, generator) must return a ({n}, D) tensor, got {shape}")
-    if device is not None:
-        z = z.to(resolve_device(device))
-    if generator is not None and generator.device.type != z.device.type:
-        raise InvalidInputError(
-            f"generator lives on {generator.device} but the particles on {z.device}; "
-            "create the generator on the particles' device"
-        )
-    if not torch.isfinite(z).all():
-        raise InvalidInputError("sample_prior returned non-finite entries")
-    dim = z.shape[1]
-    names = tuple(latent_names) if latent_names is not None else tuple(f"z{i}" for i in range(dim))
-    if len(names) != dim:
-        raise InvalidInputError(f"got {len(names)} latent names for {dim} latents")
-    dev, dtype = z.device, z.dtype
-
-    lp, ll, user_extras = _evaluate(log_prior_fn, log_likelihood_fn, z)
-    if (lp == -math.inf).any():
-        raise ModelOutputError(
-            f"log_prior_fn is -inf at {int((lp == -math.inf).sum())} of {n} draws of sample_prior: "
-            "the two disagree about the prior's support"
-        )
-    has_extras = user_extras is not None
-
-    def pack(lp, ll, extras):
-        cols = [lp.to(dtype).unsqueeze(-1), ll.to(dtype).unsqueeze(-1)]
-        if extras is not None:
-            cols.append(extras.to(dtype))
-        return torch.cat(cols, dim=-1)
-
-    def target_at(beta_particles: torch.Tensor):
-        """Log density ``log prior + beta * loglik`` at each particle's own run's beta."""
-
-        def log_density(position):
-            lp, ll, extras = _evaluate(log_prior_fn, log_likelihood_fn, position)
-            if has_extras and extras is None:
-                raise ModelOutputError("log_likelihood_fn returned extras at first and none later")
-            return _tempered(lp, ll, beta_particles), pack(lp, ll, extras if has_extras else None)
-
-        return log_density
-
-    extras = pack(lp, ll, user_extras)
-    beta = torch.zeros(runs, device=dev, dtype=torch.float64)
-    log_evidence = torch.zeros(runs, device=dev, dtype=torch.float64)
-    log_c = torch.full((runs,), math.log(2.38 / math.sqrt(dim)), device=dev, dtype=torch.float64)
-    run_offsets = (torch.arange(runs, device=dev) * m).unsqueeze(-1)  # (R, 1): run-local -> flat index
-    betas, ess_fractions, stage_acceptance, step_acceptance, moves_per_stage = [], [], [], [], []
-    ess_target = torch.full((runs,), float(target_ess_fraction), device=dev, dtype=torch.float64)
-    num_moves_done = 0
-
-    def proposal_scale():
-        """Per-particle ``(N, D)`` scale ``c_r * sd_rd`` from each run's current spread."""
-        spread = z.reshape(runs, m, dim).std(dim=1).clamp(min=MIN_POPULATION_SD)  # (R, D)
-        scale = log_c.exp().to(dtype).unsqueeze(-1) * spread
-        return scale.repeat_interleave(m, dim=0)
-
-    # Cross-fitting: each run's particles fall into two halves (slots [0, M/2) and
-    # [M/2, M)); the mixture a particle proposes from is fitted on the other half
-    # of its own run, so it never depends on the particle it moves (an
-    # independent MH kernel is invariant only for a proposal fixed apart from
-    # the chain) and runs stay independent of each other.
-    half = (torch.arange(m, device=dev) >= m // 2).long()  # (M,)
-    fold_mask = torch.stack([half == 0, half == 1])  # (2, M): which slots fit mixture h
-    proposal_group = (2 * torch.arange(runs, device=dev).unsqueeze(-1) + (1 - half)).flatten()  # (N,)
-
-    components = max(1, min(num_components, (m // 2) // (POINTS_PER_COMPONENT_AND_DIMENSION * dim)))
-
-    def cross_fitted_mixture(z):
-        """``2R`` mixtures: mixture ``2r + h`` fitted on half ``h`` of run ``r``."""
-        points = z.view(runs, 1, m, dim).expand(runs, 2, m, dim).reshape(2 * runs, m, dim)
-        log_w = torch.zeros(2, m, device=dev, dtype=dtype).masked_fill(~fold_mask, -math.inf)
-        return mixture.fit(points, log_w.repeat(runs, 1), num_components=components,
-                           inflation=proposal_inflation, defensive_weight=defensive_weight,
-                           generator=generator)
-
-    def one_move(j, state, log_density, scale, fitted):
-        """Move ``j`` of a stage: independent (even ``j``) or random walk, as ``move`` says.
-        Moves beyond ``num_moves`` (a stage whose particles are slow to move) alternate
-        random walk and independent whatever ``move`` is: where the fitted mixture
-        fits the tempered target poorly, local moves still separate resampled copies."""
-        extra = j >= num_moves
-        if fitted is not None and ((move == "independent" and not extra) or (j - extra) % 2 == 0):
-            return (*imh.step(generator, state, log_density, proposal=fitted, group=proposal_group), False)
-        return (*mh.step(generator, state, log_density, scale=scale), True)
-
-    # --- tempering stages ----------------------------------------------------
-    stages = 0
+    config = SMCConfig(
+        num_runs=num_runs, particles_per_run=particles_per_run, target_ess_fraction=target_ess_fraction,
+        slow_ess_fraction=slow_ess_fraction, num_moves=num_moves, max_moves=max_moves,
+        min_moved_fraction=min_moved_fraction, num_final_draws=num_final_draws, max_stages=max_stages, move=move,
+        num_components=num_components, proposal_inflation=proposal_inflation, defensive_weight=defensive_weight,
+    )
+    particles = _prior_draws(sample_prior, config.num_particles, generator, device)
+    names = resolve_latent_names(latent_names, particles.shape[1])
+    state, target = init(particles, log_prior_fn, log_likelihood_fn, config)
+    stages: list[StageInfo] = []
     lowest_beta = 0.0
     while lowest_beta < 1.0:
-        if stages == max_stages:
+        if len(stages) == config.max_stages:
             raise ModelOutputError(
-                f"SMC reached max_stages={max_stages} with runs still at beta={beta.tolist()} (< 1): the "
-                "likelihood is too informative for this many stages; raise max_stages or target_ess_fraction"
+                f"SMC reached max_stages={config.max_stages} with runs still at beta={state.beta.tolist()} (< 1): "
+                "the likelihood is too informative for this many stages; raise max_stages or target_ess_fraction"
             )
-        stages += 1
-        loglik = extras[:, _LOG_LIK_COL].view(runs, m)
-        new_beta = kernel.next_temperature(loglik, beta, ess_target)
-        active = beta < 1
-        log_w = kernel.tempered_log_weights(loglik, new_beta - beta)  # (R, M), float64
-        log_evidence = log_evidence + kernel.log_mean_exp(log_w, dim=1)
-        ess = kernel.effective_sample_size(log_w) / m
-        ess_fractions.append((ess * active).sum() / active.sum())
-        beta = new_beta
-        betas.append(beta)
-
-        idx = (kernel.systematic_resample(generator, log_w) + run_offsets).flatten()
-        z, extras = z[idx], extras[idx]
-        fitted = cross_fitted_mixture(z) if move != "rw" else None
-        beta_particles = beta.repeat_interleave(m)
-        log_density = target_at(beta_particles)
-        state = mh.MHState(z, _tempered(extras[:, _LOG_PRIOR_COL], extras[:, _LOG_LIK_COL], beta_particles), extras)
-        scale = proposal_scale()
-        accepted = torch.zeros(runs, device=dev, dtype=torch.float64)  # random-walk acceptance, summed
-        accepted_all = torch.zeros(runs, device=dev, dtype=torch.float64)  # every move's acceptance, summed
-        rw_moves = 0
-        moved = torch.zeros(n, device=dev, dtype=torch.bool)
-        j = 0
-        while True:
-            state, info, is_rw = one_move(j, state, log_density, scale, fitted)
-            j += 1
-            moved |= info.accepted
-            rate = info.accepted.view(runs, m).to(torch.float64).mean(dim=1)
-            if is_rw:
-                accepted = accepted + rate
-                rw_moves += 1
-            step_acceptance.append(rate.mean())
-            accepted_all = accepted_all + rate
-            if j >= max_moves:
-                break
-            if j >= num_moves:
-                # Keep moving until enough particles of every run have left their resampled copy:
-                # with low acceptance a fixed count would leave runs collapsed onto few ancestors.
-                if float(moved.view(runs, m).to(torch.float64).mean(dim=1).min()) >= min_moved_fraction:
-                    break
-        num_moves_done += j
-        moves_per_stage.append(j)
-        stage_acceptance.append(accepted_all.mean() / j)
-        ess_target = torch.where(accepted_all / j < SLOW_ACCEPTANCE, slow_ess_fraction, target_ess_fraction)
-        z, extras = state.position, state.extras
-        if rw_moves:
-            rate = accepted / rw_moves
-            log_c = log_c + SCALE_ADAPTATION_GAIN * (rate - TARGET_ACCEPTANCE)
-        lowest_beta = float(beta.min())  # the one host round-trip per stage: may we stop?
+        state, stage = step(generator, state, target, config)
+        stages.append(stage)
+        lowest_beta = float(state.beta.min())  # the one host round-trip per stage: may we stop?
         report(progress, "tempering", int(lowest_beta * PROGRESS_RESOLUTION), PROGRESS_RESOLUTION)
-
-    # --- draws at the posterior, proposal frozen ----------------------------------
-    beta_particles = torch.ones(n, device=dev, dtype=torch.float64)
-    log_density = target_at(beta_particles)
-    state = mh.MHState(z, _tempered(extras[:, _LOG_PRIOR_COL], extras[:, _LOG_LIK_COL], beta_particles), extras)
-    scale = proposal_scale()
-    fitted = cross_fitted_mixture(z) if move != "rw" else None
-    positions, accepted_draws, extras_draws = [], [], []
-    for k in range(num_final_draws):
-        state, info, _ = one_move(k, state, log_density, scale, fitted)
-        positions.append(state.position)
-        accepted_draws.append(info.accepted)
-        if has_extras:
-            extras_draws.append(state.extras[:, _USER_COLS:])
-        step_acceptance.append(info.accepted.to(torch.float64).mean())
-        report(progress, "sampling", k + 1, num_final_draws)
-    num_moves_done += num_final_draws
-
-    schedule = torch.stack(betas, dim=1).cpu().tolist()  # (R, stages); a finished run repeats 1.0
-    log_evidence_list = log_evidence.cpu().tolist()
-    return SamplingResult(
-        method="smc",
-        latent_names=names,
-        trace=torch.stack(positions, dim=1).cpu(),
-        sample_stats={"accepted": torch.stack(accepted_draws, dim=1).cpu()},
-        extras_trace=torch.stack(extras_draws, dim=1).cpu() if has_extras else None,
-        extras_names=tuple(extras_names),
-        num_warmup=0,
-        num_evaluations=n * (1 + num_moves_done),
-        seconds=time.perf_counter() - start,
-        superchains=runs if runs > 1 else None,  # one run: split R-hat only
-        info={
-            "log_evidence": log_evidence_list,
-            "log_evidence_mean": sum(log_evidence_list) / runs,
-            "log_evidence_pooled": float(kernel.log_mean_exp(log_evidence, dim=0)),
-            "tempering_schedule": [[0.0] + row[: row.index(1.0) + 1] for row in schedule],
-            "ess_per_stage": torch.stack(ess_fractions).cpu().tolist(),
-            "num_stages": stages,
-            "acceptance_per_stage": torch.stack(stage_acceptance).cpu().tolist(),
-            "moves_per_stage": moves_per_stage,
-            "acceptance_per_step": torch.stack(step_acceptance).cpu().tolist(),
-            "proposal_scale_factor": log_c.exp().cpu().tolist(),
-            "proposal_scale": scale.view(runs, m, dim)[:, 0].cpu().tolist(),
-        },
-    )
+    draws = final_draws(generator, state, target, config, progress)
+    return _result(config, names, extras_names, state, stages, draws, start)

@@ -26,8 +26,8 @@ from ppl_audit.errors import InvalidInputError
 
 RIDGE_FRACTION = 1e-3  # covariance ridge, as a fraction of the group's per-dimension variance
 MIN_VARIANCE = 1e-12  # floor of a group's per-dimension variance (a group of identical points)
-EM_ITERATIONS = 20
-DEFENSIVE_SCALE = 2.0  # the defensive component's covariance is the group's, times this squared  # enough to settle a handful of components in a few dimensions
+EM_ITERATIONS = 20  # enough to settle a handful of components in a few dimensions
+DEFENSIVE_SCALE = 2.0  # the defensive component's covariance is the group's, times this squared
 
 
 @dataclass(frozen=True)

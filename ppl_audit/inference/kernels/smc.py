@@ -4,9 +4,10 @@ Pure functions over ``R`` independent SMC runs of ``M`` particles each, held as
 ``(R, M)`` tensors of log weights or log likelihoods: the effective sample size
 of each run's weights, the next inverse temperature of each run (adaptive
 tempering: Jasra et al. 2011; Chopin & Papaspiliopoulos 2020, Ch. 17),
-systematic resampling within each run (Kitagawa 1996; Douc et al. 2005) and a stable ``log mean exp``. No Python loop runs over the
-runs; the driver (:mod:`ppl_audit.inference.smc`) owns the stages, the moves
-and the bookkeeping.
+systematic resampling within each run (Kitagawa 1996; Douc et al. 2005), a
+stable ``log mean exp`` and the cross-fitted mixtures the independent moves
+propose from. No Python loop runs over the runs; :mod:`ppl_audit.inference.smc`
+composes these into a stage and owns the bookkeeping.
 
 Log likelihoods of ``-inf`` (a particle outside the likelihood's support) get
 weight exactly 0 at every inverse temperature, never ``NaN``. A run whose every
@@ -24,6 +25,7 @@ import math
 import torch
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
+from ppl_audit.inference.kernels import mixture
 
 # 50 halvings of an interval no wider than 1 pin the next inverse temperature
 # to 2**-50 ~ 1e-15, the resolution of float64 near 1.
@@ -261,3 +263,58 @@ def systematic_resample(generator: torch.Generator | None, log_weights: torch.Te
     # right=True: u in [cdf[i-1], cdf[i]) picks i, so an empty interval (weight 0) picks nothing.
     idx = torch.searchsorted(cdf, u, right=True)
     return idx.clamp(max=m - 1)
+
+
+def cross_fitted_mixture(
+    generator: torch.Generator | None,
+    particles: torch.Tensor,
+    num_runs: int,
+    *,
+    num_components: int,
+    inflation: float,
+    defensive_weight: float,
+) -> tuple[mixture.GaussianMixture, torch.Tensor]:
+    """Cross-fitted Gaussian-mixture proposals: ``2R`` mixtures, one per half-run.
+
+    Each run's particles fall into two halves (slots ``[0, M/2)`` and
+    ``[M/2, M)``); mixture ``2r + h`` is fitted on half ``h`` of run ``r``, and
+    a particle proposes from the mixture of the *other* half of its own run.
+    Its proposal then never depends on its own position (an independent MH
+    kernel is invariant only for a proposal fixed apart from the chain), and
+    runs stay independent of each other.
+
+    Parameters
+    ----------
+    generator : torch.Generator or None
+        Seeds the fits' starting means.
+    particles : torch.Tensor, (R * M, D)
+        Run-major: run ``r`` owns rows ``r*M .. (r+1)*M - 1``.
+    num_runs : int
+        ``R``.
+    num_components, inflation, defensive_weight
+        Passed to :func:`~ppl_audit.inference.kernels.mixture.fit`.
+
+    Returns
+    -------
+    (GaussianMixture, torch.Tensor (R * M,) int64)
+        The ``2R`` mixtures, and the mixture each particle proposes from
+        (the ``group`` of :func:`~ppl_audit.inference.kernels.imh.step`).
+
+    Examples
+    --------
+    >>> z = torch.randn(2 * 16, 1, generator=torch.Generator().manual_seed(0))
+    >>> mix, group = cross_fitted_mixture(None, z, 2, num_components=1, inflation=1.0, defensive_weight=0.0)
+    >>> mix.num_groups, group.view(2, 16)[:, [0, 15]].tolist()
+    (4, [[1, 0], [3, 2]])
+    """
+    runs = num_runs
+    m, dim = particles.shape[0] // runs, particles.shape[1]
+    dev = particles.device
+    half = (torch.arange(m, device=dev) >= m // 2).long()  # (M,)
+    fold_mask = torch.stack([half == 0, half == 1])  # (2, M): which slots fit mixture h
+    group = (2 * torch.arange(runs, device=dev).unsqueeze(-1) + (1 - half)).flatten()  # (N,)
+    points = particles.view(runs, 1, m, dim).expand(runs, 2, m, dim).reshape(2 * runs, m, dim)
+    log_w = torch.zeros(2, m, device=dev, dtype=particles.dtype).masked_fill(~fold_mask, -math.inf)
+    fitted = mixture.fit(points, log_w.repeat(runs, 1), num_components=num_components, inflation=inflation,
+                         defensive_weight=defensive_weight, generator=generator)
+    return fitted, group
