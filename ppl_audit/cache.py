@@ -11,6 +11,7 @@ raw tensors only, and a file whose checksum or header is wrong raises
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -78,8 +79,9 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], i
         The weights file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    check_finite_weights(tensors, path.stem)
+    path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in (path, path.with_suffix(".json")):
         clean_stale_temporaries(leftover)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
@@ -94,6 +96,59 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], i
     sidecar = {"sha256": digest, "info": info}
     _atomic_write_bytes(path.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
     return path
+
+
+def check_finite_weights(tensors: dict[str, torch.Tensor], name: str) -> None:
+    """Refuse weights holding NaN or inf: a diverged training run must never be cached.
+
+    Examples
+    --------
+    >>> check_finite_weights({"w": torch.tensor([1.0, float("nan")])}, "toy")
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.WeightsError: training of toy ended with non-finite weights (1 of 2 values of 'w' are NaN or inf; a smaller learning_rate may help); nothing was cached
+    """
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise WeightsError(f"training of {name} ended with non-finite weights ({bad} of {tensor.numel()} values "
+                                   f"of {key!r} are NaN or inf; a smaller learning_rate may help); nothing was cached")
+
+
+# Metrics whose names contain one of these are shares: a sidecar value outside [0, 1] was edited or corrupted.
+FRACTION_METRIC_WORDS = ("accuracy", "fraction", "coverage", "auroc")
+
+
+def check_sidecar_info(info: Any, recipe_hash: str, path: Path) -> dict[str, Any]:
+    """``info`` if it records ``recipe_hash`` and plausible metrics, else :class:`WeightsError` (the caller rebuilds).
+
+    Numbers in ``metrics`` must be finite; shares (names with ``accuracy``, ``fraction``...) must lie in ``[0, 1]``
+    and ``*seconds`` must be >= 0, so that an edited sidecar never reaches a report.
+
+    Examples
+    --------
+    >>> check_sidecar_info({"recipe_hash": "ab", "metrics": {"test_accuracy": 1.5}}, "ab", Path("x.safetensors"))
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.WeightsError: sidecar of x.safetensors records test_accuracy = 1.5, outside [0, 1]
+    """
+    if not isinstance(info, dict) or info.get("recipe_hash") != recipe_hash:
+        recorded = info.get("recipe_hash") if isinstance(info, dict) else None
+        raise WeightsError(f"sidecar of {path.name} records recipe {str(recorded)[:20]!r}, not {recipe_hash!r}")
+    metrics = info.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise WeightsError(f"sidecar of {path.name}: 'metrics' must be a table")
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # curves, lists and notes are shown as they are
+        if not math.isfinite(value):
+            raise WeightsError(f"sidecar of {path.name} records {key} = {value}, not a finite number")
+        if any(word in key for word in FRACTION_METRIC_WORDS) and not 0 <= value <= 1:
+            raise WeightsError(f"sidecar of {path.name} records {key} = {value}, outside [0, 1]")
+        if key.endswith("seconds") and value < 0:
+            raise WeightsError(f"sidecar of {path.name} records {key} = {value}, a negative duration")
+    return info
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ppl_audit.errors import AuditFileError
 from ppl_audit.paths import SAFE_NAME_RULE, check_safe_name, is_safe_name
+from ppl_audit.validators import is_real
 
 CARD_TABLES = ("model", "architecture", "data", "training", "expected")
 REQUIRED_TABLES = ("model", "architecture", "data", "training")
@@ -134,10 +135,7 @@ def parse_card(text: str, source: str = "<string>") -> ModelCard:
     AuditFileError
         Naming the file and the missing or malformed table or key.
     """
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise AuditFileError(f"{source}: not valid TOML: {exc}") from exc
+    doc = loads_toml(text, source)
     unknown = set(doc) - set(CARD_TABLES)
     if unknown:
         raise AuditFileError(f"{source}: unknown table(s) {sorted(unknown)}; expected {list(CARD_TABLES)}")
@@ -148,6 +146,8 @@ def parse_card(text: str, source: str = "<string>") -> ModelCard:
     for key in ("name", "kind"):
         if not isinstance(model.get(key), str) or not model[key]:
             raise AuditFileError(f"{source}: [model] needs a non-empty string {key!r}")
+    expected = doc.get("expected", {})
+    check_expected_table(expected, source)
     return ModelCard(
         name=model["name"],
         kind=model["kind"],
@@ -155,9 +155,58 @@ def parse_card(text: str, source: str = "<string>") -> ModelCard:
         architecture=doc["architecture"],
         data=doc["data"],
         training=doc["training"],
-        expected=doc.get("expected", {}),
+        expected=expected,
         source=source,
     )
+
+
+def loads_toml(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML text; a syntax error or nesting too deep for the parser is an :class:`AuditFileError`.
+
+    Examples
+    --------
+    >>> loads_toml("a = " + "[" * 1000 + "]" * 1000, "deep.toml")
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.AuditFileError: deep.toml: not valid TOML: nested too deeply
+    """
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise AuditFileError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise AuditFileError(f"{source}: not valid TOML: nested too deeply") from None
+
+
+def read_toml_text(path: Path) -> str:
+    """A TOML file's text; a file that is not UTF-8 text (a binary card) is an :class:`AuditFileError`."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AuditFileError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise AuditFileError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def check_expected_table(expected: Any, source: str) -> None:
+    """Refuse an ``[expected]`` table whose ``min_KEY`` / ``max_KEY`` bounds are not finite numbers.
+
+    Other keys (notes such as ``training_seconds_2_cpu_cores``) must be numbers or strings.
+
+    Examples
+    --------
+    >>> check_expected_table({"min_test_accuracy": "high"}, "c.toml")
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.AuditFileError: c.toml: [expected] min_test_accuracy must be a finite number, got 'high'
+    """
+    if not isinstance(expected, dict):
+        raise AuditFileError(f"{source}: [expected] must be a table of bounds, got {expected!r}"[:200])
+    for key, value in expected.items():
+        if key.startswith(("min_", "max_")) and not is_real(value):
+            raise AuditFileError(f"{source}: [expected] {key} must be a finite number, got {value!r}"[:200])
+        if not is_real(value) and not isinstance(value, str):
+            raise AuditFileError(f"{source}: [expected] {key} must be a number or a string, got {value!r}"[:200])
 
 
 def _shipped_card(name: str) -> str | None:
@@ -184,7 +233,7 @@ def load_card(name_or_path: str | os.PathLike) -> ModelCard:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise AuditFileError(f"model card {path} does not exist")
-        return parse_card(path.read_text(), source=str(path))
+        return parse_card(read_toml_text(path), source=str(path))
     if not is_safe_name(str(name_or_path)):
         raise AuditFileError(f"no model card named {str(name_or_path)!r}: a card is a .toml file that exists, "
                              f"or the name of a shipped card ({SAFE_NAME_RULE})")

@@ -14,12 +14,24 @@ import time
 from ppl_audit.errors import InvalidInputError, PplAuditError
 from ppl_audit.levelset import RELAXATIONS
 from ppl_audit.sampling import DEFAULT_METHOD, METHODS
+from ppl_audit.validators import check_seed
 
 EXIT_USAGE = 2  # argparse's own status for bad arguments; we use it for every user error
 DEFAULT_DEMO_OUT = "reports/demo"
 DEFAULT_TRAIN_OUT = "reports/train-{name}"  # `train` writes its report here unless --out or --no-report
 FORCE_HELP = ("write into a folder that also holds files ppl-audit did not write: they are kept, and only "
               "its own earlier report files are replaced")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``ppl-audit: error: ...``, and exit status 2, like
+    every other user error (argparse's default prints the whole usage block first)."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        text = " ".join(f"{command + ': ' if command else ''}{message}".split())
+        help_hint = f"; see ppl-audit {command + ' ' if command else ''}--help"
+        self.exit(EXIT_USAGE, f"ppl-audit: error: {text}{help_hint}\n")
 
 
 class _Progress:
@@ -75,7 +87,7 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ppl-audit`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="ppl-audit",
         description="Audit image classifiers with probabilistic programming.",
     )
@@ -172,7 +184,9 @@ def _run_audit(module, spec, seed, args, progress) -> int:
     report = module.run(spec, seed=seed, progress=progress, cache=args.cache_dir, **extra)
     path = write_report(report, out, force=args.force)
     warnings = list(report.iter_warnings())
-    if not args.quiet:
+    if args.quiet:
+        print(path)  # --quiet: the result's path is all a script needs, and all that is printed
+    else:
         print(f"report written to {path}/report.html ({len(warnings)} warning(s); "
               f"{report.timings.get('total_seconds', 0):.1f} s)", file=sys.stderr)
     return 0
@@ -221,19 +235,18 @@ def _train(args, progress) -> int:
 
 def _ood(args, progress) -> int:
     from ppl_audit.audits.ood import score_folder
-    from ppl_audit.audits.spec import validate_seed
+    from ppl_audit.audits.spec import MAX_SEED
     from ppl_audit.report import check_output_dir, write_report
 
     out = check_output_dir(args.out, force=args.force)
-    try:
-        seed = validate_seed(args.seed)
-    except PplAuditError as exc:
-        raise InvalidInputError(f"--seed: {exc}") from exc
+    seed = check_seed(args.seed, "--seed", maximum=MAX_SEED)
     report = score_folder(args.images, vae_ensemble=args.ensemble, gan_ensemble=args.gan_ensemble,
                           num_reference=args.reference, seed=seed, device=args.device, cache=args.cache_dir,
                           data_dir=args.data_dir, progress=progress)
     path = write_report(report, out, force=args.force)
-    if not args.quiet:
+    if args.quiet:
+        print(path)
+    else:
         print(f"{report.metrics['num_images']} images scored; report written to {path}/report.html", file=sys.stderr)
     return 0
 
@@ -242,7 +255,7 @@ def _command(args, progress) -> int:
     import dataclasses
 
     from ppl_audit.audits import levelset as levelset_audit
-    from ppl_audit.audits.spec import validate_seed
+    from ppl_audit.audits.spec import MAX_SEED
 
     if getattr(args, "device", None) is not None:
         from ppl_audit._device import resolve_device
@@ -282,10 +295,7 @@ def _command(args, progress) -> int:
             raise InvalidInputError(f"--method does not apply to an audit of kind {module.KIND!r}")
         spec = dataclasses.replace(spec, method=args.method)
     if args.seed is not None:
-        try:
-            seed = validate_seed(args.seed)
-        except PplAuditError as exc:
-            raise InvalidInputError(f"--seed: {exc}") from exc
+        seed = check_seed(args.seed, "--seed", maximum=MAX_SEED)
     return _run_audit(module, spec, seed, args, progress)
 
 
@@ -295,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
                         format="ppl-audit: warning: %(message)s", stream=sys.stderr)
+    root_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR if args.quiet else logging.WARNING)  # basicConfig sets it once only
+    # Libraries' warnings become log lines ("ppl-audit: warning: ..."): silent under --quiet, one line otherwise.
+    logging.captureWarnings(True)
     progress = None if args.quiet else _Progress()
     try:
         return _command(args, progress)
@@ -305,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ppl-audit: interrupted", file=sys.stderr)
         return 130
     finally:
+        logging.captureWarnings(False)
+        logging.getLogger().setLevel(root_level)
         if progress is not None:
             progress.close()
 

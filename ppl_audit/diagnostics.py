@@ -31,6 +31,7 @@ SMC runs are also checked on their own terms (:func:`smc_checks`).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -53,11 +54,35 @@ LATENT_VAR = "z"  # the latent variable's name in InferenceData
 LATENT_DIM = "latent"  # the dimension that names the latent coordinates
 
 
+logger = logging.getLogger(__name__)
+
+# ArviZ log lines that say what the summaries already report (an R-hat or ESS of NaN and a "not
+# converged" verdict for runs with under 2 chains or 4 draws, or NaN draws): dropped, never printed.
+HARMLESS_ARVIZ_LOG = ("Shape validation failed", "Array contains NaN-value")
+
+
+class _ArvizLogRoute(logging.Filter):
+    """Sends ArviZ's own log lines (its private logger prints to stderr) through this module's logger,
+    so that the caller's logging settings (the command line's ``--quiet``) govern them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(HARMLESS_ARVIZ_LOG):
+            logger.log(record.levelno, "ArviZ: %s", message)
+        return False
+
+
+_ARVIZ_LOG_ROUTE = _ArvizLogRoute()
+
+
 def _arviz():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the 1.x refactor notice, printed at import
         import arviz
 
+    arviz_log = getattr(arviz, "_log", None)
+    if arviz_log is not None and _ARVIZ_LOG_ROUTE not in arviz_log.filters:
+        arviz_log.addFilter(_ARVIZ_LOG_ROUTE)
     return arviz
 
 

@@ -27,6 +27,7 @@ import torch
 from ppl_audit.classifiers.base import Classifier, as_classifier, check_probabilities
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.priors.base import LATENT_SITE, PARTICLE_PLATE, Prior
+from ppl_audit.validators import check_real, is_positive_int
 
 PREDICTION_SITE = "prediction"  # the observed Dirichlet site
 TARGET_SUM_TOLERANCE = 1e-6  # |sum(target) - 1| accepted; the issue's tolerance
@@ -37,6 +38,13 @@ PROBABILITY_FLOOR = 1e-6
 DEFAULT_CHUNK_SIZE = 256  # particles per decode + classify pass (bounded memory)
 RELAXATIONS = ("dirichlet", "gaussian")
 DEFAULT_GAUSSIAN_SIGMA = 0.05  # a level set about 0.05 wide in each class probability
+# The likelihood is float32. Its lgamma terms grow like alpha log alpha: at 1e5 the log-density is within
+# 0.03 nats of float64's (0.8 nats at 1e6, 7,500 at 1e10); at 1e-6, alpha * PROBABILITY_FLOOR = 1e-12 stays
+# far above float32's smallest normal (1.2e-38), where lgamma(0) = inf would make it NaN.
+MIN_CONCENTRATION, MAX_CONCENTRATION = 1e-6, 1e5
+# As tight as the Dirichlet bound (its sd sqrt(p(1-p)/alpha) is 1.6e-3 at 1e5), so (f - t)^2 / sigma^2 stays
+# below 1e6 in float32; at 100 the likelihood is flat to 5e-5 nats over the whole simplex.
+MIN_SIGMA, MAX_SIGMA = 1e-3, 100.0
 
 
 def validate_target(target, num_classes: int | None = None, *, allow_boundary: bool = False) -> torch.Tensor:
@@ -75,30 +83,53 @@ def validate_target(target, num_classes: int | None = None, *, allow_boundary: b
     if t.numel() < 2:
         raise InvalidInputError(f"target needs at least 2 entries, got {t.numel()}")
     if not torch.isfinite(t).all():
-        raise InvalidInputError(f"target has non-finite entries: {t.tolist()}")
+        raise InvalidInputError(f"target has non-finite entries: {_shown(t)}")
     if (t < 0).any():
-        raise InvalidInputError(f"target has negative entries: {t.tolist()}")
+        raise InvalidInputError(f"target has negative entries: {_shown(t)}")
     if abs(float(t.sum()) - 1.0) > TARGET_SUM_TOLERANCE:
         raise InvalidInputError(
             f"target must sum to 1 (tolerance {TARGET_SUM_TOLERANCE:g}), sums to {float(t.sum()):.8g}"
         )
-    if not allow_boundary and ((t == 0) | (t == 1)).any():
+    t32 = t.to(torch.float32)  # the likelihood's precision: 1e-50 and 0.9999999999999 become 0 and 1 there
+    if not allow_boundary and ((t32 == 0) | (t32 == 1)).any():
         raise InvalidInputError(
-            f"target {t.tolist()} lies on the simplex boundary (an entry is exactly 0 or 1), where the "
-            "Dirichlet density is 0 or infinite; give interior values such as 0.001 / 0.999"
+            f"target {_shown(t)} lies on the simplex boundary in float32, the likelihood's precision (an entry "
+            "is exactly 0 or 1 there), where the Dirichlet density is 0 or infinite; give interior values such as "
+            "0.001 / 0.999 (entries between 1.2e-38 and 1 - 6e-8)"
         )
-    return t.to(torch.float32)
+    return t32
+
+
+def _shown(t: torch.Tensor) -> str:
+    """A target's entries for a one-line message: at most 10 of them."""
+    values = t.tolist()
+    return str(values) if len(values) <= 10 else str(values[:10])[:-1] + f", ... ({len(values)} entries)]"
 
 
 def validate_concentration(concentration: float) -> float:
-    """Return ``concentration`` as a float, raising unless it is finite and > 0."""
-    try:
-        value = float(concentration)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"concentration must be a number, got {concentration!r}") from exc
-    if not (value > 0 and value != float("inf")):
-        raise InvalidInputError(f"concentration (alpha) must be finite and > 0, got {concentration!r}")
-    return value
+    """Return ``concentration`` as a float, raising unless it lies in ``[MIN_CONCENTRATION, MAX_CONCENTRATION]``.
+
+    Examples
+    --------
+    >>> validate_concentration(10)
+    10.0
+    """
+    return check_real(concentration, "concentration (alpha)", MIN_CONCENTRATION, MAX_CONCENTRATION,
+                      why="where the float32 Dirichlet log-density stays finite and accurate")
+
+
+def validate_sigma(sigma: float | None) -> float:
+    """The Gaussian relaxation's scale (default :data:`DEFAULT_GAUSSIAN_SIGMA`), in ``[MIN_SIGMA, MAX_SIGMA]``.
+
+    Examples
+    --------
+    >>> validate_sigma(None)
+    0.05
+    """
+    if sigma is None:
+        return DEFAULT_GAUSSIAN_SIGMA
+    return check_real(sigma, "sigma", MIN_SIGMA, MAX_SIGMA,
+                      why="where the float32 Gaussian log-density stays finite and not flat")
 
 
 def dirichlet_log_likelihood(probs: torch.Tensor, target: torch.Tensor, concentration: float) -> torch.Tensor:
@@ -192,11 +223,8 @@ class LevelSet:
         self.relaxation = relaxation
         self.target = validate_target(target, self.classifier.num_classes, allow_boundary=relaxation == "gaussian")
         self.concentration = validate_concentration(concentration)
-        sigma = DEFAULT_GAUSSIAN_SIGMA if sigma is None else sigma
-        if not (isinstance(sigma, (int, float)) and 0 < sigma < float("inf")):
-            raise InvalidInputError(f"sigma must be finite and > 0, got {sigma!r}")
-        self.sigma = float(sigma)
-        if chunk_size <= 0:
+        self.sigma = validate_sigma(sigma)
+        if not is_positive_int(chunk_size):
             raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
         self.chunk_size = int(chunk_size)
         #: number of classifier evaluations made so far (one per image)

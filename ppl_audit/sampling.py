@@ -8,6 +8,7 @@ of each particle kept, then ``n <= N`` drawn with replacement.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -29,6 +30,7 @@ from ppl_audit.metrics import (
 from ppl_audit.priors.base import Prior
 from ppl_audit.priors.decoder import LOG_2PI
 from ppl_audit.progress import ProgressFn
+from ppl_audit.validators import check_count, check_fits_in_memory, check_real, check_seed, is_int, is_positive_int
 
 METHODS = ("smc", "mh", "hmc", "nuts", "svi")
 # The fastest method that passes its diagnostics on both level sets of
@@ -309,6 +311,171 @@ def _smc_through(to_latent, log_prior, sample, space_names, space: str, log_like
     return dataclasses.replace(chain, trace=z, latent_names=tuple(names), info={**chain.info, "space": space})
 
 
+# Backend arguments that sample_level_set sets itself: never sampler options.
+SAMPLER_ARGUMENTS_SET_BY_ENGINE = frozenset({
+    "generator", "latent_names", "extras_names", "progress", "device", "num_runs", "particles_per_run",
+    "superchains", "site", "model_args", "model_kwargs", "num_chains", "num_warmup", "num_samples", "seed",
+    "extras_fn", "log_density_fn", "num_steps",
+})
+# Options sample_level_set itself reads before the backend: name -> annotation (as a backend's would read).
+ENGINE_OPTIONS = {"smc": {"space": "str"}}
+# Python types an option's annotation names; an annotation naming anything else is left to the backend.
+_ANNOTATION_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+                     "torch.Tensor": (torch.Tensor,)}
+
+
+def _backend(method: str):
+    """The function that runs ``method`` (imported lazily: Pyro's backends are slow to import)."""
+    from ppl_audit.inference import mcmc, pyro_backends, smc
+
+    return {"smc": smc.run_smc, "mh": mcmc.run_mh, "hmc": mcmc.run_hmc, "nuts": pyro_backends.run_nuts,
+            "svi": pyro_backends.run_svi}[method]
+
+
+def sampler_option_types(method: str) -> dict[str, str]:
+    """The options ``method`` takes, each with its annotation text: the backend's keyword-only
+    parameters that :func:`sample_level_set` does not set itself, and its own (smc's ``space``).
+
+    Examples
+    --------
+    >>> sampler_option_types("hmc")["num_leapfrog"]
+    'int'
+    >>> sampler_option_types("mh")
+    {}
+    """
+    import inspect
+
+    taken = {}
+    for name, parameter in inspect.signature(_backend(method)).parameters.items():
+        if parameter.kind == parameter.KEYWORD_ONLY and name not in SAMPLER_ARGUMENTS_SET_BY_ENGINE:
+            annotation = parameter.annotation
+            taken[name] = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return {**taken, **ENGINE_OPTIONS.get(method, {})}
+
+
+def _option_value_ok(annotation: str, value) -> bool:
+    """Whether ``value`` has a type the annotation names (``bool`` is no number, numbers are finite)."""
+    names = [part.strip() for part in annotation.split("|")]
+    if not all(n in _ANNOTATION_TYPES for n in names):
+        return True  # a callable or another object: the backend checks it
+    if isinstance(value, bool) and "bool" not in names:
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return any(isinstance(value, _ANNOTATION_TYPES[n]) for n in names)
+
+
+def check_sampler_options(method: str, options, what: str = "options") -> dict[str, Any]:
+    """A copy of ``options`` once every name is a setting of ``method`` and every value has its type.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the unknown option (and the ones ``method`` takes) or the ill-typed one (and its type).
+
+    Examples
+    --------
+    >>> check_sampler_options("hmc", {"num_leapfrog": 4})
+    {'num_leapfrog': 4}
+    >>> check_sampler_options("hmc", {"num_leapfrog": "4"})
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: options num_leapfrog of method 'hmc' must be int, got '4'
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise InvalidInputError(f"{what} must be a dict of setting names to values, got {type(options).__name__}")
+    taken = sampler_option_types(method)
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise InvalidInputError(f"{what} {unknown} are not settings of method {method!r}; it takes: "
+                                f"{', '.join(sorted(taken)) or 'none'}")
+    for name, value in options.items():
+        if not _option_value_ok(taken[name], value):
+            raise InvalidInputError(f"{what} {name} of method {method!r} must be {taken[name]}, got {value!r}"[:300])
+    return dict(options)
+
+
+# Documented upper bounds (README, "Bounds"). A million particles is ~250x the largest run benchmarked.
+MAX_PARTICLES = 1_000_000
+MAX_STEPS = 1_000_000  # steps per chain; with MAX_EVALUATIONS it keeps any run to hours, not days
+# particles x steps (x leapfrog steps for hmc): ~18 h at the ~30,000 evaluations/s measured on 2 CPU cores.
+MAX_EVALUATIONS = 2 * 10**9
+MAX_OPTION_COUNT = 1_000_000  # any integer sampler option (num_leapfrog, max_stages, num_proposals...)
+MAX_PRIOR_SAMPLES = 1_000_000  # prior draws in an audit's latent figure (paper: 3,000)
+# A kept draw is held as float32 latents and predictions plus an acceptance flag, about 4 times over: the
+# per-step list, its stacked trace, and ArviZ's float64 copy (2x).
+TRACE_COPIES = 4
+HMC_DEFAULT_LEAPFROG = 8  # run_hmc's default num_leapfrog: evaluations per step when options leave it out
+
+
+def estimate_run_bytes(method: str, num_particles: int, num_steps: int, latent_dim: int, num_classes: int,
+                       options: dict | None = None) -> int:
+    """Bytes a level-set run holds at its peak: its trace, counted :data:`TRACE_COPIES` times, and the
+    ``INIT_OVERSAMPLE * N`` prior draws of its initialisation.
+
+    Examples
+    --------
+    >>> estimate_run_bytes("mh", 1000, 200, 3, 2)  # 1000 x 200 draws of 3 latents and 2 predictions
+    16880000
+    """
+    options = options or {}
+    if method == "smc":
+        kept = options.get("num_final_draws", SMC_FINAL_DRAWS)
+    elif method == "svi":
+        kept = 1 + options.get("num_proposals", 4096) // num_particles
+    else:
+        kept = num_steps
+    per_draw = 4 * (latent_dim + num_classes) + 1
+    return TRACE_COPIES * num_particles * kept * per_draw + INIT_OVERSAMPLE * num_particles * 4 * (latent_dim + num_classes)
+
+
+def check_run_size(method: str, num_particles: int, num_steps: int, options: dict | None = None) -> None:
+    """Refuse counts above the documented bounds: particles, steps, evaluations and integer options.
+
+    Examples
+    --------
+    >>> check_run_size("mh", 10**12, 200)
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: num_particles must be an integer in 1..1000000 (the documented bound), got 1000000000000
+    """
+    check_count(num_particles, "num_particles", MAX_PARTICLES, why="the documented bound")
+    check_count(num_steps, "num_steps", MAX_STEPS, why="the documented bound")
+    for name, value in (options or {}).items():
+        if is_int(value) and value > MAX_OPTION_COUNT:
+            raise InvalidInputError(f"option {name} = {value} is above the documented bound {MAX_OPTION_COUNT}")
+    if method != "smc":  # smc's length is its tempering schedule's, bounded by its max_stages
+        leapfrog = (options or {}).get("num_leapfrog", HMC_DEFAULT_LEAPFROG) if method == "hmc" else 1
+        evaluations = num_particles * num_steps * leapfrog
+        if evaluations > MAX_EVALUATIONS:
+            raise InvalidInputError(
+                f"{num_particles} particles x {num_steps} steps{f' x {leapfrog} leapfrog steps' if leapfrog > 1 else ''}"
+                f" = {evaluations:.3g} classifier evaluations is above the bound of {MAX_EVALUATIONS:.0e} (about 18 h "
+                "on 2 CPU cores); use fewer particles or steps")
+
+
+def _check_arguments(method, init, num_particles, num_steps, num_samples, seed, warmup_fraction, options) -> dict:
+    """:func:`sample_level_set`'s checks of its own arguments, before any work; returns the checked options."""
+    if method not in METHODS:
+        raise InvalidInputError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    if init not in INIT_STRATEGIES:
+        raise InvalidInputError(f"unknown init {init!r}; available: {', '.join(INIT_STRATEGIES)}")
+    for name, value in (("num_particles", num_particles), ("num_steps", num_steps)):
+        if not is_positive_int(value):
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    # NUTS pools every chain's draws, so its samples may outnumber its chains.
+    max_samples = num_particles * num_steps if method == "nuts" else num_particles
+    if num_samples is not None and (not is_int(num_samples) or not 0 < num_samples <= max_samples):
+        raise InvalidInputError(f"num_samples must be in 1..{max_samples} for method {method!r}, got {num_samples!r}")
+    check_seed(seed)
+    check_real(warmup_fraction, "warmup_fraction", 0, 1, high_open=True)
+    options = check_sampler_options(method, options)
+    check_run_size(method, num_particles, num_steps, options)
+    return options
+
+
 def sample_level_set(
     prior: Prior,
     classifier,
@@ -353,7 +520,8 @@ def sample_level_set(
         ``n <= N`` samples drawn with replacement from the particles' last
         states (default ``N``); for nuts, from all kept draws (default up to 1,000).
     seed : int
-        Seeds every random draw: the same seed gives the same samples.
+        Seeds every random draw: the same seed gives the same samples. An ``int`` in
+        ``0..2**63 - 1`` (:func:`~ppl_audit.validators.check_seed`; not a bool or a float).
     method : {"smc", "mh", "hmc", "nuts", "svi"}
         Sampler. ``"smc"`` (the default) is adaptively tempered SMC with
         independent MH moves from fitted mixtures (gradient-free, the fastest
@@ -371,6 +539,8 @@ def sample_level_set(
         Method-specific settings passed to the backend (e.g. ``num_leapfrog``). smc also takes
         ``space``: ``"normal"`` (the default where the prior has :meth:`~ppl_audit.priors.base.Prior.from_normal`)
         moves over the standard normal the prior transforms, ``"latent"`` over ``z``.
+        A name the method does not take, or a value of the wrong type, raises
+        :class:`~ppl_audit.errors.InvalidInputError` naming it (:func:`check_sampler_options`).
     progress : callable, optional
         ``progress(task, done, total)``.
 
@@ -387,18 +557,7 @@ def sample_level_set(
     >>> res.latents.shape
     torch.Size([64, 3])
     """
-    if method not in METHODS:
-        raise InvalidInputError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-    if init not in INIT_STRATEGIES:
-        raise InvalidInputError(f"unknown init {init!r}; available: {', '.join(INIT_STRATEGIES)}")
-    for name, value in (("num_particles", num_particles), ("num_steps", num_steps)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    # NUTS pools every chain's draws, so its samples may outnumber its chains.
-    max_samples = num_particles * num_steps if method == "nuts" else num_particles
-    if num_samples is not None and (not isinstance(num_samples, int) or not 0 < num_samples <= max_samples):
-        raise InvalidInputError(f"num_samples must be in 1..{max_samples} for method {method!r}, got {num_samples!r}")
-    MCMCConfig(num_steps=num_steps, warmup_fraction=warmup_fraction)  # validates both
+    options = _check_arguments(method, init, num_particles, num_steps, num_samples, seed, warmup_fraction, options)
     dev = resolve_device(device)
     level_set = LevelSet(prior, classifier, target, concentration, relaxation=relaxation, sigma=sigma,
                          class_names=class_names)
@@ -406,10 +565,12 @@ def sample_level_set(
         raise InvalidInputError(
             f"method {method!r} needs gradients, but the classifier is a black box; use 'smc' or 'mh'"
         )
+    check_fits_in_memory(estimate_run_bytes(method, num_particles, num_steps, len(prior.latent_names),
+                                            level_set.classifier.num_classes, options), f"a {method} run")
     generator = torch.Generator(device=dev).manual_seed(int(seed))
     chain = _run_backend(method, level_set, prior, num_particles=num_particles, num_steps=num_steps,
                          warmup_fraction=warmup_fraction, init=init, seed=seed, generator=generator, device=dev,
-                         options=dict(options or {}), progress=progress)
+                         options=options, progress=progress)
     # The level set counts every image it classified (initialisation included);
     # Pyro backends evaluate through its model, which only the backend counts.
     chain = dataclasses.replace(chain, num_evaluations=max(chain.num_evaluations, level_set.evaluations))

@@ -45,12 +45,18 @@ import torch
 from torch import nn
 
 from ppl_audit._device import resolve_device
-from ppl_audit.cache import cache_dir, load_weights, save_weights
+from ppl_audit.cache import cache_dir, check_sidecar_info, load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, ModelCard, load_card
 from ppl_audit.errors import AuditFileError, InvalidInputError, WeightsError
 from ppl_audit.paths import check_writable_destination
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
+from ppl_audit.validators import (  # noqa: F401 - re-exported: trainers import them from here
+    is_fraction,
+    is_non_negative_int,
+    is_positive_float,
+    is_positive_int,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -350,8 +356,7 @@ def load_model(
         try:
             state, info = load_weights(path)
             module.load_state_dict(state)
-            if not isinstance(info, dict) or info.get("recipe_hash", card.recipe_hash) != card.recipe_hash:
-                raise WeightsError(f"sidecar of {path} records another recipe")
+            check_sidecar_info(info, card.recipe_hash, path)  # an edited sidecar's numbers never reach a report
         except (WeightsError, RuntimeError) as exc:
             logger.warning("cached weights of %s are unusable (%s); rebuilding them", card.name, exc)
             module, info = trainer.build(card), None
@@ -471,50 +476,6 @@ def check_adversarial_fields(config) -> None:
     value = config.gradient_penalty
     check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, "gradient_penalty",
                 value, "a number >= 0")
-
-
-def is_positive_int(value) -> bool:
-    """True for a positive ``int`` that is not a ``bool``.
-
-    Examples
-    --------
-    >>> is_positive_int(3), is_positive_int(True), is_positive_int(0)
-    (True, False, False)
-    """
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def is_non_negative_int(value) -> bool:
-    """True for an integer >= 0 that is not a ``bool`` (step counts, seeds, restarts).
-
-    Examples
-    --------
-    >>> is_non_negative_int(0), is_non_negative_int(-1), is_non_negative_int(True)
-    (True, False, False)
-    """
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def is_fraction(value) -> bool:
-    """True for a number in ``[0, 1)`` that is not a ``bool`` (decay rates, fractions).
-
-    Examples
-    --------
-    >>> is_fraction(0.999), is_fraction(1.0), is_fraction(False)
-    (True, False, False)
-    """
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
-
-
-def is_positive_float(value) -> bool:
-    """True for a finite number > 0.
-
-    Examples
-    --------
-    >>> is_positive_float(1e-3), is_positive_float(float("nan"))
-    (True, False)
-    """
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, sp
 from ppl_audit.audits import worlds as registry
 from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, WORLDS  # noqa: F401 (WORLDS re-exported)
 from ppl_audit.errors import AuditFileError, InvalidInputError
-from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_target
+from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_sigma, validate_target
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
 from ppl_audit.paths import MAX_NAME_LENGTH, is_safe_name
 from ppl_audit.priors.house_rocket import CLASS_NAMES
@@ -43,7 +43,19 @@ from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn
 from ppl_audit.report import Figure, Report, Section, Table
 from ppl_audit.report import figures
-from ppl_audit.sampling import DEFAULT_METHOD, METHODS, sample_level_set, smc_plan
+from ppl_audit.sampling import (
+    DEFAULT_METHOD,
+    MAX_PARTICLES,
+    MAX_PRIOR_SAMPLES,
+    MAX_STEPS,
+    METHODS,
+    check_run_size,
+    check_sampler_options,
+    estimate_run_bytes,
+    sample_level_set,
+    smc_plan,
+)
+from ppl_audit.validators import check_count, check_fits_in_memory
 
 KIND = "levelset"
 GRID_IMAGES = 16  # images shown per target
@@ -63,6 +75,8 @@ TRACE_CHAINS = 8  # chains drawn in trace and rank plots: more lines are unreada
 ESS_WARN = 400  # bulk ESS below this makes posterior means too noisy to quote
 YIELD_PRIOR_DRAWS = 20_000  # prior draws for the baseline yield: ~120 ambiguous images expected
 HOUSE = CLASS_NAMES.index("house")
+WORLD_LATENT_DIM_BOUND = 8  # the built-in worlds have 3 (house/rocket) or 5 (MNIST decoders) latents
+PRIOR_SAMPLE_BYTES = 4 * (WORLD_LATENT_DIM_BOUND + 10) * 3  # a figure's prior draw: latents, predictions, copies
 MIN_DISTINCT_FRACTION = 0.5  # fewer distinct samples than this share of those kept: the particles collapsed
 
 
@@ -90,9 +104,7 @@ class TargetSpec:
             raise InvalidInputError(f"unknown relaxation {self.relaxation!r}; available: {', '.join(RELAXATIONS)}")
         validate_target(self.probabilities, None, allow_boundary=self.relaxation == "gaussian")
         validate_concentration(self.concentration)
-        if self.sigma is not None and (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float))
-                                       or not 0 < self.sigma < float("inf")):
-            raise InvalidInputError(f"sigma must be a finite number > 0, got {self.sigma!r}")
+        validate_sigma(self.sigma)
         object.__setattr__(self, "probabilities", tuple(float(p) for p in self.probabilities))
         object.__setattr__(self, "concentration", float(self.concentration))
 
@@ -240,17 +252,19 @@ class LevelSetAuditSpec:
                 object.__setattr__(self, name, value)
         object.__setattr__(self, "worlds", tuple(self.worlds))
         object.__setattr__(self, "targets", tuple(self.targets))
-        for name in ("num_particles", "num_steps", "num_samples", "num_prior_samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        for name, bound in (("num_particles", MAX_PARTICLES), ("num_steps", MAX_STEPS),
+                            ("num_samples", MAX_PARTICLES), ("num_prior_samples", MAX_PRIOR_SAMPLES)):
+            check_count(getattr(self, name), name, bound, why="the documented bound")
         if self.num_samples > self.num_particles:
             raise InvalidInputError(
                 f"num_samples ({self.num_samples}) cannot exceed num_particles ({self.num_particles})"
             )
         if self.method not in METHODS:
             raise InvalidInputError(f"unknown method {self.method!r}; available: {', '.join(METHODS)}")
-        _checked_options(self)
+        check_run_size(self.method, self.num_particles, self.num_steps, _checked_options(self))
+        check_fits_in_memory(estimate_run_bytes(self.method, self.num_particles, self.num_steps, WORLD_LATENT_DIM_BOUND,
+                                                len(registry.CLASS_NAMES[family]), self.sampler_options)
+                             + PRIOR_SAMPLE_BYTES * self.num_prior_samples, f"a {self.method} run per target")
         for world in self.worlds:
             if registry.world_family(world) != family:  # raises for unknown worlds
                 raise InvalidInputError(
@@ -516,33 +530,9 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
     return section
 
 
-# Backend arguments that sample_level_set sets itself: not for sampler_options.
-SAMPLER_ARGUMENTS_SET_BY_ENGINE = frozenset({
-    "generator", "latent_names", "extras_names", "progress", "device", "num_runs", "particles_per_run",
-    "superchains", "site", "model_args", "model_kwargs", "num_chains", "num_warmup", "num_samples", "seed",
-    "extras_fn", "log_density_fn", "num_steps",
-})
-
-
 def _checked_options(spec: LevelSetAuditSpec) -> dict[str, Any]:
-    """``spec.sampler_options``, raising :class:`InvalidInputError` for names the method's backend does not take."""
-    if not spec.sampler_options:
-        return {}
-    import inspect
-
-    from ppl_audit.inference import mcmc, pyro_backends, smc
-
-    backend = {"smc": smc.run_smc, "mh": mcmc.run_mh, "hmc": mcmc.run_hmc, "nuts": pyro_backends.run_nuts,
-               "svi": pyro_backends.run_svi}[spec.method]
-    taken = {n for n, p in inspect.signature(backend).parameters.items()
-             if p.kind == p.KEYWORD_ONLY and n not in SAMPLER_ARGUMENTS_SET_BY_ENGINE}
-    unknown = sorted(set(spec.sampler_options) - taken)
-    if unknown:
-        raise InvalidInputError(
-            f"sampler_options {unknown} are not settings of method {spec.method!r}; it takes: "
-            f"{', '.join(sorted(taken)) or 'none'}"
-        )
-    return dict(spec.sampler_options)
+    """``spec.sampler_options`` checked as :func:`~ppl_audit.sampling.sample_level_set` checks its options."""
+    return check_sampler_options(spec.method, spec.sampler_options, what="sampler_options")
 
 
 def _method_description(spec: LevelSetAuditSpec) -> str:

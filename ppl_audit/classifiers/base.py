@@ -67,6 +67,10 @@ def check_probabilities(p: torch.Tensor, num_inputs: int, num_classes: int | Non
     >>> check_probabilities(torch.tensor([[0.25, 0.75]]), 1).shape
     torch.Size([1, 2])
     """
+    if not isinstance(p, torch.Tensor):
+        raise ModelOutputError(f"classifier returned a {type(p).__name__}, expected a tensor of probabilities")
+    if p.dtype == torch.bool or p.is_complex() or not (p.is_floating_point() or _is_integer_dtype(p.dtype)):
+        raise ModelOutputError(f"classifier returned dtype {p.dtype}, expected real probabilities (float)")
     if p.ndim != 2 or p.shape[0] != num_inputs or (num_classes is not None and p.shape[1] != num_classes):
         expected = f"({num_inputs}, {num_classes if num_classes is not None else 'K'})"
         raise ModelOutputError(f"classifier returned shape {tuple(p.shape)}, expected {expected}")
@@ -85,6 +89,42 @@ def check_probabilities(p: torch.Tensor, num_inputs: int, num_classes: int | Non
             f"(tolerance {PROBABILITY_ROW_TOLERANCE}); return softmax outputs, not logits"
         )
     return p
+
+
+def _is_integer_dtype(dtype: torch.dtype) -> bool:
+    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
+# numpy dtype kinds a classifier's output may have: float, signed and unsigned int (a one-hot list is ints).
+REAL_KINDS = "fiu"
+
+
+def as_probability_tensor(out, name: str, num_inputs: int) -> torch.Tensor:
+    """A black box's output as a float tensor, or :class:`ModelOutputError` naming what it returned.
+
+    Examples
+    --------
+    >>> as_probability_tensor([[0.5, 0.5]], "clf", 1)
+    tensor([[0.5000, 0.5000]])
+    >>> as_probability_tensor("abc", "clf", 1)
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.ModelOutputError: classifier 'clf' returned a str, not an (N, K) array of probabilities for 1 inputs
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (str, bytes, dict)) or not hasattr(out, "__len__") and not hasattr(out, "__array__"):
+        raise ModelOutputError(f"classifier {name!r} returned a {type(out).__name__}, not an (N, K) array of "
+                               f"probabilities for {num_inputs} inputs")
+    try:
+        array = np.asarray(out)
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged nesting, objects numpy cannot hold
+        raise ModelOutputError(f"classifier {name!r} returned a {type(out).__name__} that is not a rectangular "
+                               f"array of numbers ({str(exc)[:120]})") from None
+    if array.dtype.kind not in REAL_KINDS:
+        raise ModelOutputError(f"classifier {name!r} returned an array of dtype {array.dtype}, expected real "
+                               "probabilities (float)")
+    return torch.from_numpy(array.astype(np.float32))
 
 
 class Classifier:
@@ -140,25 +180,37 @@ class CallableClassifier(Classifier):
 
     differentiable = False
 
-    def __init__(self, fn: Callable, class_names: Sequence[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    def __init__(self, fn: Callable, class_names: Sequence[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 name: str | None = None):
         if not callable(fn):
             raise InvalidInputError(f"classifier must be callable, got {type(fn).__name__}")
+        if isinstance(class_names, str) or not isinstance(class_names, Sequence) or not all(
+                isinstance(c, str) for c in class_names):
+            raise InvalidInputError(f"class_names must be a sequence of strings, got {class_names!r}"[:200])
         if len(class_names) < 2:
             raise InvalidInputError("a classifier needs at least 2 class names")
-        if chunk_size <= 0:
-            raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
+            raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self.fn = fn
         self.class_names = tuple(class_names)
         self.chunk_size = int(chunk_size)
+        #: named in every error about the callable's output
+        self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         outs = []
         for chunk in x.split(self.chunk_size):
-            out = self.fn(chunk)
-            if not isinstance(out, torch.Tensor):
-                out = torch.as_tensor(np.asarray(out, dtype=np.float32))
-            out = out.to(device=x.device, dtype=x.dtype)
-            outs.append(check_probabilities(out, chunk.shape[0], self.num_classes))
+            try:
+                out = self.fn(chunk)
+            except Exception as exc:  # a black box's own failure; KeyboardInterrupt is no Exception and passes
+                raise ModelOutputError(f"classifier {self.name!r} raised {type(exc).__name__}: "
+                                       f"{str(exc)[:200]}") from exc
+            out = as_probability_tensor(out, self.name, chunk.shape[0])
+            try:
+                checked = check_probabilities(out, chunk.shape[0], self.num_classes)
+            except ModelOutputError as exc:
+                raise ModelOutputError(f"{exc} (classifier {self.name!r})") from None
+            outs.append(checked.to(device=x.device, dtype=x.dtype))
         return torch.cat(outs) if outs else x.new_zeros((0, self.num_classes))
 
 

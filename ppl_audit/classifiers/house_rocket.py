@@ -18,16 +18,23 @@ import torch
 import torch.nn.functional as F
 
 from ppl_audit._device import resolve_device
-from ppl_audit.cache import cache_dir, load_weights, save_weights
+from ppl_audit.cache import cache_dir, check_sidecar_info, load_weights, save_weights
 from ppl_audit.cards import ModelCard, load_card
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.errors import AuditFileError, WeightsError
 from ppl_audit.priors.house_rocket import CLASS_NAMES, make_world
 from ppl_audit.progress import ProgressFn, report
+from ppl_audit.validators import check_count, check_fits_in_memory, check_real, check_seed
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CARD = "house-rocket-cnn"
+# Documented bounds of the card's counts: 60x the shipped card's renders, 256x its widths, 1,000x its epochs.
+RECIPE_BOUNDS = (("data", "num_train", 1_000_000), ("data", "num_test", 1_000_000), ("training", "epochs", 10_000),
+                 ("training", "batch_size", 100_000), ("architecture", "channels", 4096),
+                 ("architecture", "hidden", 16_384))
+MAX_LEARNING_RATE = 10.0  # Adam steps of 10 already diverge; above it a card is a typo
+RENDER_BYTES = 4 * 64 * 64  # one float32 64 x 64 render
 _EVAL_CHUNK = 512  # images per evaluation pass
 
 
@@ -49,25 +56,31 @@ class _Recipe:
     def from_card(cls, card: ModelCard) -> "_Recipe":
         if card.architecture.get("type") != "patch-cnn":
             raise AuditFileError(f"{card.source}: [architecture] type must be 'patch-cnn'")
+        where = card.source or card.name
         try:
             recipe = cls(
-                world=str(card.data.get("world", "house-rocket")),
-                num_train=int(card.data["num_train"]),
-                num_test=int(card.data["num_test"]),
-                epochs=int(card.training["epochs"]),
-                batch_size=int(card.training["batch_size"]),
-                learning_rate=float(card.training["learning_rate"]),
-                seed=int(card.training["seed"]),
-                channels=int(card.architecture.get("channels", 32)),
-                hidden=int(card.architecture.get("hidden", 64)),
+                world=card.data.get("world", "house-rocket"),
+                num_train=card.data["num_train"],
+                num_test=card.data["num_test"],
+                epochs=card.training["epochs"],
+                batch_size=card.training["batch_size"],
+                learning_rate=card.training["learning_rate"],
+                seed=card.training["seed"],
+                channels=card.architecture.get("channels", 32),
+                hidden=card.architecture.get("hidden", 64),
             )
         except KeyError as exc:
-            raise AuditFileError(f"{card.source}: missing key {exc.args[0]!r}") from exc
-        for name in ("num_train", "num_test", "epochs", "batch_size", "channels", "hidden"):
-            if getattr(recipe, name) <= 0:
-                raise AuditFileError(f"{card.source}: {name} must be positive, got {getattr(recipe, name)}")
-        if not recipe.learning_rate > 0:
-            raise AuditFileError(f"{card.source}: learning_rate must be positive, got {recipe.learning_rate}")
+            raise AuditFileError(f"{where}: missing key {exc.args[0]!r}") from exc
+        if not isinstance(recipe.world, str):
+            raise AuditFileError(f"{where}: [data] world must be a string, got {recipe.world!r}")
+        for table, name, bound in RECIPE_BOUNDS:
+            check_count(getattr(recipe, name), f"{where}: [{table}] {name}", bound, error=AuditFileError)
+        check_real(recipe.learning_rate, f"{where}: [training] learning_rate", 0, MAX_LEARNING_RATE, low_open=True,
+                   error=AuditFileError)
+        check_seed(recipe.seed, f"{where}: [training] seed", error=AuditFileError)
+        # Every rendered image is held at once (64 x 64 float32) for training and testing.
+        check_fits_in_memory(RENDER_BYTES * (recipe.num_train + recipe.num_test), f"{where}: rendering the images",
+                             error=AuditFileError)
         return recipe
 
 
@@ -184,6 +197,7 @@ def load_house_rocket_classifier(
         try:
             state, info = load_weights(path)
             module.load_state_dict(state)
+            check_sidecar_info(info, card.recipe_hash, path)  # an edited sidecar's numbers never reach a report
         except (WeightsError, RuntimeError) as exc:
             logger.warning("cached classifier is unusable (%s); rebuilding it", exc)
             info = None

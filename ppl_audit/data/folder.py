@@ -10,7 +10,10 @@ naming the file, never a silent resize.
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,10 @@ from ppl_audit.data.errors import DataFileError, DataNotFoundError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy", ".npz")
 MAX_8BIT = 255.0  # arrays whose maximum exceeds 1 are read as 8-bit grey levels
+# Pictures are 28 x 28: 4,096 x 4,096 is ample for any real photo and refuses decompression bombs before decoding.
+MAX_PICTURE_PIXELS = 4096 * 4096
+MAX_ARRAY_BYTES = 4 * 2**30  # 4 GiB per array file: ~1.4 million float64 28 x 28 images
+MAX_NPY_HEADER = 10_000  # numpy's own default limit on an .npy header's length
 
 
 def _as_grey(array: np.ndarray, source: str, side: int) -> np.ndarray:
@@ -32,7 +39,7 @@ def _as_grey(array: np.ndarray, source: str, side: int) -> np.ndarray:
         a = a[None]
     if a.ndim != 3 or a.shape[1:] != (side, side):
         raise DataFileError(f"{source}: expected {side} x {side} grey images, got an array of shape {array.shape}")
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.issubdtype(a.dtype, np.complexfloating):
         raise DataFileError(f"{source}: expected numbers, got dtype {a.dtype}")
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
@@ -48,25 +55,64 @@ def _read_picture(path: Path, side: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only: the size is known before any pixel is decoded
+            if img.width * img.height > MAX_PICTURE_PIXELS:
+                raise DataFileError(f"{path}: a {img.width} x {img.height} image is larger than the "
+                                    f"{MAX_PICTURE_PIXELS} pixels read (images must be {side} x {side})")
             grey = np.asarray(img.convert("L"), dtype=np.float32) / MAX_8BIT
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataFileError(f"{path}: not a readable image ({exc})") from exc
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
+        raise DataFileError(f"{path}: not a readable image ({str(exc)[:200]})") from None
     if grey.shape != (side, side):
         raise DataFileError(f"{path}: expected a {side} x {side} image, got {grey.shape[1]} x {grey.shape[0]}; "
                             "resize it first (the detectors are defined on the training images' size)")
     return grey[None]
 
 
+def _check_npy_header(fh, source: str, available: int) -> None:
+    """Refuse an ``.npy`` stream whose header's shape x dtype needs more bytes than ``available`` follow it,
+    or more than :data:`MAX_ARRAY_BYTES`, before numpy allocates the array."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=MAX_NPY_HEADER)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh, max_header_size=MAX_NPY_HEADER)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects, which are never unpickled")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > MAX_ARRAY_BYTES:
+        raise ValueError(f"its header claims {needed} bytes of data, more than the {MAX_ARRAY_BYTES} read")
+    if needed > available - fh.tell():
+        raise ValueError(f"its header claims shape {shape} of {dtype} ({needed} bytes) but only "
+                         f"{available - fh.tell()} follow: the file is truncated")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        _check_npy_header(fh, str(path), path.stat().st_size)
+    return np.load(path, allow_pickle=False)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(path) as archive:  # sizes come from the zip directory, before any decompression
+        members = archive.infolist()
+        if sum(m.file_size for m in members) > MAX_ARRAY_BYTES:
+            raise ValueError(f"its arrays unpack to more than the {MAX_ARRAY_BYTES} bytes read")
+        arrays = {}
+        for member in members:
+            with archive.open(member) as fh:
+                _check_npy_header(fh, f"{path}[{member.filename}]", member.file_size)
+            with archive.open(member) as fh:
+                arrays[member.filename.removesuffix(".npy")] = np.lib.format.read_array(fh, allow_pickle=False)
+    return arrays
+
+
 def _read_array(path: Path, side: int) -> tuple[np.ndarray, list[str]]:
     try:
-        if path.suffix == ".npy":
-            arrays = {"": np.load(path, allow_pickle=False)}
-        else:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError) as exc:
-        raise DataFileError(f"{path}: not a readable numpy file without pickles ({exc})") from exc
+        arrays = {"": _load_npy(path)} if path.suffix.lower() == ".npy" else _load_npz(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as exc:
+        raise DataFileError(f"{path}: not a readable numpy file without pickles ({str(exc)[:200] or type(exc).__name__})") from None
     images, names = [], []
     for key, array in arrays.items():
         grey = _as_grey(array, f"{path}{'[' + key + ']' if key else ''}", side)
