@@ -14,7 +14,7 @@ share of wall time spent in model passes (render + classify + likelihood,
 forward and backward), peak RSS, and whether the posterior means agree with
 a long importance-sampling reference within 3 Monte Carlo standard errors.
 
-Run:  python benchmarks/levelset_throughput.py [--quick] [--device cpu|cuda]
+Run:  python benchmarks/levelset_throughput.py [--quick] [--device cpu|cuda] [--sizes 4096 65536] [--methods raw is smc]
 Writes benchmarks/results/levelset_throughput[_DEVICE].json.
 """
 
@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--methods", nargs="+", default=["raw", "nuts", "is", "mh", "hmc", "smc", "smc-rw"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="chains / particles of the batched kernels (default 1000 4096; --quick 256)")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
@@ -174,7 +176,7 @@ def main() -> None:
     t0 = time.perf_counter()
     world = pa.make_world("house-rocket", device=device)
     clf = pa.load_house_rocket_classifier(device=device)
-    sizes = [256] if args.quick else [1000, 4096]
+    sizes = args.sizes or ([256] if args.quick else [1000, 4096])
     # Steps per chain (warm-up included). HMC's gradient passes run at ~1/5 of the forward
     # rate here, so it gets fewer, shorter trajectories to stay within minutes.
     steps = {"mh": 40 if args.quick else 200, "hmc": 20 if args.quick else 40, "smc": 1, "smc-rw": 1}

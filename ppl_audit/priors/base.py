@@ -10,6 +10,32 @@ from pyro.distributions import TorchDistribution
 
 LATENT_SITE = "z"  # name of the latent sample site in every prior's Pyro model
 PARTICLE_PLATE = "particles"  # name of the plate over independent particles / chains
+UNIT_CUBE_EPS = 1e-12  # faces of the unit cube map to these quantiles: ndtri(0) = -inf would leave z infinite
+
+
+def check_unit_cube(u, dim: int, owner: str) -> torch.Tensor:
+    """``u`` as a floating tensor ``(N, dim)`` inside ``[0, 1]``, else :class:`~ppl_audit.errors.InvalidInputError`.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_unit_cube(torch.tensor([[0.5, 1.5]]), 2, "Prior")
+    ... except ValueError as exc:
+    ...     print(exc)
+    Prior.from_unit_cube: u leaves the unit cube [0, 1]: 1 of 2 entries outside (e.g. 1.5 at row 0, column 1)
+    """
+    from ppl_audit.errors import InvalidInputError
+
+    if not isinstance(u, torch.Tensor) or not torch.is_floating_point(u):
+        raise InvalidInputError(f"{owner}.from_unit_cube: u must be a floating-point tensor, got {type(u).__name__}")
+    if u.ndim != 2 or u.shape[-1] != dim:
+        raise InvalidInputError(f"{owner}.from_unit_cube: u must have shape (N, {dim}), got {tuple(u.shape)}")
+    outside = ~((u >= 0) & (u <= 1))  # NaN counts as outside
+    if outside.any():
+        row, col = (int(i) for i in outside.nonzero()[0])
+        raise InvalidInputError(f"{owner}.from_unit_cube: u leaves the unit cube [0, 1]: {int(outside.sum())} of "
+                                f"{u.numel()} entries outside (e.g. {float(u[row, col]):g} at row {row}, column {col})")
+    return u
 
 
 class Prior(ABC):
@@ -56,6 +82,39 @@ class Prior(ABC):
         truncations and mixtures. Priors that have one set :attr:`normal_dim`.
         """
         raise NotImplementedError(f"{type(self).__name__} has no standard-normal transform")
+
+    @property
+    def unit_cube_dim(self) -> int:
+        """Dimension of the unit cube that :meth:`from_unit_cube` maps to ``z``: :attr:`normal_dim` by default."""
+        return self.normal_dim
+
+    def from_unit_cube(self, u: torch.Tensor) -> torch.Tensor:
+        """The prior as a transform of the uniform on ``[0, 1]^U``: ``u (N, U) -> z (N, D)``, ``z ~ p(z)`` exactly.
+
+        Nested samplers (dynesty, nautilus) and pocoMC's bounded mode take such a
+        "prior transform". The default composes the normal inverse CDF with
+        :meth:`from_normal`; priors without one raise ``NotImplementedError``.
+        Faces of the cube map to the quantiles at :data:`UNIT_CUBE_EPS` and
+        ``1 - UNIT_CUBE_EPS``, so ``z`` stays finite.
+
+        Raises
+        ------
+        InvalidInputError
+            ``u`` is not ``(N, U)``, or has an entry outside ``[0, 1]`` (NaN included).
+
+        Examples
+        --------
+        >>> from ppl_audit.priors import DecoderPrior
+        >>> from torch import nn
+        >>> prior = DecoderPrior(nn.Sequential(nn.Linear(2, 784), nn.Sigmoid()), 2)
+        >>> prior.from_unit_cube(torch.tensor([[0.5, 0.975]], dtype=torch.float64)).round(decimals=3)
+        tensor([[0.0000, 1.9600]], dtype=torch.float64)
+        """
+        if not self.normal_dim:
+            raise NotImplementedError(f"{type(self).__name__} has no unit-cube transform")
+        u = check_unit_cube(u, self.unit_cube_dim, type(self).__name__)
+        normal = torch.special.ndtri(u.to(torch.float64).clamp(UNIT_CUBE_EPS, 1 - UNIT_CUBE_EPS))
+        return self.from_normal(normal.to(u.dtype))
 
     def model(self, num_particles: int | None = None) -> torch.Tensor:
         """Pyro model: ``z ~ p(z)`` at site ``"z"``, plated over particles if asked."""

@@ -25,7 +25,7 @@ from pyro.distributions import TorchDistribution, constraints
 
 from ppl_audit._device import resolve_device
 from ppl_audit.errors import InvalidInputError
-from ppl_audit.priors.base import Prior
+from ppl_audit.priors.base import Prior, check_unit_cube
 from ppl_audit.priors.render import CANVAS_SIZE, render_shapes
 from ppl_audit.priors.truncated_normal import LowerTruncatedNormal
 
@@ -103,6 +103,15 @@ class _ClassMixture(TorchDistribution):
         z = LowerTruncatedNormal(self.loc[house], self.scale[house]).from_normal(u[..., 1 : 1 + self._num_tn])
         if self.low.numel():
             z = torch.cat([z, self.low + (self.high - self.low) * torch.special.ndtr(u[..., 1 + self._num_tn :])], -1)
+        return z
+
+    def from_unit_cube(self, u):
+        """``u (..., 1 + D)`` in ``[0, 1]`` ``-> z (..., D)``: ``u[..., 0] < P(house)`` is a house, the rest
+        are the truncated normals' and the uniforms' quantiles (the same orientation as :meth:`from_normal`)."""
+        house = (u[..., 0] < self.class_probs[1]).long()
+        z = LowerTruncatedNormal(self.loc[house], self.scale[house]).from_uniform(u[..., 1 : 1 + self._num_tn])
+        if self.low.numel():
+            z = torch.cat([z, self.low + (self.high - self.low) * u[..., 1 + self._num_tn :].to(z.dtype)], -1)
         return z
 
     def log_prob(self, value):
@@ -185,6 +194,29 @@ class HouseRocketWorld(Prior):
             raise InvalidInputError(f"u must have shape (N, {self.normal_dim}) for world {self.name!r}, "
                                     f"got {tuple(u.shape)}")
         return self.distribution().from_normal(u.to(self._loc.device)).to(u.device)
+
+    def from_unit_cube(self, u: torch.Tensor) -> torch.Tensor:
+        """``z ~ p(z)`` from ``u ~ U[0, 1]^{1+D}``: the class coordinate (``u_0 < P(house)`` is a house), then
+        the truncated normals' inverse CDFs and the uniforms' at ``u_i``: the prior transform of nested samplers.
+
+        Raises
+        ------
+        InvalidInputError
+            ``u`` is not ``(N, 1 + D)`` or leaves ``[0, 1]``.
+
+        Examples
+        --------
+        >>> world = HouseRocketWorld(circle=True)
+        >>> z = world.from_unit_cube(torch.rand(8, world.unit_cube_dim))
+        >>> z.shape, bool(torch.isfinite(world.log_prob(z)).all())
+        (torch.Size([8, 6]), True)
+        >>> world.from_unit_cube(torch.full((1, 7), 1.5))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ppl_audit.errors.InvalidInputError: HouseRocketWorld.from_unit_cube: u leaves the unit cube [0, 1]: ...
+        """
+        u = check_unit_cube(u, self.unit_cube_dim, type(self).__name__)
+        return self.distribution().from_unit_cube(u.to(self._loc.device)).to(u.device)
 
     def sample_with_class(self, n: int, *, generator: torch.Generator | None = None):
         """Draw ``n`` latents with their classes: ``(z (n, D), c (n,))``."""

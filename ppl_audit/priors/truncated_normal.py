@@ -15,6 +15,7 @@ from torch.distributions.utils import broadcast_all
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _UNIFORM_EPS = 1e-7  # keeps the inverse CDF away from ndtri(1) = inf in float32
+_UNIT_TAIL_EPS = 1e-12  # from_uniform's smallest upper-tail mass: u = 1 stays a finite quantile
 
 
 class LowerTruncatedNormal(TorchDistribution):
@@ -92,6 +93,24 @@ class LowerTruncatedNormal(TorchDistribution):
         dt = torch.float64
         log_q = torch.special.log_ndtr(-u.to(dt)) + self._log_mass.to(dt)
         x = (self.loc.to(dt) - self.scale.to(dt) * torch.special.ndtri(log_q.exp())).to(self.loc.dtype)
+        low = torch.nextafter(torch.tensor(self.low, dtype=x.dtype), torch.tensor(math.inf, dtype=x.dtype))
+        return x.clamp(min=low.item())
+
+    def from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """The inverse CDF: the quantile at ``u`` in ``[0, 1]``.
+
+        Written through the upper tail, ``loc - scale * ndtri((1 - u) * P(X > low))`` in float64, so
+        that quantiles near 1 keep their precision; ``u = 1`` is held at the quantile ``1 - 1e-12``.
+
+        Examples
+        --------
+        >>> d = LowerTruncatedNormal(torch.tensor(0.0), torch.tensor(1.0))
+        >>> round(float(d.from_uniform(torch.tensor(0.5))), 4)  # the half-normal's median
+        0.6745
+        """
+        dt = torch.float64
+        upper = (1 - u.to(dt)).clamp(min=_UNIT_TAIL_EPS) * self._log_mass.to(dt).exp()
+        x = (self.loc.to(dt) - self.scale.to(dt) * torch.special.ndtri(upper)).to(self.loc.dtype)
         low = torch.nextafter(torch.tensor(self.low, dtype=x.dtype), torch.tensor(math.inf, dtype=x.dtype))
         return x.clamp(min=low.item())
 
