@@ -475,9 +475,8 @@ def step(generator: torch.Generator | None, state: SMCState, target: TemperedTar
     moved, tally = _move(generator, target.mh_state(particles, extras, beta_particles),
                          target.log_density(beta_particles), proposals, config)
     j = len(tally.per_move)
-    # torch.where of two Python floats is float32; next_temperature widens it again.
-    ess_target = torch.where(tally.accepted / j < SLOW_ACCEPTANCE, config.slow_ess_fraction,
-                             config.target_ess_fraction)
+    slow = torch.full_like(tally.accepted, config.slow_ess_fraction)  # float64, like every per-run tensor
+    ess_target = slow.where(tally.accepted / j < SLOW_ACCEPTANCE, config.target_ess_fraction)
     new_state = SMCState(moved.position, moved.extras, beta, log_evidence,
                          _adapt_scale_factor(state.log_scale_factor, tally), ess_target)
     return new_state, StageInfo(beta, ess_fraction, tally.accepted.mean() / j, tally.per_move)
