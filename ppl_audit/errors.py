@@ -25,3 +25,7 @@ class AuditFileError(PplAuditError, ValueError):
 
 class WeightsError(PplAuditError, RuntimeError):
     """A weights file is missing, corrupt or does not match its recipe."""
+
+
+class TrainingError(WeightsError):
+    """Training ended with a model that must not be cached: a metric outside the card's ``[expected]`` bounds."""

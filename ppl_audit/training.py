@@ -7,7 +7,7 @@ how to present it. :func:`load_model` does the rest for every kind::
 
     card -> recipe hash -> CACHE/NAME-HASH.safetensors (+ .json sidecar)
          -> verified load (safetensors, sha256; never unpickled)
-         -> or train, save, warn when an [expected] minimum is missed
+         -> or train; refuse (TrainingError, nothing cached) when an [expected] bound is missed; save
 
 A corrupt cache entry (checksum, header or state-dict mismatch) is logged as a
 warning and rebuilt. :func:`training_report` turns a loaded model into a
@@ -47,7 +47,7 @@ from torch import nn
 from ppl_audit._device import resolve_device
 from ppl_audit.cache import cache_dir, check_sidecar_info, load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, ModelCard, load_card
-from ppl_audit.errors import AuditFileError, InvalidInputError, WeightsError
+from ppl_audit.errors import AuditFileError, InvalidInputError, TrainingError, WeightsError
 from ppl_audit.paths import check_writable_destination
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
@@ -292,6 +292,45 @@ def check_expected(card: ModelCard, metrics: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def check_cache_entry_place(path: Path, name: str) -> None:
+    """Refuse a weights path that is something other than a file: a folder there is not the tool's to delete.
+
+    Checked before the cached entry is read, so that the user sees this one line, not a rebuild warning first.
+
+    Examples
+    --------
+    >>> check_cache_entry_place(Path("/tmp"), "toy")
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.WeightsError: /tmp is not a file, but ppl-audit keeps toy's weights there; move it away
+    """
+    if path.exists() and not path.is_file():
+        raise WeightsError(f"{path} is not a file, but ppl-audit keeps {name}'s weights there; move it away")
+
+
+def check_cache_destination(path: Path) -> None:
+    """Refuse, before training, a cache folder the weights could not be written into (a file, read-only...)."""
+    check_writable_destination(path.parent, "weights cache", write_inside=True)
+
+
+def refuse_missed_expectations(card: ModelCard, metrics: Mapping[str, Any]) -> None:
+    """Raise :class:`~ppl_audit.errors.TrainingError` when fresh metrics miss the card's ``[expected]`` bounds.
+
+    Called after training and before saving, so that a model below its floor is never cached.
+
+    Examples
+    --------
+    >>> refuse_missed_expectations(as_card("mnist-lenet5"), {"test_accuracy": 0.5})
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.TrainingError: training of mnist-lenet5 missed the card's [expected] bounds: test_accuracy 0.5 is below the card's min_test_accuracy 0.99; nothing was cached
+    """
+    problems = check_expected(card, metrics)
+    if problems:
+        raise TrainingError(f"training of {card.name} missed the card's [expected] bounds: {'; '.join(problems)}; "
+                            "nothing was cached")
+
+
 def load_model(
     card_or_name: ModelCard | str | os.PathLike,
     *,
@@ -336,6 +375,11 @@ def load_model(
     ppl_audit.data.DataNotFoundError
         Training is needed and the data is missing (the message lists the
         paths tried and how to give a data folder).
+    TrainingError
+        The freshly trained model misses a bound of the card's ``[expected]``
+        table; nothing is cached.
+    WeightsError
+        Training ended with non-finite weights; nothing is cached.
 
     Examples
     --------
@@ -351,6 +395,7 @@ def load_model(
         card = trainer.pin(card)
     module = trainer.build(card)  # validates the card before any file is touched
     path = card.cache_path(cache_dir(cache))
+    check_cache_entry_place(path, card.name)
     info = None
     if path.exists() and not retrain:
         try:
@@ -363,9 +408,7 @@ def load_model(
     elif path.exists():
         logger.info("retraining %s although %s exists", card.name, path)
     if info is None:
-        check_writable_destination(path.parent, "weights cache", write_inside=True)  # before, not after, training
-        if path.exists() and not path.is_file():
-            raise WeightsError(f"{path} is not a file, but ppl-audit keeps {card.name}'s weights there; move it away")
+        check_cache_destination(path)  # before, not after, training
         resolve_device(device)
         extra = {"cache": cache} if trainer.needs_cache else {}
         result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)
@@ -377,9 +420,8 @@ def load_model(
             "metrics": result.metrics,
             "history": result.history,
         }
+        refuse_missed_expectations(card, result.metrics)  # before saving: a model below its floor is never cached
         save_weights(path, module.state_dict(), info)
-        for problem in check_expected(card, result.metrics):
-            logger.warning("%s: %s", card.name, problem)
     module = module.to(resolve_device(device)).eval()
     return TrainedModel(module=module, card=card, info=info, weights_path=path)
 
@@ -719,6 +761,7 @@ __all__ = [
     "get_trainer",
     "load_model",
     "load_training_data",
+    "refuse_missed_expectations",
     "register_trainer",
     "registered_kinds",
     "training_report",

@@ -15,8 +15,11 @@ from ppl_audit.cards import load_card
 torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 # Enough renders and epochs for ~95% accuracy in a few seconds: tests need a
-# classifier that separates the classes, not the audited one.
-TINY_TRAINING = {"data": {"num_train": 2000, "num_test": 500}, "training": {"epochs": 2, "batch_size": 64}}
+# classifier that separates the classes, not the audited one. Its [expected]
+# floor is one such a tiny model clears (training below a card's floor fails).
+TINY_ACCURACY_FLOOR = 0.85
+TINY_TRAINING = {"data": {"num_train": 2000, "num_test": 500}, "training": {"epochs": 2, "batch_size": 64},
+                 "expected": {"min_test_accuracy": TINY_ACCURACY_FLOOR}}
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +57,7 @@ def tiny_card_file(tmp_path_factory, tiny_card):
             text = "\n".join(lines) + "\n"
     path = tmp_path_factory.mktemp("cards") / "tiny-house-rocket.toml"
     path.write_text(text)
-    assert load_card(path).recipe_hash == tiny_card.recipe_hash
+    assert load_card(path).recipe_hash == tiny_card.recipe_hash and load_card(path).expected == tiny_card.expected
     return path
 
 
@@ -96,17 +99,26 @@ def one_thread():
 
 
 # The fixture has only a test split, so tiny cards train on it; one epoch with
-# narrow networks takes about a second per model.
+# narrow networks takes about a second per model. Such a model learns next to
+# nothing (LeNet: 8% accuracy, VAE: -542 nats, about 784 ln 2), so the tiny
+# cards' [expected] floors are ones an untrained model meets: a shipped floor
+# (0.99, -120 nats) would make their training fail, as it should.
+NO_ACCURACY_FLOOR = {"min_test_accuracy": 0.0}
+UNTRAINED_ELBO_FLOOR = {"min_test_elbo_nats": -1000}  # an untrained Bernoulli decoder: about -784 ln 2 = -543
 TINY_MNIST = {
     "mnist-lenet5": {"architecture": {"conv_channels": [4, 8], "hidden": [16, 12]},
-                     "training": {"epochs": 1, "batch_size": 25, "augment_shift_pixels": 1}},
-    "mnist-vae": {"architecture": {"hidden": [32]}, "training": {"epochs": 1, "batch_size": 25}},
+                     "training": {"epochs": 1, "batch_size": 25, "augment_shift_pixels": 1},
+                     "expected": NO_ACCURACY_FLOOR},
+    "mnist-vae": {"architecture": {"hidden": [32]}, "training": {"epochs": 1, "batch_size": 25},
+                  "expected": UNTRAINED_ELBO_FLOOR},
     "mnist-gan": {"architecture": {"channels": 4, "critic_channels": 4},
                   "training": {"epochs": 1, "batch_size": 25, "critic_steps": 2}, "data": {"num_train": 50}},
     "mnist-bayesian-lenet5": {"architecture": {"conv_channels": [4, 8], "hidden": [16, 12]},
                               "training": {"epochs": 2, "batch_size": 20, "learning_rate": 0.01,
-                                           "eval_samples": 3}},
-    "mnist-class-vae": {"architecture": {"hidden": [16]}, "training": {"epochs": 1, "batch_size": 4}},
+                                           "eval_samples": 3},
+                              "expected": NO_ACCURACY_FLOOR},
+    "mnist-class-vae": {"architecture": {"hidden": [16]}, "training": {"epochs": 1, "batch_size": 4},
+                        "expected": UNTRAINED_ELBO_FLOOR},
     "mnist-class-gan": {"architecture": {"generator_hidden": [16], "critic_hidden": [16]},
                         "training": {"epochs": 2, "batch_size": 4, "critic_steps": 1}},
 }

@@ -13,7 +13,7 @@ from torch import nn
 from ppl_audit import training
 from ppl_audit.cache import load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, parse_card
-from ppl_audit.errors import AuditFileError, WeightsError
+from ppl_audit.errors import AuditFileError, TrainingError, WeightsError
 from ppl_audit.report import write_report
 from ppl_audit.training import (
     Trainer,
@@ -183,11 +183,38 @@ def test_unusable_cache_entry_is_rebuilt_with_a_warning(toy, toy_card, tmp_path,
     assert info["recipe_hash"] == toy_card.recipe_hash
 
 
-def test_missed_expectation_is_logged(toy, toy_card, tmp_path, caplog):
+@pytest.mark.parametrize("score", [0.25, float("nan")], ids=["below", "nan"])
+def test_training_below_the_floor_fails_and_caches_nothing(toy, toy_card, tmp_path, score):
+    toy.score = score
+    with pytest.raises(TrainingError) as raised:
+        load_model(toy_card, cache=tmp_path / "cache", device="cpu")
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("training of toy missed the card's [expected] bounds")
+    assert f"score {score:.6g} is below the card's min_score 0.5" in message  # the metric, the value, the floor
+    assert message.endswith("nothing was cached")
+    assert isinstance(raised.value, WeightsError)
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []  # nor temporaries
+
+
+def test_training_above_a_max_bound_fails_and_a_met_floor_caches(toy, tmp_path):
+    card = parse_card(TOY_CARD.replace("min_score = 0.5", "min_seconds = 0.1\nmax_seconds = 0.2"), "t.toml")
+    with pytest.raises(TrainingError, match=r"seconds 0.25 is above the card's max_seconds 0.2"):
+        load_model(card, cache=tmp_path, device="cpu")
+    assert list(tmp_path.iterdir()) == []
+    card = parse_card(TOY_CARD.replace("min_score = 0.5", "min_score = 1.0"), "t.toml")  # bounds are inclusive
+    trained = load_model(card, cache=tmp_path, device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([trained.weights_path.name,
+                                                                 trained.weights_path.with_suffix(".json").name])
+
+
+def test_a_failed_retraining_keeps_the_cached_entry(toy, toy_card, tmp_path):
+    first = load_model(toy_card, cache=tmp_path, device="cpu")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     toy.score = 0.25
-    with caplog.at_level(logging.WARNING, logger="ppl_audit"):
-        load_model(toy_card, cache=tmp_path, device="cpu")
-    assert "score 0.25 is below the card's min_score 0.5" in caplog.text
+    with pytest.raises(TrainingError):
+        load_model(toy_card, cache=tmp_path, device="cpu", retrain=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert load_model(toy_card, cache=tmp_path, device="cpu").info == first.info  # loaded, not trained
 
 
 def test_check_expected_min_max_and_nan(toy):
@@ -242,11 +269,15 @@ def test_house_rocket_kind_shares_the_cache_with_its_own_loader(tiny_card, tiny_
     assert [f.name for f in report.iter_figures()] == ["curve_1"]
 
 
-def test_a_folder_where_the_weights_belong_is_a_clear_error_before_training(toy, toy_card, tmp_path):
+def test_a_folder_where_the_weights_belong_is_a_clear_error_before_training(toy, toy_card, tmp_path, caplog):
     toy_card.cache_path(tmp_path).mkdir(parents=True)
-    with pytest.raises(WeightsError, match="is not a file, but ppl-audit keeps"):
+    (toy_card.cache_path(tmp_path) / "user-file").write_text("kept")
+    with caplog.at_level(logging.WARNING, logger="ppl_audit"), \
+            pytest.raises(WeightsError, match="is not a file, but ppl-audit keeps"):
         load_model(toy_card, cache=tmp_path, device="cpu")
     assert toy.calls == 0
+    assert caplog.text == ""  # the error is the one line: no "rebuilding" warning before it
+    assert (toy_card.cache_path(tmp_path) / "user-file").read_text() == "kept"
 
 
 def test_a_killed_writers_temporary_files_are_cleaned_by_the_next_save(tmp_path):

@@ -24,6 +24,7 @@ from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.errors import AuditFileError, WeightsError
 from ppl_audit.priors.house_rocket import CLASS_NAMES, make_world
 from ppl_audit.progress import ProgressFn, report
+from ppl_audit.training import check_cache_destination, check_cache_entry_place, refuse_missed_expectations
 from ppl_audit.validators import check_count, check_fits_in_memory, check_real, check_seed
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,15 @@ def load_house_rocket_classifier(
     TorchClassifier
         Its ``info`` attribute holds the card's name, recipe hash and metrics.
 
+    Raises
+    ------
+    InvalidInputError
+        Training is needed and the cache folder cannot be written (checked before training).
+    WeightsError
+        Something other than a file lies where the weights belong, or training ended with non-finite weights.
+    TrainingError
+        The freshly trained classifier misses the card's ``[expected]`` bounds; nothing is cached.
+
     Examples
     --------
     >>> clf = load_house_rocket_classifier()  # doctest: +SKIP
@@ -191,6 +201,7 @@ def load_house_rocket_classifier(
     card = load_card(card or DEFAULT_CARD) if not isinstance(card, ModelCard) else card
     recipe = _Recipe.from_card(card)
     path = card.cache_path(cache_dir(cache))
+    check_cache_entry_place(path, card.name)
     module = _build_module(recipe)
     info = None
     if path.exists() and not retrain:
@@ -202,16 +213,11 @@ def load_house_rocket_classifier(
             logger.warning("cached classifier is unusable (%s); rebuilding it", exc)
             info = None
     if info is None:
+        check_cache_destination(path)  # a cache that is a file or read-only is refused before, not after, training
         module, metrics = train_house_rocket_classifier(card, progress=progress)
         info = {"card": card.name, "recipe_hash": card.recipe_hash, "recipe": card.recipe, "metrics": metrics}
+        refuse_missed_expectations(card, metrics)  # a classifier below the card's floor is never cached
         save_weights(path, module.state_dict(), info)
-        minimum = card.expected.get("min_test_accuracy")
-        if minimum is not None and metrics["test_accuracy"] < minimum:
-            logger.warning(
-                "classifier test accuracy %.4f is below the card's min_test_accuracy %.4f",
-                metrics["test_accuracy"],
-                minimum,
-            )
     classifier = TorchClassifier(module.to(resolve_device(device)), CLASS_NAMES)
     classifier.info = info
     classifier.weights_path = path

@@ -6,7 +6,7 @@ import torch
 from ppl_audit.cache import load_weights
 from ppl_audit.cards import load_card, parse_card
 from ppl_audit.classifiers import load_house_rocket_classifier
-from ppl_audit.errors import AuditFileError, WeightsError
+from ppl_audit.errors import AuditFileError, InvalidInputError, TrainingError, WeightsError
 from ppl_audit.priors import HouseRocketWorld
 
 
@@ -70,3 +70,41 @@ def test_card_hash_ignores_comments_but_not_recipe():
 def test_malformed_cards(text, message):
     with pytest.raises(AuditFileError, match=message):
         parse_card(text, "card.toml")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_classifier_below_the_cards_floor_fails_and_caches_nothing(tmp_path):
+    card = load_card("house-rocket-cnn").with_overrides(data={"num_train": 64, "num_test": 64},
+                                                        training={"epochs": 1, "batch_size": 32})
+    with pytest.raises(TrainingError) as raised:  # 64 renders, one epoch: far below the shipped 0.97
+        load_house_rocket_classifier(card, cache=str(tmp_path / "cache"), device="cpu")
+    message = str(raised.value)
+    assert "\n" not in message and "test_accuracy 0." in message
+    assert "below the card's min_test_accuracy 0.97" in message and message.endswith("nothing was cached")
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("trained although the cache destination is unusable")
+
+
+def test_a_cache_that_is_a_file_is_refused_before_training(tiny_card, tmp_path, monkeypatch):
+    from ppl_audit.classifiers import house_rocket
+
+    monkeypatch.setattr(house_rocket, "train_house_rocket_classifier", _no_training)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidInputError, match="weights cache .*file: it exists and is not a folder"):
+        load_house_rocket_classifier(tiny_card, cache=str(tmp_path / "file"), device="cpu")
+
+
+def test_a_folder_where_the_weights_belong_is_refused_and_kept(tiny_card, tmp_path, monkeypatch, caplog):
+    from ppl_audit.classifiers import house_rocket
+
+    monkeypatch.setattr(house_rocket, "train_house_rocket_classifier", _no_training)
+    folder = tiny_card.cache_path(tmp_path)
+    folder.mkdir()
+    (folder / "user-file").write_text("kept")
+    with caplog.at_level("WARNING", logger="ppl_audit"), \
+            pytest.raises(WeightsError, match="is not a file, but ppl-audit keeps house-rocket-cnn's weights there"):
+        load_house_rocket_classifier(tiny_card, cache=str(tmp_path), device="cpu")
+    assert caplog.text == "" and (folder / "user-file").read_text() == "kept"

@@ -38,11 +38,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY_ARCHITECTURE = {"channels": [4, 8, 8], "representation_dim": 8, "mi_units": 8}
 TINY_TRAINING = {"epochs": 1, "batch_size": 25}
 TINY_DATA = {"train_split": "test", "num_train": 100, "num_test": 100}  # the fixture has only a test split
+# One epoch on 100 images: no floors (the shipped card's 0.995 would make the training fail, as it should).
+TINY_EXPECTED = {"min_test_accuracy": 0.0, "min_test_kept_accuracy_p1": 0.0, "max_test_rejection_rate_p1": 1.0}
 
 
 def tiny_card(**training_overrides):
     return load_card("mnist-sdim").with_overrides(architecture=TINY_ARCHITECTURE, data=TINY_DATA,
-                                                  training={**TINY_TRAINING, **training_overrides})
+                                                  training={**TINY_TRAINING, **training_overrides},
+                                                  expected=TINY_EXPECTED)
 
 
 def tiny_net(seed: int = 0) -> SDIM:
