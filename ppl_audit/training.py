@@ -47,10 +47,11 @@ from torch import nn
 from ppl_audit._device import resolve_device
 from ppl_audit.cache import cache_dir, check_sidecar_info, load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, ModelCard, load_card
-from ppl_audit.errors import AuditFileError, InvalidInputError, TrainingError, WeightsError
+from ppl_audit.errors import AuditFileError, InvalidInputError, PplAuditError, TrainingError, WeightsError
 from ppl_audit.paths import check_writable_destination
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
+from ppl_audit.validators import check_fits_in_memory
 from ppl_audit.validators import (  # noqa: F401 - re-exported: trainers import them from here
     is_fraction,
     is_non_negative_int,
@@ -331,6 +332,35 @@ def refuse_missed_expectations(card: ModelCard, metrics: Mapping[str, Any]) -> N
                             "nothing was cached")
 
 
+# Training holds weights, gradients and Adam's two moments: four float32 copies of every parameter.
+TRAINING_BYTES_PER_PARAMETER = 4 * 4
+
+
+def check_model_fits(trainer: Trainer, card: ModelCard) -> int:
+    """The parameters of ``card``'s module, counted on the meta device (no memory), refused when
+    training them would not fit in the memory available now.
+
+    Raises
+    ------
+    AuditFileError
+        Naming the card, its parameter count and the estimated bytes.
+    PplAuditError
+        Whatever the card's own validation raises.
+    """
+    try:
+        with torch.device("meta"):
+            module = trainer.build(card)
+    except PplAuditError:
+        raise
+    except Exception:  # noqa: BLE001 - a builder that cannot run on the meta device: the real build checks
+        return 0
+    count = sum(p.numel() for p in module.parameters())
+    check_fits_in_memory(count * TRAINING_BYTES_PER_PARAMETER, f"training model card {card.name!r} "
+                         f"({count:,} parameters)", error=AuditFileError,
+                         advice="make the card's layers narrower or fewer")
+    return count
+
+
 def load_model(
     card_or_name: ModelCard | str | os.PathLike,
     *,
@@ -393,6 +423,7 @@ def load_model(
     trainer = get_trainer(card.kind)
     if trainer.pin is not None:
         card = trainer.pin(card)
+    check_model_fits(trainer, card)
     module = trainer.build(card)  # validates the card before any file is touched
     path = card.cache_path(cache_dir(cache))
     check_cache_entry_place(path, card.name)

@@ -166,7 +166,8 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def check_fits_in_memory(needed_bytes: int, what: str, *, error: type[Exception] = InvalidInputError) -> int:
+def check_fits_in_memory(needed_bytes: int, what: str, *, error: type[Exception] = InvalidInputError,
+                         advice: str = "use fewer particles, steps or samples") -> int:
     """Return ``needed_bytes`` if the estimate fits in the memory available now, else raise ``error`` with it.
 
     Examples
@@ -177,7 +178,7 @@ def check_fits_in_memory(needed_bytes: int, what: str, *, error: type[Exception]
     available = available_memory_bytes()
     if available is not None and needed_bytes > available:
         raise error(f"{what} would need about {format_bytes(needed_bytes)} of memory, but {format_bytes(available)} "
-                    "is available; use fewer particles, steps or samples")
+                    f"is available; {advice}")
     return needed_bytes
 
 

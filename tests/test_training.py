@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -290,3 +291,24 @@ def test_a_killed_writers_temporary_files_are_cleaned_by_the_next_save(tmp_path)
     save_weights(path, {"w": torch.zeros(2)}, {})
     assert not dead.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, "m-0123.json", live.name])
+
+
+def test_a_card_too_large_to_train_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    # 784 x 10^9 hidden weights would need ~50 TB to train; counted on the meta device it costs nothing.
+    import ppl_audit.validators as validators
+
+    monkeypatch.setattr(validators, "available_memory_bytes", lambda: 2**30)
+    text = (Path(__file__).resolve().parents[1] / "models" / "mnist-lenet5.toml").read_text()
+    card = tmp_path / "huge.toml"
+    card.write_text(text.replace('name = "mnist-lenet5"', 'name = "huge"').replace("hidden = [120, 84]",
+                                                                                       "hidden = [1000000000, 84]"))
+    with pytest.raises(AuditFileError, match=r"'huge' \(\d{1,3}(,\d{3})+ parameters\) would need about .* of "
+                                             r"memory, but 1 GiB is available; make the card's layers narrower"):
+        load_model(card, cache=tmp_path / "cache", device="cpu")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_parameter_count_on_the_meta_device_is_the_real_one(toy_card):
+    trainer = training.get_trainer(training.as_card(toy_card).kind)
+    card = training.as_card(toy_card)
+    assert training.check_model_fits(trainer, card) == sum(p.numel() for p in trainer.build(card).parameters())
