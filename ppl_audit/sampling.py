@@ -8,6 +8,7 @@ of each particle kept, then ``n <= N`` drawn with replacement.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -324,12 +325,15 @@ _ANNOTATION_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool"
                      "torch.Tensor": (torch.Tensor,)}
 
 
-def _backend(method: str):
-    """The function that runs ``method`` (imported lazily: Pyro's backends are slow to import)."""
-    from ppl_audit.inference import mcmc, pyro_backends, smc
+_BACKENDS = {"smc": ("ppl_audit.inference.smc", "run_smc"), "mh": ("ppl_audit.inference.mcmc", "run_mh"),
+             "hmc": ("ppl_audit.inference.mcmc", "run_hmc"), "nuts": ("ppl_audit.inference.pyro_backends", "run_nuts"),
+             "svi": ("ppl_audit.inference.pyro_backends", "run_svi")}
 
-    return {"smc": smc.run_smc, "mh": mcmc.run_mh, "hmc": mcmc.run_hmc, "nuts": pyro_backends.run_nuts,
-            "svi": pyro_backends.run_svi}[method]
+
+def _backend(method: str):
+    """The function that runs ``method``, importing only its module: Pyro's backends are slow to import."""
+    module, name = _BACKENDS[method]
+    return getattr(importlib.import_module(module), name)
 
 
 def sampler_option_types(method: str) -> dict[str, str]:
