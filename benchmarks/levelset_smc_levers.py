@@ -9,8 +9,14 @@ Configurations (all adaptively tempered SMC with the level-set plan's runs and f
   ``v`` with ``z = biject_to(support)(v)``, the prior carried over with its Jacobian.
 
 ``moved-0.9``: each stage keeps moving until 90% of every run's particles have accepted a move (at most
-30 moves); ``fixed-moves``: 4 moves a stage. ``slow-0.8`` (the default, with the two above): a run whose
+30 moves); ``fixed-moves``: 4 moves a stage. ``slow-0.8`` (with the two above): a run whose
 moves accepted under 15% over a stage keeps 80% of its ESS at the next reweighting instead of 50%.
+Those six make one round of runs. Then:
+
+* ``normal-elliptical-5``: 5 elliptical slice moves a stage over ``u ~ N(0, I)``;
+* ``rw-covariance``: the random-walk moves scaled by each run's particle covariance, not its sds;
+* ``default-rounds`` (the default): ``unconstrained-moved-0.9-slow-0.8``, then, while the checks fail,
+  up to two more rounds that double the independent runs, each superchain pooling more runs.
 
 Columns: nested R-hat, the ESS from the spread of the independent runs' means (the honest one) and
 per run, the sd of the runs' log evidence, the moves' acceptance at the posterior, whether the
@@ -21,6 +27,8 @@ Run (from the repository root):
       .venv/bin/python benchmarks/levelset_smc_levers.py                 # results/levelset_smc_levers.json
       .venv/bin/python benchmarks/levelset_smc_levers.py --seeds 0 1 2
       .venv/bin/python benchmarks/levelset_smc_levers.py --quick         # one target, 256 particles
+      .venv/bin/python benchmarks/levelset_smc_levers.py --seeds 0 1 2 --configs default-rounds \
+          --name levelset_smc_rounds                                   # the default at three seeds
 """
 
 from __future__ import annotations
@@ -38,14 +46,18 @@ from ppl_audit.audits.levelset import LevelSetAuditSpec  # noqa: E402
 from ppl_audit.audits.worlds import load_classifier, load_world  # noqa: E402
 from ppl_audit.sampling import sample_level_set  # noqa: E402
 
-FIXED = {"min_moved_fraction": 0.0, "slow_ess_fraction": 0.5}  # 4 moves a stage, one tempering pace
+ONE_ROUND = {"max_rounds": 1}  # the configurations measured before rounds existed
+FIXED = {"min_moved_fraction": 0.0, "slow_ess_fraction": 0.5, **ONE_ROUND}  # 4 moves a stage, one tempering pace
 CONFIGS = {
     "latent-fixed-moves": {"space": "latent", **FIXED},
     "normal-fixed-moves": {"space": "normal", **FIXED},
-    "normal-moved-0.9": {"space": "normal", "slow_ess_fraction": 0.5},
+    "normal-moved-0.9": {"space": "normal", "slow_ess_fraction": 0.5, **ONE_ROUND},
     "unconstrained-fixed-moves": {"space": "unconstrained", **FIXED},
-    "unconstrained-moved-0.9": {"slow_ess_fraction": 0.5},
-    "unconstrained-moved-0.9-slow-0.8": {},
+    "unconstrained-moved-0.9": {"slow_ess_fraction": 0.5, **ONE_ROUND},
+    "unconstrained-moved-0.9-slow-0.8": dict(ONE_ROUND),
+    "normal-elliptical-5": {"space": "normal", "move": "elliptical", "num_moves": 5, **ONE_ROUND},
+    "rw-covariance": {"rw_covariance": True, **ONE_ROUND},
+    "default-rounds": {},
 }
 
 
@@ -54,10 +66,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--particles", type=int, default=None, help="particles (default: the demo's, 1,000)")
     parser.add_argument("--quick", action="store_true", help="one world and target, 256 particles, not written")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="configurations to run (default: all)")
+    parser.add_argument("--worlds", nargs="+", default=None, help="default: the demo's two worlds")
+    parser.add_argument("--targets", nargs="+", default=None, help="target names (default: the demo's eight)")
+    parser.add_argument("--name", default="levelset_smc_levers", help="results/NAME.json")
     args = parser.parse_args(argv)
     spec = LevelSetAuditSpec()  # the demo's worlds, targets and particle count
-    worlds = spec.worlds[:1] if args.quick else spec.worlds
-    targets = spec.targets[2:3] if args.quick else spec.targets
+    worlds = spec.worlds[:1] if args.quick else (args.worlds or spec.worlds)
+    targets = spec.targets[2:3] if args.quick else [t for t in spec.targets if not args.targets or t.name in args.targets]
+    configs = {name: CONFIGS[name] for name in args.configs}
     particles = 256 if args.quick else (args.particles or spec.num_particles)
     classifier = load_classifier(spec.classifier, device="cpu")
     rows = []
@@ -65,7 +83,7 @@ def main(argv=None) -> int:
         prior = load_world(world, device="cpu")
         for target in targets:
             for seed in args.seeds:
-                for config, options in CONFIGS.items():
+                for config, options in configs.items():
                     start = time.perf_counter()
                     res = sample_level_set(prior, classifier, target.probabilities,
                                            concentration=target.concentration, num_particles=particles, seed=seed,
@@ -78,14 +96,14 @@ def main(argv=None) -> int:
                     print("  ".join(map(str, rows[-1])), flush=True)
     print()
     print_table(COLUMNS, rows)
-    for config in CONFIGS:
+    for config in configs:
         mine = [r for r in rows if r[3] == config]
         print(f"{config}: {sum(r[9] for r in mine)} of {len(mine)} converged, "
               f"{sum(r[10] for r in mine):.1f} s in all")
     if not args.quick:
-        path = write_results("levelset_smc_levers", {
+        path = write_results(args.name, {
             "schema_version": 1, "seeds": args.seeds, "machine": machine(), "particles": particles,
-            "configs": CONFIGS, "columns": COLUMNS, "rows": rows})
+            "configs": configs, "columns": COLUMNS, "rows": rows})
         print(f"wrote {path}")
     return 0
 

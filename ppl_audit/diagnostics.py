@@ -362,7 +362,8 @@ def convergence_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
             f"groups of chains agree about the posterior" + (f" (ESS {ess:.0f}, from their spread)" if ess else "")
             + ("; the SMC runs agree on the evidence and their moves renew the particles." if smc else ".")
         )
-    advice = ("raise the particles (--particles, num_particles): larger runs are worth more effective particles each"
+    advice = ("raise the particles (--particles, num_particles) or the SMC rounds (sampler option max_rounds): "
+              "larger runs, and superchains of more runs, are worth more effective particles each"
               if smc is not None else "run more steps or particles (--steps, --particles)")
     return False, "Not converged: " + "; ".join(failed) + f". The means and spreads cannot be trusted yet; {advice}."
 

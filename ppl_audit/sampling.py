@@ -70,6 +70,15 @@ SMC_DEFAULT_SPACE = "unconstrained"  # benchmarks/levelset_smc_levers.py
 SMC_MIN_MOVED_FRACTION = 0.9
 # A run whose moves accepted under 15% over a stage keeps 80% of its ESS at the next reweighting, not 50%.
 SMC_SLOW_ESS_FRACTION = 0.8
+# A level set that fails its checks gets a second SMC round of runs twice as large (3x the first round's
+# cost in all): on the circle world's tight target, runs of 250 were worth 2-3.5x the effective particles
+# of runs of 125 (benchmarks/levelset_smc_levers.py).
+SMC_MAX_ROUNDS = 2
+# No round is added where the superchains are worth fewer effective particles than this (nested R-hat
+# above ~1.1): their runs then disagree about which regions hold the level set, which a few more runs
+# do not fix (MNIST at concentration 3,000: 1-2), while a precision shortfall does (the circle world's
+# tight target: 7-44 after the first round, converged after the second).
+SMC_ROUND_MIN_EFFECTIVE_PARTICLES = 5.0
 
 
 @dataclass
@@ -216,29 +225,7 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
         chain = dataclasses.replace(chain, superchains=superchains)  # run_mh leaves it unset
         return chain
     if method == "smc":
-        from ppl_audit.inference.smc import run_smc
-
-        runs, options = smc_plan(num_particles, options)
-
-        def log_likelihood(z):
-            probs = level_set.predict(z)
-            return level_set.log_likelihood(probs), probs
-
-        settings = dict(num_runs=runs, particles_per_run=num_particles // runs,
-                        num_final_draws=options.pop("num_final_draws", SMC_FINAL_DRAWS), generator=generator,
-                        extras_names=classes, progress=progress, device=device)
-        space = options.pop("space", SMC_DEFAULT_SPACE)
-        if space not in SMC_SPACES or (space == "normal" and not prior.normal_dim):
-            raise InvalidInputError(f"smc option space must be one of {', '.join(SMC_SPACES)} ('normal' needs a prior "
-                                    f"with a standard-normal transform), got {space!r}")
-        settings = {**settings, **options}
-        with torch.no_grad():
-            if space == "normal":
-                return _smc_in_normal_space(prior, log_likelihood, names, settings)
-            if space == "unconstrained":
-                return _smc_unconstrained(prior, log_likelihood, names, settings)
-            return run_smc(prior.log_prob, log_likelihood, lambda n, generator: prior.sample(n, generator=generator),
-                           latent_names=names, **settings)
+        return _run_smc_rounds(level_set, prior, num_particles, generator, device, options, progress)
     if method == "nuts":
         from ppl_audit.inference.pyro_backends import run_nuts
 
@@ -252,12 +239,75 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
                    extras_fn=predict, log_density_fn=level_set.log_density, progress=progress, **options)
 
 
+def _run_smc_rounds(level_set: LevelSet, prior: Prior, num_particles: int, generator, device, options: dict,
+                    progress) -> SamplingResult:
+    """SMC in rounds until the runs pass their checks (at most ``max_rounds``, default :data:`SMC_MAX_ROUNDS`).
+
+    The first round's runs are the superchains. Each later round runs as many again, each twice the
+    size of the last round's, and superchain ``k`` pools run ``k`` of every round
+    (:func:`~ppl_audit.inference.smc.pool_runs`). A round is added only while the checks fail on a
+    precision shortfall (:data:`SMC_ROUND_MIN_EFFECTIVE_PARTICLES`).
+    """
+    from ppl_audit.inference.smc import pool_runs
+
+    runs, options = smc_plan(num_particles, options)
+    max_rounds = options.pop("max_rounds", SMC_MAX_ROUNDS)
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or not 1 <= max_rounds <= 5:
+        raise InvalidInputError(f"smc option max_rounds must be an integer in 1..5, got {max_rounds!r}")
+    size = num_particles // runs
+    results = [_run_smc_once(level_set, prior, runs, size, generator, device, dict(options), progress)]
+    pooled = results[0]
+    while len(results) < max_rounds:
+        summary = _smc_summary(pooled)
+        if summary["converged"] or not summary["ess_per_superchain_min"] >= SMC_ROUND_MIN_EFFECTIVE_PARTICLES:
+            break
+        size *= 2
+        results.append(_run_smc_once(level_set, prior, runs, size, generator, device, dict(options), progress))
+        pooled = pool_runs(results, superchains=runs)
+    return pooled
+
+
+def _run_smc_once(level_set: LevelSet, prior: Prior, runs: int, particles_per_run: int, generator, device,
+                  options: dict, progress) -> SamplingResult:
+    """One batch of ``runs`` independent SMC runs, in the space the ``space`` option names."""
+    from ppl_audit.inference.smc import run_smc
+
+    names, classes = prior.latent_names, level_set.classifier.class_names
+
+    def log_likelihood(z):
+        probs = level_set.predict(z)
+        return level_set.log_likelihood(probs), probs
+
+    settings = dict(num_runs=runs, particles_per_run=particles_per_run,
+                    num_final_draws=options.pop("num_final_draws", SMC_FINAL_DRAWS), generator=generator,
+                    extras_names=classes, progress=progress, device=device)
+    space = options.pop("space", SMC_DEFAULT_SPACE)
+    if space not in SMC_SPACES or (space == "normal" and not prior.normal_dim):
+        raise InvalidInputError(f"smc option space must be one of {', '.join(SMC_SPACES)} ('normal' needs a prior "
+                                f"with a standard-normal transform), got {space!r}")
+    settings = {**settings, **options}
+    with torch.no_grad():
+        if space == "normal":
+            return _smc_in_normal_space(prior, log_likelihood, names, settings)
+        if space == "unconstrained":
+            return _smc_unconstrained(prior, log_likelihood, names, settings)
+        return run_smc(prior.log_prob, log_likelihood, lambda n, generator: prior.sample(n, generator=generator),
+                       latent_names=names, **settings)
+
+
+def _smc_summary(chain: SamplingResult) -> dict[str, Any]:
+    """The diagnostics summary an SMC result's report is judged by (its verdict, its ESS per superchain)."""
+    return diagnostics.summarize(chain.to_arviz(), superchains=chain.superchains, chains_independent=False,
+                                 smc=_smc_checks(chain))
+
+
 def _smc_checks(chain: SamplingResult) -> dict[str, Any]:
     """:func:`~ppl_audit.diagnostics.smc_checks` of an SMC result (its runs are its superchains)."""
     runs = chain.superchains or 1
     final = chain.final_position.reshape(runs, -1, chain.final_position.shape[-1])
     distinct = min(torch.unique(run, dim=0).shape[0] / run.shape[0] for run in final)  # one call per run
-    return diagnostics.smc_checks(chain.info["log_evidence"], chain.acceptance_rate, distinct)
+    log_evidence = chain.info.get("log_evidence_superchains", chain.info["log_evidence"])
+    return diagnostics.smc_checks(log_evidence, chain.acceptance_rate, distinct)
 
 
 def _smc_unconstrained(prior: Prior, log_likelihood, names, settings: dict) -> SamplingResult:
@@ -319,7 +369,7 @@ SAMPLER_ARGUMENTS_SET_BY_ENGINE = frozenset({
     "extras_fn", "log_density_fn", "num_steps",
 })
 # Options sample_level_set itself reads before the backend: name -> annotation (as a backend's would read).
-ENGINE_OPTIONS = {"smc": {"space": "str"}}
+ENGINE_OPTIONS = {"smc": {"space": "str", "max_rounds": "int"}}
 # Python types an option's annotation names; an annotation naming anything else is left to the backend.
 _ANNOTATION_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
                      "torch.Tensor": (torch.Tensor,)}
@@ -612,7 +662,8 @@ def sample_level_set(
         "ess_tail_min": summary["ess_tail_min"],
         "ess_superchains_min": summary.get("ess_superchains_min"),
         **({"log_evidence_sd": smc["log_evidence_sd"], "distinct_share_min": smc["distinct_share_min"],
-            "final_acceptance": smc["final_acceptance"]} if smc else {}),
+            "final_acceptance": smc["final_acceptance"], "smc_rounds": chain.info.get("rounds", 1),
+            "runs_per_superchain": chain.info.get("runs_per_superchain", 1)} if smc else {}),
         "converged": summary["converged"],
         "classifier_evaluations": evals,
         "ambiguous_per_1000_evaluations": (

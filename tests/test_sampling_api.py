@@ -145,3 +145,31 @@ def test_smc_refuses_an_unknown_space():
     with pytest.raises(InvalidInputError, match="space must be one of unconstrained, normal, latent"):
         pa.sample_level_set(HouseRocketWorld(), clf, [0.5, 0.5], num_particles=64, options={"space": "warped"},
                          device="cpu")
+
+
+# --------------------------------------------------------------------------- issue 21: SMC rounds
+
+
+@pytest.mark.parametrize("summary,rounds", [
+    ({"converged": True, "ess_per_superchain_min": 10.0}, 1),   # passed: no second round
+    ({"converged": False, "ess_per_superchain_min": 20.0}, 2),  # too imprecise: a round of larger runs
+    ({"converged": False, "ess_per_superchain_min": 2.0}, 1),   # the runs disagree: no wasted round
+])
+def test_smc_adds_a_round_of_larger_runs_only_where_it_can_help(tiny_classifier, monkeypatch, summary, rounds):
+    import ppl_audit.sampling as sampling
+
+    checked = []
+    monkeypatch.setattr(sampling, "_smc_summary", lambda chain: checked.append(chain.num_chains) or summary)
+    res = pa.sample_level_set(pa.HouseRocketWorld(), tiny_classifier, [0.5, 0.5], method="smc", num_particles=64,
+                              seed=0, device="cpu", options={"num_final_draws": 4})
+    # 64 particles make 4 runs of 16; a second round adds 4 runs of 32, superchain k pooling run k of each
+    assert checked == [64]
+    assert res.chain.num_chains == (64 if rounds == 1 else 64 + 128) and res.chain.superchains == 4
+    assert res.metrics["smc_rounds"] == rounds and res.metrics["runs_per_superchain"] == rounds
+    assert res.metrics["classifier_evaluations"] == res.chain.num_evaluations
+
+
+def test_smc_rounds_option_is_checked():
+    with pytest.raises(InvalidInputError, match="max_rounds"):
+        pa.sample_level_set(pa.HouseRocketWorld(), lambda x: torch.full((len(x), 2), 0.5), [0.5, 0.5],
+                            num_particles=64, options={"max_rounds": 0}, device="cpu")

@@ -9,7 +9,7 @@ the keys the batched backends fill in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import torch
 
@@ -50,6 +50,10 @@ class SMCRunInfo(TypedDict):
     acceptance_per_step: list[float]  # every MH move, final draws included
     proposal_scale_factor: list[float]  # R factors c_r
     proposal_scale: list[list[float]]  # R lists of D per-latent scales of the final draws
+    # Set when several results' runs are pooled into superchains (ppl_audit.inference.smc.pool_runs):
+    rounds: NotRequired[int]  # results pooled
+    runs_per_superchain: NotRequired[int]
+    log_evidence_superchains: NotRequired[list[float]]  # log of each superchain's mean evidence
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ import torch
 
 from ppl_audit._device import resolve_device
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.inference.kernels import imh, mh
+from ppl_audit.inference.kernels import elliptical, imh, mh
 from ppl_audit.inference.kernels import smc as kernel
 from ppl_audit.inference.kernels.mixture import GaussianMixture
 from ppl_audit.inference.mcmc import MIN_POPULATION_SD, RANDOM_WALK_SCALE, TARGET_ACCEPTANCE, resolve_latent_names
@@ -55,7 +55,9 @@ from ppl_audit.progress import ProgressFn, report
 # Constant, not Robbins-Monro decaying as in the MCMC driver: each stage has a new target that the
 # proposal factor must track, and a few stages may be all there is (see _adapt_scale_factor).
 SCALE_ADAPTATION_GAIN = 3.0
-MOVES = ("rw", "independent", "mixed")  # the kinds of MH move a stage can make (run_smc, move)
+MOVES = ("rw", "independent", "mixed", "elliptical")  # the kinds of move a stage can make (run_smc, move)
+# move="elliptical" needs a standard-normal prior: run_smc checks log_prior_fn against it on the first draws.
+STANDARD_NORMAL_TOLERANCE = 1e-3
 # Independent-proposal settings, measured on the house/rocket level sets (README, "Samplers": tuned constants).
 NUM_COMPONENTS = 4  # full-covariance components per half-run; 8 over-fitted the halves
 PROPOSAL_INFLATION = 1.2  # a proposal a little wider than its target keeps p/q bounded in the tails
@@ -127,6 +129,7 @@ class SMCConfig:
     num_components: int = NUM_COMPONENTS
     proposal_inflation: float = PROPOSAL_INFLATION
     defensive_weight: float = DEFENSIVE_WEIGHT
+    rw_covariance: bool = False
 
     def __post_init__(self):
         # The checks run in the order run_smc has always run them: with several bad
@@ -145,7 +148,7 @@ class SMCConfig:
             raise InvalidInputError(f"max_moves must be an integer >= num_moves ({self.num_moves}), got {max_moves!r}")
         if not 0 <= self.min_moved_fraction <= 1:
             raise InvalidInputError(f"min_moved_fraction must be in [0, 1], got {self.min_moved_fraction!r}")
-        if self.move in MOVES and self.move != "rw" and m < MIN_PARTICLES_PER_RUN_FITTED:
+        if self.move in ("independent", "mixed") and m < MIN_PARTICLES_PER_RUN_FITTED:
             raise InvalidInputError(
                 f"move={self.move!r} fits a mixture to each half-run and needs particles_per_run >= "
                 f"{MIN_PARTICLES_PER_RUN_FITTED}, got {m}; use move='rw' or more particles"
@@ -235,6 +238,19 @@ class TemperedTarget:
 
         return log_density
 
+    def tempered_log_likelihood(self, beta_particles: torch.Tensor) -> elliptical.LogLikelihoodFn:
+        """``beta * loglik`` of the chains ``index`` names, at their own run's beta, with packed extras
+        (the elliptical move's likelihood: its ellipses keep the standard-normal prior invariant)."""
+
+        def log_likelihood(position, index):
+            lp, ll, extras = _evaluate(self.log_prior_fn, self.log_likelihood_fn, position)
+            if self.has_extras and extras is None:
+                raise ModelOutputError("log_likelihood_fn returned extras at first and none later")
+            tempered = _tempered(torch.zeros_like(ll), ll, beta_particles[index])
+            return tempered, self.pack(lp, ll, extras if self.has_extras else None)
+
+        return log_likelihood
+
     def mh_state(self, particles: torch.Tensor, extras: torch.Tensor, beta_particles: torch.Tensor) -> mh.MHState:
         """The MH state of ``particles`` at ``beta_particles``, re-tempered from their extras (no evaluation)."""
         log_density = _tempered(extras[:, _LOG_PRIOR_COL], extras[:, _LOG_LIK_COL], beta_particles)
@@ -275,11 +291,25 @@ class StageInfo:
     ess_fraction: torch.Tensor  # () mean ESS / M before resampling, over the runs still tempering
     acceptance: torch.Tensor  # () mean acceptance over the stage's moves and runs
     acceptance_per_move: tuple[torch.Tensor, ...]  # () each move's mean acceptance over all runs
+    evaluations: torch.Tensor  # () likelihood evaluations of the stage's moves
 
     @property
     def num_moves(self) -> int:
         """Moves the stage made (between ``num_moves`` and ``max_moves``)."""
         return len(self.acceptance_per_move)
+
+
+def _check_standard_normal(log_prior: torch.Tensor, particles: torch.Tensor) -> None:
+    """Refuse ``move="elliptical"`` unless ``log_prior_fn`` is the standard normal at the first draws:
+    the ellipses keep only that prior invariant, so any other would be sampled wrongly, silently."""
+    dim = particles.shape[1]
+    normal = -0.5 * particles.to(torch.float64).square().sum(-1) - 0.5 * dim * math.log(2 * math.pi)
+    if not torch.allclose(log_prior.to(torch.float64), normal, rtol=STANDARD_NORMAL_TOLERANCE,
+                          atol=STANDARD_NORMAL_TOLERANCE):
+        raise InvalidInputError(
+            "move='elliptical' needs a standard-normal prior N(0, I), but log_prior_fn differs from it at the "
+            "prior draws; sample in a standard-normal space (space='normal') or use another move"
+        )
 
 
 def init(particles: torch.Tensor, log_prior_fn: LogPriorFn, log_likelihood_fn: LogLikelihoodFn,
@@ -317,6 +347,8 @@ def init(particles: torch.Tensor, log_prior_fn: LogPriorFn, log_likelihood_fn: L
             f"log_prior_fn is -inf at {int((lp == -math.inf).sum())} of {particles.shape[0]} draws of sample_prior: "
             "the two disagree about the prior's support"
         )
+    if config.move == "elliptical":
+        _check_standard_normal(lp, particles)
     target = TemperedTarget(log_prior_fn, log_likelihood_fn, user_extras is not None, particles.dtype)
     runs, dev, dim = config.num_runs, particles.device, particles.shape[1]
     state = SMCState(
@@ -343,37 +375,85 @@ class Proposals:
     group: torch.Tensor | None  # (N,) the mixture each particle proposes from
 
 
-def _random_walk_scale(particles: torch.Tensor, log_scale_factor: torch.Tensor, runs: int) -> torch.Tensor:
-    """Per-particle ``(N, D)`` scale ``c_r * sd_rd`` from each run's current spread."""
+def _random_walk_scale(particles: torch.Tensor, log_scale_factor: torch.Tensor, runs: int,
+                       covariance: bool = False) -> torch.Tensor:
+    """Per-particle random-walk scale from each run's current spread: ``(N, D)`` standard deviations
+    ``c_r * sd_rd``, or with ``covariance`` the ``(N, D, D)`` factors ``c_r * chol(Sigma_r)`` of each
+    run's particle covariance (proposals along the directions the particles spread in)."""
     n, dim = particles.shape
     m = n // runs
-    spread = particles.reshape(runs, m, dim).std(dim=1).clamp(min=MIN_POPULATION_SD)  # (R, D)
-    scale = log_scale_factor.exp().to(particles.dtype).unsqueeze(-1) * spread
-    return scale.repeat_interleave(m, dim=0)
+    grouped = particles.reshape(runs, m, dim)
+    factor = log_scale_factor.exp().to(particles.dtype)
+    if covariance:
+        centred = grouped - grouped.mean(dim=1, keepdim=True)
+        cov = centred.transpose(1, 2) @ centred / (m - 1)
+        cov = cov + MIN_POPULATION_SD ** 2 * torch.eye(dim, device=particles.device, dtype=particles.dtype)
+        chol = torch.linalg.cholesky(cov.to(torch.float64)).to(particles.dtype)  # (R, D, D)
+        return (factor.view(-1, 1, 1) * chol).repeat_interleave(m, dim=0)
+    spread = grouped.std(dim=1).clamp(min=MIN_POPULATION_SD)  # (R, D)
+    return (factor.unsqueeze(-1) * spread).repeat_interleave(m, dim=0)
+
+
+def _per_latent_sd(scale: torch.Tensor) -> torch.Tensor:
+    """``(N, D)`` proposal standard deviations of a random-walk scale, diagonal or factor ``L``."""
+    return scale.square().sum(-1).sqrt() if scale.ndim == 3 else scale
 
 
 def _proposals(generator, particles: torch.Tensor, log_scale_factor: torch.Tensor, config: SMCConfig) -> Proposals:
     """Fit the stage's proposals to its (resampled) particles."""
     fitted, group = None, None
-    if config.move != "rw":
+    if config.move in ("independent", "mixed"):
         fitted, group = kernel.cross_fitted_mixture(
             generator, particles, config.num_runs, num_components=config.num_fitted_components(particles.shape[1]),
             inflation=config.proposal_inflation, defensive_weight=config.defensive_weight,
         )
-    return Proposals(_random_walk_scale(particles, log_scale_factor, config.num_runs), fitted, group)
+    return Proposals(_random_walk_scale(particles, log_scale_factor, config.num_runs, config.rw_covariance),
+                     fitted, group)
 
 
-def _one_move(generator, j: int, state: mh.MHState, log_density, proposals: Proposals, config: SMCConfig):
-    """Move ``j`` of a stage, ``(state, info, is_random_walk)``: independent (even ``j``) or random walk,
-    as ``config.move`` says. Moves beyond ``num_moves`` alternate random walk and independent whatever
-    the move: where the fitted mixture fits the tempered target poorly, local moves still separate
-    resampled copies."""
+@dataclass(frozen=True)
+class _MoveTarget:
+    """The tempered target of a stage's moves, in the forms the kernels take."""
+
+    log_density: mh.LogDensityFn  # log prior + beta * loglik, with packed extras (MH moves)
+    log_likelihood: elliptical.LogLikelihoodFn  # beta * loglik of the chains named (elliptical moves)
+    beta_particles: torch.Tensor  # (N,) each particle's run's beta
+
+    @classmethod
+    def at(cls, target: TemperedTarget, beta_particles: torch.Tensor) -> "_MoveTarget":
+        """The moves' target at ``beta_particles``."""
+        return cls(target.log_density(beta_particles), target.tempered_log_likelihood(beta_particles), beta_particles)
+
+
+def _elliptical_move(generator, state: mh.MHState, move_target: _MoveTarget):
+    """One elliptical slice step of every particle, ``(state, moved, evaluations)``."""
+    ll = state.extras[:, _LOG_LIK_COL]
+    tempered = _tempered(torch.zeros_like(ll), ll, move_target.beta_particles)
+    new, info = elliptical.step(generator, elliptical.SliceState(state.position, tempered, state.extras),
+                                move_target.log_likelihood)
+    log_density = _tempered(new.extras[:, _LOG_PRIOR_COL], new.extras[:, _LOG_LIK_COL], move_target.beta_particles)
+    return mh.MHState(new.position, log_density, new.extras), info.moved, info.proposals.sum()
+
+
+def _one_move(generator, j: int, state: mh.MHState, move_target: _MoveTarget, proposals: Proposals,
+              config: SMCConfig):
+    """Move ``j`` of a stage, ``(state, accepted (N,), evaluations, is_random_walk)``.
+
+    Elliptical moves every time for ``move="elliptical"``; otherwise independent (even ``j``) or random
+    walk, as ``config.move`` says. Moves beyond ``num_moves`` alternate random walk and independent
+    whatever the MH move: where the fitted mixture fits the tempered target poorly, local moves still
+    separate resampled copies."""
+    n = state.position.shape[0]
+    if config.move == "elliptical":
+        new, moved, evaluations = _elliptical_move(generator, state, move_target)
+        return new, moved, evaluations, False
     extra = j >= config.num_moves
     if proposals.mixture is not None and ((config.move == "independent" and not extra) or (j - extra) % 2 == 0):
-        new, info = imh.step(generator, state, log_density, proposal=proposals.mixture, group=proposals.group)
-        return new, info, False
-    new, info = mh.step(generator, state, log_density, scale=proposals.scale)
-    return new, info, True
+        new, info = imh.step(generator, state, move_target.log_density, proposal=proposals.mixture,
+                             group=proposals.group)
+        return new, info.accepted, n, False
+    new, info = mh.step(generator, state, move_target.log_density, scale=proposals.scale)
+    return new, info.accepted, n, True
 
 
 @dataclass(frozen=True)
@@ -384,21 +464,24 @@ class _MoveTally:
     rw_accepted: torch.Tensor  # (R,) float64, the random-walk moves only
     rw_moves: int
     per_move: tuple[torch.Tensor, ...]  # () each move's mean over all runs
+    evaluations: torch.Tensor  # () likelihood evaluations of the stage's moves
 
 
-def _move(generator, state: mh.MHState, log_density, proposals: Proposals,
+def _move(generator, state: mh.MHState, move_target: _MoveTarget, proposals: Proposals,
           config: SMCConfig) -> tuple[mh.MHState, _MoveTally]:
     """``num_moves`` moves, then more (up to ``max_moves``) until ``min_moved_fraction`` of every run moved."""
     runs, m = config.num_runs, config.particles_per_run
     dev = state.position.device
     accepted = torch.zeros(runs, device=dev, dtype=torch.float64)
     rw_accepted = torch.zeros(runs, device=dev, dtype=torch.float64)
+    evaluations = torch.zeros((), device=dev, dtype=torch.long)
     rw_moves, per_move = 0, []
     moved = torch.zeros(runs * m, device=dev, dtype=torch.bool)
     for j in range(config.max_moves):
-        state, info, is_rw = _one_move(generator, j, state, log_density, proposals, config)
-        moved |= info.accepted
-        rate = info.accepted.view(runs, m).to(torch.float64).mean(dim=1)
+        state, step_accepted, step_evaluations, is_rw = _one_move(generator, j, state, move_target, proposals, config)
+        moved |= step_accepted
+        evaluations = evaluations + step_evaluations
+        rate = step_accepted.view(runs, m).to(torch.float64).mean(dim=1)
         if is_rw:
             rw_accepted = rw_accepted + rate
             rw_moves += 1
@@ -410,7 +493,7 @@ def _move(generator, state: mh.MHState, log_density, proposals: Proposals,
             float(moved.view(runs, m).to(torch.float64).mean(dim=1).min()) >= config.min_moved_fraction
         ):
             break
-    return state, _MoveTally(accepted, rw_accepted, rw_moves, tuple(per_move))
+    return state, _MoveTally(accepted, rw_accepted, rw_moves, tuple(per_move), evaluations)
 
 
 def _adapt_scale_factor(log_scale_factor: torch.Tensor, tally: _MoveTally) -> torch.Tensor:
@@ -473,13 +556,13 @@ def step(generator: torch.Generator | None, state: SMCState, target: TemperedTar
     proposals = _proposals(generator, particles, state.log_scale_factor, config)
     beta_particles = beta.repeat_interleave(m)
     moved, tally = _move(generator, target.mh_state(particles, extras, beta_particles),
-                         target.log_density(beta_particles), proposals, config)
+                         _MoveTarget.at(target, beta_particles), proposals, config)
     j = len(tally.per_move)
     slow = torch.full_like(tally.accepted, config.slow_ess_fraction)  # float64, like every per-run tensor
     ess_target = slow.where(tally.accepted / j < SLOW_ACCEPTANCE, config.target_ess_fraction)
     new_state = SMCState(moved.position, moved.extras, beta, log_evidence,
                          _adapt_scale_factor(state.log_scale_factor, tally), ess_target)
-    return new_state, StageInfo(beta, ess_fraction, tally.accepted.mean() / j, tally.per_move)
+    return new_state, StageInfo(beta, ess_fraction, tally.accepted.mean() / j, tally.per_move, tally.evaluations)
 
 
 # --------------------------------------------------------------------------- draws at the posterior
@@ -494,6 +577,7 @@ class Draws:
     extras: torch.Tensor | None  # (N, K, E), the likelihood's own extras
     acceptance_per_move: tuple[torch.Tensor, ...]  # () each draw's mean acceptance
     proposal_scale: torch.Tensor  # (N, D) the random-walk scale used
+    evaluations: torch.Tensor  # () likelihood evaluations of the moves
 
 
 def final_draws(generator: torch.Generator | None, state: SMCState, target: TemperedTarget, config: SMCConfig,
@@ -524,20 +608,24 @@ def final_draws(generator: torch.Generator | None, state: SMCState, target: Temp
     (torch.Size([16, 3, 2]), 3)
     """
     beta_particles = torch.ones(config.num_particles, device=state.particles.device, dtype=torch.float64)
-    log_density = target.log_density(beta_particles)
+    move_target = _MoveTarget.at(target, beta_particles)
     mh_state = target.mh_state(state.particles, state.extras, beta_particles)
     proposals = _proposals(generator, state.particles, state.log_scale_factor, config)
     positions, accepted, extras, rates = [], [], [], []
+    evaluations = torch.zeros((), device=state.particles.device, dtype=torch.long)
     for k in range(config.num_final_draws):
-        mh_state, info, _ = _one_move(generator, k, mh_state, log_density, proposals, config)
+        mh_state, step_accepted, step_evaluations, _ = _one_move(generator, k, mh_state, move_target, proposals,
+                                                                 config)
+        evaluations = evaluations + step_evaluations
         positions.append(mh_state.position)
-        accepted.append(info.accepted)
+        accepted.append(step_accepted)
         if target.has_extras:
             extras.append(mh_state.extras[:, _USER_COLS:])
-        rates.append(info.accepted.to(torch.float64).mean())
+        rates.append(step_accepted.to(torch.float64).mean())
         report(progress, "sampling", k + 1, config.num_final_draws)
     return Draws(torch.stack(positions, dim=1), torch.stack(accepted, dim=1),
-                 torch.stack(extras, dim=1) if extras else None, tuple(rates), proposals.scale)
+                 torch.stack(extras, dim=1) if extras else None, tuple(rates), _per_latent_sd(proposals.scale),
+                 evaluations)
 
 
 # --------------------------------------------------------------------------- driver
@@ -590,7 +678,7 @@ def _result(config: SMCConfig, names, extras_names, state: SMCState, stages: lis
         extras_trace=draws.extras.cpu() if draws.extras is not None else None,
         extras_names=tuple(extras_names),
         num_warmup=0,
-        num_evaluations=config.num_particles * (1 + sum(moves_per_stage) + config.num_final_draws),
+        num_evaluations=config.num_particles + int(sum(s.evaluations for s in stages) + draws.evaluations),
         seconds=time.perf_counter() - start,
         superchains=runs if runs > 1 else None,  # one run: split R-hat only
         info=info,
@@ -615,6 +703,7 @@ def run_smc(
     num_components: int = NUM_COMPONENTS,
     proposal_inflation: float = PROPOSAL_INFLATION,
     defensive_weight: float = DEFENSIVE_WEIGHT,
+    rw_covariance: bool = False,
     generator: torch.Generator | None = None,
     latent_names: Sequence[str] | None = None,
     extras_names: Sequence[str] = (),
@@ -758,6 +847,7 @@ def run_smc(
         slow_ess_fraction=slow_ess_fraction, num_moves=num_moves, max_moves=max_moves,
         min_moved_fraction=min_moved_fraction, num_final_draws=num_final_draws, max_stages=max_stages, move=move,
         num_components=num_components, proposal_inflation=proposal_inflation, defensive_weight=defensive_weight,
+        rw_covariance=rw_covariance,
     )
     particles = _prior_draws(sample_prior, config.num_particles, generator, device)
     names = resolve_latent_names(latent_names, particles.shape[1])
@@ -776,3 +866,80 @@ def run_smc(
         report(progress, "tempering", int(lowest_beta * PROGRESS_RESOLUTION), PROGRESS_RESOLUTION)
     draws = final_draws(generator, state, target, config, progress)
     return _result(config, names, extras_names, state, stages, draws, start)
+
+
+def pool_runs(results: Sequence[SamplingResult], superchains: int) -> SamplingResult:
+    """Independent SMC results of ``superchains`` runs each, as one: superchain ``k`` pools run ``k`` of
+    every result.
+
+    Every run is independent of every other, so pooling them is a valid nested design: each superchain
+    holds the same mix of runs (one from each result, whatever their sizes), so the superchains stay
+    independent and identically distributed, and a superchain's mean is less variable than any of its
+    runs'. That is how later rounds of larger runs raise the effective particles per superchain that
+    nested R-hat asks for.
+
+    Parameters
+    ----------
+    results : sequence of SamplingResult
+        SMC results of ``superchains`` runs each (``superchains`` unset for a single run).
+    superchains : int
+
+    Returns
+    -------
+    SamplingResult
+        Chains ordered superchain-major; ``info`` keeps every per-run list (runs in the new order),
+        concatenates the per-stage lists, sums the counts, and adds ``rounds``, ``runs_per_superchain``
+        and ``log_evidence_superchains`` (each superchain's evidence: its runs' estimates, each unbiased
+        for ``Z``, averaged with weights proportional to their particles).
+
+    Examples
+    --------
+    >>> prior = torch.distributions.Normal(0.0, 1.0)
+    >>> run = lambda m, seed: run_smc(lambda z: prior.log_prob(z).sum(-1), lambda z: -z[:, 0] ** 2,
+    ...                               lambda n, g: torch.randn(n, 1, generator=g), num_runs=2, particles_per_run=m,
+    ...                               move="rw", generator=torch.Generator().manual_seed(seed))
+    >>> pooled = pool_runs([run(8, 0), run(16, 1)], superchains=2)
+    >>> pooled.num_chains, pooled.superchains, pooled.info["runs_per_superchain"]
+    (48, 2, 2)
+    """
+    for r in results:
+        if (r.superchains or 1) != superchains:
+            raise InvalidInputError(f"cannot pool a result of {r.superchains or 1} runs into {superchains} superchains")
+
+    def pooled(tensor_of):  # superchain k: run k of every result, in order
+        per_result = [tensor_of(r).reshape(superchains, -1, *tensor_of(r).shape[1:]) for r in results]
+        return torch.cat([torch.cat([runs[k] for runs in per_result]) for k in range(superchains)])
+
+    have_accepted = all("accepted" in r.sample_stats for r in results)
+    return SamplingResult(
+        method="smc", latent_names=results[0].latent_names, trace=pooled(lambda r: r.trace),
+        sample_stats={"accepted": pooled(lambda r: r.sample_stats["accepted"])} if have_accepted else {},
+        extras_trace=pooled(lambda r: r.extras_trace) if all(r.extras_trace is not None for r in results) else None,
+        extras_names=results[0].extras_names, num_warmup=0,
+        num_evaluations=sum(r.num_evaluations for r in results), seconds=sum(r.seconds for r in results),
+        superchains=superchains if superchains > 1 else None,
+        info=_pooled_info(results, superchains),
+    )
+
+
+_PER_RUN_KEYS = ("log_evidence", "tempering_schedule", "proposal_scale_factor", "proposal_scale")
+_PER_STAGE_KEYS = ("ess_per_stage", "acceptance_per_stage", "moves_per_stage", "acceptance_per_step")
+
+
+def _pooled_info(results: Sequence[SamplingResult], superchains: int) -> dict:
+    """:func:`pool_runs`' info."""
+    infos = [r.info for r in results]
+    info = {key: [i[key][k] for k in range(superchains) for i in infos] for key in _PER_RUN_KEYS}
+    info.update({key: [v for i in infos for v in i[key]] for key in _PER_STAGE_KEYS})
+    log_z = torch.tensor(info["log_evidence"], dtype=torch.float64).view(superchains, len(results))
+    sizes = torch.tensor([r.num_chains // superchains for r in results], dtype=torch.float64)
+    log_share = (sizes / sizes.sum()).log()
+    info.update(
+        log_evidence_mean=float(log_z.mean()),
+        log_evidence_pooled=float(kernel.log_mean_exp(log_z.flatten(), dim=0)),
+        num_stages=max(i["num_stages"] for i in infos),
+        rounds=len(results),
+        runs_per_superchain=len(results),
+        log_evidence_superchains=torch.logsumexp(log_z + log_share, dim=1).tolist(),
+    )
+    return info

@@ -96,7 +96,8 @@ def step(
     state : MHState
     log_density_fn : callable
     scale : torch.Tensor
-        Proposal standard deviation, broadcastable to ``(N, D)`` (> 0).
+        Proposal standard deviations, broadcastable to ``(N, D)`` (> 0), or each chain's
+        ``(N, D, D)`` lower-triangular factor ``L`` of a proposal covariance ``L L^T``.
 
     Returns
     -------
@@ -111,7 +112,10 @@ def step(
     """
     position = state.position
     noise = torch.randn(position.shape, generator=generator, device=position.device, dtype=position.dtype)
-    proposal = position + scale * noise
+    if scale.ndim == 3:
+        proposal = position + (scale @ noise.unsqueeze(-1)).squeeze(-1)
+    else:
+        proposal = position + scale * noise
     logp_new, extras_new = evaluate(log_density_fn, proposal)
     log_u = torch.rand(logp_new.shape, generator=generator, device=position.device, dtype=position.dtype).log()
     accept = log_u < (logp_new - state.log_density)
