@@ -64,7 +64,8 @@ def test_mnist_targets_are_the_papers():
         assert (p[a], p[b]) == (0.46, 0.46)
         assert [v for k, v in enumerate(p) if k not in (a, b)] == [0.01] * 8
         assert math.isclose(sum(p), 1.0)
-    assert all(t.concentration == MNIST_CONCENTRATION > levelset.PAPER_CONCENTRATION for t in MNIST_TARGETS)
+    assert [t.concentration for t in MNIST_TARGETS] == [MNIST_CONCENTRATION, 100.0, 100.0]
+    assert min(t.concentration for t in MNIST_TARGETS) > levelset.PAPER_CONCENTRATION
 
 
 def test_paper_values_only_for_the_papers_targets():
