@@ -197,7 +197,9 @@ def visited_yield(chain: SamplingResult, class_index: int, band: tuple[float, fl
 
 def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_fraction, init, seed,
                  generator, device, options, progress):
-    """Dispatch to the sampler; every backend returns a SamplingResult with predictions as extras."""
+    """Dispatch to the sampler: ``(SamplingResult with predictions as extras, its diagnostics summary)``.
+
+    The summary is ``None`` except for SMC, whose rounds already computed it to decide when to stop."""
     names = prior.latent_names
     classes = level_set.classifier.class_names
 
@@ -223,7 +225,7 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
             chain = run_hmc(density, start, config, generator=generator, latent_names=names, extras_names=classes,
                             superchains=superchains, progress=progress, **options)
         chain = dataclasses.replace(chain, superchains=superchains)  # run_mh leaves it unset
-        return chain
+        return chain, None
     if method == "smc":
         return _run_smc_rounds(level_set, prior, num_particles, generator, device, options, progress)
     if method == "nuts":
@@ -232,16 +234,17 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
         warmup = int(num_steps * warmup_fraction)
         return run_nuts(level_set.model, num_chains=num_particles, num_warmup=warmup,
                         num_samples=num_steps - warmup, seed=seed, latent_names=names, extras_fn=predict,
-                        progress=progress, **options)
+                        progress=progress, **options), None
     from ppl_audit.inference.pyro_backends import run_svi
 
     return run_svi(level_set.model, num_steps=num_steps, num_samples=num_particles, seed=seed, latent_names=names,
-                   extras_fn=predict, log_density_fn=level_set.log_density, progress=progress, **options)
+                   extras_fn=predict, log_density_fn=level_set.log_density, progress=progress, **options), None
 
 
 def _run_smc_rounds(level_set: LevelSet, prior: Prior, num_particles: int, generator, device, options: dict,
-                    progress) -> SamplingResult:
-    """SMC in rounds until the runs pass their checks (at most ``max_rounds``, default :data:`SMC_MAX_ROUNDS`).
+                    progress) -> tuple[SamplingResult, dict[str, Any]]:
+    """SMC in rounds until the runs pass their checks (at most ``max_rounds``, default :data:`SMC_MAX_ROUNDS`):
+    the pooled result and its diagnostics summary (:func:`_smc_summary`, computed once per round).
 
     The first round's runs are the superchains. Each later round runs as many again, each twice the
     size of the last round's, and superchain ``k`` pools run ``k`` of every round
@@ -257,14 +260,14 @@ def _run_smc_rounds(level_set: LevelSet, prior: Prior, num_particles: int, gener
     size = num_particles // runs
     results = [_run_smc_once(level_set, prior, runs, size, generator, device, dict(options), progress)]
     pooled = results[0]
-    while len(results) < max_rounds:
-        summary = _smc_summary(pooled)
-        if summary["converged"] or not summary["ess_per_superchain_min"] >= SMC_ROUND_MIN_EFFECTIVE_PARTICLES:
-            break
+    summary = _smc_summary(pooled)
+    while (len(results) < max_rounds and not summary["converged"]
+           and summary["ess_per_superchain_min"] >= SMC_ROUND_MIN_EFFECTIVE_PARTICLES):
         size *= 2
         results.append(_run_smc_once(level_set, prior, runs, size, generator, device, dict(options), progress))
         pooled = pool_runs(results, superchains=runs)
-    return pooled
+        summary = _smc_summary(pooled)
+    return pooled, summary
 
 
 def _run_smc_once(level_set: LevelSet, prior: Prior, runs: int, particles_per_run: int, generator, device,
@@ -622,9 +625,9 @@ def sample_level_set(
     check_fits_in_memory(estimate_run_bytes(method, num_particles, num_steps, len(prior.latent_names),
                                             level_set.classifier.num_classes, options), f"a {method} run")
     generator = torch.Generator(device=dev).manual_seed(int(seed))
-    chain = _run_backend(method, level_set, prior, num_particles=num_particles, num_steps=num_steps,
-                         warmup_fraction=warmup_fraction, init=init, seed=seed, generator=generator, device=dev,
-                         options=options, progress=progress)
+    chain, summary = _run_backend(method, level_set, prior, num_particles=num_particles, num_steps=num_steps,
+                                  warmup_fraction=warmup_fraction, init=init, seed=seed, generator=generator,
+                                  device=dev, options=options, progress=progress)
     # The level set counts every image it classified (initialisation included);
     # Pyro backends evaluate through its model, which only the backend counts.
     chain = dataclasses.replace(chain, num_evaluations=max(chain.num_evaluations, level_set.evaluations))
@@ -641,9 +644,9 @@ def sample_level_set(
         images = prior.decode(latents.to(dev)).cpu()
     target_t = level_set.target
     confidence = target_confidence(probs, target_t)
-    smc = _smc_checks(chain) if method == "smc" else None
-    summary = diagnostics.summarize(chain.to_arviz(), superchains=chain.superchains,
-                                    chains_independent=method != "smc", smc=smc)
+    if summary is None:  # chains that are independent (MH, HMC, NUTS, SVI draws)
+        summary = diagnostics.summarize(chain.to_arviz(), superchains=chain.superchains)
+    smc = summary.get("smc")
     evals = chain.num_evaluations
     k = int(torch.argmax(target_t))
     metrics = {
@@ -662,8 +665,7 @@ def sample_level_set(
         "ess_tail_min": summary["ess_tail_min"],
         "ess_superchains_min": summary.get("ess_superchains_min"),
         **({"log_evidence_sd": smc["log_evidence_sd"], "distinct_share_min": smc["distinct_share_min"],
-            "final_acceptance": smc["final_acceptance"], "smc_rounds": chain.info.get("rounds", 1),
-            "runs_per_superchain": chain.info.get("runs_per_superchain", 1)} if smc else {}),
+            "final_acceptance": smc["final_acceptance"], "smc_rounds": chain.info.get("rounds", 1)} if smc else {}),
         "converged": summary["converged"],
         "classifier_evaluations": evals,
         "ambiguous_per_1000_evaluations": (

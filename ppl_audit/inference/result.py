@@ -51,8 +51,7 @@ class SMCRunInfo(TypedDict):
     proposal_scale_factor: list[float]  # R factors c_r
     proposal_scale: list[list[float]]  # R lists of D per-latent scales of the final draws
     # Set when several results' runs are pooled into superchains (ppl_audit.inference.smc.pool_runs):
-    rounds: NotRequired[int]  # results pooled
-    runs_per_superchain: NotRequired[int]
+    rounds: NotRequired[int]  # results pooled: the runs in each superchain
     log_evidence_superchains: NotRequired[list[float]]  # log of each superchain's mean evidence
 
 

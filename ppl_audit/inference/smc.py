@@ -56,6 +56,7 @@ from ppl_audit.progress import ProgressFn, report
 # proposal factor must track, and a few stages may be all there is (see _adapt_scale_factor).
 SCALE_ADAPTATION_GAIN = 3.0
 MOVES = ("rw", "independent", "mixed", "elliptical")  # the kinds of move a stage can make (run_smc, move)
+FITTED_MOVES = ("independent", "mixed")  # the moves that propose from mixtures fitted to each half-run
 # move="elliptical" needs a standard-normal prior: run_smc checks log_prior_fn against it on the first draws.
 STANDARD_NORMAL_TOLERANCE = 1e-3
 # Independent-proposal settings, measured on the house/rocket level sets (README, "Samplers": tuned constants).
@@ -148,7 +149,7 @@ class SMCConfig:
             raise InvalidInputError(f"max_moves must be an integer >= num_moves ({self.num_moves}), got {max_moves!r}")
         if not 0 <= self.min_moved_fraction <= 1:
             raise InvalidInputError(f"min_moved_fraction must be in [0, 1], got {self.min_moved_fraction!r}")
-        if self.move in ("independent", "mixed") and m < MIN_PARTICLES_PER_RUN_FITTED:
+        if self.move in FITTED_MOVES and m < MIN_PARTICLES_PER_RUN_FITTED:
             raise InvalidInputError(
                 f"move={self.move!r} fits a mixture to each half-run and needs particles_per_run >= "
                 f"{MIN_PARTICLES_PER_RUN_FITTED}, got {m}; use move='rw' or more particles"
@@ -402,7 +403,7 @@ def _per_latent_sd(scale: torch.Tensor) -> torch.Tensor:
 def _proposals(generator, particles: torch.Tensor, log_scale_factor: torch.Tensor, config: SMCConfig) -> Proposals:
     """Fit the stage's proposals to its (resampled) particles."""
     fitted, group = None, None
-    if config.move in ("independent", "mixed"):
+    if config.move in FITTED_MOVES:
         fitted, group = kernel.cross_fitted_mixture(
             generator, particles, config.num_runs, num_components=config.num_fitted_components(particles.shape[1]),
             inflation=config.proposal_inflation, defensive_weight=config.defensive_weight,
@@ -888,8 +889,8 @@ def pool_runs(results: Sequence[SamplingResult], superchains: int) -> SamplingRe
     -------
     SamplingResult
         Chains ordered superchain-major; ``info`` keeps every per-run list (runs in the new order),
-        concatenates the per-stage lists, sums the counts, and adds ``rounds``, ``runs_per_superchain``
-        and ``log_evidence_superchains`` (each superchain's evidence: its runs' estimates, each unbiased
+        concatenates the per-stage lists, sums the counts, and adds ``rounds`` (the results pooled, so the
+        runs per superchain) and ``log_evidence_superchains`` (each superchain's evidence: its runs' estimates, each unbiased
         for ``Z``, averaged with weights proportional to their particles).
 
     Examples
@@ -899,7 +900,7 @@ def pool_runs(results: Sequence[SamplingResult], superchains: int) -> SamplingRe
     ...                               lambda n, g: torch.randn(n, 1, generator=g), num_runs=2, particles_per_run=m,
     ...                               move="rw", generator=torch.Generator().manual_seed(seed))
     >>> pooled = pool_runs([run(8, 0), run(16, 1)], superchains=2)
-    >>> pooled.num_chains, pooled.superchains, pooled.info["runs_per_superchain"]
+    >>> pooled.num_chains, pooled.superchains, pooled.info["rounds"]
     (48, 2, 2)
     """
     for r in results:
@@ -907,7 +908,7 @@ def pool_runs(results: Sequence[SamplingResult], superchains: int) -> SamplingRe
             raise InvalidInputError(f"cannot pool a result of {r.superchains or 1} runs into {superchains} superchains")
 
     def pooled(tensor_of):  # superchain k: run k of every result, in order
-        per_result = [tensor_of(r).reshape(superchains, -1, *tensor_of(r).shape[1:]) for r in results]
+        per_result = [t.reshape(superchains, -1, *t.shape[1:]) for t in map(tensor_of, results)]
         return torch.cat([torch.cat([runs[k] for runs in per_result]) for k in range(superchains)])
 
     have_accepted = all("accepted" in r.sample_stats for r in results)
@@ -939,7 +940,6 @@ def _pooled_info(results: Sequence[SamplingResult], superchains: int) -> dict:
         log_evidence_pooled=float(kernel.log_mean_exp(log_z.flatten(), dim=0)),
         num_stages=max(i["num_stages"] for i in infos),
         rounds=len(results),
-        runs_per_superchain=len(results),
         log_evidence_superchains=torch.logsumexp(log_z + log_share, dim=1).tolist(),
     )
     return info

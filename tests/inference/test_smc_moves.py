@@ -119,7 +119,7 @@ def test_pooling_puts_run_k_of_every_result_into_superchain_k():
     expected = torch.cat([a.trace[:8], b.trace[:16], a.trace[8:], b.trace[16:]])
     assert torch.equal(pooled.trace, expected)
     assert torch.equal(pooled.accepted, torch.cat([a.accepted[:8], b.accepted[:16], a.accepted[8:], b.accepted[16:]]))
-    assert pooled.superchains == 2 and pooled.info["runs_per_superchain"] == 2 and pooled.info["rounds"] == 2
+    assert pooled.superchains == 2 and pooled.info["rounds"] == 2
     assert pooled.info["log_evidence"] == [a.info["log_evidence"][0], b.info["log_evidence"][0],
                                            a.info["log_evidence"][1], b.info["log_evidence"][1]]
     # each superchain's evidence: its runs' unbiased estimates, weighted 8:16 by their particles

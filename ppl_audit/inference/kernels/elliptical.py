@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ppl_audit.errors import ModelOutputError
+from ppl_audit.inference.kernels.mh import evaluate
 
 # A bracket halves about every proposal, so 60 proposals narrow it to ~2^-60 of the ellipse: a chain
 # still below the slice then has a likelihood the float arithmetic cannot resolve, and stays put.
@@ -47,16 +47,6 @@ class SliceInfo:
 
     moved: torch.Tensor  # (N,) bool: False only where MAX_PROPOSALS found nothing above the slice
     proposals: torch.Tensor  # (N,) int64: likelihood evaluations the chain made
-
-
-def _evaluate(log_likelihood_fn: LogLikelihoodFn, position: torch.Tensor, index: torch.Tensor):
-    out = log_likelihood_fn(position, index)
-    ll, extras = out if isinstance(out, tuple) else (out, None)
-    if ll.shape != position.shape[:1]:
-        raise ModelOutputError(f"log likelihood has shape {tuple(ll.shape)}, expected ({position.shape[0]},)")
-    if torch.isnan(ll).any() or (ll == math.inf).any():
-        raise ModelOutputError(f"log likelihood returned NaN or +inf for {int((~(ll < math.inf)).sum())} chains")
-    return ll, extras
 
 
 def step(
@@ -109,7 +99,7 @@ def step(
             break
         angle = theta[searching].unsqueeze(-1)
         candidate = u[searching] * angle.cos() + nu[searching] * angle.sin()
-        cand_ll, cand_extras = _evaluate(log_likelihood_fn, candidate, searching)
+        cand_ll, cand_extras = evaluate(lambda x: log_likelihood_fn(x, searching), candidate)
         proposals[searching] += 1
         above = cand_ll > log_y[searching]
         done = searching[above]
