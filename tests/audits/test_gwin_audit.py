@@ -17,6 +17,7 @@ from ppl_audit.classifiers.bayesian_lenet import BayesianClassifier
 from ppl_audit.data import load_dataset
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.report import write_report
+from tests.report_pins import assert_pinned
 
 REPO = Path(__file__).resolve().parents[2]
 GWIN_FILE = REPO / "analyses" / "mnist-gwin.toml"
@@ -142,6 +143,7 @@ def test_audit_file_smoke_run_with_tiny_models(tiny_mnist_model, mnist_fixture_d
     assert saved["kind"] == "gwin" and saved["metrics"]["runs"] == 2
     again = gwin_audit.run(spec, seed=seed, classifier=classifier, gwin=untrained, images=(data.images, data.labels))
     assert again.metrics == report.metrics  # same seed, same numbers
+    assert_pinned("gwin-tiny", out / "report.json")
 
 
 def test_cli_refuses_a_bad_gwin_audit_file_with_exit_status_2(tmp_path, capsys):

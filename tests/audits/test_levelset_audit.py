@@ -18,6 +18,7 @@ from ppl_audit.audits.levelset import LevelSetAuditSpec, TargetSpec
 from ppl_audit.audits.spec import spec_hash
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.report import Report, write_report
+from tests.report_pins import assert_pinned
 
 REPO = Path(__file__).resolve().parents[2]
 # The level-set audit files; the other kinds' files are smoke-run by their own tests
@@ -151,6 +152,7 @@ def test_same_seed_gives_byte_identical_report_json(two_target_report, tiny_clas
     c = (write_report(other, tmp_path / "c") / "report.json").read_bytes()
     assert a == b
     assert a != c
+    assert_pinned("levelset-two-targets", tmp_path / "a" / "report.json")
     # Not only the recorded seed differs: the samples do.
     ta = two_target_report.metrics["worlds"]["house-rocket"]["targets"]["ambiguous"]
     tc = other.metrics["worlds"]["house-rocket"]["targets"]["ambiguous"]
@@ -190,7 +192,7 @@ def test_house_rocket_audit_file_matches_the_demo():
 
 
 @pytest.mark.parametrize("path", ANALYSES, ids=lambda p: p.name)
-def test_each_audit_file_in_analyses_smoke_runs(path, tiny_classifier, mnist_classifier, mnist_priors):
+def test_each_audit_file_in_analyses_smoke_runs(path, tiny_classifier, mnist_classifier, mnist_priors, tmp_path):
     """Every audit file runs at tiny sizes; MNIST files on the stand-in priors and classifier of conftest.py."""
     module, spec, seed = load_audit_file(path)
     tiny = dataclasses.replace(spec, **TINY)
@@ -203,6 +205,7 @@ def test_each_audit_file_in_analyses_smoke_runs(path, tiny_classifier, mnist_cla
     assert list(report.metrics["worlds"]) == list(spec.worlds)
     for world in spec.worlds:
         assert list(report.metrics["worlds"][world]["targets"]) == [t.name for t in spec.targets]
+    assert_pinned(f"analyses-{path.stem}", write_report(report, tmp_path / "report") / "report.json")
 
 
 def test_every_audit_file_has_a_smoke_test():

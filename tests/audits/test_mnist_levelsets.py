@@ -28,6 +28,7 @@ from ppl_audit.audits.levelset import (
 from ppl_audit.data import DataNotFoundError
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.report import Report, write_report
+from tests.report_pins import assert_pinned
 
 REPO = Path(__file__).resolve().parents[2]
 MNIST_FILE = REPO / "analyses" / "mnist-levelsets.toml"
@@ -241,6 +242,7 @@ def test_mnist_report_is_deterministic_and_writes(mnist_report, mnist_classifier
     a = (write_report(mnist_report, tmp_path / "a") / "report.json").read_bytes()
     b = (write_report(again, tmp_path / "b") / "report.json").read_bytes()
     assert a == b
+    assert_pinned("levelset-mnist-stand-ins", tmp_path / "a" / "report.json")
     doc = json.loads(a)
     assert doc["metrics"]["worlds"]["mnist-gan"]["targets"]["1-vs-7"]["target"][7] == 0.46
     for f in doc["metrics"]["worlds"]["mnist-vae"]["targets"]["ambiguous"]["figures"]:
