@@ -46,8 +46,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a hard time limit, log to OUT
 step pytest_gpu 90 "$PYTHON" -m pytest -q -m gpu -n 0 -p no:cacheprovider --junitxml="$OUT_DIR/pytest_gpu.xml"
 # Throughput: a fresh process per row, so rows carry their own peak memory; NUTS (minutes) is left out.
 step throughput 180 "$PYTHON" benchmarks/levelset_throughput.py --device cuda --methods raw is mh smc \
-    --sizes 4096 16384 65536
-cp -f benchmarks/results/levelset_throughput_cuda.json "$OUT_DIR/" 2>/dev/null
+    --sizes 4096 16384 65536 --out "$OUT_DIR/levelset_throughput_cuda.json"
 step peers 180 "$PYTHON" benchmarks/levelset_peers.py --device cuda --cases house-rocket-c1000 --seeds 0 \
     --max-seconds 30 --particles 65536 --out "$OUT_DIR/levelset_peers_cuda.json"
 echo "gpu_check: done in $SECONDS s, status $status"

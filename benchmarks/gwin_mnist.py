@@ -9,7 +9,8 @@ pipeline's seconds exclude model loading and training.
 
 Run (from the repository root):
       .venv/bin/python benchmarks/gwin_mnist.py --data-dir ../shared/data            # results/gwin_mnist.json
-      .venv/bin/python benchmarks/gwin_mnist.py --data-dir ../shared/data --runs 2 --name gwin_mnist_quick
+      .venv/bin/python benchmarks/gwin_mnist.py --data-dir ../shared/data --runs 2 --name gwin_mnist_r2
+      .venv/bin/python benchmarks/gwin_mnist.py --quick   # R = 1, 2 draws, 100 digits; skipped without cached models
 Exits with status 2 when the models are missing and cannot be trained (no data folder).
 """
 
@@ -23,17 +24,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table, write_results  # noqa: E402
+from _common import missing_cards, parse, parser, print_table, quick_data_dir, set_threads, skip, write_results
 
-from ppl_audit.audits import gwin as gwin_audit  # noqa: E402
-from ppl_audit.audits import load_audit_file  # noqa: E402
-from ppl_audit.errors import PplAuditError  # noqa: E402
+from ppl_audit.audits import gwin as gwin_audit
+from ppl_audit.audits import load_audit_file
+from ppl_audit.errors import PplAuditError
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-gwin.toml"
 COLUMNS = ("rejected_percent", "bnn_accuracy_rejected_percent", "gwin_accuracy_rejected_percent",
            "accuracy_difference_points", "overall_accuracy_change_points", "error_change_percent")
+QUICK = {"runs": 1, "num_samples": 2, "num_images": 100}  # the pipeline once, on the tests' 100 digits
 
 
 def _pm(row, key) -> str:
@@ -42,20 +43,21 @@ def _pm(row, key) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None, help="folder with mnist/ (default $PPL_AUDIT_DATA)")
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--runs", type=int, default=None, help="R (default: the audit file's, 10)")
-    parser.add_argument("--seed", type=int, default=None, help="default: the audit file's")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--name", default="gwin_mnist")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p = parser(__file__, __doc__, seeds=())
+    p.add_argument("--runs", type=int, default=None, help="R (default: the audit file's, 10)")
+    p.add_argument("--threads", type=int, default=None)
+    args = parse(p, argv)
+    set_threads(args.threads)
     _, spec, seed = load_audit_file(AUDIT_FILE)
     if args.runs is not None:
         spec = dataclasses.replace(spec, runs=args.runs)
-    seed = seed if args.seed is None else args.seed
+    seed = args.seeds[0] if args.seeds else seed  # default: the audit file's
+    if args.quick:
+        missing = missing_cards(args, [spec.classifier, spec.gwin])
+        if missing:
+            return skip(args, f"the weights of {', '.join(missing)} are not cached (a quick run trains nothing)")
+        spec = dataclasses.replace(spec, **QUICK)
+    args.data_dir = quick_data_dir(args)
     try:
         from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
         from ppl_audit.generative.gwin import load_gwin
@@ -80,8 +82,8 @@ def main(argv=None) -> int:
     print(f"BNN: test accuracy {bnn.get('test_accuracy')}, {bnn.get('seconds_per_epoch')} s per SVI epoch, "
           f"{bnn.get('seconds')} s training; GWIN: {gen.get('generator_steps')} generator iterations, "
           f"{gen.get('seconds')} s training, confident set {gen.get('confident_set_size')}; pipeline {seconds:.1f} s")
-    path = write_results(args.name, {
-        "machine": machine(), "seed": seed, "spec": dataclasses.asdict(spec), "rows": rows,
+    write_results(args, {
+        "seed": seed, "spec": dataclasses.asdict(spec), "rows": rows,
         "bnn_accuracy_percent": report.metrics["bnn_accuracy_percent"],
         "at_or_above_paper_count": report.metrics["at_or_above_paper_count"],
         "paper_comparisons": report.metrics["paper_comparisons"],
@@ -91,9 +93,8 @@ def main(argv=None) -> int:
         "gwin_recipe_hash": gwin.card.recipe_hash,
         "pipeline_seconds": round(seconds, 2),
     })
-    print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

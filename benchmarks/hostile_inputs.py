@@ -24,12 +24,11 @@ floors such tiny models clear.
 
 Run:  python benchmarks/hostile_inputs.py [--quick] [--out PATH]
 Writes benchmarks/results/hostile_inputs.json (``--quick``: a handful of cases
-that need no trained model, written to hostile_inputs_quick.json).
+that need no trained model, written only with --out).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -49,7 +48,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from _common import machine, print_table, write_results
+from _common import parse, parser, print_table, write_results
 
 SCHEMA_VERSION = 1
 SEED = 0  # the seed every level-set case passes (--seed); the tiny cards train with seed 0
@@ -489,13 +488,10 @@ COLUMNS = ["class", "input", "expect", "exit", "seconds", "stderr_lines", "trace
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a handful of cases that need no trained model")
-    parser.add_argument("--only", help="run only the cases whose input contains this text (debugging)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print stderr (debugging)")
-    parser.add_argument("--out", type=Path,
-                        help="results file (default benchmarks/results/hostile_inputs[_quick].json)")
-    args = parser.parse_args(argv)
+    p = parser(__file__, __doc__, seeds=(SEED,))
+    p.add_argument("--only", help="run only the cases whose input contains this text (debugging)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder and print stderr (debugging)")
+    args = parse(p, argv)
     rows = []
     keep = contextlib.nullcontext(tempfile.mkdtemp(prefix="hostile-")) if args.keep else None
     with keep or tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
@@ -533,17 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{summary['cases']} cases, {summary['held']} held (all held: {summary['all_held']}); "
           f"max seconds to an error: {summary['max_seconds_to_error']} (starting Python and importing torch: "
           f"{setup['import_seconds']} s); tracebacks: {summary['tracebacks']}")
-    payload = {"benchmark": "hostile_inputs", "schema_version": SCHEMA_VERSION, "seed": SEED, "quick": args.quick,
-               "machine": machine(), "setup": setup, "summary": summary, "columns": COLUMNS, "rows": rows}
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        path = args.out
-    else:
-        path = write_results("hostile_inputs" + ("_quick" if args.quick else ""), payload)
-    print(f"wrote {path}")
+    write_results(args, {"benchmark": "hostile_inputs", "seed": SEED, "setup": setup, "summary": summary,
+                         "columns": COLUMNS, "rows": rows})
     return 0 if summary["all_held"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -65,11 +65,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, machine, print_table  # noqa: E402
-from _reference import CASES as ALL_CASES  # noqa: E402
-from _reference import (PosteriorEstimate, load_case, prior_importance, quantity_names, runs_summary,  # noqa: E402
+from _common import RESULTS, parse, parser, print_table, stamp
+from _reference import CASES as ALL_CASES
+from _reference import (PosteriorEstimate, load_case, prior_importance, quantity_names, runs_summary,
                         smc_runs, z_scores)
 
 SCHEMA_VERSION = 1
@@ -417,22 +416,17 @@ def reference_of(case: str, quick: bool) -> PosteriorEstimate | None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", choices=sorted(ALL_CASES), default=None,
-                        help=f"default: the issue's ({', '.join(CASES)})")
-    parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="cap on a peer's budget per seed")
-    parser.add_argument("--quick", action="store_true", help="one case, tiny sizes, one seed; written only with --out")
-    parser.add_argument("--out", default=None, help="results file (default results/levelset_peers.json)")
-    parser.add_argument("--device", default="cpu", help="where the level set is evaluated (cpu, cuda)")
-    parser.add_argument("--particles", type=int, default=None, help="the default SMC's particles (default: the audit's)")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--rescore", action="store_true",
-                        help="recompute the table of results/levelset_peers.json (or --out) from its records")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    p = parser(__file__, __doc__, seeds=(0, 1, 2))
+    p.add_argument("--cases", nargs="+", choices=sorted(ALL_CASES), default=None,
+                   help=f"default: the issue's ({', '.join(CASES)})")
+    p.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS))
+    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="cap on a peer's budget per seed")
+    p.add_argument("--device", default="cpu", help="where the level set is evaluated (cpu, cuda)")
+    p.add_argument("--particles", type=int, default=None, help="the default SMC's particles (default: the audit's)")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute the table of results/levelset_peers.json (or --out) from its records")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = parse(p, argv)
     if args.rescore:  # recompute the table of a results file from its records and the current references
         path = Path(args.out) if args.out else RESULTS / "levelset_peers.json"
         data = json.loads(path.read_text())
@@ -496,7 +490,7 @@ def main(argv=None) -> int:
         records = {**{k: v for k, v in old.get("records", {}).items() if k.split("/")[0] not in cases}, **records}
         goals = {**{k: v for k, v in old.get("goals", {}).items() if k not in cases}, **goals}
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "benchmark": "levelset_peers", "machine": machine(),
+        path.write_text(json.dumps({**stamp(args), "schema_version": SCHEMA_VERSION, "benchmark": "levelset_peers",
                                     "seeds": seeds, "settings": settings, "budget_factor": BUDGET_FACTOR,
                                     "max_seconds": args.max_seconds, "columns": COLUMNS, "rows": rows,
                                     "goals": goals, "records": records}, indent=2, sort_keys=True, default=str) + "\n")
@@ -506,4 +500,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

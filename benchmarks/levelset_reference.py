@@ -29,7 +29,6 @@ Each run updates its cases' entries of results/levelset_reference.json and leave
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -38,13 +37,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, machine, print_table  # noqa: E402
-from _reference import (CASES, IS_CHUNK, QUICK_CASES, PosteriorEstimate, load_case, prior_importance,  # noqa: E402
+from _common import RESULTS, parse, parser, print_table, stamp
+from _reference import (CASES, IS_CHUNK, QUICK_CASES, PosteriorEstimate, load_case, prior_importance,
                         quantity_names, runs_summary, smc_runs, z_scores)
 
-from ppl_audit.sampling import sample_level_set  # noqa: E402
+from ppl_audit.sampling import sample_level_set
 
 SCHEMA_VERSION = 1
 REFERENCE_SEED = 12345  # the reference's draws share no seed with the default method's runs (0, 1, 2)
@@ -144,17 +142,12 @@ def load_results(path: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=None, help="default: every case")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--max-draws", type=int, default=MAX_DRAWS)
-    parser.add_argument("--recompute", action="store_true", help="recompute references already saved")
-    parser.add_argument("--quick", action="store_true", help="one small case, small sizes; written only with --out")
-    parser.add_argument("--out", default=None, help="results file (default results/levelset_reference.json)")
-    parser.add_argument("--device", default="cpu", help="where the level set is evaluated (cpu, cuda)")
-    parser.add_argument("--data-dir", default=None, help="data folder for training the MNIST models on first use")
-    parser.add_argument("--cache-dir", default=None)
-    args = parser.parse_args(argv)
+    p = parser(__file__, __doc__, seeds=(0, 1, 2))
+    p.add_argument("--cases", nargs="+", choices=sorted(CASES), default=None, help="default: every case")
+    p.add_argument("--max-draws", type=int, default=MAX_DRAWS)
+    p.add_argument("--recompute", action="store_true", help="recompute references already saved")
+    p.add_argument("--device", default="cpu", help="where the level set is evaluated (cpu, cuda)")
+    args = parse(p, argv)
     cases = list(QUICK_CASES) if args.quick else (args.cases or list(CASES))
     seeds = args.seeds[:1] if args.quick else args.seeds
     path = Path(args.out) if args.out else (None if args.quick else RESULTS / "levelset_reference.json")
@@ -192,7 +185,7 @@ def main(argv=None) -> int:
     bad = [r for r in rows if r[2] > Z_PASS or abs(r[6]) > Z_PASS]
     print(f"\n{len(rows) - len(bad)} of {len(rows)} comparisons within {Z_PASS:g} MCSE (means and log Z)")
     if path:
-        data.update(machine=machine(), reference_seed=REFERENCE_SEED, seeds=seeds, cost_ratio_min=COST_RATIO,
+        data.update(**stamp(args), reference_seed=REFERENCE_SEED, seeds=seeds, cost_ratio_min=COST_RATIO,
                     reference_ess_asked=REFERENCE_ESS, columns=COLUMNS,
                     rows=[r for r in data.get("rows", []) if r[0] not in cases] + rows)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,4 +195,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ trained on first use (about 15 s).
 Run (from the repository root):
       .venv/bin/python benchmarks/levelset_smc_levers.py                 # results/levelset_smc_levers.json
       .venv/bin/python benchmarks/levelset_smc_levers.py --seeds 0 1 2
-      .venv/bin/python benchmarks/levelset_smc_levers.py --quick         # one target, 256 particles
+      .venv/bin/python benchmarks/levelset_smc_levers.py --quick         # one target, the default config, 64 particles
       .venv/bin/python benchmarks/levelset_smc_levers.py --seeds 0 1 2 --configs default-rounds \
           --name levelset_smc_rounds                                   # the default at three seeds
 """
@@ -34,17 +34,14 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table, write_results  # noqa: E402
+from _common import missing_cards, parse, parser, print_table, skip, write_results
 
-from ppl_audit.audits.levelset import LevelSetAuditSpec  # noqa: E402
-from ppl_audit.audits.worlds import load_classifier, load_world  # noqa: E402
-from ppl_audit.sampling import sample_level_set  # noqa: E402
+from ppl_audit.audits.levelset import LevelSetAuditSpec
+from ppl_audit.audits.worlds import load_classifier, load_world
+from ppl_audit.sampling import sample_level_set
 
 ONE_ROUND = {"max_rounds": 1}  # the configurations measured before rounds existed
 FIXED = {"min_moved_fraction": 0.0, "slow_ess_fraction": 0.5, **ONE_ROUND}  # 4 moves a stage, one tempering pace
@@ -59,28 +56,29 @@ CONFIGS = {
     "rw-covariance": {"rw_covariance": True, **ONE_ROUND},
     "default-rounds": {},
 }
+QUICK = {"particles": 64, "configs": ("default-rounds",)}  # the default sampler alone: ~10 s on 2 cores
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--particles", type=int, default=None, help="particles (default: the demo's, 1,000)")
-    parser.add_argument("--quick", action="store_true", help="one world and target, 256 particles, not written")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
-                        help="configurations to run (default: all)")
-    parser.add_argument("--worlds", nargs="+", default=None, help="default: the demo's two worlds")
-    parser.add_argument("--targets", nargs="+", default=None, help="target names (default: the demo's eight)")
-    parser.add_argument("--name", default="levelset_smc_levers", help="results/NAME.json")
-    args = parser.parse_args(argv)
+    p = parser(__file__, __doc__)
+    p.add_argument("--particles", type=int, default=None, help="particles (default: the demo's, 1,000)")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None,
+                   help="configurations to run (default: all; a quick run: the default)")
+    p.add_argument("--worlds", nargs="+", default=None, help="default: the demo's two worlds")
+    p.add_argument("--targets", nargs="+", default=None, help="target names (default: the demo's eight)")
+    args = parse(p, argv)
     spec = LevelSetAuditSpec()  # the demo's worlds, targets and particle count
+    if args.quick and missing_cards(args, [spec.classifier]):
+        return skip(args, f"the {spec.classifier} weights are not cached (ppl-audit demo trains them)")
     worlds = spec.worlds[:1] if args.quick else (args.worlds or spec.worlds)
     targets = spec.targets[2:3] if args.quick else [t for t in spec.targets if not args.targets or t.name in args.targets]
-    configs = {name: CONFIGS[name] for name in args.configs}
-    particles = 256 if args.quick else (args.particles or spec.num_particles)
-    classifier = load_classifier(spec.classifier, device="cpu")
+    names = args.configs or (QUICK["configs"] if args.quick else list(CONFIGS))
+    configs = {name: CONFIGS[name] for name in names}
+    particles = QUICK["particles"] if args.quick else (args.particles or spec.num_particles)
+    classifier = load_classifier(spec.classifier, device="cpu", cache=args.cache_dir)
     rows = []
     for world in worlds:
-        prior = load_world(world, device="cpu")
+        prior = load_world(world, device="cpu", cache=args.cache_dir)
         for target in targets:
             for seed in args.seeds:
                 for config, options in configs.items():
@@ -100,11 +98,8 @@ def main(argv=None) -> int:
         mine = [r for r in rows if r[3] == config]
         print(f"{config}: {sum(r[9] for r in mine)} of {len(mine)} converged, "
               f"{sum(r[10] for r in mine):.1f} s in all")
-    if not args.quick:
-        path = write_results(args.name, {
-            "schema_version": 1, "seeds": args.seeds, "machine": machine(), "particles": particles,
-            "configs": configs, "columns": COLUMNS, "rows": rows})
-        print(f"wrote {path}")
+    write_results(args, {"seeds": args.seeds, "particles": particles, "configs": configs, "columns": COLUMNS,
+                         "rows": rows})
     return 0
 
 
@@ -112,4 +107,4 @@ COLUMNS = ["world", "target", "seed", "config", "nested_rhat_max", "ess", "ess_p
            "final_acceptance", "converged", "seconds", "evaluations"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

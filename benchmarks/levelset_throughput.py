@@ -15,7 +15,8 @@ forward and backward), peak RSS, and whether the posterior means agree with
 a long importance-sampling reference within 3 Monte Carlo standard errors.
 
 Run:  python benchmarks/levelset_throughput.py [--quick] [--device cpu|cuda] [--sizes 4096 65536] [--methods raw is smc]
-Writes benchmarks/results/levelset_throughput[_DEVICE].json.
+Writes benchmarks/results/levelset_throughput[_DEVICE].json. A --quick run: the raw rate, prior importance
+sampling and SMC at 64 particles on the ambiguous target only, written only with --out.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from ppl_audit import diagnostics
 from ppl_audit.levelset import LevelSet
 from ppl_audit.metrics import average_deviation
 
-from _common import machine, print_table, write_results
+from _common import missing_cards, one_seed, parse, parser, print_table, skip, write_results
 
 TARGETS = {"c10": ((0.5, 0.5), 10.0), "c1000": ((0.5, 0.5), 1000.0)}
-SEED = 0
+SEED = 0  # the default seed; --seeds picks another, passed to each row's subprocess
+QUICK_METHODS = ["raw", "is", "smc"]  # two fresh subprocesses: the quick run checks the path, not every kernel
 REFERENCE_DRAWS = 2_000_000  # prior draws of the importance-sampling reference run (ESS ~65,000 at c10, ~6,500 at c1000)
 IS_DRAWS = 200_000  # prior draws of the importance-sampling baseline row
 NUTS = {"num_chains": 3, "num_warmup": 500, "num_samples": 1000}  # the issue's reference configuration
@@ -118,14 +120,14 @@ def run_one(spec: dict) -> dict:
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     world = pa.make_world("house-rocket", device=device)
-    clf = pa.load_house_rocket_classifier(device=device)
+    clf = pa.load_house_rocket_classifier(cache=spec.get("cache"), device=device)
     target, alpha = TARGETS[spec["target"]]
     method = spec["method"]
     diagnostics._arviz()  # importing ArviZ (~2 s) is a one-off per process, not sampling time
     start = time.perf_counter()
     if method == "is":
         ls = TimedLevelSet(world, clf, target, alpha)
-        gen = torch.Generator(device=device).manual_seed(SEED)
+        gen = torch.Generator(device=device).manual_seed(spec.get("seed", SEED))
         with torch.no_grad():
             z = world.sample(spec["draws"], generator=gen).to(device)
             log_w, probs = ls.log_density_and_probs(z)
@@ -134,7 +136,7 @@ def run_one(spec: dict) -> dict:
         seconds = time.perf_counter() - start
         ess = float(1 / (w**2).sum())
         mean = (w[:, None] * z.double().cpu()).sum(0)
-        idx = torch.multinomial(w, 1000, replacement=True, generator=torch.Generator().manual_seed(SEED))
+        idx = torch.multinomial(w, 1000, replacement=True, generator=torch.Generator().manual_seed(spec.get("seed", SEED)))
         delta = average_deviation(probs.cpu()[idx], torch.tensor(target))
         row = {"ess_min": ess, "rhat": None, "delta": delta, "means": mean.tolist(),
                "ess_per_latent": [ess] * 3, "model_seconds": ls.model_seconds}
@@ -144,7 +146,7 @@ def run_one(spec: dict) -> dict:
         TimedLevelSet.model_seconds = 0.0
         options = dict(spec.get("options", {}))
         res = pa.sample_level_set(world, clf, target, concentration=alpha, method=method,
-                                  num_particles=spec["particles"], num_steps=spec["steps"], seed=SEED,
+                                  num_particles=spec["particles"], num_steps=spec["steps"], seed=spec.get("seed", SEED),
                                   device=device, options=options)
         _sync(device)
         seconds = time.perf_counter() - start
@@ -160,23 +162,30 @@ def run_one(spec: dict) -> dict:
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--methods", nargs="+", default=["raw", "nuts", "is", "mh", "hmc", "smc", "smc-rw"])
-    parser.add_argument("--sizes", type=int, nargs="+", default=None,
-                        help="chains / particles of the batched kernels (default 1000 4096; --quick 256)")
-    args = parser.parse_args()
+def main(argv=None) -> int:
+    p = parser(__file__, __doc__, seeds=(SEED,))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="default: raw nuts is mh hmc smc smc-rw (--quick: raw is smc)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="chains / particles of the batched kernels (default 1000 4096; --quick 256)")
+    args = parse(p, argv)
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
-        return
+        return 0
+    seed = one_seed(args)
+    if args.quick and missing_cards(args, ["house-rocket-cnn"]):
+        return skip(args, "the house-rocket-cnn weights are not cached (ppl-audit demo trains them)")
+    if args.name == "levelset_throughput" and args.device != "cpu":
+        args.name += f"_{args.device}"  # one results file per device
+    methods = args.methods or (QUICK_METHODS if args.quick else ["raw", "nuts", "is", "mh", "hmc", "smc", "smc-rw"])
+    targets = list(TARGETS)[:1] if args.quick else list(TARGETS)
     device = torch.device(args.device)
     t0 = time.perf_counter()
     world = pa.make_world("house-rocket", device=device)
-    clf = pa.load_house_rocket_classifier(device=device)
-    sizes = args.sizes or ([256] if args.quick else [1000, 4096])
+    clf = pa.load_house_rocket_classifier(cache=args.cache_dir, device=device)
+    sizes = args.sizes or ([64] if args.quick else [1000, 4096])
     # Steps per chain (warm-up included). HMC's gradient passes run at ~1/5 of the forward
     # rate here, so it gets fewer, shorter trajectories to stay within minutes.
     steps = {"mh": 40 if args.quick else 200, "hmc": 20 if args.quick else 40, "smc": 1, "smc-rw": 1}
@@ -184,26 +193,29 @@ def main() -> None:
     # independent moves from fitted mixtures became the default.
     options = {"hmc": {"num_leapfrog": 4}, "smc-rw": {"move": "rw", "num_moves": 10}}
     nuts = {"num_chains": 2, "num_warmup": 20, "num_samples": 20} if args.quick else NUTS
-    ref_draws = 400_000 if args.quick else REFERENCE_DRAWS
-    raw = {"forward": raw_throughput(world, clf, device), "forward_backward": raw_throughput(world, clf, device, grad=True)}
+    ref_draws = 200_000 if args.quick else REFERENCE_DRAWS  # one chunk of reference_means
+    raw_n = 1024 if args.quick else 8192  # evaluations timed for the raw rate
+    raw = {"forward": raw_throughput(world, clf, device, raw_n),
+           "forward_backward": raw_throughput(world, clf, device, raw_n, grad=True)}
     print(f"raw evaluation throughput: {raw['forward']:.0f}/s forward, {raw['forward_backward']:.0f}/s with gradients")
     refs = reference_means(world, clf, device, ref_draws)
     specs = []
-    for target in TARGETS:
-        if "nuts" in args.methods:
+    for target in targets:
+        if "nuts" in methods:
             specs.append({"method": "nuts", "target": target, "particles": nuts["num_chains"],
                           "steps": nuts["num_warmup"] + nuts["num_samples"], "device": args.device,
                           "options": {}})
-        if "is" in args.methods:
-            specs.append({"method": "is", "target": target, "draws": 20_000 if args.quick else IS_DRAWS,
-                          "particles": 20_000 if args.quick else IS_DRAWS, "steps": 0, "device": args.device})
+        if "is" in methods:
+            specs.append({"method": "is", "target": target, "draws": 2_000 if args.quick else IS_DRAWS,
+                          "particles": 2_000 if args.quick else IS_DRAWS, "steps": 0, "device": args.device})
         for label in ("mh", "hmc", "smc", "smc-rw"):
-            if label in args.methods:
+            if label in methods:
                 for n in sizes:
                     specs.append({"method": label.split("-")[0], "label": label, "target": target, "particles": n,
                                   "steps": steps[label], "device": args.device, "options": options.get(label, {})})
     rows, records = [], []
     for spec in specs:
+        spec.update(seed=seed, cache=args.cache_dir)
         out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stderr[-2000:], file=sys.stderr)
@@ -226,7 +238,7 @@ def main() -> None:
                "model_share", "peak_rss_mib", "max_z_vs_reference"]
     print_table(columns, rows)
     verdicts = {}
-    for target in TARGETS:
+    for target in targets:
         nuts_rate = next((r["ess_per_second"] for r in records if r["spec"]["method"] == "nuts"
                           and r["spec"]["target"] == target), None)
         is_rate = next((r["ess_per_second"] for r in records if r["spec"]["method"] == "is"
@@ -246,13 +258,12 @@ def main() -> None:
                   f"ESS/s = {v['x_nuts'] or float('nan'):.0f}x NUTS, {v['x_importance'] or float('nan'):.2f}x "
                   f"prior IS, {v['percent_of_raw']:.1f}% of raw; {v['rhat_kind']} R-hat {v['rhat']:.4f}; "
                   f"max |z| vs reference {v['max_z_vs_reference']:.2f}; overhead {100 * v['overhead_share']:.0f}%")
-    name = "levelset_throughput" + ("" if args.device == "cpu" else f"_{args.device}") + ("_quick" if args.quick else "")
-    path = write_results(name, {"benchmark": "levelset_throughput", "machine": machine(), "seed": SEED,
-                                "raw_evaluations_per_second": raw, "reference": refs, "columns": columns,
-                                "rows": rows, "records": records, "default_method": pa.sampling.DEFAULT_METHOD,
-                                "default_method_verdicts": verdicts, "seconds": time.perf_counter() - t0})
-    print(f"wrote {path}")
+    write_results(args, {"benchmark": "levelset_throughput", "seed": seed, "raw_evaluations_per_second": raw,
+                         "reference": refs, "columns": columns, "rows": rows, "records": records,
+                         "default_method": pa.sampling.DEFAULT_METHOD, "default_method_verdicts": verdicts,
+                         "seconds": time.perf_counter() - t0})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,13 +17,14 @@ Run (from benchmarks/):
           --concentration 10 100 1000 3000 --threads 1 --name mnist_levelsets_concentration
       ../.venv/bin/python mnist_levelsets.py --data-dir ../../shared/data --priors mnist-vae \\
           --concentration 1000 --threads 1 --name mnist_levelsets_vae_c1000
+      ../.venv/bin/python mnist_levelsets.py --quick    # one prior, one target, 64 particles; writes only with --out
 Writes benchmarks/results/NAME.json (default mnist_levelsets). Exits with status 2
-when the MNIST models are missing and cannot be trained (no data folder).
+when the MNIST models are missing and cannot be trained (no data folder); a --quick run skips instead.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -37,11 +38,12 @@ from ppl_audit.audits import worlds as registry
 from ppl_audit.errors import PplAuditError
 from ppl_audit.sampling import sample_level_set
 
-from _common import machine, print_table, write_results
+from _common import missing_cards, parse, parser, print_table, set_threads, skip, write_results
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-levelsets.toml"
 SECONDS_GOAL = 60.0  # per target on 2 cores, models cached
 DISTINCT_GOAL = 0.5  # distinct samples at least this share of those kept
+QUICK = {"particles": 64, "samples": 16, "concentration": 10.0}  # one prior, target and seed: seconds
 
 
 def _load_models(args, spec, worlds):
@@ -70,24 +72,27 @@ def _label(concentration: float | None) -> str:
     return "audit" if concentration is None else f"{concentration:g}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--concentration", type=float, nargs="+", default=None,
-                        help="run every target at each of these (default: each target's own, the audit's)")
-    parser.add_argument("--particles", type=int, default=None, help="default: the audit file's")
-    parser.add_argument("--samples", type=int, default=None, help="default: the audit file's")
-    parser.add_argument("--priors", nargs="+", default=None, help="default: the audit file's (mnist-vae mnist-gan)")
-    parser.add_argument("--data-dir", default=None, help="data folder (default $PPL_AUDIT_DATA) for training")
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--name", default="mnist_levelsets", help="results/NAME.json")
-    args = parser.parse_args()
+def main(argv=None) -> int:
+    p = parser(__file__, __doc__, seeds=(0, 1, 2))
+    p.add_argument("--concentration", type=float, nargs="+", default=None,
+                   help="run every target at each of these (default: each target's own, the audit's)")
+    p.add_argument("--particles", type=int, default=None, help="default: the audit file's")
+    p.add_argument("--samples", type=int, default=None, help="default: the audit file's")
+    p.add_argument("--priors", nargs="+", default=None, help="default: the audit file's (mnist-vae mnist-gan)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parse(p, argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.set_grad_enabled(False)
     _, spec, _ = load_audit_file(AUDIT_FILE)
+    if args.quick:
+        args.seeds, args.particles, args.samples = args.seeds[:1], QUICK["particles"], QUICK["samples"]
+        args.concentration = args.concentration or [QUICK["concentration"]]  # the paper's: few SMC stages
+        args.priors = (args.priors or list(spec.worlds))[:1]
+        spec = dataclasses.replace(spec, targets=spec.targets[:1])
+        missing = missing_cards(args, [spec.classifier, *args.priors])
+        if missing:
+            return skip(args, f"the weights of {', '.join(missing)} are not cached (a quick run trains nothing)")
     particles = args.particles or spec.num_particles
     samples = min(args.samples or spec.num_samples, particles)
     worlds = tuple(args.priors or spec.worlds)
@@ -114,7 +119,7 @@ def main() -> None:
                                  None if paper is None else m["delta"] <= paper, m["num_distinct"],
                                  m["num_samples"], m["nested_rhat_max"], m["ess_bulk_min"], m["converged"],
                                  res.chain.info.get("num_stages"), m["classifier_evaluations"], seconds])
-                    print(f"  {world} {target.name} c={c:g} seed={seed}: Delta {100 * m['delta']:.2f}% "
+                    print(f"  {world} {target.name} c={_label(c)} seed={seed}: Delta {100 * m['delta']:.2f}% "
                           f"distinct {m['num_distinct']}/{m['num_samples']} {seconds:.1f} s", file=sys.stderr)
     columns = ["prior", "target", "concentration", "seed", "delta_percent", "paper_delta_percent",
                "at_or_below_paper", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min", "converged",
@@ -167,11 +172,11 @@ def main() -> None:
               f"{g['seconds_per_target_max']:.1f} (goal <= {SECONDS_GOAL:g})")
     models = {"classifier": (getattr(clf, "info", None) or {}).get("recipe_hash"),
               **{w: (getattr(priors[w], "info", None) or {}).get("recipe_hash") for w in worlds}}
-    path = write_results(args.name, {
+    write_results(args, {
         "benchmark": "mnist_levelsets",
-        "machine": machine(),
-        "settings": {**vars(args), "particles": particles, "samples": samples, "method": spec.method,
-                     "priors": list(worlds), "audit_file": str(AUDIT_FILE.name),
+        "settings": {"concentration": args.concentration, "threads": args.threads, "particles": particles,
+                     "samples": samples, "method": spec.method, "priors": list(worlds),
+                     "audit_file": str(AUDIT_FILE.name),
                      "targets": {t.name: list(t.probabilities) for t in spec.targets}},
         "seeds": args.seeds,
         "model_recipe_hashes": models,
@@ -183,8 +188,8 @@ def main() -> None:
         "goals": goals,
         "seconds": time.perf_counter() - t0,
     })
-    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

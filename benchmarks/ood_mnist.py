@@ -25,36 +25,38 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table, write_results  # noqa: E402
+from _common import missing_cards, parse, parser, print_table, quick_data_dir, set_threads, skip, write_results
 
-from ppl_audit.audits import load_audit_file  # noqa: E402
-from ppl_audit.audits import ood as ood_audit  # noqa: E402
-from ppl_audit.errors import PplAuditError  # noqa: E402
+from ppl_audit.audits import load_audit_file
+from ppl_audit.audits import ood as ood_audit
+from ppl_audit.errors import PplAuditError
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-ood.toml"
+QUICK = {"num_in": 100, "num_out": 20, "iwae_samples": 2, "adversarial_steps": 1}  # every row, a few images
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--vae-epochs", type=int, default=None,
-                        help="train the VAE ensemble for this many epochs instead of its card's (a card variant)")
-    parser.add_argument("--vae-likelihood", default=None, choices=("bernoulli", "continuous-bernoulli"),
-                        help="train the VAE ensemble with this decoder likelihood instead of its card's (a card variant)")
-    parser.add_argument("--vae-independent-batches", action="store_true",
-                        help="train the VAE ensemble with one shuffle of the data per member (a card variant)")
-    parser.add_argument("--name", default="ood_mnist")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p = parser(__file__, __doc__, seeds=())
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--vae-epochs", type=int, default=None,
+                   help="train the VAE ensemble for this many epochs instead of its card's (a card variant)")
+    p.add_argument("--vae-likelihood", default=None, choices=("bernoulli", "continuous-bernoulli"),
+                   help="train the VAE ensemble with this decoder likelihood instead of its card's (a card variant)")
+    p.add_argument("--vae-independent-batches", action="store_true",
+                   help="train the VAE ensemble with one shuffle of the data per member (a card variant)")
+    args = parse(p, argv)
+    set_threads(args.threads)
     _, spec, seed = load_audit_file(AUDIT_FILE)
     spec = dataclasses.replace(spec, device="cpu")
-    seed = seed if args.seed is None else args.seed
+    seed = args.seeds[0] if args.seeds else seed  # default: the audit file's
+    if args.quick:
+        missing = missing_cards(args, [spec.vae_ensemble, spec.beta_vae_ensemble, spec.gan_ensemble])
+        if missing or args.vae_epochs or args.vae_likelihood or args.vae_independent_batches:
+            return skip(args, f"the weights of {', '.join(missing) or 'the VAE variant'} are not cached "
+                              "(a quick run trains nothing)")
+        spec = dataclasses.replace(spec, **QUICK)
+    args.data_dir = quick_data_dir(args)
     try:
         from ppl_audit.generative.gan_ensemble import load_gan_ensemble
         from ppl_audit.generative.vae_ensemble import load_vae_ensemble
@@ -96,8 +98,8 @@ def main(argv=None) -> int:
                   r["paper_best_auroc_percent"], r["at_or_above_paper"]] for r in rows])
     print(f"sets made in {report.timings['ood_sets_seconds']:.1f} s, scored in {report.timings['scoring_seconds']:.1f} s "
           f"(total {seconds:.1f} s)")
-    path = write_results(args.name, {
-        "machine": machine(), "seed": seed, "spec": dataclasses.asdict(spec), "columns": columns, "rows": rows,
+    write_results(args, {
+        "seed": seed, "spec": dataclasses.asdict(spec), "columns": columns, "rows": rows,
         "rows_at_or_above_paper": report.metrics["rows_at_or_above_paper"],
         "information_criteria": report.metrics["information_criteria"],
         "models": {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash,
@@ -106,9 +108,8 @@ def main(argv=None) -> int:
         "seconds": {"ood_sets": round(report.timings["ood_sets_seconds"], 2),
                     "scoring": round(report.timings["scoring_seconds"], 2), "total": round(seconds, 2)},
     })
-    print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

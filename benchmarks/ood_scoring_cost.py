@@ -17,23 +17,22 @@ Run (from the repository root):
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table, write_results  # noqa: E402
+from _common import missing_cards, one_seed, parse, parser, print_table, quick_data_dir, set_threads, skip, write_results
 
-from ppl_audit.audits.ood import EnsembleScorer  # noqa: E402
-from ppl_audit.data import load_dataset  # noqa: E402
-from ppl_audit.generative.gan_ensemble import load_gan_ensemble  # noqa: E402
-from ppl_audit.generative.vae_ensemble import load_vae_ensemble  # noqa: E402
+from ppl_audit.audits.ood import EnsembleScorer
+from ppl_audit.data import load_dataset
+from ppl_audit.generative.gan_ensemble import load_gan_ensemble
+from ppl_audit.generative.vae_ensemble import load_vae_ensemble
 
 GOAL_RATIO = 2.0  # the issue's bar
 IWAE_SAMPLES = 16
+CARDS = ("mnist-vae-ensemble", "mnist-gan-ensemble")  # the loaders' defaults, checked before a quick run
+QUICK = {"num_images": 100, "repeats": 1}  # the tests' 100 digits, timed once
 
 
 def _best(fn, repeats: int) -> float:
@@ -47,23 +46,26 @@ def _best(fn, repeats: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--num-images", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--name", default="ood_scoring_cost")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p = parser(__file__, __doc__)
+    p.add_argument("--num-images", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    args = parse(p, argv)
+    seed = one_seed(args)
+    set_threads(args.threads)
+    if args.quick:
+        missing = missing_cards(args, CARDS)
+        if missing:
+            return skip(args, f"the weights of {', '.join(missing)} are not cached (a quick run trains nothing)")
+        args.num_images, args.repeats = QUICK["num_images"], QUICK["repeats"]
+    args.data_dir = quick_data_dir(args)
     vae = load_vae_ensemble(cache=args.cache_dir, data_dir=args.data_dir, device="cpu").module
     gan = load_gan_ensemble(cache=args.cache_dir, data_dir=args.data_dir, device="cpu").module
     x = load_dataset("mnist", "test", data_dir=args.data_dir, limit=args.num_images).images
     flat = x.flatten(1)
     k, s, d = vae.num_members, IWAE_SAMPLES, vae.latent_dim
     chunk = vae._chunk(None, s)  # the scorer's own chunk size
-    eps = torch.randn(k, s, len(x), d, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(k, s, len(x), d, generator=torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def raw_vae():
@@ -100,12 +102,10 @@ def main(argv=None) -> int:
           f"best of {args.repeats} (torch threads {torch.get_num_threads()})")
     print_table(["row", "s", "images/s", "x raw", f"<= {GOAL_RATIO:g}x"],
                 [[r["row"], r["seconds"], r["images_per_second"], r["ratio_to_raw"], r["meets_goal"]] for r in rows])
-    path = write_results(args.name, {"machine": machine(), "num_images": len(x), "members": k, "iwae_samples": s,
-                                     "critics": len(gan), "repeats": args.repeats, "goal_ratio": GOAL_RATIO,
-                                     "rows": rows})
-    print(f"wrote {path}")
+    write_results(args, {"seed": seed, "num_images": len(x), "members": k, "iwae_samples": s,
+                         "critics": len(gan), "repeats": args.repeats, "goal_ratio": GOAL_RATIO, "rows": rows})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -17,6 +17,7 @@ first when it is missing: about 16 minutes on one CPU core), then prints
 
 Run (from the repository root):
       OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sdim_mnist.py --data-dir ../shared/data   # results/sdim_mnist.json
+      .venv/bin/python benchmarks/sdim_mnist.py --quick   # 100 digits, 20 images a set; skipped without the model
 Exits with status 2 when the model is missing and cannot be trained (no data folder).
 """
 
@@ -25,22 +26,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table, write_results  # noqa: E402
+from _common import missing_cards, parse, parser, print_table, quick_data_dir, skip, write_results
 
-from ppl_audit.classifiers.sdim import PERCENTILES, load_sdim, ood_rejection_rate, selective_table  # noqa: E402
-from ppl_audit.data import load_dataset  # noqa: E402
-from ppl_audit.errors import PplAuditError  # noqa: E402
+from ppl_audit.classifiers.sdim import PERCENTILES, load_sdim, ood_rejection_rate, selective_table
+from ppl_audit.data import load_dataset
+from ppl_audit.errors import PplAuditError
 
 OOD_SETS = ("notmnist", "omniglot", "fashion-mnist")  # as staged in the data folder (see its README)
 # Wang & Yiu (IJCAI 2020), Table 2, MNIST; None: not recorded here.
 PAPER_TABLE_2 = {1: {"rejection_rate_percent": 3.02, "accuracy_kept_percent": 99.95},
                  2: {"rejection_rate_percent": None, "accuracy_kept_percent": None}}
+QUICK_LIMITS = {"mnist": 100, "ood": 20}  # images a quick run reads from MNIST and from each OoD set
 
 
 def _percent(value):
@@ -48,14 +48,15 @@ def _percent(value):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--cache-dir", "--cache", dest="cache_dir", default=None)
-    parser.add_argument("--card", default="mnist-sdim", help="an sdim-classifier card name or path")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--name", default="sdim_mnist")
-    args = parser.parse_args(argv)
+    p = parser(__file__, __doc__, seeds=())
+    p.add_argument("--card", default="mnist-sdim", help="an sdim-classifier card name or path")
+    p.add_argument("--threads", type=int, default=1)
+    args = parse(p, argv)
     torch.set_num_threads(args.threads)
+    limits = QUICK_LIMITS if args.quick else {"mnist": None, "ood": None}
+    if args.quick and missing_cards(args, [args.card]):
+        return skip(args, f"the weights of {args.card} are not cached (a quick run trains nothing)")
+    args.data_dir = quick_data_dir(args)
     try:
         clf = load_sdim(args.card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
     except PplAuditError as exc:
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
         return 2
     torch.set_grad_enabled(False)  # evaluation only
     start = time.perf_counter()
-    mnist = load_dataset("mnist", "test", data_dir=args.data_dir)
+    mnist = load_dataset("mnist", "test", data_dir=args.data_dir, limit=limits["mnist"])
     table2 = []
     for row in selective_table(clf, mnist.images, mnist.labels, PERCENTILES):
         paper = PAPER_TABLE_2[row["percentile"]]
@@ -75,7 +76,13 @@ def main(argv=None) -> int:
                        "paper_rejection_rate_percent": paper["rejection_rate_percent"]})
     table3 = []
     for name in OOD_SETS:
-        ood = load_dataset(name, data_dir=args.data_dir)
+        try:
+            ood = load_dataset(name, data_dir=args.data_dir, limit=limits["ood"])
+        except PplAuditError as exc:
+            if not args.quick:
+                raise
+            print(f"sdim_mnist: quick run: {name} left out (not in {args.data_dir})")
+            continue
         table3.append({"dataset": name, "num_images": len(ood),
                        **{f"rejected_percent_p{q}": _percent(ood_rejection_rate(clf, ood.images, q))
                           for q in PERCENTILES}})
@@ -93,8 +100,8 @@ def main(argv=None) -> int:
     print_table(["dataset", "images", *[f"p{q}" for q in PERCENTILES]],
                 [[r["dataset"], r["num_images"], *[r[f"rejected_percent_p{q}"] for q in PERCENTILES]] for r in table3])
     print(f"\nevaluated in {seconds:.1f} s")
-    path = write_results(args.name, {
-        "machine": machine(),
+    write_results(args, {
+        "seed": None, "seed_note": "evaluates a cached model on fixed images: nothing random",
         "model": {"card": clf.trained.card.name, "recipe_hash": clf.trained.card.recipe_hash,
                   **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}},
         "test_accuracy": metrics["test_accuracy"],
@@ -105,9 +112,8 @@ def main(argv=None) -> int:
                   "table_3": "not recorded here; the staged OoD sets differ from the paper's"},
         "seconds": {"evaluation": round(seconds, 2)},
     })
-    print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -13,7 +13,7 @@ search in at most 15 minutes on 2 CPU cores.
 
 Run (from the repository root):
       .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data        # results/synthesis_mnist.json
-The GANs with the refinement of contested images (chosen on held-out digits, benchmarks/class_gan_holdout.py --headroom):
+The GANs with the refinement of contested images (chosen on held-out digits, experiments/class_gan_holdout.py --headroom):
       .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --cards mnist-class-gan \\
           --refine-restarts 4 --name synthesis_mnist_gan_refined                 # results/synthesis_mnist_gan_refined.json
       .venv/bin/python benchmarks/synthesis_mnist.py --data-dir ../shared/data --cards mnist-class-gan \\
@@ -29,43 +29,45 @@ latents in the box [-3, 3]^D: 28 errors on those 4,000 digits against 24 in the 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table, write_results  # noqa: E402
+from _common import missing_cards, parse, parser, print_table, quick_data_dir, skip, write_results
 
-from ppl_audit.classifiers.synthesis import SearchConfig, SynthesisClassifier  # noqa: E402
-from ppl_audit.data import load_dataset  # noqa: E402
-from ppl_audit.generative.class_generators import load_class_generators  # noqa: E402
+from ppl_audit.classifiers.synthesis import SearchConfig, SynthesisClassifier
+from ppl_audit.data import load_dataset
+from ppl_audit.generative.class_generators import load_class_generators
 
 PAPER = {"mnist-class-vae": 98.35, "mnist-class-gan": 97.81}
 BUDGET_SECONDS = 15 * 60  # the latent-search budget for 10,000 test images on 2 CPU cores
+QUICK = {"num": 10, "draws": 4, "steps": 2, "refine_restarts": 0}  # the search's path on ten digits
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--cards", nargs="+", default=["mnist-class-vae", "mnist-class-gan"])
-    parser.add_argument("--split", default="test", choices=["test", "train"],
-                        help="test: the reported figures; train: the last --num training images, for tuning")
-    parser.add_argument("--num", type=int, default=None, help="images (default: the whole test split)")
-    parser.add_argument("--draws", type=int, default=SearchConfig.draws)
-    parser.add_argument("--steps", type=int, default=SearchConfig.steps)
-    parser.add_argument("--learning-rate", type=float, default=SearchConfig.learning_rate)
-    parser.add_argument("--prior-mass", type=float, default=SearchConfig.prior_mass,
-                        help="latents kept in the ball holding this much prior mass; 0 for an unconstrained search")
-    parser.add_argument("--refine-restarts", type=int, default=SearchConfig.refine_restarts,
-                        help="stronger searches of the contested images (two closest classes within --refine-ratio)")
-    parser.add_argument("--refine-ratio", type=float, default=SearchConfig.refine_ratio)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--name", default="synthesis_mnist")
-    args = parser.parse_args(argv)
+    p = parser(__file__, __doc__, seeds=())
+    p.add_argument("--cards", nargs="+", default=["mnist-class-vae", "mnist-class-gan"])
+    p.add_argument("--split", default="test", choices=["test", "train"],
+                   help="test: the reported figures; train: the last --num training images, for tuning")
+    p.add_argument("--num", type=int, default=None, help="images (default: the whole test split)")
+    p.add_argument("--draws", type=int, default=SearchConfig.draws)
+    p.add_argument("--steps", type=int, default=SearchConfig.steps)
+    p.add_argument("--learning-rate", type=float, default=SearchConfig.learning_rate)
+    p.add_argument("--prior-mass", type=float, default=SearchConfig.prior_mass,
+                   help="latents kept in the ball holding this much prior mass; 0 for an unconstrained search")
+    p.add_argument("--refine-restarts", type=int, default=SearchConfig.refine_restarts,
+                   help="stronger searches of the contested images (two closest classes within --refine-ratio)")
+    p.add_argument("--refine-ratio", type=float, default=SearchConfig.refine_ratio)
+    p.add_argument("--threads", type=int, default=2)
+    args = parse(p, argv)
     torch.set_num_threads(args.threads)
+    if args.quick:
+        missing = missing_cards(args, args.cards)
+        if missing:
+            return skip(args, f"the weights of {', '.join(missing)} are not cached (a quick run trains nothing)")
+        args.split = "test"
+        vars(args).update(QUICK)
+    args.data_dir = quick_data_dir(args)
     data = load_dataset("mnist", args.split, data_dir=args.data_dir)
     images, labels = data.images, data.labels
     if args.num is not None:
@@ -92,12 +94,14 @@ def main(argv=None) -> int:
                      PAPER.get(card), results[card]["seconds"], results[card]["generator_seconds"]])
     print(f"latent search: {config}; {args.split} images: {len(images)}; {args.threads} threads")
     print_table(["card", "images", "accuracy %", "start only %", "paper %", "seconds", "in generators (s)"], rows)
-    path = write_results(args.name, {"machine": machine(), "split": args.split, "num_images": len(images),
-                                     "threads": args.threads, "search": vars(config),
-                                     "budget_seconds": BUDGET_SECONDS, "results": results})
-    print(f"wrote {path}")
+    columns = ["card", "images", "accuracy_percent", "start_only_accuracy_percent", "paper_accuracy_percent",
+               "seconds", "generator_seconds"]
+    write_results(args, {"seed": config.seed,
+                         "split": args.split, "num_images": len(images), "threads": args.threads,
+                         "search": vars(config), "budget_seconds": BUDGET_SECONDS, "results": results,
+                         "columns": columns, "rows": rows})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
