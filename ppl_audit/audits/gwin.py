@@ -25,7 +25,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -174,6 +174,52 @@ def _mean_where(values: torch.Tensor, mask: torch.Tensor) -> float:
     return float(values[mask].float().mean()) if bool(mask.any()) else math.nan
 
 
+class _Pass(NamedTuple):
+    """One run's two predictions: of the inputs, and of the transformed ones rejected at the widest tau."""
+
+    before: Any  # the classifier's Prediction of every input
+    widest: torch.Tensor  # (N,) bool: rejected at the largest tau, so transformed
+    moved: torch.Tensor | None  # G(x, z) of those inputs (None when none was rejected)
+    labels_after: torch.Tensor  # (N,) labels once rejected inputs are relabelled
+    truth_after: torch.Tensor  # (N,) true-class certainty after the transformation (NaN where not transformed)
+
+
+def _one_pass(classifier, transform, images, labels, widest_tau: float, num_samples: int,
+              generator: torch.Generator) -> _Pass:
+    """Classify, transform what falls below ``widest_tau``, classify that again; every draw from ``generator``."""
+    before = classifier.predict(images, num_samples, generator=generator)
+    widest = before.certainty < widest_tau
+    subset = images[widest.to(images.device)]
+    labels_after = before.labels.clone()
+    truth_after = torch.full((images.shape[0],), math.nan, device=labels.device)
+    moved = None
+    if len(subset):
+        moved = transform(subset, generator)
+        after = classifier.predict(moved, num_samples, generator=generator)
+        labels_after[widest] = after.labels
+        truth_after[widest] = median_probability(after.samples, labels[widest])
+    return _Pass(before, widest, moved, labels_after, truth_after)
+
+
+def _figure_data(classifier, images, labels, first: _Pass, figure_tau: float) -> dict[str, Any]:
+    """The first run's inputs rejected at ``figure_tau``: true-class certainty before and after, examples, labels."""
+    before = first.before
+    mask = before.certainty < figure_tau
+    truth_before = median_probability(before.samples, labels)
+    figure = {"before": truth_before[mask].cpu(), "after": first.truth_after[mask].cpu()}
+    shown = mask.nonzero().flatten()[:EXAMPLE_IMAGES]
+    if len(shown):
+        index_in_subset = first.widest.cumsum(0)[shown] - 1
+        figure["examples"] = torch.stack([images[shown.to(images.device)].cpu(),
+                                          first.moved[index_in_subset.to(first.moved.device)].cpu()])
+    else:
+        figure["examples"] = torch.zeros(2, 0, 1, 28, 28)
+    names = classifier.class_names
+    figure["labels"] = [f"true {names[int(labels[i])]}: {names[int(before.labels[i])]} -> "
+                        f"{names[int(first.labels_after[i])]}" for i in shown]
+    return figure
+
+
 def evaluate_gwin(
     classifier: BayesianClassifier,
     transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
@@ -227,47 +273,25 @@ def evaluate_gwin(
     if images.shape[0] == 0:
         raise InvalidInputError("no images to audit")
     taus = tuple(check_threshold(t) for t in taus)
-    n = images.shape[0]
     labels = labels.to(classifier.device)
     shape = (runs, len(taus))
     rejected, bnn_acc, gwin_acc, pipeline = (np.full(shape, math.nan) for _ in range(4))
     base = np.zeros(runs)
     figure = {}
     for r in range(runs):
-        generator = torch.Generator().manual_seed(seed * 1000 + r)
-        before = classifier.predict(images, num_samples, generator=generator)
-        correct_before = before.labels == labels
+        one = _one_pass(classifier, transform, images, labels, max(taus), num_samples,
+                        torch.Generator().manual_seed(seed * 1000 + r))
+        correct_before = one.before.labels == labels
         base[r] = float(correct_before.float().mean())
-        widest = before.certainty < max(taus)
-        subset = images[widest.to(images.device)]
-        labels_after = before.labels.clone()
-        truth_after = torch.full((n,), math.nan, device=labels.device)
-        if len(subset):
-            moved = transform(subset, generator)
-            after = classifier.predict(moved, num_samples, generator=generator)
-            labels_after[widest] = after.labels
-            truth_after[widest] = median_probability(after.samples, labels[widest])
-        correct_after = labels_after == labels
+        correct_after = one.labels_after == labels
         for j, tau in enumerate(taus):
-            mask = before.certainty < tau
+            mask = one.before.certainty < tau
             rejected[r, j] = float(mask.float().mean())
             bnn_acc[r, j] = _mean_where(correct_before, mask)
             gwin_acc[r, j] = _mean_where(correct_after, mask)
             pipeline[r, j] = float(torch.where(mask, correct_after, correct_before).float().mean())
         if r == 0:
-            mask = before.certainty < figure_tau
-            truth_before = median_probability(before.samples, labels)
-            figure["before"], figure["after"] = truth_before[mask].cpu(), truth_after[mask].cpu()
-            shown = mask.nonzero().flatten()[:EXAMPLE_IMAGES]
-            if len(shown):
-                index_in_subset = widest.cumsum(0)[shown] - 1
-                figure["examples"] = torch.stack([images[shown.to(images.device)].cpu(),
-                                                  moved[index_in_subset.to(moved.device)].cpu()])
-            else:
-                figure["examples"] = torch.zeros(2, 0, 1, 28, 28)
-            names = classifier.class_names
-            figure["labels"] = [f"true {names[int(labels[i])]}: {names[int(before.labels[i])]} -> "
-                                f"{names[int(labels_after[i])]}" for i in shown]
+            figure = _figure_data(classifier, images, labels, one, figure_tau)
         report(progress, TASK, r + 1, runs)
     return GwinRuns(taus, rejected, bnn_acc, gwin_acc, base, pipeline, figure["before"], figure["after"],
                     figure["examples"], figure["labels"])
@@ -312,38 +336,78 @@ def summarise(result: GwinRuns) -> list[dict[str, Any]]:
     return rows
 
 
-# --------------------------------------------------------------------------- the report
+# --------------------------------------------------------------------------- the audit's numbers
 
 
-def _pm(mean, std, digits=2) -> str:
-    return "n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What a report shows of a trained model: its card, training curves and scalar training metrics.
+
+    Attributes
+    ----------
+    card, recipe_hash, description : str
+        The model card's name, recipe hash and description.
+    info : dict
+        The cache sidecar's ``info`` (its ``history`` holds the training curves).
+    metrics : dict
+        The training metrics that are single numbers or strings, wall-clock times left out.
+    """
+
+    card: str
+    recipe_hash: str
+    description: str
+    info: dict[str, Any]
+    metrics: dict[str, Any]
 
 
-def _table(rows: list[dict[str, Any]]) -> Table:
-    columns = ["tau", "% rejected", "BNN acc. on rejected (%)", "BNN+GWIN acc. on rejected (%)",
-               "difference (points)", "overall acc. change (points)", "% change in error",
-               "paper BNN+GWIN (%)"]
-    keys = ["rejected_percent", "bnn_accuracy_rejected_percent", "gwin_accuracy_rejected_percent",
-            "accuracy_difference_points", "overall_accuracy_change_points", "error_change_percent"]
-    body = []
-    for row in rows:
-        body.append([row["tau"], *[_pm(row[f"{k}_mean"], row[f"{k}_std"]) for k in keys],
-                     row["paper_gwin_accuracy_rejected_percent"]])
-    return Table("gwin_table", "Reject, transform, relabel (mean ± std over runs; the paper's Table 1 layout)",
-                 columns, body)
-
-
-def _model_section(trained, title: str, paragraphs: list[str]) -> Section:
-    from ppl_audit.training import curve_figures
-
+def _training_record(trained) -> TrainingRecord:
+    """The :class:`TrainingRecord` of a :class:`~ppl_audit.training.TrainedModel`."""
     card = trained.card
-    figs = curve_figures(trained.info, prefix=f"{card.name.replace('-', '_')}_curve",
-                         caption_note=f" ({card.name}, recipe {card.recipe_hash})")
     metrics = {k: v for k, v in trained.metrics.items() if not isinstance(v, (list, dict)) and "seconds" not in k}
-    return Section(trained.card.name.replace("-", "_"), title, paragraphs=paragraphs, metrics=metrics, figures=figs)
+    return TrainingRecord(card.name, card.recipe_hash, card.description, trained.info, metrics)
 
 
-def run(
+@dataclass(frozen=True)
+class GwinResults:
+    """What a GWIN audit measured, before any table or figure is drawn (:func:`evaluate`).
+
+    Attributes
+    ----------
+    spec : GwinAuditSpec
+    seed : int
+    device : str
+        The device type the pipeline ran on (``"cpu"``, ``"cuda"``).
+    num_images : int
+        How many labelled images were audited.
+    outcomes : GwinRuns
+        Every run's outcomes at every tau, and the figure data of run 1.
+    rows : list of dict
+        :func:`summarise` of ``outcomes``: one row per tau, mean and standard deviation over runs.
+    bnn_accuracy_percent : float
+        The BNN's accuracy on every input, mean over runs (%, unrounded).
+    classifier_training, gwin_training : TrainingRecord or None
+        The Bayesian classifier's and the GWIN's cards and training curves (None when a model without its
+        card was given).
+    timings : dict
+        Seconds per stage.
+    started : float
+        ``time.perf_counter()`` when the audit began, so that the report's ``total_seconds`` counts rendering too.
+    """
+
+    spec: GwinAuditSpec
+    seed: int
+    device: str
+    num_images: int
+    outcomes: GwinRuns
+    rows: list[dict[str, Any]]
+    bnn_accuracy_percent: float
+    classifier_training: TrainingRecord | None
+    gwin_training: TrainingRecord | None
+    timings: dict[str, float]
+    started: float
+
+
+def evaluate(
     spec: GwinAuditSpec,
     *,
     seed: int = DEFAULT_SEED,
@@ -353,29 +417,19 @@ def run(
     classifier: BayesianClassifier | None = None,
     gwin=None,
     images: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> Report:
-    """Run the GWIN audit and return its :class:`~ppl_audit.report.Report`.
+) -> GwinResults:
+    """Run the reject-transform-relabel pipeline ``spec.runs`` times and summarise it; nothing is drawn.
 
-    Parameters
-    ----------
-    spec : GwinAuditSpec
-    seed : int
-    progress : callable, optional
-    cache : str, optional
-        Weights cache folder.
-    data_dir : str, optional
-        Data folder (wins over ``spec.data_dir``): the audited images, and the
-        training data of models not yet cached.
-    classifier : BayesianClassifier, optional
-        Use this classifier instead of loading ``spec.classifier``.
-    gwin : TrainedModel, optional
-        Use this trained GWIN instead of loading ``spec.gwin``.
-    images : (torch.Tensor, torch.Tensor), optional
-        Audit these ``(images, labels)`` instead of the spec's dataset.
+    Parameters are those of :func:`run`; :func:`present` renders the result.
+
+    Returns
+    -------
+    GwinResults
 
     Examples
     --------
-    >>> report = run(GwinAuditSpec(runs=2), data_dir="/path/to/data")  # doctest: +SKIP
+    >>> results = evaluate(GwinAuditSpec(runs=2), data_dir="/path/to/data")  # doctest: +SKIP
+    >>> results.rows[0]["gwin_accuracy_rejected_percent_mean"]  # doctest: +SKIP
     """
     from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
     from ppl_audit.generative.gwin import load_gwin
@@ -398,10 +452,42 @@ def run(
         images = (data.images, data.labels)
     x, y = images[0].to(device), images[1].to(device)
     t0 = time.perf_counter()
-    result = evaluate_gwin(classifier, gwin.module.transform, x, y, taus=spec.taus, num_samples=spec.num_samples,
-                           runs=spec.runs, figure_tau=spec.figure_tau, seed=seed, progress=progress)
+    outcomes = evaluate_gwin(classifier, gwin.module.transform, x, y, taus=spec.taus, num_samples=spec.num_samples,
+                             runs=spec.runs, figure_tau=spec.figure_tau, seed=seed, progress=progress)
     timings["pipeline_seconds"] = time.perf_counter() - t0
-    rows = summarise(result)
+    trained_classifier = getattr(classifier, "trained", None)
+    return GwinResults(
+        spec=spec, seed=seed, device=device.type, num_images=int(len(y)), outcomes=outcomes,
+        rows=summarise(outcomes), bnn_accuracy_percent=float(100 * outcomes.base_accuracy.mean()),
+        classifier_training=None if trained_classifier is None else _training_record(trained_classifier),
+        gwin_training=None if getattr(gwin, "card", None) is None else _training_record(gwin),
+        timings=timings, started=start,
+    )
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _pm(mean, std, digits=2) -> str:
+    return "n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    columns = ["tau", "% rejected", "BNN acc. on rejected (%)", "BNN+GWIN acc. on rejected (%)",
+               "difference (points)", "overall acc. change (points)", "% change in error",
+               "paper BNN+GWIN (%)"]
+    keys = ["rejected_percent", "bnn_accuracy_rejected_percent", "gwin_accuracy_rejected_percent",
+            "accuracy_difference_points", "overall_accuracy_change_points", "error_change_percent"]
+    body = []
+    for row in rows:
+        body.append([row["tau"], *[_pm(row[f"{k}_mean"], row[f"{k}_std"]) for k in keys],
+                     row["paper_gwin_accuracy_rejected_percent"]])
+    return Table("gwin_table", "Reject, transform, relabel (mean ± std over runs; the paper's Table 1 layout)",
+                 columns, body)
+
+
+def _warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """A warning per tau where nothing was rejected or BNN+GWIN falls below the paper."""
     warnings = []
     for row in rows:
         if row["gwin_accuracy_rejected_percent_mean"] is None:
@@ -410,22 +496,31 @@ def run(
             warnings.append(f"at tau = {row['tau']}, BNN+GWIN accuracy on the rejected subset "
                             f"{row['gwin_accuracy_rejected_percent_mean']:.2f}% is below the paper's "
                             f"{row['paper_gwin_accuracy_rejected_percent']}%")
-    base_mean = float(100 * result.base_accuracy.mean())
-    table_section = Section(
+    return warnings
+
+
+def _table_section(results: GwinResults) -> Section:
+    """The paper's Table 1 layout over every tau, with how the pipeline ran and the BNN's own accuracy."""
+    spec = results.spec
+    return Section(
         "table", "Rejected inputs before and after GWIN",
         paragraphs=[
-            f"{len(y)} images ({spec.dataset} {spec.split}); S = {spec.num_samples} posterior draws per prediction; "
-            f"R = {spec.runs} runs (new weight draws and GWIN noise per run; the trained models are fixed). "
-            "An input is rejected when its certainty (median over draws of the predicted class's probability) is "
-            "below tau; rejected inputs are transformed by G(x, z) and labelled again by the same BNN.",
-            f"The BNN alone is right on {base_mean:.2f}% of the inputs (paper: {PAPER_BNN_TEST_ACCURACY}%). "
-            "'overall acc. change' is the pipeline's accuracy on all inputs minus that; '% change in error' is "
-            "the relative change of the error rate.",
+            f"{results.num_images} images ({spec.dataset} {spec.split}); S = {spec.num_samples} posterior draws per "
+            f"prediction; R = {spec.runs} runs (new weight draws and GWIN noise per run; the trained models are "
+            "fixed). An input is rejected when its certainty (median over draws of the predicted class's "
+            "probability) is below tau; rejected inputs are transformed by G(x, z) and labelled again by the same "
+            "BNN.",
+            f"The BNN alone is right on {results.bnn_accuracy_percent:.2f}% of the inputs (paper: "
+            f"{PAPER_BNN_TEST_ACCURACY}%). 'overall acc. change' is the pipeline's accuracy on all inputs minus "
+            "that; '% change in error' is the relative change of the error rate.",
         ],
-        tables=[_table(rows)], warnings=warnings,
+        tables=[_table(results.rows)], warnings=_warnings(results.rows),
     )
-    taus = list(spec.taus)
-    accuracy_fig = figures.errorbar_plot(
+
+
+def _accuracy_figure(rows: list[dict[str, Any]], taus: list[float]):
+    """Accuracy on the rejected subset against tau, BNN and BNN+GWIN, the paper's values beside (its Figure 3)."""
+    return figures.errorbar_plot(
         "accuracy_vs_tau", "Accuracy on the rejected subset against tau",
         "The BNN's accuracy on the inputs it rejects, and after GWIN transforms them (mean ± std over runs); "
         "hollow squares: the paper's BNN+GWIN values (its Figure 3).",
@@ -437,37 +532,84 @@ def run(
         xlabel="certainty threshold tau", ylabel="accuracy on rejected (%)",
         reference={"paper BNN+GWIN": [PAPER_GWIN_ACCURACY.get(t, math.nan) for t in taus]},
     )
-    change = result.certainty_after - result.certainty_before
-    certainty_fig = figures.score_histogram(
-        "ground_truth_certainty", f"Ground-truth certainty of inputs rejected at tau = {spec.figure_tau}",
+
+
+def _certainty_figure(outcomes: GwinRuns, figure_tau: float):
+    """True-class certainty of run 1's rejected inputs before and after the transformation (the paper's Figure 5)."""
+    change = outcomes.certainty_after - outcomes.certainty_before
+    return figures.score_histogram(
+        "ground_truth_certainty", f"Ground-truth certainty of inputs rejected at tau = {figure_tau}",
         "Median over posterior draws of the true class's probability, before and after the GWIN transformation "
         f"(run 1; the paper's Figure 5). Mean change {float(change.mean()) if len(change) else math.nan:+.3f}; "
         f"{int((change > 0).sum())} of {len(change)} inputs gained certainty in their true class.",
-        {"before GWIN": result.certainty_before, "after GWIN": result.certainty_after},
+        {"before GWIN": outcomes.certainty_before, "after GWIN": outcomes.certainty_after},
         xlabel="certainty of the true class",
     )
-    examples = []
-    if result.examples.shape[1]:
-        n_show = result.examples.shape[1]
-        examples.append(figures.image_grid(
-            "rejected_examples", f"Inputs rejected at tau = {spec.figure_tau} (row 1) and G(x, z) (row 2)",
-            "Each column: a rejected test image and its transformation; labels read 'true y: BNN label before -> "
-            "after'.", result.examples.reshape(-1, 1, 28, 28),
-            [*result.example_labels, *["G(x, z)"] * n_show], columns=n_show))
-    figure_section = Section("figures", "Accuracy against tau, certainty change, examples",
-                             figures=[accuracy_fig, certainty_fig, *examples])
-    sections = [table_section, figure_section]
-    if getattr(classifier, "trained", None) is not None:
+
+
+def _example_figures(outcomes: GwinRuns, figure_tau: float) -> list:
+    """Rejected inputs above their transformations (no figure when nothing was rejected at ``figure_tau``)."""
+    if not outcomes.examples.shape[1]:
+        return []
+    n_show = outcomes.examples.shape[1]
+    return [figures.image_grid(
+        "rejected_examples", f"Inputs rejected at tau = {figure_tau} (row 1) and G(x, z) (row 2)",
+        "Each column: a rejected test image and its transformation; labels read 'true y: BNN label before -> "
+        "after'.", outcomes.examples.reshape(-1, 1, 28, 28),
+        [*outcomes.example_labels, *["G(x, z)"] * n_show], columns=n_show)]
+
+
+def _figure_section(results: GwinResults) -> Section:
+    """Accuracy against tau, the certainty change and the examples."""
+    spec, outcomes = results.spec, results.outcomes
+    return Section("figures", "Accuracy against tau, certainty change, examples",
+                   figures=[_accuracy_figure(results.rows, list(spec.taus)),
+                            _certainty_figure(outcomes, spec.figure_tau),
+                            *_example_figures(outcomes, spec.figure_tau)])
+
+
+def _model_section(trained: TrainingRecord, title: str, paragraphs: list[str]) -> Section:
+    """A trained model's training curves and metrics, named after its card."""
+    from ppl_audit.training import curve_figures
+
+    figs = curve_figures(trained.info, prefix=f"{trained.card.replace('-', '_')}_curve",
+                         caption_note=f" ({trained.card}, recipe {trained.recipe_hash})")
+    return Section(trained.card.replace("-", "_"), title, paragraphs=paragraphs, metrics=trained.metrics,
+                   figures=figs)
+
+
+def present(results: GwinResults) -> Report:
+    """The GWIN audit's :class:`~ppl_audit.report.Report` from its numbers: table, figures, training curves.
+
+    Parameters
+    ----------
+    results : GwinResults
+        From :func:`evaluate`; left unchanged. Nothing here draws a random number: the same results give
+        the same report.
+
+    Returns
+    -------
+    Report
+
+    Examples
+    --------
+    >>> report = present(evaluate(GwinAuditSpec(runs=2), data_dir="/path/to/data"))  # doctest: +SKIP
+    """
+    spec, rows = results.spec, results.rows
+    sections = [_table_section(results), _figure_section(results)]
+    if results.classifier_training is not None:
         sections.append(_model_section(
-            classifier.trained, "The Bayesian LeNet-5 (ELBO curve)",
+            results.classifier_training, "The Bayesian LeNet-5 (ELBO curve)",
             ["Pyro model with Normal(0, prior_scale) priors on every weight, a mean-field Gaussian guide, SVI with "
              "the Flipout estimator of the expected log-likelihood and the KL in closed form."]))
-    if getattr(gwin, "card", None) is not None:
-        sections.append(_model_section(gwin, "The GWIN (training curves)", [gwin.card.description]))
+    if results.gwin_training is not None:
+        sections.append(_model_section(results.gwin_training, "The GWIN (training curves)",
+                                       [results.gwin_training.description]))
     paper_met = [row["at_or_above_paper"] for row in rows if row["at_or_above_paper"] is not None]
+    base_mean = results.bnn_accuracy_percent
     metrics = {
         "bnn_accuracy_percent": round(base_mean, 4),
-        "num_images": int(len(y)),
+        "num_images": results.num_images,
         "num_samples": spec.num_samples,
         "runs": spec.runs,
         "taus": rows,
@@ -475,22 +617,59 @@ def run(
         "paper_comparisons": len(paper_met),
     }
     spec_dict = dataclasses.asdict(spec)
-    timings["total_seconds"] = time.perf_counter() - start
     return Report(
         kind=KIND,
         title=spec.title,
         summary=[
-            f"BNN accuracy {base_mean:.2f}% on {len(y)} images; BNN+GWIN accuracy on the rejected subset at or "
-            f"above the paper's at {sum(paper_met)} of {len(paper_met)} thresholds.",
+            f"BNN accuracy {base_mean:.2f}% on {results.num_images} images; BNN+GWIN accuracy on the rejected "
+            f"subset at or above the paper's at {sum(paper_met)} of {len(paper_met)} thresholds.",
         ],
         metrics=metrics,
         sections=sections,
-        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+        provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                     "versions": library_versions("numpy", "matplotlib"),
-                    "device": device.type},
-        timings=timings,
+                    "device": results.device},
+        timings={**results.timings, "total_seconds": time.perf_counter() - results.started},
     )
 
 
-__all__ = ["GwinAuditSpec", "GwinRuns", "KIND", "PAPER_GWIN_ACCURACY", "PAPER_TAUS", "evaluate_gwin", "run",
-           "spec_from_toml", "summarise"]
+def run(
+    spec: GwinAuditSpec,
+    *,
+    seed: int = DEFAULT_SEED,
+    progress: ProgressFn | None = None,
+    cache: str | None = None,
+    data_dir: str | None = None,
+    classifier: BayesianClassifier | None = None,
+    gwin=None,
+    images: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Report:
+    """Run the GWIN audit and return its :class:`~ppl_audit.report.Report`: ``present(evaluate(...))``.
+
+    Parameters
+    ----------
+    spec : GwinAuditSpec
+    seed : int
+    progress : callable, optional
+    cache : str, optional
+        Weights cache folder.
+    data_dir : str, optional
+        Data folder (wins over ``spec.data_dir``): the audited images, and the
+        training data of models not yet cached.
+    classifier : BayesianClassifier, optional
+        Use this classifier instead of loading ``spec.classifier``.
+    gwin : TrainedModel, optional
+        Use this trained GWIN instead of loading ``spec.gwin``.
+    images : (torch.Tensor, torch.Tensor), optional
+        Audit these ``(images, labels)`` instead of the spec's dataset.
+
+    Examples
+    --------
+    >>> report = run(GwinAuditSpec(runs=2), data_dir="/path/to/data")  # doctest: +SKIP
+    """
+    return present(evaluate(spec, seed=seed, progress=progress, cache=cache, data_dir=data_dir,
+                            classifier=classifier, gwin=gwin, images=images))
+
+
+__all__ = ["GwinAuditSpec", "GwinResults", "GwinRuns", "KIND", "PAPER_GWIN_ACCURACY", "PAPER_TAUS", "TrainingRecord",
+           "evaluate", "evaluate_gwin", "present", "run", "spec_from_toml", "summarise"]

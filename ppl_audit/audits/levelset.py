@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -56,6 +56,17 @@ from ppl_audit.sampling import (
     smc_plan,
 )
 from ppl_audit.validators import check_count, check_fits_in_memory
+
+if TYPE_CHECKING:
+    from ppl_audit.sampling import LevelSetResult
+
+__all__ = [
+    "KIND", "TargetSpec", "LevelSetAuditSpec", "spec_from_toml", "paper_delta",
+    "LevelSetResults", "WorldResult", "TargetResult", "evaluate", "present", "run",
+    "DEFAULT_TARGETS", "MNIST_TARGETS", "DEFAULT_TARGETS_BY_FAMILY", "DEFAULT_CONCENTRATION", "DEFAULT_TITLES",
+    "CONFIDENT_CONCENTRATION", "PAPER_CONCENTRATION", "MNIST_CONCENTRATION", "MNIST_TWO_CLASS_CONCENTRATION",
+    "PAPER_DELTA", "PAPER_TARGETS", "WORLDS",
+]
 
 KIND = "levelset"
 GRID_IMAGES = 16  # images shown per target
@@ -331,6 +342,399 @@ def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[LevelSetAuditSpec,
         raise AuditFileError(f"{source}: {exc}") from exc
 
 
+# ---------------------------------------------------------------- evaluate: sampling and measuring, no rendering
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One target's level set on one world: the samples and what was measured on them.
+
+    Attributes
+    ----------
+    target : TargetSpec
+    samples : LevelSetResult
+        What :func:`~ppl_audit.sample_level_set` returned: latents, images and
+        predictions of the kept samples, the chain and its diagnostics.
+    metrics : dict
+        The sampler's metrics (JSON-safe) and the comparisons the report makes:
+        ``ambiguous_yield_vs_prior`` for house/rocket worlds; ``paper_delta``,
+        ``paper_concentration`` and ``delta_at_or_below_paper`` for MNIST priors.
+    """
+
+    target: TargetSpec
+    samples: LevelSetResult
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WorldResult:
+    """One world's prior draws and its targets' level sets.
+
+    Attributes
+    ----------
+    name : str
+    latent_names : tuple of str
+    latent_dim : int
+    image_shape : tuple of int
+    prior_info : dict
+        Model card, recipe hash, latent dimension and image shape of the prior.
+    prior_latents, prior_probs : torch.Tensor
+        ``(num_prior_samples, D)`` prior draws and the classifier's ``(num_prior_samples, K)``
+        predictions on them, on the CPU.
+    prior_yield : float or None
+        Ambiguous images per 1,000 classifier evaluations when drawing from the
+        prior (house/rocket worlds; ``None`` for MNIST priors).
+    yield_prior_draws : int or None
+        Prior draws behind ``prior_yield``.
+    targets : tuple of TargetResult
+        In the order of ``spec.targets``.
+    """
+
+    name: str
+    latent_names: tuple[str, ...]
+    latent_dim: int
+    image_shape: tuple[int, ...]
+    prior_info: dict[str, Any]
+    prior_latents: torch.Tensor
+    prior_probs: torch.Tensor
+    prior_yield: float | None
+    yield_prior_draws: int | None
+    targets: tuple[TargetResult, ...]
+
+
+@dataclass(frozen=True)
+class LevelSetResults:
+    """Everything the level-set audit measured, before any figure or table is drawn.
+
+    :func:`evaluate` builds it and :func:`present` turns it into a
+    :class:`~ppl_audit.report.Report`; it holds numbers, tensors, strings and
+    the samplers' results, never a figure.
+
+    Attributes
+    ----------
+    spec : LevelSetAuditSpec
+    seed : int
+    device : str
+        Device type the samplers ran on (``"cpu"``, ``"cuda"``).
+    classifier_info : dict
+        Model card, recipe hash, test accuracy and class names of the classifier.
+    worlds : tuple of WorldResult
+        In the order of ``spec.worlds``.
+    timings : dict of str to float
+        Wall-clock seconds per stage of the evaluation.
+
+    Examples
+    --------
+    >>> spec = LevelSetAuditSpec(worlds=("house-rocket",), num_particles=64, num_steps=10,
+    ...                          num_samples=32, num_prior_samples=100)
+    >>> results = evaluate(spec, seed=0)  # doctest: +SKIP
+    >>> results.worlds[0].targets[0].metrics["delta"]  # doctest: +SKIP
+    """
+
+    spec: LevelSetAuditSpec
+    seed: int
+    device: str
+    classifier_info: dict[str, Any]
+    worlds: tuple[WorldResult, ...]
+    timings: dict[str, float]
+
+
+def evaluate(
+    spec: LevelSetAuditSpec,
+    *,
+    seed: int = DEFAULT_SEED,
+    progress: ProgressFn | None = None,
+    cache: str | None = None,
+    classifier=None,
+    priors: dict[str, Any] | None = None,
+    data_dir: str | None = None,
+) -> LevelSetResults:
+    """Sample every world's level set for every target and measure the samples; draw nothing.
+
+    Parameters are those of :func:`run`.
+
+    Returns
+    -------
+    LevelSetResults
+        Hand it to :func:`present` for the report.
+
+    Examples
+    --------
+    >>> spec = LevelSetAuditSpec(worlds=("house-rocket",), num_particles=64, num_steps=10,
+    ...                          num_samples=32, num_prior_samples=100)
+    >>> results = evaluate(spec, seed=0)  # doctest: +SKIP
+    >>> [t.target.name for t in results.worlds[0].targets]  # doctest: +SKIP
+    ['house', 'rocket', 'ambiguous', 'ambiguous-tight']
+    """
+    seed = validate_seed(seed)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    device = resolve_device(spec.device)
+    data_dir = data_dir if data_dir is not None else spec.data_dir
+    loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
+    classifier = _checked_classifier(spec, classifier, loading)
+    timings["classifier_seconds"] = time.perf_counter() - start
+    classifier_info = _classifier_info(spec, classifier)
+    worlds = []
+    for w_index, world_name in enumerate(spec.worlds):
+        t_world = time.perf_counter()
+        world = (priors or {}).get(world_name) or registry.load_world(world_name, **loading)
+        timings[f"{world_name}/prior_seconds"] = time.perf_counter() - t_world
+        worlds.append(_evaluate_world(spec, w_index, world_name, world, classifier, seed=seed, device=device,
+                                      progress=progress, timings=timings))
+    timings["total_seconds"] = time.perf_counter() - start
+    return LevelSetResults(spec=spec, seed=seed, device=device.type, classifier_info=classifier_info,
+                           worlds=tuple(worlds), timings=timings)
+
+
+def _checked_classifier(spec: LevelSetAuditSpec, classifier, loading: dict[str, Any]):
+    """The given classifier, or the spec's model card loaded, checked against the family's classes."""
+    if classifier is None:
+        classifier = registry.load_classifier(spec.classifier, **loading)
+    given_names = getattr(classifier, "class_names", None)  # a plain callable has none: the world's are used
+    if given_names is not None and tuple(given_names) != tuple(spec.class_names):
+        raise InvalidInputError(
+            f"classifier has classes {list(given_names)}, but a {spec.family} audit needs {list(spec.class_names)}"
+        )
+    return classifier
+
+
+def _classifier_info(spec: LevelSetAuditSpec, classifier) -> dict[str, Any]:
+    info = getattr(classifier, "info", {}) or {}
+    return {
+        "card": info.get("card", spec.classifier),
+        "recipe_hash": info.get("recipe_hash"),
+        "test_accuracy": (info.get("metrics") or {}).get("test_accuracy"),
+        "class_names": list(spec.class_names),
+    }
+
+
+def _evaluate_world(spec, w_index, world_name, world, classifier, *, seed, device, progress, timings) -> WorldResult:
+    """Prior draws, then one level set per target (in this order: the seeds depend on it)."""
+    gen = torch.Generator(device=device).manual_seed(seed * 1000 + w_index)
+    prior_z, prior_p, prior_yield = _prior_draws(spec, world, classifier, gen)
+    prior_info = _prior_info(world)
+    targets = []
+    for t_index, target in enumerate(spec.targets):
+        t0 = time.perf_counter()
+        task = f"{world_name}/{target.name}"
+        samples = sample_level_set(
+            world,
+            classifier,
+            target.probabilities,
+            concentration=target.concentration,
+            relaxation=target.relaxation,
+            sigma=target.sigma,
+            num_particles=spec.num_particles,
+            num_steps=spec.num_steps,
+            num_samples=spec.num_samples,
+            seed=seed * 1000 + 100 * w_index + t_index + 1,
+            method=spec.method,
+            device=device,
+            options=_checked_options(spec),
+            progress=(lambda _task, done, total, task=task: progress(task, done, total)) if progress else None,
+        )
+        timings[f"{world_name}/{target.name}_seconds"] = time.perf_counter() - t0
+        metrics = _target_metrics(spec.family, world_name, target, samples, prior_yield)
+        targets.append(TargetResult(target=target, samples=samples, metrics=metrics))
+    return WorldResult(
+        name=world_name,
+        latent_names=tuple(world.latent_names),
+        latent_dim=int(world.latent_dim),
+        image_shape=tuple(world.image_shape),
+        prior_info=prior_info,
+        prior_latents=prior_z,
+        prior_probs=prior_p,
+        prior_yield=prior_yield,
+        yield_prior_draws=YIELD_PRIOR_DRAWS if spec.family == HOUSE_ROCKET else None,
+        targets=tuple(targets),
+    )
+
+
+def _prior_draws(spec: LevelSetAuditSpec, world, classifier, gen: torch.Generator):
+    """``(latents, predictions, yield)`` of the prior: the figures' draws, then the baseline yield's."""
+    class_names = spec.class_names
+    uniform = [1.0 / len(class_names)] * len(class_names)
+    with torch.no_grad():
+        scorer = LevelSet(world, classifier, uniform)
+        prior_z = world.sample(spec.num_prior_samples, generator=gen)
+        prior_p = scorer.predict(prior_z).cpu()
+        if spec.family == HOUSE_ROCKET:
+            yield_z = world.sample(YIELD_PRIOR_DRAWS, generator=gen)
+            yield_p = scorer.predict(yield_z)[:, HOUSE].cpu()
+    prior_yield = 1000.0 * fraction_in_band(yield_p) if spec.family == HOUSE_ROCKET else None
+    return prior_z.cpu(), prior_p, prior_yield
+
+
+def _target_metrics(family, world_name, target: TargetSpec, samples, prior_yield) -> dict[str, Any]:
+    """The sampler's metrics, then the family's comparison: the prior's yield, or the paper's Delta."""
+    m = dict(samples.metrics)
+    if family == HOUSE_ROCKET:
+        level_set_yield = m["ambiguous_per_1000_evaluations"]
+        if level_set_yield is None:
+            m["ambiguous_yield_vs_prior"] = None
+        else:
+            m["ambiguous_yield_vs_prior"] = level_set_yield / prior_yield if prior_yield > 0 else float("inf")
+    else:
+        reference = paper_delta(world_name, target)
+        m["paper_delta"] = reference
+        m["paper_concentration"] = PAPER_CONCENTRATION if reference is not None else None
+        m["delta_at_or_below_paper"] = None if reference is None else bool(m["delta"] <= reference)
+    return m
+
+
+def _prior_info(world) -> dict[str, Any]:
+    info = getattr(world, "info", None) or {}
+    return {"card": info.get("card"), "recipe_hash": info.get("recipe_hash"),
+            "latent_dim": int(world.latent_dim), "image_shape": list(world.image_shape)}
+
+
+def _checked_options(spec: LevelSetAuditSpec) -> dict[str, Any]:
+    """``spec.sampler_options`` checked as :func:`~ppl_audit.sampling.sample_level_set` checks its options."""
+    return check_sampler_options(spec.method, spec.sampler_options, what="sampler_options")
+
+
+# ---------------------------------------------------------------- present: every figure, table and section
+
+
+def present(results: LevelSetResults) -> Report:
+    """Turn :func:`evaluate`'s results into the audit's :class:`~ppl_audit.report.Report`.
+
+    Draws every figure (image grids, latents over prior draws, predictions,
+    the sampler's acceptance, tempering, trace and rank plots) and builds the
+    tables, sections and warnings; it draws no random numbers.
+
+    Parameters
+    ----------
+    results : LevelSetResults
+
+    Returns
+    -------
+    Report
+        The same report :func:`run` returns for the same spec and seed.
+
+    Examples
+    --------
+    >>> spec = LevelSetAuditSpec(worlds=("house-rocket",), num_particles=64, num_steps=10,
+    ...                          num_samples=32, num_prior_samples=100)
+    >>> report = present(evaluate(spec, seed=0))  # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    spec = results.spec
+    results_json: dict[str, Any] = {}
+    sections = []
+    for world in results.worlds:
+        section, results_json[world.name] = _world_report(spec, world)
+        sections.append(section)
+    metrics: dict[str, Any] = {}
+    if spec.family == MNIST:
+        table1, table1_json = _table1_section(spec, results_json)
+        sections.insert(0, table1)
+        metrics["table_1"] = table1_json
+    timings = dict(results.timings)
+    timings["total_seconds"] = timings["total_seconds"] + time.perf_counter() - start  # drawing is run time too
+    spec_dict = spec.to_dict()
+    return Report(
+        kind=KIND,
+        title=spec.title,
+        summary=_summary(spec),
+        metrics={"classifier": dict(results.classifier_info), **metrics, "worlds": results_json},
+        sections=sections,
+        provenance={
+            "seed": results.seed,
+            "spec": spec_dict,
+            "spec_sha256": spec_hash(spec_dict),
+            "versions": library_versions("arviz", "numpy", "matplotlib"),
+            "device": results.device,
+        },
+        timings=timings,
+    )
+
+
+def _summary(spec: LevelSetAuditSpec) -> list[str]:
+    summary = [
+        "Level-set sampling (Booth et al. 2020): inputs drawn from the world's generative prior, conditioned on "
+        "the classifier's prediction matching each target through the Dirichlet relaxation "
+        "p ~ Dirichlet(concentration * f(x)), observed at the target. "
+        f"Sampler: {_method_description(spec)}; "
+        f"{spec.num_samples} samples drawn with replacement from the final states.",
+        "Confidence is the classifier's probability of the target's top class (the first class on ties). Delta is "
+        "the mean absolute deviation of the prediction from the target per class (the paper's Eq. 5). "
+        "Convergence: runs whose particles form independent groups (superchains) are judged by nested R-hat "
+        "(Margossian et al. 2022), which compares the groups; ArviZ's split R-hat across thousands of short "
+        "chains reads high even when the ensemble is right, so it is shown but not used for the verdict.",
+    ]
+    if spec.family == MNIST:
+        summary.append(
+            f"The MNIST targets' default concentrations are {MNIST_CONCENTRATION:g} (ambiguous) and "
+            f"{MNIST_TWO_CLASS_CONCENTRATION:g} (two classes), not the paper's {PAPER_CONCENTRATION:g}: with ten "
+            "classes the paper's concentration leaves each class probability free to stray several points from "
+            "its target, and a higher concentration gives a tighter level set. At these, Delta is at or below "
+            "the paper's Table 1 in every cell in benchmarks/mnist_levelsets.py; the first section compares this "
+            "report's cells."
+        )
+    return summary
+
+
+def _method_description(spec: LevelSetAuditSpec) -> str:
+    if spec.method == "smc":
+        runs, plan = smc_plan(spec.num_particles, dict(spec.sampler_options))
+        text = METHOD_DESCRIPTIONS["smc"].format(n=spec.num_particles, runs=runs,
+                                                 moves=SMC_MOVE_WORDS.get(plan["move"], plan["move"]))
+    else:
+        text = METHOD_DESCRIPTIONS[spec.method].format(n=spec.num_particles, t=spec.num_steps)
+    if spec.sampler_options:
+        text += " (options: " + ", ".join(f"{k} = {v}" for k, v in sorted(spec.sampler_options.items())) + ")"
+    return text
+
+
+def _world_report(spec: LevelSetAuditSpec, world: WorldResult) -> tuple[Section, dict[str, Any]]:
+    """A world's section (one subsection per target, a summary table) and its ``report.json`` entry."""
+    family = spec.family
+    section = WORLD_SECTIONS[family](world)
+    world_json = dict(section.metrics)
+    world_json["targets"] = {}
+    columns = SUMMARY_COLUMNS[family]
+    rows = []
+    for result in world.targets:
+        target_section = TARGET_SECTIONS[family](world, result, spec.class_names)
+        section.subsections.append(target_section)
+        entry = dict(target_section.metrics)
+        entry["diagnostics"] = result.samples.diagnostics["per_latent"]
+        entry["figures"] = [f.name for f in target_section.figures]
+        world_json["targets"][result.target.name] = entry
+        # columns after the first two are the entry's keys of the same name
+        rows.append([result.target.name, list(result.target.probabilities)] + [entry[c] for c in columns[2:]])
+    section.tables.append(Table(f"{section.name}_summary", f"Level sets on '{world.name}'", list(columns), rows))
+    return section, world_json
+
+
+def _house_rocket_world_section(world: WorldResult) -> Section:
+    return Section(
+        world.name.replace("-", "_"),
+        f"World '{world.name}'",
+        paragraphs=[
+            f"Latents {list(world.latent_names)}; images {list(world.image_shape)}. Drawing from the prior, "
+            f"{world.prior_yield:.2f} of every 1,000 classifier evaluations give an ambiguous image "
+            f"(P(house) within {AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}; {world.yield_prior_draws:,} draws)."
+        ],
+        metrics={"prior_ambiguous_per_1000_evaluations": world.prior_yield},
+    )
+
+
+def _mnist_world_section(world: WorldResult) -> Section:
+    card = world.prior_info.get("card") or world.name
+    return Section(
+        world.name.replace("-", "_"),
+        f"Prior '{world.name}'",
+        paragraphs=[
+            f"The decoder of model card '{card}' maps latents {list(world.latent_names)} ~ N(0, I) to images "
+            f"{list(world.image_shape)}; level sets condition the latent on the classifier's prediction."
+        ],
+        metrics={"prior": world.prior_info},
+    )
+
+
 def _label(p_house: float) -> str:
     return f"P(house)={p_house:.3f}"
 
@@ -345,94 +749,157 @@ def _percent(value: float | None) -> float | None:
     return None if value is None else round(100.0 * value, 2)
 
 
-def _grid_figure(family, key, world_name, target, result, latent_names, class_names) -> Figure:
-    n_show = min(GRID_IMAGES, result.images.shape[0])
-    if family == HOUSE_ROCKET:
-        labels = [_label(float(p)) for p in result.probs[:n_show, HOUSE]]
-        caption = (f"{n_show} of the {result.images.shape[0]} level-set samples with the classifier's P(house) "
-                   f"(target P(house) = {target.probabilities[HOUSE]}, concentration {target.concentration:g}).")
-        note = "images are the world's renders of these latents (ppl_audit.make_world(name).decode)"
-    else:
-        labels = [_top_two_label(p, class_names) for p in result.probs[:n_show]]
-        caption = (f"{n_show} of the {result.images.shape[0]} level-set samples, each with its two most probable "
-                   f"classes (target {list(target.probabilities)}, concentration {target.concentration:g}); "
-                   "the paper's Figures 4 and 5.")
-        note = "images are the decoder's outputs for these latents (load_decoder_prior(name).decode)"
+def _target_key(world: WorldResult, target: TargetSpec) -> str:
+    """Name of a target's section, and prefix of its figures' names."""
+    return f"{world.name}_{target.name}".replace("-", "_")
+
+
+def _top_class(target: TargetSpec) -> int:
+    return int(torch.argmax(torch.tensor(target.probabilities)))
+
+
+def _grid_figure(key, world: WorldResult, target: TargetSpec, samples, labels, caption, note) -> Figure:
+    """The first ``len(labels)`` samples' images, each with its label."""
+    n_show = len(labels)
     return figures.image_grid(
         f"{key}_samples",
-        f"{world_name}: samples for target '{target.name}'",
+        f"{world.name}: samples for target '{target.name}'",
         caption,
-        result.images[:n_show],
+        samples.images[:n_show],
         labels,
         data={
-            "latent_names": list(latent_names),
-            "latents": figures.rounded(result.latents[:n_show]),
-            "probs": figures.rounded(result.probs[:n_show]),
+            "latent_names": list(world.latent_names),
+            "latents": figures.rounded(samples.latents[:n_show]),
+            "probs": figures.rounded(samples.probs[:n_show]),
             "note": note,
         },
     )
 
 
-def _target_section(world_name, world, target: TargetSpec, result, prior_z, prior_p, prior_yield, *,
-                    family: str = HOUSE_ROCKET, class_names=CLASS_NAMES) -> Section:
-    m = dict(result.metrics)
-    t = torch.tensor(target.probabilities)
-    k = int(torch.argmax(t))
-    key = f"{world_name}_{target.name}".replace("-", "_")
-    reference = paper_delta(world_name, target)
-    if family == HOUSE_ROCKET:
-        level_set_yield = m["ambiguous_per_1000_evaluations"]
-        if level_set_yield is None:
-            m["ambiguous_yield_vs_prior"] = None
-        else:
-            m["ambiguous_yield_vs_prior"] = level_set_yield / prior_yield if prior_yield > 0 else float("inf")
-    else:
-        m["paper_delta"] = reference
-        m["paper_concentration"] = PAPER_CONCENTRATION if reference is not None else None
-        m["delta_at_or_below_paper"] = None if reference is None else bool(m["delta"] <= reference)
-    grid = _grid_figure(family, key, world_name, target, result, world.latent_names, class_names)
-    if family == HOUSE_ROCKET:
-        latent_fig = figures.latent_pairs(
-            f"{key}_latents",
-            f"{world_name}: level-set samples over prior samples, target '{target.name}'",
-            f"Black crosses: the {result.latents.shape[0]} level-set samples; dots: {prior_z.shape[0]} prior "
-            "samples coloured by the classifier's P(house) (the paper's Figure 3, as pairwise panels).",
-            world.latent_names,
-            prior_z,
-            prior_p[:, HOUSE],
-            result.latents,
-            score_label="P(house)",
+def _house_rocket_target_section(world: WorldResult, result: TargetResult, class_names) -> Section:
+    """A target on a house/rocket world: latent pairs over the prior (Figure 3), P(target class) against the prior."""
+    target, samples, m = result.target, result.samples, result.metrics
+    key, k = _target_key(world, target), _top_class(target)
+    n_show = min(GRID_IMAGES, samples.images.shape[0])
+    grid = _grid_figure(
+        key, world, target, samples,
+        [_label(float(p)) for p in samples.probs[:n_show, HOUSE]],
+        f"{n_show} of the {samples.images.shape[0]} level-set samples with the classifier's P(house) "
+        f"(target P(house) = {target.probabilities[HOUSE]}, concentration {target.concentration:g}).",
+        "images are the world's renders of these latents (ppl_audit.make_world(name).decode)",
+    )
+    latent_fig = figures.latent_pairs(
+        f"{key}_latents",
+        f"{world.name}: level-set samples over prior samples, target '{target.name}'",
+        f"Black crosses: the {samples.latents.shape[0]} level-set samples; dots: {world.prior_latents.shape[0]} "
+        "prior samples coloured by the classifier's P(house) (the paper's Figure 3, as pairwise panels).",
+        world.latent_names,
+        world.prior_latents,
+        world.prior_probs[:, HOUSE],
+        samples.latents,
+        score_label="P(house)",
+    )
+    prediction_fig = figures.score_histogram(
+        f"{key}_confidence",
+        f"{world.name}: P({class_names[k]}) of samples vs prior, target '{target.name}'",
+        f"Distribution of the target class's probability; the target is {target.probabilities[k]}.",
+        {"level-set samples": samples.probs[:, k], "prior": world.prior_probs[:, k]},
+        xlabel=f"P({class_names[k]})",
+        band=AMBIGUOUS_BAND,
+    )
+    paragraph = (
+        f"Target {list(target.probabilities)} over classes {list(class_names)} at concentration "
+        f"{target.concentration:g}: Delta = {m['delta']:.4f}, mean confidence {m['mean_confidence']:.3f}, "
+        f"minimum {m['min_confidence']:.3f}; {m['num_distinct']} distinct of {m['num_samples']} samples; "
+        f"{100 * m['fraction_in_ambiguous_band']:.1f}% of samples have P({class_names[k]}) within "
+        f"{AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}."
+    )
+    return _target_section(world, result, [grid, latent_fig, prediction_fig], paragraph, [])
+
+
+def _mnist_target_section(world: WorldResult, result: TargetResult, class_names) -> Section:
+    """A target under an MNIST prior: a PCA embedding of the latents (Figure 4), the prediction per class."""
+    target, samples, m = result.target, result.samples, result.metrics
+    key, k = _target_key(world, target), _top_class(target)
+    n_show = min(GRID_IMAGES, samples.images.shape[0])
+    grid = _grid_figure(
+        key, world, target, samples,
+        [_top_two_label(p, class_names) for p in samples.probs[:n_show]],
+        f"{n_show} of the {samples.images.shape[0]} level-set samples, each with its two most probable "
+        f"classes (target {list(target.probabilities)}, concentration {target.concentration:g}); "
+        "the paper's Figures 4 and 5.",
+        "images are the decoder's outputs for these latents (load_decoder_prior(name).decode)",
+    )
+    latent_fig = figures.latent_embedding(
+        f"{key}_embedding",
+        f"{world.name}: level-set latents over prior latents (PCA), target '{target.name}'",
+        f"Black crosses: the {samples.latents.shape[0]} level-set samples; dots: {world.prior_latents.shape[0]} "
+        f"prior samples coloured by the classifier's predicted class, projected on the first two principal "
+        f"components of both sets of {world.latent_dim}-d latents (the paper's Figure 4).",
+        world.prior_latents,
+        world.prior_probs.argmax(-1),
+        samples.latents,
+        class_names,
+    )
+    prediction_fig = figures.class_profile(
+        f"{key}_profile",
+        f"{world.name}: prediction per class, target '{target.name}'",
+        "Mean prediction of the level-set samples per class with the 5-95% range of the samples; "
+        "red bars: the target.",
+        class_names,
+        samples.probs,
+        target.probabilities,
+    )
+    reference = m["paper_delta"]
+    versus = ("" if reference is None else
+              f" (the paper's Table 1: {100 * reference:.2f}% at concentration {PAPER_CONCENTRATION:g})")
+    paragraph = (
+        f"Target {list(target.probabilities)} over classes {list(class_names)} at concentration "
+        f"{target.concentration:g}: Delta = {100 * m['delta']:.2f}%{versus}; P({class_names[k]}) "
+        f"mean {m['mean_confidence']:.3f}, minimum {m['min_confidence']:.3f}, maximum "
+        f"{m['max_confidence']:.3f}; {m['num_distinct']} distinct of {m['num_samples']} kept samples."
+    )
+    return _target_section(world, result, [grid, latent_fig, prediction_fig], paragraph, _mnist_warnings(m))
+
+
+def _mnist_warnings(m: dict[str, Any]) -> list[str]:
+    """Collapsed particles, and a Delta above the paper's."""
+    warnings = []
+    if m["num_distinct"] < MIN_DISTINCT_FRACTION * m["num_samples"]:
+        warnings.append(
+            f"Only {m['num_distinct']} distinct of {m['num_samples']} kept samples (< "
+            f"{MIN_DISTINCT_FRACTION:.0%}): the particles collapsed onto few points, so the level set is "
+            "under-explored (the paper's GAN runs kept fewer than 10)."
         )
-        prediction_fig = figures.score_histogram(
-            f"{key}_confidence",
-            f"{world_name}: P({class_names[k]}) of samples vs prior, target '{target.name}'",
-            f"Distribution of the target class's probability; the target is {target.probabilities[k]}.",
-            {"level-set samples": result.probs[:, k], "prior": prior_p[:, k]},
-            xlabel=f"P({class_names[k]})",
-            band=AMBIGUOUS_BAND,
+    if m["delta_at_or_below_paper"] is False:
+        warnings.append(
+            f"Delta {100 * m['delta']:.2f}% is above the paper's {100 * m['paper_delta']:.2f}%: the samples match "
+            "the target less closely than the paper's; raise the concentration."
         )
-    else:
-        latent_fig = figures.latent_embedding(
-            f"{key}_embedding",
-            f"{world_name}: level-set latents over prior latents (PCA), target '{target.name}'",
-            f"Black crosses: the {result.latents.shape[0]} level-set samples; dots: {prior_z.shape[0]} prior "
-            f"samples coloured by the classifier's predicted class, projected on the first two principal "
-            f"components of both sets of {world.latent_dim}-d latents (the paper's Figure 4).",
-            prior_z,
-            prior_p.argmax(-1),
-            result.latents,
-            class_names,
-        )
-        prediction_fig = figures.class_profile(
-            f"{key}_profile",
-            f"{world_name}: prediction per class, target '{target.name}'",
-            "Mean prediction of the level-set samples per class with the 5-95% range of the samples; "
-            "red bars: the target.",
-            class_names,
-            result.probs,
-            target.probabilities,
-        )
-    chain = result.chain
+    return warnings
+
+
+def _target_section(world: WorldResult, result: TargetResult, family_figures: list[Figure], paragraph: str,
+                    family_warnings: list[str]) -> Section:
+    """What every family's target section shares: the sampler's figures, diagnostics, warnings and verdict."""
+    target, samples, m = result.target, result.samples, result.metrics
+    key = _target_key(world, target)
+    method_figures = _method_figures(key, world.name, target, samples)
+    warnings = _common_warnings(target, samples, m) + family_warnings
+    return Section(
+        key,
+        f"{world.name}: target '{target.name}'",
+        paragraphs=[paragraph, f"Sampler '{m['method']}': {samples.diagnostics['verdict']}"],
+        metrics={"target": list(target.probabilities), "concentration": target.concentration, **m},
+        tables=[_diagnostics_table(key, samples.diagnostics["per_latent"])],
+        figures=[*family_figures, *method_figures],
+        warnings=warnings,
+    )
+
+
+def _method_figures(key: str, world_name: str, target: TargetSpec, samples) -> list[Figure]:
+    """The sampler's acceptance per step, SMC's tempering schedule, ArviZ trace and rank plots."""
+    chain = samples.chain
     method_figures = []
     if chain.acceptance_per_step:
         method_figures.append(figures.line_plot(
@@ -459,7 +926,7 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
             xlabel="stage",
             ylabel="beta / ESS fraction",
         ))
-    trace_png, rank_png = diagnostics.trace_and_rank_png(result.to_arviz(), max_chains=TRACE_CHAINS)
+    trace_png, rank_png = diagnostics.trace_and_rank_png(samples.to_arviz(), max_chains=TRACE_CHAINS)
     method_figures += [
         Figure(f"{key}_trace", f"{world_name}: trace of {TRACE_CHAINS} chains, target '{target.name}'",
                "ArviZ trace plot of the kept draws of the first chains: densities left, draws right.", trace_png,
@@ -468,20 +935,29 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
                "ArviZ rank plot: chains that explore the same posterior give flat, similar histograms.", rank_png,
                {"chains": TRACE_CHAINS, "note": "drawn from the run's InferenceData"}),
     ]
-    diag = result.diagnostics["per_latent"]
+    return method_figures
+
+
+def _diagnostics_table(key: str, diag: dict[str, dict[str, Any]]) -> Table:
+    """Per-latent ArviZ diagnostics, with nested R-hat where the run had superchains."""
     nested = "nested_rhat" in next(iter(diag.values()))
     columns = ["latent", "mean", "sd", "mcse_mean", "rhat", "ess_bulk", "ess_tail"]
     columns += ["nested_rhat", "ess_superchains"] if nested else []
-    table = Table(
+    return Table(
         f"{key}_diagnostics",
         "Per-latent diagnostics (ArviZ split R-hat and bulk/tail ESS over chains x kept draws"
         + ("; nested R-hat and ESS from the spread of superchain means)" if nested else ")"),
         columns,
         [[n] + [d[c] for c in columns[1:]] for n, d in diag.items()],
     )
+
+
+def _common_warnings(target: TargetSpec, samples, m: dict[str, Any]) -> list[str]:
+    """A failed convergence check, too few effective samples, a confident target not reached."""
+    k = _top_class(target)
     warnings = []
-    if not result.diagnostics["converged"]:
-        warnings.append(result.diagnostics["verdict"])
+    if not samples.diagnostics["converged"]:
+        warnings.append(samples.diagnostics["verdict"])
     if m["ess_bulk_min"] < ESS_WARN:
         warnings.append(
             f"Bulk ESS is only {m['ess_bulk_min']:.0f} (< {ESS_WARN}): posterior means are noisy; run more particles or steps."
@@ -491,94 +967,19 @@ def _target_section(world_name, world, target: TargetSpec, result, prior_z, prio
             f"Mean confidence {m['mean_confidence']:.3f} is far below the target {target.probabilities[k]}: the "
             "classifier rarely reaches this prediction on the world, or the sampler has not found where it does."
         )
-    if family != HOUSE_ROCKET:
-        if m["num_distinct"] < MIN_DISTINCT_FRACTION * m["num_samples"]:
-            warnings.append(
-                f"Only {m['num_distinct']} distinct of {m['num_samples']} kept samples (< "
-                f"{MIN_DISTINCT_FRACTION:.0%}): the particles collapsed onto few points, so the level set is "
-                "under-explored (the paper's GAN runs kept fewer than 10)."
-            )
-        if m["delta_at_or_below_paper"] is False:
-            warnings.append(
-                f"Delta {100 * m['delta']:.2f}% is above the paper's {100 * reference:.2f}%: the samples match "
-                "the target less closely than the paper's; raise the concentration."
-            )
-    if family == HOUSE_ROCKET:
-        paragraphs = [
-            f"Target {list(target.probabilities)} over classes {list(class_names)} at concentration "
-            f"{target.concentration:g}: Delta = {m['delta']:.4f}, mean confidence {m['mean_confidence']:.3f}, "
-            f"minimum {m['min_confidence']:.3f}; {m['num_distinct']} distinct of {m['num_samples']} samples; "
-            f"{100 * m['fraction_in_ambiguous_band']:.1f}% of samples have P({class_names[k]}) within "
-            f"{AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}.",
-        ]
-    else:
-        versus = ("" if reference is None else
-                  f" (the paper's Table 1: {100 * reference:.2f}% at concentration {PAPER_CONCENTRATION:g})")
-        paragraphs = [
-            f"Target {list(target.probabilities)} over classes {list(class_names)} at concentration "
-            f"{target.concentration:g}: Delta = {100 * m['delta']:.2f}%{versus}; P({class_names[k]}) "
-            f"mean {m['mean_confidence']:.3f}, minimum {m['min_confidence']:.3f}, maximum "
-            f"{m['max_confidence']:.3f}; {m['num_distinct']} distinct of {m['num_samples']} kept samples.",
-        ]
-    paragraphs.append(f"Sampler '{m['method']}': {result.diagnostics['verdict']}")
-    section = Section(
-        key,
-        f"{world_name}: target '{target.name}'",
-        paragraphs=paragraphs,
-        metrics={"target": list(target.probabilities), "concentration": target.concentration, **m},
-        tables=[table],
-        figures=[grid, latent_fig, prediction_fig, *method_figures],
-        warnings=warnings,
-    )
-    return section
+    return warnings
 
 
-def _checked_options(spec: LevelSetAuditSpec) -> dict[str, Any]:
-    """``spec.sampler_options`` checked as :func:`~ppl_audit.sampling.sample_level_set` checks its options."""
-    return check_sampler_options(spec.method, spec.sampler_options, what="sampler_options")
-
-
-def _method_description(spec: LevelSetAuditSpec) -> str:
-    if spec.method == "smc":
-        runs, plan = smc_plan(spec.num_particles, dict(spec.sampler_options))
-        text = METHOD_DESCRIPTIONS["smc"].format(n=spec.num_particles, runs=runs,
-                                                 moves=SMC_MOVE_WORDS.get(plan["move"], plan["move"]))
-    else:
-        text = METHOD_DESCRIPTIONS[spec.method].format(n=spec.num_particles, t=spec.num_steps)
-    if spec.sampler_options:
-        text += " (options: " + ", ".join(f"{k} = {v}" for k, v in sorted(spec.sampler_options.items())) + ")"
-    return text
-
-
-def _world_section(spec, world_name, world, prior_yield, prior_info) -> Section:
-    name = world_name.replace("-", "_")
-    if spec.family == HOUSE_ROCKET:
-        return Section(
-            name,
-            f"World '{world_name}'",
-            paragraphs=[
-                f"Latents {list(world.latent_names)}; images {list(world.image_shape)}. Drawing from the prior, "
-                f"{prior_yield:.2f} of every 1,000 classifier evaluations give an ambiguous image "
-                f"(P(house) within {AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}; {YIELD_PRIOR_DRAWS:,} draws)."
-            ],
-            metrics={"prior_ambiguous_per_1000_evaluations": prior_yield},
-        )
-    card = prior_info.get("card") or world_name
-    return Section(
-        name,
-        f"Prior '{world_name}'",
-        paragraphs=[
-            f"The decoder of model card '{card}' maps latents {list(world.latent_names)} ~ N(0, I) to images "
-            f"{list(world.image_shape)}; level sets condition the latent on the classifier's prediction."
-        ],
-        metrics={"prior": prior_info},
-    )
-
-
-def _prior_info(world) -> dict[str, Any]:
-    info = getattr(world, "info", None) or {}
-    return {"card": info.get("card"), "recipe_hash": info.get("recipe_hash"),
-            "latent_dim": int(world.latent_dim), "image_shape": list(world.image_shape)}
+WORLD_SECTIONS = {HOUSE_ROCKET: _house_rocket_world_section, MNIST: _mnist_world_section}
+TARGET_SECTIONS = {HOUSE_ROCKET: _house_rocket_target_section, MNIST: _mnist_target_section}
+SUMMARY_COLUMNS = {  # a world's summary table: one row per target
+    HOUSE_ROCKET: ["target", "target_probabilities", "concentration", "delta", "mean_confidence", "min_confidence",
+                   "acceptance_rate", "num_distinct", "rhat_max", "ess_bulk_min", "ambiguous_per_1000_evaluations",
+                   "ambiguous_yield_vs_prior"],
+    MNIST: ["target", "target_probabilities", "concentration", "delta", "paper_delta", "mean_confidence",
+            "min_confidence", "acceptance_rate", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min",
+            "converged"],
+}
 
 
 def _table1_section(spec: LevelSetAuditSpec, results_json: dict[str, Any]) -> tuple[Section, dict[str, Any]]:
@@ -673,146 +1074,5 @@ def run(
     ...                          num_samples=32, num_prior_samples=100)
     >>> report = run(spec, seed=0)  # doctest: +SKIP
     """
-    seed = validate_seed(seed)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    device = resolve_device(spec.device)
-    family = spec.family
-    class_names = spec.class_names
-    data_dir = data_dir if data_dir is not None else spec.data_dir
-    loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
-    if classifier is None:
-        classifier = registry.load_classifier(spec.classifier, **loading)
-    given_names = getattr(classifier, "class_names", None)  # a plain callable has none: the world's are used
-    if given_names is not None and tuple(given_names) != tuple(class_names):
-        raise InvalidInputError(
-            f"classifier has classes {list(given_names)}, but a {family} audit needs {list(class_names)}"
-        )
-    timings["classifier_seconds"] = time.perf_counter() - start
-    info = getattr(classifier, "info", {}) or {}
-    results_json: dict[str, Any] = {}
-    sections = []
-    for w_index, world_name in enumerate(spec.worlds):
-        t_world = time.perf_counter()
-        world = (priors or {}).get(world_name) or registry.load_world(world_name, **loading)
-        timings[f"{world_name}/prior_seconds"] = time.perf_counter() - t_world
-        gen = torch.Generator(device=device).manual_seed(seed * 1000 + w_index)
-        uniform = [1.0 / len(class_names)] * len(class_names)
-        with torch.no_grad():
-            scorer = LevelSet(world, classifier, uniform)
-            prior_z = world.sample(spec.num_prior_samples, generator=gen)
-            prior_p = scorer.predict(prior_z).cpu()
-            if family == HOUSE_ROCKET:
-                yield_z = world.sample(YIELD_PRIOR_DRAWS, generator=gen)
-                yield_p = scorer.predict(yield_z)[:, HOUSE].cpu()
-        prior_z = prior_z.cpu()
-        prior_yield = 1000.0 * fraction_in_band(yield_p) if family == HOUSE_ROCKET else None
-        prior_info = _prior_info(world)
-        world_section = _world_section(spec, world_name, world, prior_yield, prior_info)
-        world_json = ({"prior_ambiguous_per_1000_evaluations": prior_yield} if family == HOUSE_ROCKET
-                      else {"prior": prior_info})
-        world_json["targets"] = {}
-        rows = []
-        for t_index, target in enumerate(spec.targets):
-            t0 = time.perf_counter()
-            task = f"{world_name}/{target.name}"
-            result = sample_level_set(
-                world,
-                classifier,
-                target.probabilities,
-                concentration=target.concentration,
-                relaxation=target.relaxation,
-                sigma=target.sigma,
-                num_particles=spec.num_particles,
-                num_steps=spec.num_steps,
-                num_samples=spec.num_samples,
-                seed=seed * 1000 + 100 * w_index + t_index + 1,
-                method=spec.method,
-                device=device,
-                options=_checked_options(spec),
-                progress=(lambda _task, done, total, task=task: progress(task, done, total)) if progress else None,
-            )
-            timings[f"{world_name}/{target.name}_seconds"] = time.perf_counter() - t0
-            section = _target_section(world_name, world, target, result, prior_z, prior_p, prior_yield,
-                                      family=family, class_names=class_names)
-            world_section.subsections.append(section)
-            entry = dict(section.metrics)
-            entry["diagnostics"] = result.diagnostics["per_latent"]
-            entry["figures"] = [f.name for f in section.figures]
-            world_json["targets"][target.name] = entry
-            if family == HOUSE_ROCKET:
-                rows.append(
-                    [target.name, list(target.probabilities), target.concentration, entry["delta"],
-                     entry["mean_confidence"], entry["min_confidence"], entry["acceptance_rate"],
-                     entry["num_distinct"], entry["rhat_max"], entry["ess_bulk_min"],
-                     entry["ambiguous_per_1000_evaluations"], entry["ambiguous_yield_vs_prior"]]
-                )
-            else:
-                rows.append(
-                    [target.name, list(target.probabilities), target.concentration, entry["delta"],
-                     entry["paper_delta"], entry["mean_confidence"], entry["min_confidence"],
-                     entry["acceptance_rate"], entry["num_distinct"], entry["num_samples"],
-                     entry["nested_rhat_max"], entry["ess_bulk_min"], entry["converged"]]
-                )
-        if family == HOUSE_ROCKET:
-            columns = ["target", "target_probabilities", "concentration", "delta", "mean_confidence",
-                       "min_confidence", "acceptance_rate", "num_distinct", "rhat_max", "ess_bulk_min",
-                       "ambiguous_per_1000_evaluations", "ambiguous_yield_vs_prior"]
-        else:
-            columns = ["target", "target_probabilities", "concentration", "delta", "paper_delta", "mean_confidence",
-                       "min_confidence", "acceptance_rate", "num_distinct", "num_samples", "nested_rhat_max",
-                       "ess_bulk_min", "converged"]
-        world_section.tables.append(
-            Table(f"{world_section.name}_summary", f"Level sets on '{world_name}'", columns, rows)
-        )
-        sections.append(world_section)
-        results_json[world_name] = world_json
-    metrics: dict[str, Any] = {}
-    if family == MNIST:
-        table1, table1_json = _table1_section(spec, results_json)
-        sections.insert(0, table1)
-        metrics["table_1"] = table1_json
-    timings["total_seconds"] = time.perf_counter() - start
-    spec_dict = spec.to_dict()
-    summary = [
-        "Level-set sampling (Booth et al. 2020): inputs drawn from the world's generative prior, conditioned on "
-        "the classifier's prediction matching each target through the Dirichlet relaxation "
-        "p ~ Dirichlet(concentration * f(x)), observed at the target. "
-        f"Sampler: {_method_description(spec)}; "
-        f"{spec.num_samples} samples drawn with replacement from the final states.",
-        "Confidence is the classifier's probability of the target's top class (the first class on ties). Delta is "
-        "the mean absolute deviation of the prediction from the target per class (the paper's Eq. 5). "
-        "Convergence: runs whose particles form independent groups (superchains) are judged by nested R-hat "
-        "(Margossian et al. 2022), which compares the groups; ArviZ's split R-hat across thousands of short "
-        "chains reads high even when the ensemble is right, so it is shown but not used for the verdict.",
-    ]
-    if family == MNIST:
-        summary.append(
-            f"The MNIST targets' default concentrations are {MNIST_CONCENTRATION:g} (ambiguous) and "
-            f"{MNIST_TWO_CLASS_CONCENTRATION:g} (two classes), not the paper's {PAPER_CONCENTRATION:g}: with ten "
-            "classes the paper's concentration leaves each class probability free to stray several points from "
-            "its target, and a higher concentration gives a tighter level set. At these, Delta is at or below "
-            "the paper's Table 1 in every cell in benchmarks/mnist_levelsets.py; the first section compares this "
-            "report's cells."
-        )
-    classifier_info = {
-        "card": info.get("card", spec.classifier),
-        "recipe_hash": info.get("recipe_hash"),
-        "test_accuracy": (info.get("metrics") or {}).get("test_accuracy"),
-        "class_names": list(class_names),
-    }
-    return Report(
-        kind=KIND,
-        title=spec.title,
-        summary=summary,
-        metrics={"classifier": classifier_info, **metrics, "worlds": results_json},
-        sections=sections,
-        provenance={
-            "seed": seed,
-            "spec": spec_dict,
-            "spec_sha256": spec_hash(spec_dict),
-            "versions": library_versions("arviz", "numpy", "matplotlib"),
-            "device": device.type,
-        },
-        timings=timings,
-    )
+    return present(evaluate(spec, seed=seed, progress=progress, cache=cache, classifier=classifier,
+                            priors=priors, data_dir=data_dir))

@@ -20,22 +20,19 @@ the VAE ensemble on every set, members treated as posterior draws.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
-from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
+from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, validate_seed
 from ppl_audit.errors import AuditFileError, InvalidInputError
-from ppl_audit.metrics import OOD_POSITIVE_CLASS, OOD_SCORE_SIGN, ood_metrics, reference_percentiles
-from ppl_audit.provenance import library_versions
+from ppl_audit.metrics import ood_metrics, reference_percentiles
 from ppl_audit.progress import ProgressFn, report
-from ppl_audit.report import Report, Section, Table
-from ppl_audit.report import figures
+from ppl_audit.report import Report
 from ppl_audit.training import is_positive_int
 
 KIND = "ood"
@@ -313,11 +310,6 @@ def _lowest_first(scores: torch.Tensor, k: int) -> list[int]:
     return torch.sort(scores.detach().cpu().double(), stable=True).indices[:k].tolist()
 
 
-def _short_percentile(p: float) -> str:
-    """Two decimals, or four where two would round a percentile below 1 up to 1.00."""
-    return f"{p:.2f}" if p < 0.995 or p == 1 else f"{p:.4f}"
-
-
 def _missed(scored, rows, rows_json, mnist_labels, labelled_rows) -> dict[str, dict[str, Any]]:
     """``least_flagged`` of every row's best column; ``labelled_rows`` (made from the digits) add each one's class."""
     missed = {}
@@ -331,46 +323,6 @@ def _missed(scored, rows, rows_json, mnist_labels, labelled_rows) -> dict[str, d
     return missed
 
 
-def _missed_section(missed: dict[str, dict[str, Any]], images: dict[str, torch.Tensor], num_in: int) -> Section:
-    """Image grids of each row's least-flagged inputs, for the rows where one scores at or below a test digit."""
-    grids = []
-    for row, entry in missed.items():
-        if entry["images"][0]["percentile"] >= 1.0:
-            continue  # every image of the row scores above every test digit: nothing is missed
-        shown = entry["images"]
-        labelled = "class" in shown[0]
-        labels = [(f"digit {e['class']}" if labelled else f"#{e['index']}") + f": {_short_percentile(e['percentile'])}"
-                  for e in shown]
-        grids.append(figures.image_grid(
-            f"missed_{row.replace('-', '_')}", f"{ROW_TITLES[row]}: the {len(shown)} images {entry['column']} "
-            "ranks as most MNIST-like",
-            f"Lowest {entry['column']} score first; each label gives the image's percentile among the {num_in} "
-            "MNIST test digits" + (" and the class of the mirrored digit." if labelled else
-                                   " and its position in the row."),
-            images[row][[e["index"] for e in shown]].cpu(), labels,
-            data={"row": row, "column": entry["column"], "images": shown}))
-    return Section(
-        "missed", "The out-of-distribution inputs each row's best score misses",
-        paragraphs=["For each row, the images its best column ranks as most MNIST-like, each with its percentile: "
-                    "the share of MNIST test digits scoring lower, ties counted half. 0.10 means 90% of the test "
-                    "digits look more out-of-distribution than the image. A row's AUROC is the mean of these "
-                    "percentiles over all its images, so these are the images that pull it down. Rows in which "
-                    "every image scores above every test digit have no grid."
-                    + ("" if grids else " Here that is every row.")],
-        figures=grids,
-    )
-
-
-def _metric_table(name: str, title: str, key: str, results, columns, rows, paper=False) -> Table:
-    header = ["dataset", *columns, "best"] + (["paper best"] if paper else [])
-    body = []
-    for row in rows:
-        values = [_percent(results[row][c][key]) for c in columns]
-        best = (max if key != "fpr_at_95_tpr" else min)(values)
-        body.append([ROW_TITLES[row], *values, best] + ([PAPER_BEST_AUROC[row]] if paper else []))
-    return Table(name, title, header, body)
-
-
 def _flips_by_class(scored, row: str, column: str, mnist_labels: torch.Tensor) -> dict[str, Any]:
     """``auroc_by_class`` of one flip row's ``column``, the row made from the first MNIST test digits."""
     out = scored[row][column]
@@ -379,33 +331,198 @@ def _flips_by_class(scored, row: str, column: str, mnist_labels: torch.Tensor) -
                                           for r in rows]}
 
 
-def _flips_section(by_class: dict[str, dict[str, Any]]) -> Section:
-    """The report section splitting the flip rows by the mirrored digit's class."""
-    header, body, warnings = ["class"], [], []
-    for row, split in by_class.items():
-        header += [f"{ROW_TITLES[row]}: digits", f"{ROW_TITLES[row]}: AUROC ({split['column']})",
-                   f"{ROW_TITLES[row]}: row without the class"]
-    for c in range(len(next(iter(by_class.values()))["classes"])):
-        cells = [c]
-        for split in by_class.values():
-            r = split["classes"][c]
-            cells += [r["num_images"], None if r["auroc"] is None else _percent(r["auroc"]),
-                      None if r["auroc_without"] is None else _percent(r["auroc_without"])]
-        body.append(cells)
-    for row, split in by_class.items():
-        for r in split["classes"]:
-            if r["auroc"] is not None and r["auroc"] < 0.5:
-                warnings.append(f"{ROW_TITLES[row]}: mirrored {r['class']}s score as more MNIST-like than the MNIST "
-                                f"test digits under {split['column']} (AUROC {_percent(r['auroc'])}%)")
-    return Section(
-        "flips_by_class", "Flipped digits by class: where the flip rows lose",
-        paragraphs=["Each flip row's best column, split by the class of the digit that was mirrored: the AUROC "
-                    "of that class's mirrored digits against all MNIST test digits, and the row's AUROC with "
-                    "them left out. Below 50% the score ranks those mirror images as more digit-like than the "
-                    "test digits themselves; a likelihood does this for simple, thin shapes such as 1s."],
-        tables=[Table("flips_by_class", "AUROC (%) of the flip rows by the mirrored digit's class", header, body)],
-        warnings=warnings,
+# --------------------------------------------------------------------------- the audit's numbers
+
+
+@dataclass(frozen=True)
+class OodResults:
+    """What an OoD audit measured, before any table or figure is drawn (:func:`evaluate`).
+
+    Attributes
+    ----------
+    spec : OodAuditSpec
+    seed : int
+    device : str
+        The device type the images were scored on (``"cpu"``, ``"cuda"``).
+    columns : tuple of str
+        The score names, in table order (:attr:`EnsembleScorer.columns`).
+    images : dict of str to torch.Tensor
+        ``{"mnist": in-distribution digits, ROW: that row's images, ...}``, in-distribution first, then
+        ``spec.rows`` in order.
+    scores : dict of str to dict of str to torch.Tensor
+        ``scores[group][column]``: ``(N,)`` scores on the CPU, higher = more out-of-distribution.
+    metrics : dict
+        ``metrics[row][column]``: :func:`ppl_audit.metrics.ood_metrics` of the row against MNIST, unrounded.
+    rows : dict
+        Per row: ``num_images``, ``best_column``, ``best_auroc_percent``, ``paper_best_auroc_percent``,
+        ``at_or_above_paper`` and every column's metrics rounded to 6 decimals (``report.json``'s ``rows``).
+    information_criteria : dict
+        Per group: the scalar entries of :func:`ppl_audit.diagnostics.ensemble_waic_loo` of the VAE ensemble.
+    flips_by_class : dict
+        Per flip row made here from labelled digits: :func:`auroc_by_class` of its best column, rounded
+        (empty without labels).
+    least_flagged : dict
+        Per row: its best ``column`` and the :func:`least_flagged` ``images`` (with their digit's ``class``
+        where the row was made from labelled digits).
+    models : dict
+        Card name, recipe hash and scalar training metrics of each loaded ensemble (empty when modules were given).
+    timings : dict
+        Seconds per stage.
+    started : float
+        ``time.perf_counter()`` when the audit began, so that the report's ``total_seconds`` counts rendering too.
+    """
+
+    spec: OodAuditSpec
+    seed: int
+    device: str
+    columns: tuple[str, ...]
+    images: dict[str, torch.Tensor]
+    scores: dict[str, dict[str, torch.Tensor]]
+    metrics: dict[str, dict[str, dict[str, Any]]]
+    rows: dict[str, dict[str, Any]]
+    information_criteria: dict[str, dict[str, Any]]
+    flips_by_class: dict[str, dict[str, Any]]
+    least_flagged: dict[str, dict[str, Any]]
+    models: dict[str, dict[str, Any]]
+    timings: dict[str, float]
+    started: float
+
+    @property
+    def num_in(self) -> int:
+        """How many in-distribution MNIST test digits were scored."""
+        return int(len(self.images["mnist"]))
+
+
+def _load_ensembles(spec: OodAuditSpec, **loading) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(modules, cards)`` of the spec's ensembles, trained or read from the cache (``loading``: cache, ...)."""
+    from ppl_audit.generative.gan_ensemble import load_gan_ensemble
+    from ppl_audit.generative.vae_ensemble import load_vae_ensemble
+
+    trained = {"vae": load_vae_ensemble(spec.vae_ensemble, **loading)}
+    if spec.beta_vae_ensemble:
+        trained["beta_vae"] = load_vae_ensemble(spec.beta_vae_ensemble, **loading)
+    if spec.gan_ensemble:
+        trained["gan"] = load_gan_ensemble(spec.gan_ensemble, **loading)
+    cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash,
+                 **{m: v for m, v in t.metrics.items() if isinstance(v, (int, float)) and "seconds" not in m}}
+             for k, t in trained.items()}
+    return {k: t.module for k, t in trained.items()}, cards
+
+
+def _adversarial_maker(vae, spec: OodAuditSpec, seed: int, device) -> Callable[[int], torch.Tensor]:
+    """``n -> n`` FGSM images from Gaussian noise on VAE member 1's likelihood bound (the adversarial row)."""
+    from ppl_audit.adversarial import fgsm_from_noise
+
+    def adversarial(n: int) -> torch.Tensor:
+        member = lambda x: vae.log_likelihood(x, num_samples=spec.iwae_samples, common_draws=True,  # noqa: E731
+                                              generator=torch.Generator().manual_seed(seed))[0]
+        return fgsm_from_noise(member, n, epsilon=spec.adversarial_epsilon, steps=spec.adversarial_steps,
+                               generator=torch.Generator().manual_seed(seed * 1000 + 2), device=device)
+
+    return adversarial
+
+
+def _score_groups(scorer: EnsembleScorer, groups: dict[str, torch.Tensor], progress: ProgressFn | None):
+    """``(scores, log_liks)``: every group's column scores and ``(K, N)`` VAE log-likelihoods, in order."""
+    scored: dict[str, dict[str, torch.Tensor]] = {}
+    log_liks: dict[str, torch.Tensor] = {}
+    for i, (name, x) in enumerate(groups.items()):
+        scored[name], log_liks[name] = scorer.score(x)
+        report(progress, TASK, i + 1, len(groups))
+    return scored, log_liks
+
+
+def _row_summary(row: str, metrics: dict[str, dict[str, Any]], columns, num_images: int) -> dict[str, Any]:
+    """``report.json``'s entry of one row: its best column against the paper's, and every column's metrics."""
+    best_column = max(columns, key=lambda c: metrics[c]["auroc"])
+    best = _percent(metrics[best_column]["auroc"])
+    return {"num_images": int(num_images), "best_column": best_column, "best_auroc_percent": best,
+            "paper_best_auroc_percent": PAPER_BEST_AUROC[row], "at_or_above_paper": best >= PAPER_BEST_AUROC[row],
+            "columns": {c: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics[c].items()
+                            if k not in ("positive_class", "score_sign")} for c in columns}}
+
+
+def evaluate(
+    spec: OodAuditSpec,
+    *,
+    seed: int = DEFAULT_SEED,
+    progress: ProgressFn | None = None,
+    cache: str | None = None,
+    data_dir: str | None = None,
+    models: dict[str, Any] | None = None,
+    images: dict[str, torch.Tensor] | None = None,
+) -> OodResults:
+    """Score MNIST and every out-of-distribution row with every column; nothing is drawn (see :func:`present`).
+
+    Parameters are those of :func:`run`.
+
+    Returns
+    -------
+    OodResults
+
+    Examples
+    --------
+    >>> results = evaluate(OodAuditSpec(num_out=500), data_dir="/path/to/data")  # doctest: +SKIP
+    >>> results.rows["vflip"]["best_auroc_percent"]  # doctest: +SKIP
+    """
+    from ppl_audit.data import load_dataset
+
+    seed = validate_seed(seed)
+    start = time.perf_counter()
+    device = resolve_device(spec.device)
+    data_dir = data_dir if data_dir is not None else spec.data_dir
+    timings: dict[str, float] = {}
+    cards = {}
+    if models is None:
+        models, cards = _load_ensembles(spec, cache=cache, data_dir=data_dir, device=device, progress=progress)
+    timings["models_seconds"] = time.perf_counter() - start
+    scorer = EnsembleScorer(models["vae"], beta_vae=models.get("beta_vae"), gan=models.get("gan"),
+                            iwae_samples=spec.iwae_samples, seed=seed)
+    images = dict(images or {})
+    mnist, mnist_labels = images.pop("mnist", None), images.pop("mnist_labels", None)
+    if mnist is None:
+        test = load_dataset("mnist", "test", data_dir=data_dir, limit=spec.num_in)
+        mnist, mnist_labels = test.images, test.labels
+    mnist = mnist.to(device)
+    t0 = time.perf_counter()
+    missing = [r for r in spec.rows if r not in images]
+    images.update(out_of_distribution_sets(missing, mnist, num_out=spec.num_out, data_dir=data_dir,
+                                           generator=torch.Generator().manual_seed(seed * 1000 + 1),
+                                           adversarial=_adversarial_maker(models["vae"], spec, seed, device)))
+    timings["ood_sets_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    groups = {"mnist": mnist, **{r: images[r].to(device) for r in spec.rows}}
+    scored, log_liks = _score_groups(scorer, groups, progress)
+    timings["scoring_seconds"] = time.perf_counter() - t0
+    columns = scorer.columns
+    metrics = {row: {c: ood_metrics(scored["mnist"][c], scored[row][c]) for c in columns} for row in spec.rows}
+    rows = {row: _row_summary(row, metrics[row], columns, len(groups[row])) for row in spec.rows}
+    flip_rows = [r for r in FLIP_ROWS if r in missing] if mnist_labels is not None else []
+    return OodResults(
+        spec=spec, seed=seed, device=device.type, columns=columns, images=groups, scores=scored, metrics=metrics,
+        rows=rows,
+        information_criteria={name: {k: v for k, v in diagnostics.ensemble_waic_loo(ll.double().numpy()).items()
+                                     if not isinstance(v, list)} for name, ll in log_liks.items()},
+        flips_by_class={row: _flips_by_class(scored, row, rows[row]["best_column"], mnist_labels)
+                        for row in flip_rows},
+        least_flagged=_missed(scored, spec.rows, rows, mnist_labels, flip_rows),
+        models=cards, timings=timings, started=start,
     )
+
+
+def present(results: OodResults) -> Report:
+    """The OoD audit's :class:`~ppl_audit.report.Report` from its numbers: tables, figures, sections, warnings.
+
+    Rendering lives in :mod:`ppl_audit.audits.ood_report`; it uses no randomness, so the same results give
+    the same report.
+
+    Examples
+    --------
+    >>> report = present(evaluate(OodAuditSpec(num_out=500), data_dir="/path/to/data"))  # doctest: +SKIP
+    """
+    from ppl_audit.audits import ood_report  # here, not at the top: ood_report imports this module
+
+    return ood_report.present(results)
 
 
 def run(
@@ -418,7 +535,7 @@ def run(
     models: dict[str, Any] | None = None,
     images: dict[str, torch.Tensor] | None = None,
 ) -> Report:
-    """Run the OoD audit and return its :class:`~ppl_audit.report.Report`.
+    """Run the OoD audit and return its :class:`~ppl_audit.report.Report`: ``present(evaluate(...))``.
 
     Parameters
     ----------
@@ -441,163 +558,189 @@ def run(
     --------
     >>> report = run(OodAuditSpec(num_out=500), data_dir="/path/to/data")  # doctest: +SKIP
     """
-    from ppl_audit.adversarial import fgsm_from_noise
-    from ppl_audit.data import load_dataset
-
-    seed = validate_seed(seed)
-    start = time.perf_counter()
-    device = resolve_device(spec.device)
-    data_dir = data_dir if data_dir is not None else spec.data_dir
-    timings: dict[str, float] = {}
-    cards = {}
-    if models is None:
-        from ppl_audit.generative.gan_ensemble import load_gan_ensemble
-        from ppl_audit.generative.vae_ensemble import load_vae_ensemble
-
-        loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
-        trained = {"vae": load_vae_ensemble(spec.vae_ensemble, **loading)}
-        if spec.beta_vae_ensemble:
-            trained["beta_vae"] = load_vae_ensemble(spec.beta_vae_ensemble, **loading)
-        if spec.gan_ensemble:
-            trained["gan"] = load_gan_ensemble(spec.gan_ensemble, **loading)
-        models = {k: t.module for k, t in trained.items()}
-        cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash,
-                     **{m: v for m, v in t.metrics.items() if isinstance(v, (int, float)) and "seconds" not in m}}
-                 for k, t in trained.items()}
-    timings["models_seconds"] = time.perf_counter() - start
-    vae = models["vae"]
-    scorer = EnsembleScorer(vae, beta_vae=models.get("beta_vae"), gan=models.get("gan"),
-                            iwae_samples=spec.iwae_samples, seed=seed)
-    images = dict(images or {})
-    mnist, mnist_labels = images.pop("mnist", None), images.pop("mnist_labels", None)
-    if mnist is None:
-        test = load_dataset("mnist", "test", data_dir=data_dir, limit=spec.num_in)
-        mnist, mnist_labels = test.images, test.labels
-    mnist = mnist.to(device)
-    generator = torch.Generator().manual_seed(seed * 1000 + 1)
-
-    def adversarial(n: int) -> torch.Tensor:
-        member = lambda x: vae.log_likelihood(x, num_samples=spec.iwae_samples, common_draws=True,  # noqa: E731
-                                              generator=torch.Generator().manual_seed(seed))[0]
-        return fgsm_from_noise(member, n, epsilon=spec.adversarial_epsilon, steps=spec.adversarial_steps,
-                               generator=torch.Generator().manual_seed(seed * 1000 + 2), device=device)
-
-    t0 = time.perf_counter()
-    missing = [r for r in spec.rows if r not in images]
-    images.update(out_of_distribution_sets(missing, mnist, num_out=spec.num_out, data_dir=data_dir,
-                                           generator=generator, adversarial=adversarial))
-    timings["ood_sets_seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scored: dict[str, dict[str, torch.Tensor]] = {}
-    log_liks: dict[str, torch.Tensor] = {}
-    groups = {"mnist": mnist, **{r: images[r].to(device) for r in spec.rows}}
-    for i, (name, x) in enumerate(groups.items()):
-        scored[name], log_liks[name] = scorer.score(x)
-        report(progress, TASK, i + 1, len(groups))
-    timings["scoring_seconds"] = time.perf_counter() - t0
-    columns = scorer.columns
-    results = {row: {c: ood_metrics(scored["mnist"][c], scored[row][c]) for c in columns} for row in spec.rows}
-    auroc = _metric_table("auroc", "AUROC (%) per out-of-distribution set and score (the paper's Table 2)", "auroc",
-                          results, columns, spec.rows, paper=True)
-    ap = _metric_table("average_precision", "Average precision (%)", "average_precision", results, columns, spec.rows)
-    fpr = _metric_table("fpr_at_95_tpr", "FPR at 95% TPR (%, lower is better)", "fpr_at_95_tpr", results, columns,
-                        spec.rows)
-    warnings = []
-    rows_json = {}
-    for row in spec.rows:
-        best_column = max(columns, key=lambda c: results[row][c]["auroc"])
-        best = _percent(results[row][best_column]["auroc"])
-        meets = best >= PAPER_BEST_AUROC[row]
-        if not meets:
-            warnings.append(f"{ROW_TITLES[row]}: our best AUROC {best}% ({best_column}) is below the paper's "
-                            f"best {PAPER_BEST_AUROC[row]}%")
-        rows_json[row] = {"num_images": int(len(groups[row])), "best_column": best_column, "best_auroc_percent": best,
-                          "paper_best_auroc_percent": PAPER_BEST_AUROC[row], "at_or_above_paper": meets,
-                          "columns": {c: {k: (round(v, 6) if isinstance(v, float) else v)
-                                          for k, v in results[row][c].items()
-                                          if k not in ("positive_class", "score_sign")} for c in columns}}
-    table_section = Section(
-        "table_2", "Detection of out-of-distribution sets (Choi & Jang, Table 2 layout)",
-        paragraphs=[
-            f"In-distribution: {len(mnist)} MNIST test digits. Positive class: {OOD_POSITIVE_CLASS}; every score "
-            f"reads {OOD_SCORE_SIGN}, so AUROC 50% is chance and below 50% means the score ranks OoD inputs as "
-            "more in-distribution than MNIST.",
-            *[f"{c}: {COLUMN_MEANINGS[c]}." for c in columns],
-            f"Adversarial: {spec.adversarial_steps} FGSM steps of {spec.adversarial_epsilon} from Gaussian noise "
-            "N(0.5, 0.25^2) on VAE member 1's likelihood bound.",
-            "Every member scores the same images, so an ensemble's mean and variance are per image. The paper's "
-            "column is a reference, not a like-for-like figure: the authors' public code draws new random images "
-            "for each member before averaging position by position, which with the shipped ensemble reads about 15 "
-            "points higher on the flips (benchmarks/ood_misaligned_ensemble.py in the ppl-audit repository).",
-        ],
-        tables=[auroc, ap, fpr], warnings=warnings,
-    )
-    hist_figures = []
-    for c in columns:
-        key = c.lower().replace(" ", "_").replace("(", "").replace(")", "").replace("=", "").replace(".", "")
-        hist_figures.append(figures.value_histograms(
-            f"hist_{key}", f"{c} score per dataset",
-            f"Histogram of the {c} score ({COLUMN_MEANINGS[c]}); higher = more out-of-distribution. "
-            "Bins span the 0.5-99.5% quantiles of all scores; values outside are counted in the end bins.",
-            {("MNIST (in)" if name == "mnist" else ROW_TITLES[name]): scored[name][c] for name in groups},
-            xlabel=f"{c} score"))
-    ic_rows, ic_json = [], {}
-    for name, ll in log_liks.items():
-        ic = diagnostics.ensemble_waic_loo(ll.double().numpy())
-        ic_json[name] = {k: v for k, v in ic.items() if not isinstance(v, list)}
-        n = ic["num_inputs"]
-        ic_rows.append([("MNIST (in)" if name == "mnist" else ROW_TITLES[name]), n,
-                        round(ic["elpd_waic"] / n, 3), round(ic["p_waic"] / n, 4), ic["waic_warning"],
-                        round(ic["elpd_loo"] / n, 3), ic["pareto_k_over_0_7"], ic["loo_warning"]])
-    ic_section = Section(
-        "information_criteria", "Dataset-level WAIC and PSIS-LOO of the VAE ensemble (ArviZ)",
-        paragraphs=["The K VAE members are treated as K posterior draws (one chain) and each input as one "
-                    "observation; ArviZ computes elpd_waic and elpd_loo (log scale, per input here) with its own "
-                    "p_waic (population variance over members). With only K members PSIS-LOO's Pareto k is "
-                    "unreliable (ArviZ flags it), so read the LOO column as indicative."],
-        tables=[Table("information_criteria", "Per-input elpd of the VAE ensemble",
-                      ["dataset", "inputs", "elpd_waic / input", "p_waic / input", "WAIC warning",
-                       "elpd_loo / input", "Pareto k > 0.7", "LOO warning"], ic_rows)],
-    )
-    flip_rows = [r for r in FLIP_ROWS if r in missing] if mnist_labels is not None else []
-    by_class = {row: _flips_by_class(scored, row, rows_json[row]["best_column"], mnist_labels) for row in flip_rows}
-    missed = _missed(scored, spec.rows, rows_json, mnist_labels, flip_rows)
-    sections = [table_section, *([_flips_section(by_class)] if by_class else []),
-                _missed_section(missed, groups, len(mnist)),
-                Section("histograms", "Score histograms (the paper's Figure 1, right)", figures=hist_figures),
-                ic_section]
-    met = [r["at_or_above_paper"] for r in rows_json.values()]
-    spec_dict = dataclasses.asdict(spec)
-    timings["total_seconds"] = time.perf_counter() - start
-    return Report(
-        kind=KIND,
-        title=spec.title,
-        summary=[f"Best AUROC at or above the paper's best MNIST figure on {sum(met)} of {len(met)} "
-                 f"out-of-distribution sets ({len(mnist)} MNIST test digits in-distribution; columns "
-                 f"{', '.join(columns)})."],
-        metrics={"num_in": int(len(mnist)), "columns": list(columns), "positive_class": OOD_POSITIVE_CLASS,
-                 "score_sign": OOD_SCORE_SIGN, "rows": rows_json, "rows_at_or_above_paper": int(sum(met)),
-                 "rows_compared": len(met), "information_criteria": ic_json, "models": cards,
-                 "least_flagged": missed, **({"flips_by_class": by_class} if by_class else {})},
-        sections=sections,
-        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
-                    "versions": library_versions("arviz", "numpy", "matplotlib"),
-                    "device": device.type},
-        timings=timings,
-    )
+    return present(evaluate(spec, seed=seed, progress=progress, cache=cache, data_dir=data_dir, models=models,
+                            images=images))
 
 
 # --------------------------------------------------------------------------- scoring a folder
 
 DEFAULT_REFERENCE = 2000  # MNIST test digits scored as the reference distribution of `ppl-audit ood`
-FOLDER_TABLE_ROWS = 500  # per-image rows shown in the report (report.json holds every image)
 FOLDER_GALLERY_COLUMN = "WAIC"  # the score whose most MNIST-like images the folder report shows
-GALLERY_NAME_CHARS = 14  # an image's name under it in the gallery, cut to its last characters
 
 
-def _short(name: str) -> str:
-    """``name`` cut to its last ``GALLERY_NAME_CHARS`` characters (the end tells files and array rows apart)."""
-    return name if len(name) <= GALLERY_NAME_CHARS else "…" + name[-(GALLERY_NAME_CHARS - 1):]
+@dataclass(frozen=True)
+class FolderResults:
+    """The scores of a folder of images (:func:`evaluate_folder`), before any table or figure is drawn.
+
+    Attributes
+    ----------
+    folder : str
+    names : list of str
+        Each image's file (and row, for arrays), in scoring order.
+    images : torch.Tensor
+        ``(N, 1, 28, 28)``, as read.
+    columns : tuple of str
+    scores : dict of str to torch.Tensor
+        ``(N,)`` per column, higher = more out-of-distribution.
+    reference : dict of str to torch.Tensor or None
+        The MNIST reference digits' scores per column (None when none were scored).
+    reference_note : str
+        Why there is no reference, where one was asked for and could not be read ("" otherwise).
+    percentiles : dict of str to list of float
+        Per column, each image's share of reference digits scoring lower (empty without a reference).
+    per_image : list of dict
+        ``report.json``'s ``images``: each image's name, scores and percentiles, rounded to 4 decimals.
+    summary : dict
+        Per column: mean, min and max score, and against the reference its 99th percentile and the share
+        of images above it.
+    most_mnist_like : list of int
+        The images ``FOLDER_GALLERY_COLUMN`` ranks as most in-distribution, lowest score first.
+    options : dict
+        The folder and the options it was scored with (the report's ``spec``).
+    seed : int
+    device : str
+    models : dict
+        Card name and recipe hash of each loaded ensemble (empty when modules were given).
+    started : float
+        ``time.perf_counter()`` when scoring began.
+    """
+
+    folder: str
+    names: list[str]
+    images: torch.Tensor
+    columns: tuple[str, ...]
+    scores: dict[str, torch.Tensor]
+    reference: dict[str, torch.Tensor] | None
+    reference_note: str
+    percentiles: dict[str, list[float]]
+    per_image: list[dict[str, Any]]
+    summary: dict[str, dict[str, float]]
+    most_mnist_like: list[int]
+    options: dict[str, Any]
+    seed: int
+    device: str
+    models: dict[str, dict[str, Any]]
+    started: float
+
+
+def _load_folder_ensembles(vae_ensemble: str, gan_ensemble: str, **loading):
+    """``(modules, cards)`` of the VAE ensemble and, when named, the WGAN ensemble."""
+    from ppl_audit.generative.vae_ensemble import load_vae_ensemble
+
+    trained = {"vae": load_vae_ensemble(vae_ensemble, **loading)}
+    if gan_ensemble:
+        from ppl_audit.generative.gan_ensemble import load_gan_ensemble
+
+        trained["gan"] = load_gan_ensemble(gan_ensemble, **loading)
+    cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash} for k, t in trained.items()}
+    return {k: t.module for k, t in trained.items()}, cards
+
+
+def _reference_scores(scorer: EnsembleScorer, num_reference: int, data_dir, device):
+    """``(scores, note)`` of the first ``num_reference`` MNIST test digits; ``(None, why)`` where none can be read."""
+    from ppl_audit.data import DataNotFoundError, load_dataset
+
+    if not num_reference:
+        return None, ""
+    try:
+        ref_images = load_dataset("mnist", "test", data_dir=data_dir, limit=num_reference).images
+        return scorer.score(ref_images.to(device))[0], ""
+    except DataNotFoundError as exc:
+        return None, f"No MNIST reference was scored ({exc}); percentiles are absent."
+
+
+def _per_image(names, scores, percentiles, columns) -> list[dict[str, Any]]:
+    """One entry per image: its name, then each column's score and (with a reference) percentile."""
+    values = {c: scores[c].detach().cpu().double().numpy().round(4).tolist() for c in columns}
+    per_image = []
+    for i, name in enumerate(names):  # only dict building: scores and percentiles are computed batched
+        entry: dict[str, Any] = {"image": name}
+        for c in columns:
+            entry[c] = values[c][i]
+            if percentiles:
+                entry[f"{c} percentile"] = percentiles[c][i]
+        per_image.append(entry)
+    return per_image
+
+
+def _folder_summary(scores, reference, columns) -> dict[str, dict[str, float]]:
+    """Per column: mean, min and max score; against a reference, its 99th percentile and the share above it."""
+    summary = {c: {"mean": round(float(scores[c].mean()), 4), "min": round(float(scores[c].min()), 4),
+                   "max": round(float(scores[c].max()), 4)} for c in columns}
+    if reference is not None:
+        for c in columns:
+            summary[c]["reference_99th_percentile"] = round(float(reference[c].quantile(0.99)), 4)
+            summary[c]["share_above_reference_99th"] = round(
+                float((scores[c] > reference[c].quantile(0.99)).double().mean()), 4)
+    return summary
+
+
+def evaluate_folder(
+    folder,
+    *,
+    vae_ensemble: str = "mnist-vae-ensemble",
+    gan_ensemble: str = "",
+    num_reference: int = DEFAULT_REFERENCE,
+    iwae_samples: int = 16,
+    seed: int = DEFAULT_SEED,
+    device="auto",
+    cache: str | None = None,
+    data_dir: str | None = None,
+    progress: ProgressFn | None = None,
+    models: dict[str, Any] | None = None,
+) -> FolderResults:
+    """Score every image of a folder, and MNIST reference digits, with every column; nothing is drawn.
+
+    Parameters and errors are those of :func:`score_folder`; :func:`present_folder` renders the result.
+
+    Returns
+    -------
+    FolderResults
+
+    Examples
+    --------
+    >>> results = evaluate_folder("my-digits/", data_dir="/path/to/data")  # doctest: +SKIP
+    >>> results.per_image[0]["WAIC percentile"]  # doctest: +SKIP
+    """
+    from ppl_audit.data import load_image_folder
+
+    seed = validate_seed(seed)
+    if not isinstance(num_reference, int) or num_reference < 0:
+        raise InvalidInputError(f"num_reference must be an integer >= 0, got {num_reference!r}")
+    start = time.perf_counter()
+    device = resolve_device(device)
+    images, names = load_image_folder(folder)  # fails fast, before any model is loaded
+    cards = {}
+    if models is None:
+        models, cards = _load_folder_ensembles(vae_ensemble, gan_ensemble, cache=cache, data_dir=data_dir,
+                                               device=device, progress=progress)
+    scorer = EnsembleScorer(models["vae"], gan=models.get("gan"), iwae_samples=iwae_samples, seed=seed)
+    scores, _ = scorer.score(images.to(device))
+    reference, reference_note = _reference_scores(scorer, num_reference, data_dir, device)
+    columns = scorer.columns
+    percentiles = ({c: reference_percentiles(reference[c], scores[c]).round(4).tolist() for c in columns}
+                   if reference is not None else {})
+    return FolderResults(
+        folder=str(folder), names=names, images=images, columns=columns, scores=scores, reference=reference,
+        reference_note=reference_note, percentiles=percentiles,
+        per_image=_per_image(names, scores, percentiles, columns), summary=_folder_summary(scores, reference, columns),
+        most_mnist_like=_lowest_first(scores[FOLDER_GALLERY_COLUMN], MISSED_IMAGES),
+        options={"folder": str(folder), "vae_ensemble": vae_ensemble, "gan_ensemble": gan_ensemble,
+                 "num_reference": num_reference, "iwae_samples": iwae_samples},
+        seed=seed, device=device.type, models=cards, started=start,
+    )
+
+
+def present_folder(results: FolderResults) -> Report:
+    """The report of a scored folder: the per-image table, score histograms and the most MNIST-like images.
+
+    Examples
+    --------
+    >>> report = present_folder(evaluate_folder("my-digits/", data_dir="/path/to/data"))  # doctest: +SKIP
+    """
+    from ppl_audit.audits import ood_report  # here, not at the top: ood_report imports this module
+
+    return ood_report.present_folder(results)
 
 
 def score_folder(
@@ -620,6 +763,7 @@ def score_folder(
     and, when MNIST test digits can be read as a reference, the share of
     reference digits scoring lower (the image's percentile: 0.99 means it
     looks less like MNIST than 99% of MNIST's own test digits).
+    ``present_folder(evaluate_folder(...))``.
 
     Parameters
     ----------
@@ -642,92 +786,12 @@ def score_folder(
     ppl_audit.data.DataFileError
         A file cannot be read or has the wrong size.
     """
-    from ppl_audit.data import DataNotFoundError, load_dataset, load_image_folder
-
-    seed = validate_seed(seed)
-    if not isinstance(num_reference, int) or num_reference < 0:
-        raise InvalidInputError(f"num_reference must be an integer >= 0, got {num_reference!r}")
-    start = time.perf_counter()
-    device = resolve_device(device)
-    images, names = load_image_folder(folder)  # fails fast, before any model is loaded
-    cards = {}
-    if models is None:
-        from ppl_audit.generative.vae_ensemble import load_vae_ensemble
-
-        loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
-        trained = {"vae": load_vae_ensemble(vae_ensemble, **loading)}
-        if gan_ensemble:
-            from ppl_audit.generative.gan_ensemble import load_gan_ensemble
-
-            trained["gan"] = load_gan_ensemble(gan_ensemble, **loading)
-        models = {k: t.module for k, t in trained.items()}
-        cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash} for k, t in trained.items()}
-    scorer = EnsembleScorer(models["vae"], gan=models.get("gan"), iwae_samples=iwae_samples, seed=seed)
-    scores, _ = scorer.score(images.to(device))
-    reference, reference_note = None, ""
-    if num_reference:
-        try:
-            ref_images = load_dataset("mnist", "test", data_dir=data_dir, limit=num_reference).images
-            reference, _ = scorer.score(ref_images.to(device))
-        except DataNotFoundError as exc:
-            reference_note = f"No MNIST reference was scored ({exc}); percentiles are absent."
-    columns = scorer.columns
-    values = {c: scores[c].detach().cpu().double().numpy().round(4).tolist() for c in columns}
-    percentiles = ({c: reference_percentiles(reference[c], scores[c]).round(4).tolist() for c in columns}
-                   if reference is not None else {})
-    per_image = []
-    for i, name in enumerate(names):  # only dict building: scores and percentiles are computed above, batched
-        entry: dict[str, Any] = {"image": name}
-        for c in columns:
-            entry[c] = values[c][i]
-            if percentiles:
-                entry[f"{c} percentile"] = percentiles[c][i]
-        per_image.append(entry)
-    header = ["image", *[k for k in per_image[0] if k != "image"]]
-    table = Table("scores", f"Scores per image (first {min(len(names), FOLDER_TABLE_ROWS)} of {len(names)})",
-                  header, [[e[k] for k in header] for e in per_image[:FOLDER_TABLE_ROWS]])
-    hist = [figures.value_histograms(
-        f"hist_{i + 1}", f"{c} score", f"{COLUMN_MEANINGS[c]}; higher = more out-of-distribution.",
-        {"folder": scores[c], **({"MNIST test (reference)": reference[c]} if reference is not None else {})},
-        xlabel=f"{c} score") for i, c in enumerate(columns)]
-    likest = _lowest_first(scores[FOLDER_GALLERY_COLUMN], MISSED_IMAGES)
-    gallery = figures.image_grid(
-        "most_mnist_like", f"The {len(likest)} images {FOLDER_GALLERY_COLUMN} ranks as most MNIST-like",
-        f"Lowest {FOLDER_GALLERY_COLUMN} score first; each label gives the file"
-        + (" and, below it, the image's percentile among the reference digits." if percentiles else "."),
-        images[likest].cpu(),
-        [_short(names[i]) + (f"\n{_short_percentile(percentiles[FOLDER_GALLERY_COLUMN][i])}" if percentiles else "")
-         for i in likest],
-        data={"column": FOLDER_GALLERY_COLUMN, "images": [names[i] for i in likest]})
-    summary = {c: {"mean": round(float(scores[c].mean()), 4), "min": round(float(scores[c].min()), 4),
-                   "max": round(float(scores[c].max()), 4)} for c in columns}
-    if reference is not None:
-        for c in columns:
-            summary[c]["reference_99th_percentile"] = round(float(reference[c].quantile(0.99)), 4)
-            summary[c]["share_above_reference_99th"] = round(
-                float((scores[c] > reference[c].quantile(0.99)).double().mean()), 4)
-    paragraphs = [f"{len(names)} images from {folder}; scores read {OOD_SCORE_SIGN}.",
-                  *[f"{c}: {COLUMN_MEANINGS[c]}." for c in columns]]
-    if reference is not None:
-        paragraphs.append(f"Percentiles are against {len(reference[columns[0]])} MNIST test digits scored the "
-                          "same way.")
-    elif reference_note:
-        paragraphs.append(reference_note)
-    spec_dict = {"folder": str(folder), "vae_ensemble": vae_ensemble, "gan_ensemble": gan_ensemble,
-                 "num_reference": num_reference, "iwae_samples": iwae_samples}
-    return Report(
-        kind="ood-folder",
-        title=f"Out-of-distribution scores of {folder}",
-        summary=[f"{len(names)} images scored by {', '.join(columns)}."],
-        metrics={"num_images": len(names), "columns": list(columns), "score_sign": OOD_SCORE_SIGN,
-                 "summary": summary, "images": per_image, "models": cards},
-        sections=[Section("scores", "Scores", paragraphs=paragraphs, tables=[table], figures=[*hist, gallery])],
-        provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
-                    "versions": library_versions("arviz", "numpy", "matplotlib"),
-                    "device": device.type},
-        timings={"total_seconds": time.perf_counter() - start},
-    )
+    return present_folder(evaluate_folder(
+        folder, vae_ensemble=vae_ensemble, gan_ensemble=gan_ensemble, num_reference=num_reference,
+        iwae_samples=iwae_samples, seed=seed, device=device, cache=cache, data_dir=data_dir, progress=progress,
+        models=models))
 
 
-__all__ = ["EnsembleScorer", "score_folder", "KIND", "OodAuditSpec", "PAPER_BEST_AUROC", "ROWS",
-           "auroc_by_class", "out_of_distribution_sets", "run", "spec_from_toml"]
+__all__ = ["EnsembleScorer", "FolderResults", "KIND", "OodAuditSpec", "OodResults", "PAPER_BEST_AUROC", "ROWS",
+           "auroc_by_class", "evaluate", "evaluate_folder", "least_flagged", "out_of_distribution_sets", "present",
+           "present_folder", "run", "score_folder", "spec_from_toml"]

@@ -282,6 +282,122 @@ def compare_curves(candidate: dict, baseline: dict, grid=COVERAGE_GRID) -> dict[
             "above": above, "at_or_below_everywhere": not above}
 
 
+# --------------------------------------------------------------------------- what the audit found
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The rows of one explanation figure (the paper's Figure 6), as data.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        ``(n, 1, 28, 28)``: the picked test images.
+    generations : torch.Tensor
+        ``(n, C, 1, 28, 28)``: each class's closest generation to each image.
+    distances : torch.Tensor
+        ``(n, C)``: their L2 distances.
+    true_labels : tuple
+        The true class of each MNIST row; ``None`` for an out-of-distribution row.
+    """
+
+    images: torch.Tensor
+    generations: torch.Tensor
+    distances: torch.Tensor
+    true_labels: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class SynthesisSearch:
+    """One synthesis classifier's latent search: its settings, its cost and its explanation rows.
+
+    Attributes
+    ----------
+    key, title : str
+        Spec field of the generators' card (``"class_vae"``) and its title (``"VAE"``).
+    config : SearchConfig
+        The search settings used (the audit's seed included).
+    num_images, num_classes, latent_dim : int
+    encoder_start : bool
+        Whether the encoder mean could replace the Monte Carlo start (a VAE asked to use it).
+    seconds, generator_seconds : float
+        Wall-clock of the whole search and of its generator passes.
+    timings : dict
+        The search's own breakdown (``refined_images`` among it where refinement ran).
+    explanation : Explanation
+    """
+
+    key: str
+    title: str
+    config: Any
+    num_images: int
+    num_classes: int
+    latent_dim: int
+    encoder_start: bool
+    seconds: float
+    generator_seconds: float
+    timings: dict[str, float]
+    explanation: Explanation
+
+
+@dataclass(frozen=True)
+class SDIMResults:
+    """SDIM's own tables as numbers: Table 2 rows (fractions) and Table 3 rejection rates per OoD set."""
+
+    percentile: int
+    table_2: list[dict[str, Any]]
+    table_3: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class SelectiveResults:
+    """Everything :func:`evaluate` measured; :func:`present` turns it into a Report.
+
+    Attributes
+    ----------
+    spec : SelectiveAuditSpec
+    seed : int
+    device : str
+        The device type the audit ran on (``"cpu"``, ``"cuda"``).
+    class_names : tuple of str
+        The CNN's class names (every classifier's labels index them).
+    num_in : int
+        MNIST test digits in the mixed test set.
+    num_out : dict
+        Images of each out-of-distribution set, in the test set's order.
+    outcomes : tuple of MethodOutcome
+        Every selective classifier's labels and confidences, in the report's order.
+    summaries : dict
+        :func:`summarise` of each outcome, by name.
+    hybrids : dict
+        :func:`compare_curves` of each hybrid against the CNN, plus ``aurc_lower_than_cnn``.
+    searches : dict
+        :class:`SynthesisSearch` by spec field (``"class_vae"``, ``"class_gan"``), those that ran.
+    sdim : SDIMResults or None
+    cards : dict
+        Card name, recipe hash and numeric training metrics of each loaded model (empty for given models).
+    timings : dict
+        Wall-clock seconds per stage.
+    seconds : float
+        Wall-clock seconds of the whole evaluation.
+    """
+
+    spec: SelectiveAuditSpec
+    seed: int
+    device: str
+    class_names: tuple[str, ...]
+    num_in: int
+    num_out: dict[str, int]
+    outcomes: tuple[MethodOutcome, ...]
+    summaries: dict[str, dict[str, Any]]
+    hybrids: dict[str, dict[str, Any]]
+    searches: dict[str, SynthesisSearch]
+    sdim: SDIMResults | None
+    cards: dict[str, Any]
+    timings: dict[str, float]
+    seconds: float
+
+
 # --------------------------------------------------------------------------- running it
 
 
@@ -302,6 +418,15 @@ def _load_images(spec: SelectiveAuditSpec, data_dir, images):
     return mnist, ood
 
 
+def _test_set(spec: SelectiveAuditSpec, data_dir, images, device):
+    """``(mnist, truth, ood, x)``: the digits, their labels, each OoD set, and all of them as one batch."""
+    (mnist, truth), ood = _load_images(spec, data_dir, images)
+    if len(mnist) == 0:
+        raise InvalidInputError("the audit needs at least one MNIST test digit")
+    x = torch.cat([mnist, *ood.values()]).to(device)  # MNIST digits first, then each OoD set in order
+    return mnist, truth.to(device), ood, x
+
+
 def run(
     spec: SelectiveAuditSpec,
     *,
@@ -313,6 +438,8 @@ def run(
     images: dict[str, Any] | None = None,
 ) -> Report:
     """Run the selective-classification audit and return its :class:`~ppl_audit.report.Report`.
+
+    ``run(spec, ...)`` is ``present(evaluate(spec, ...))``.
 
     Parameters
     ----------
@@ -332,11 +459,41 @@ def run(
     --------
     >>> report = run(SelectiveAuditSpec(num_in=500), data_dir="/path/to/data")  # doctest: +SKIP
     """
-    from ppl_audit.classifiers.nearest_neighbour import NearestNeighbourClassifier
-    from ppl_audit.classifiers.synthesis import SynthesisClassifier, explanation_figure
-    from ppl_audit.detectors.baselines import MaxSoftmaxDetector, NearestNeighbourDetector
-    from ppl_audit.detectors.synthesis import SynthesisDetector
+    return present(evaluate(spec, seed=seed, progress=progress, cache=cache, data_dir=data_dir, models=models,
+                            images=images))
 
+
+def evaluate(
+    spec: SelectiveAuditSpec,
+    *,
+    seed: int = DEFAULT_SEED,
+    progress: ProgressFn | None = None,
+    cache: str | None = None,
+    data_dir: str | None = None,
+    models: dict[str, Any] | None = None,
+    images: dict[str, Any] | None = None,
+) -> SelectiveResults:
+    """Run every selective classifier on the mixed test set and measure it; render nothing.
+
+    Parameters
+    ----------
+    spec, seed, progress, cache, data_dir, models, images
+        As for :func:`run`.
+
+    Returns
+    -------
+    SelectiveResults
+
+    Raises
+    ------
+    InvalidInputError
+        No MNIST digit, an empty out-of-distribution set, or mismatched model outputs.
+
+    Examples
+    --------
+    >>> results = evaluate(SelectiveAuditSpec(num_in=500), data_dir="/path/to/data")  # doctest: +SKIP
+    >>> results.summaries["CNN"]["aurc"]  # doctest: +SKIP
+    """
     seed = validate_seed(seed)
     start = time.perf_counter()
     device = resolve_device(spec.device)
@@ -346,114 +503,39 @@ def run(
     if models is None:
         models, cards = _load_models(spec, cache=cache, data_dir=data_dir, device=device, progress=progress)
     timings["models_seconds"] = time.perf_counter() - start
-    (mnist, truth), ood = _load_images(spec, data_dir, images)
-    num_in = len(mnist)
-    if num_in == 0:
-        raise InvalidInputError("the audit needs at least one MNIST test digit")
-    x = torch.cat([mnist, *ood.values()]).to(device)
-    truth = truth.to(device)
-    num_out = {name: int(len(v)) for name, v in ood.items()}
+    mnist, truth, ood, x = _test_set(spec, data_dir, images, device)
+    num_in, num_out = len(mnist), {name: int(len(v)) for name, v in ood.items()}
     cnn = models["cnn"]
     class_names = tuple(cnn.class_names)
 
-    outcomes: list[MethodOutcome] = []
     t0 = time.perf_counter()
-    with torch.no_grad():
-        cnn_probs = cnn.probs(x)
-    cnn_labels = cnn_probs.argmax(1)
-    cnn_confidence = 1 - MaxSoftmaxDetector(cnn).scores_from(cnn_probs)  # the Detector contract, sign undone
-    outcomes.append(MethodOutcome("CNN", cnn_labels, cnn_confidence, "max softmax of the LeNet-5"))
+    outcomes = [_cnn_outcome(cnn, x)]
     timings["cnn_seconds"] = time.perf_counter() - t0
-
-    search_rows, explanation_figures, searches = [], [], {}
+    searches: dict[str, SynthesisSearch] = {}
     for key, title in GENERATORS.items():
-        generators = models.get(key)
-        if generators is None:
+        if models.get(key) is None:
             continue
-        config = dataclasses.replace(spec.search_config(key), seed=seed)
-        classifier = SynthesisClassifier(generators, class_names, config, progress=progress)
-        result = classifier.search(x)
-        searches[title] = result
-        confidence = -SynthesisDetector(classifier).scores_from(result)  # the Detector contract, sign undone
-        outcomes.append(MethodOutcome(f"{title} synthesis", result.labels, confidence,
-                                      "label of the closest class generation; confidence = -its L2 distance"))
-        outcomes.append(MethodOutcome(f"hybrid ({title} confidence, CNN label)", cnn_labels, confidence,
-                                      "the paper's Figure 9a"))
-        search_rows.append(_search_row(title, config, result, generators))
-        timings[f"{key}_search_seconds"] = result.seconds
-        picks = _explanation_picks(result, truth, num_in, spec.explanations)
-        generations = classifier.generations(result.subset(picks))
-        explanation_figures.append(explanation_figure(
-            x[picks], generations, result.distances[picks], class_names=class_names,
-            true_labels=[int(truth[i]) if i < num_in else None for i in picks.tolist()],
-            name=f"explanation_{key}",
-            title=f"{title} synthesis: each class's closest generation (L2 distance)"))
-
+        searches[key], synthesis = _synthesis(key, title, models[key], spec, seed, x, truth, num_in, class_names,
+                                              cnn_labels=outcomes[0].labels, progress=progress)
+        outcomes += synthesis
+        timings[f"{key}_search_seconds"] = searches[key].seconds
     if spec.nearest_neighbour:
-        train = models.get("train")
-        if train is None:
-            from ppl_audit.data import load_dataset
-
-            full = load_dataset("mnist", "train", data_dir=data_dir)
-            train = (full.images, full.labels)
         t0 = time.perf_counter()
-        nearest = NearestNeighbourClassifier(train[0].to(device), train[1].to(device), class_names)
-        labels, similarity = nearest.predict(x)
-        similarity = -NearestNeighbourDetector(nearest).scores_from(similarity)  # the contract's check
-        outcomes.append(MethodOutcome("1-NN", labels, similarity, "nearest training image; -its L2 distance"))
+        outcomes.append(_nearest_neighbour(models.get("train"), x, class_names, data_dir, device))
         timings["nearest_neighbour_seconds"] = time.perf_counter() - t0
-
-    sdim_section = None
+    sdim = None
     if models.get("sdim") is not None:
         t0 = time.perf_counter()
-        sdim_outcome, sdim_section = _sdim(models["sdim"], x, mnist.to(device), truth, ood, spec.sdim_percentile)
+        sdim_outcome, sdim = _sdim(models["sdim"], x, mnist.to(device), truth, ood, spec.sdim_percentile)
         outcomes.append(sdim_outcome)
         timings["sdim_seconds"] = time.perf_counter() - t0
 
     summaries = {o.name: summarise(o, truth, num_in) for o in outcomes}
-    sections = _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanation_figures)
-    if sdim_section is not None:
-        sections.append(sdim_section)
-    hybrids = {name: compare_curves(s["curve"], summaries["CNN"]["curve"])
-               for name, s in summaries.items() if name.startswith("hybrid")}
-    for name, comparison in hybrids.items():
-        hybrid_aurc, cnn_aurc = summaries[name]["aurc"], summaries["CNN"]["aurc"]
-        comparison["aurc_lower_than_cnn"] = hybrid_aurc < cnn_aurc
-    sections[1].tables.append(Table(
-        "hybrid_vs_cnn", "Risk of each hybrid and of the CNN on a grid of coverages",
-        ["coverage", "CNN", *hybrids],
-        [[c, round(risk_at(summaries["CNN"]["curve"], c), 5), *(round(h["candidate"][i], 5) for h in hybrids.values())]
-         for i, c in enumerate(COVERAGE_GRID)]))
-    for name, comparison in hybrids.items():
-        if comparison["above"] or not comparison["aurc_lower_than_cnn"]:
-            sections[1].warnings.append(
-                f"{name}: above the CNN at coverages {comparison['above']}; AURC "
-                f"{summaries[name]['aurc']:.5f} against the CNN's {summaries['CNN']['aurc']:.5f}")
-    cnn = summaries["CNN"]
-    summary = [f"Test set: {num_in} MNIST digits + "
-               + (", ".join(f"{n} {SET_TITLES[s]}" for s, n in num_out.items()) or "no out-of-distribution images")
-               + " (out-of-distribution images count as wrong).",
-               f"CNN: lowest attainable risk {cnn['min_risk']:.4f} (at coverage {cnn['coverage_at_min_risk']:.3f}); "
-               f"{cnn['ood_at_max_confidence']} out-of-distribution images get its maximum confidence."]
-    for name, s in summaries.items():
-        if name != "CNN":
-            summary.append(f"{name}: MNIST accuracy {100 * s['mnist_accuracy']:.2f}%, AURC {s['aurc']:.5f}, lowest "
-                           f"risk {s['min_risk']:.4f} at coverage {s['coverage_at_min_risk']:.3f}.")
-    spec_dict = dataclasses.asdict(spec)
-    timings["total_seconds"] = time.perf_counter() - start
-    metrics = {"num_in": num_in, "num_out": num_out,
-               "methods": {name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items()
-                                  if k != "curve"} for name, s in summaries.items()},
-               "hybrid_vs_cnn": hybrids, "models": cards,
-               "latent_search": {t: {"seconds": r.seconds, "generator_seconds": r.generator_seconds,
-                                     **{k: round(v, 3) for k, v in r.timings.items()}} for t, r in searches.items()}}
-    if sdim_section is not None:
-        metrics["sdim"] = sdim_section.metrics
-    return Report(kind=KIND, title=spec.title, summary=summary, metrics=metrics, sections=sections,
-                  provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
-                              "versions": library_versions("numpy", "matplotlib"),
-                              "device": device.type},
-                  timings=timings)
+    return SelectiveResults(spec=spec, seed=seed, device=device.type, class_names=class_names,
+                            num_in=num_in, num_out=num_out,
+                            outcomes=tuple(outcomes), summaries=summaries, hybrids=_hybrids_vs_cnn(summaries),
+                            searches=searches, sdim=sdim, cards=cards, timings=timings,
+                            seconds=time.perf_counter() - start)
 
 
 def _load_models(spec: SelectiveAuditSpec, *, cache, data_dir, device, progress):
@@ -480,6 +562,84 @@ def _load_models(spec: SelectiveAuditSpec, *, cache, data_dir, device, progress)
     return models, cards
 
 
+def _cnn_outcome(cnn, x: torch.Tensor) -> MethodOutcome:
+    """The CNN's labels and max-softmax confidence."""
+    from ppl_audit.detectors.baselines import MaxSoftmaxDetector
+
+    with torch.no_grad():
+        cnn_probs = cnn.probs(x)
+    cnn_labels = cnn_probs.argmax(1)
+    cnn_confidence = 1 - MaxSoftmaxDetector(cnn).scores_from(cnn_probs)  # the Detector contract, sign undone
+    return MethodOutcome("CNN", cnn_labels, cnn_confidence, "max softmax of the LeNet-5")
+
+
+def _synthesis(key: str, title: str, generators, spec: SelectiveAuditSpec, seed: int, x: torch.Tensor,
+               truth: torch.Tensor, num_in: int, class_names, *, cnn_labels: torch.Tensor,
+               progress) -> tuple[SynthesisSearch, list[MethodOutcome]]:
+    """One synthesis classifier and its hybrid (CNN labels, synthesis confidence), and its explanation rows."""
+    from ppl_audit.classifiers.synthesis import SynthesisClassifier
+    from ppl_audit.detectors.synthesis import SynthesisDetector
+
+    config = dataclasses.replace(spec.search_config(key), seed=seed)
+    classifier = SynthesisClassifier(generators, class_names, config, progress=progress)
+    result = classifier.search(x)
+    confidence = -SynthesisDetector(classifier).scores_from(result)  # the Detector contract, sign undone
+    outcomes = [MethodOutcome(f"{title} synthesis", result.labels, confidence,
+                              "label of the closest class generation; confidence = -its L2 distance"),
+                MethodOutcome(f"hybrid ({title} confidence, CNN label)", cnn_labels, confidence,
+                              "the paper's Figure 9a")]
+    picks = _explanation_picks(result, truth, num_in, spec.explanations)
+    explanation = Explanation(images=x[picks], generations=classifier.generations(result.subset(picks)),
+                              distances=result.distances[picks],
+                              true_labels=tuple(int(truth[i]) if i < num_in else None for i in picks.tolist()))
+    search = SynthesisSearch(key=key, title=title, config=config, num_images=len(result),
+                             num_classes=generators.num_members, latent_dim=generators.latent_dim,
+                             encoder_start=bool(config.use_encoder and hasattr(generators, "encode")),
+                             seconds=result.seconds, generator_seconds=result.generator_seconds,
+                             timings=dict(result.timings), explanation=explanation)
+    return search, outcomes
+
+
+def _nearest_neighbour(train, x: torch.Tensor, class_names, data_dir, device) -> MethodOutcome:
+    """The 1-NN baseline over the MNIST training set (or the given ``(images, labels)``)."""
+    from ppl_audit.classifiers.nearest_neighbour import NearestNeighbourClassifier
+    from ppl_audit.detectors.baselines import NearestNeighbourDetector
+
+    if train is None:
+        from ppl_audit.data import load_dataset
+
+        full = load_dataset("mnist", "train", data_dir=data_dir)
+        train = (full.images, full.labels)
+    nearest = NearestNeighbourClassifier(train[0].to(device), train[1].to(device), class_names)
+    labels, similarity = nearest.predict(x)
+    similarity = -NearestNeighbourDetector(nearest).scores_from(similarity)  # the contract's check
+    return MethodOutcome("1-NN", labels, similarity, "nearest training image; -its L2 distance")
+
+
+def _sdim(sdim, x, mnist, truth, ood, percentile: int) -> tuple[MethodOutcome, SDIMResults]:
+    """SDIM's outcome on the mixed test set, its Table 2 on MNIST and its Table 3 on each OoD set."""
+    from ppl_audit.classifiers.sdim import SDIMDetector, ood_rejection_rate, selective_table
+
+    detector = SDIMDetector(sdim, percentile=percentile)
+    prediction = sdim.predict(x, percentile)  # one pass: labels, best log-likelihoods and thresholds
+    confidence = -detector.scores_from(prediction)
+    outcome = MethodOutcome("SDIM", prediction.labels, confidence,
+                            f"best class log-likelihood minus that class's {ORDINALS[percentile]}-percentile threshold")
+    rows = selective_table(sdim, mnist, truth)
+    table_3 = {name: {f"percentile_{p}": ood_rejection_rate(sdim, images.to(x.device), p) for p in (1, 2)}
+               for name, images in ood.items()}
+    return outcome, SDIMResults(percentile=percentile, table_2=rows, table_3=table_3)
+
+
+def _hybrids_vs_cnn(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each hybrid's risk against the CNN's on ``COVERAGE_GRID``, and whether its AURC is lower."""
+    hybrids = {name: compare_curves(s["curve"], summaries["CNN"]["curve"])
+               for name, s in summaries.items() if name.startswith("hybrid")}
+    for name, comparison in hybrids.items():
+        comparison["aurc_lower_than_cnn"] = summaries[name]["aurc"] < summaries["CNN"]["aurc"]
+    return hybrids
+
+
 def _explanation_picks(result, truth: torch.Tensor, num_in: int, rows: int) -> torch.Tensor:
     """Rows for an explanation figure: MNIST digits (misclassified ones first) then OoD images, evenly spaced."""
     labels = result.labels.cpu()
@@ -494,16 +654,189 @@ def _explanation_picks(result, truth: torch.Tensor, num_in: int, rows: int) -> t
     return torch.tensor(picks[:rows])
 
 
-def _sdim(sdim, x, mnist, truth, ood, percentile: int):
-    from ppl_audit.classifiers.sdim import SDIMDetector, ood_rejection_rate, selective_table
+# --------------------------------------------------------------------------- the report
 
-    detector = SDIMDetector(sdim, percentile=percentile)
-    prediction = sdim.predict(x, percentile)  # one pass: labels, best log-likelihoods and thresholds
-    labels = prediction.labels
-    confidence = -detector.scores_from(prediction)
-    outcome = MethodOutcome("SDIM", labels, confidence,
-                            f"best class log-likelihood minus that class's {ORDINALS[percentile]}-percentile threshold")
-    rows = selective_table(sdim, mnist, truth)
+
+def present(results: SelectiveResults) -> Report:
+    """Turn :func:`evaluate`'s results into the audit's Report: every figure, table, section and warning.
+
+    Parameters
+    ----------
+    results : SelectiveResults
+
+    Returns
+    -------
+    Report
+        Sections ``accuracy``, ``risk_coverage``, then ``synthesis`` (when a synthesis classifier ran) and
+        ``sdim`` (when SDIM ran). ``results`` is left unchanged.
+
+    Examples
+    --------
+    >>> report = present(evaluate(SelectiveAuditSpec(num_in=500), data_dir="/path/to/data"))  # doctest: +SKIP
+    >>> [s.name for s in report.sections]  # doctest: +SKIP
+    ['accuracy', 'risk_coverage', 'synthesis', 'sdim']
+    """
+    start = time.perf_counter()
+    spec = results.spec
+    sections = [_accuracy_section(results), _risk_section(results)]
+    if results.searches:
+        sections.append(_synthesis_section(results))
+    if results.sdim is not None:
+        sections.append(_sdim_section(results.sdim, results.num_out))
+    spec_dict = dataclasses.asdict(spec)
+    metrics = _metrics(results)
+    # the total counts the rendering too, as it did when one function did both
+    timings = {**results.timings, "total_seconds": results.seconds + time.perf_counter() - start}
+    return Report(kind=KIND, title=spec.title, summary=_summary(results), metrics=metrics, sections=sections,
+                  provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+                              "versions": library_versions("numpy", "matplotlib"),
+                              "device": results.device},
+                  timings=timings)
+
+
+def _summary(results: SelectiveResults) -> list[str]:
+    """The report's opening paragraphs: the test set, the CNN, then one line per other classifier."""
+    cnn = results.summaries["CNN"]
+    summary = [f"Test set: {results.num_in} MNIST digits + "
+               + (", ".join(f"{n} {SET_TITLES[s]}" for s, n in results.num_out.items())
+                  or "no out-of-distribution images")
+               + " (out-of-distribution images count as wrong).",
+               f"CNN: lowest attainable risk {cnn['min_risk']:.4f} (at coverage {cnn['coverage_at_min_risk']:.3f}); "
+               f"{cnn['ood_at_max_confidence']} out-of-distribution images get its maximum confidence."]
+    for name, s in results.summaries.items():
+        if name != "CNN":
+            summary.append(f"{name}: MNIST accuracy {100 * s['mnist_accuracy']:.2f}%, AURC {s['aurc']:.5f}, lowest "
+                           f"risk {s['min_risk']:.4f} at coverage {s['coverage_at_min_risk']:.3f}.")
+    return summary
+
+
+def _metrics(results: SelectiveResults) -> dict[str, Any]:
+    """The report's headline metrics (floats of each method's summary rounded to 6 places, curves left out)."""
+    metrics = {"num_in": results.num_in, "num_out": results.num_out,
+               "methods": {name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items()
+                                  if k != "curve"} for name, s in results.summaries.items()},
+               "hybrid_vs_cnn": results.hybrids, "models": results.cards,
+               "latent_search": {s.title: {"seconds": s.seconds, "generator_seconds": s.generator_seconds,
+                                           **{k: round(v, 3) for k, v in s.timings.items()}}
+                                 for s in results.searches.values()}}
+    if results.sdim is not None:
+        metrics["sdim"] = _sdim_metrics(results.sdim)
+    return metrics
+
+
+def _accuracy_section(results: SelectiveResults) -> Section:
+    """MNIST test accuracy of every classifier but the hybrids, beside the paper's and the target."""
+    accuracy_rows = [[name, round(100 * s["mnist_accuracy"], 2), PAPER_ACCURACY.get(name),
+                      TARGET_ACCURACY.get(name)]
+                     for name, s in results.summaries.items() if not name.startswith("hybrid")]
+    return Section("accuracy", "MNIST test accuracy", tables=[Table(
+        "accuracy", "Accuracy on the MNIST test digits alone (%)",
+        ["classifier", "accuracy (%)", "paper (%)", "target (%)"], accuracy_rows)],
+        paragraphs=[f"{o.name}: {o.note}." for o in results.outcomes if o.note])
+
+
+def _risk_section(results: SelectiveResults) -> Section:
+    """Risk-coverage: the AURC table, the curves' figure, each hybrid against the CNN and its warnings."""
+    summaries = results.summaries
+    rc_rows = [[name, round(s["aurc"], 5), round(s["min_risk"], 5), round(s["coverage_at_min_risk"], 4),
+                round(s["risk_at_full_coverage"], 4), s["inputs_at_max_confidence"], s["ood_at_max_confidence"]]
+               for name, s in summaries.items()]
+    curves = {name: _thin(s["curve"]["coverage"], s["curve"]["risk"]) for name, s in summaries.items()}
+    rc_figure = figures.xy_plot(
+        "risk_coverage", "Risk-coverage curves (Wang et al., Figures 8 and 9a)",
+        "Each classifier keeps its most confident inputs; coverage = share kept, risk = share of kept inputs "
+        "that are wrong (out-of-distribution images are always wrong). Tied confidences are never split.",
+        curves, xlabel="coverage", ylabel="risk")
+    return Section(
+        "risk_coverage", "Risk-coverage on MNIST mixed with out-of-distribution images",
+        paragraphs=[f"Test set: {results.num_in} MNIST test digits and "
+                    + (", ".join(f"{n} {SET_TITLES[s]} images" for s, n in results.num_out.items())
+                       or "no OoD images")
+                    + "; out-of-distribution images count as wrong whatever label they get.",
+                    "Lowest risk is the lowest a confidence threshold attains, at the largest coverage that attains "
+                    "it; 'at max confidence' counts the inputs that share the classifier's highest confidence "
+                    "(a threshold cannot separate them)."],
+        tables=[Table("risk_coverage", "AURC and lowest attainable risk per classifier",
+                      ["classifier", "AURC", "lowest risk", "coverage at lowest risk", "risk at full coverage",
+                       "inputs at max confidence", "OoD at max confidence"], rc_rows),
+                _hybrid_table(results)],
+        figures=[rc_figure], warnings=_hybrid_warnings(results))
+
+
+def _hybrid_table(results: SelectiveResults) -> Table:
+    """The risk of the CNN and of each hybrid on ``COVERAGE_GRID``."""
+    cnn_curve, hybrids = results.summaries["CNN"]["curve"], results.hybrids
+    return Table(
+        "hybrid_vs_cnn", "Risk of each hybrid and of the CNN on a grid of coverages",
+        ["coverage", "CNN", *hybrids],
+        [[c, round(risk_at(cnn_curve, c), 5), *(round(h["candidate"][i], 5) for h in hybrids.values())]
+         for i, c in enumerate(COVERAGE_GRID)])
+
+
+def _hybrid_warnings(results: SelectiveResults) -> list[str]:
+    """A warning for each hybrid that is above the CNN somewhere on the grid or whose AURC is not lower."""
+    summaries = results.summaries
+    return [f"{name}: above the CNN at coverages {comparison['above']}; AURC "
+            f"{summaries[name]['aurc']:.5f} against the CNN's {summaries['CNN']['aurc']:.5f}"
+            for name, comparison in results.hybrids.items()
+            if comparison["above"] or not comparison["aurc_lower_than_cnn"]]
+
+
+def _synthesis_section(results: SelectiveResults) -> Section:
+    """The latent search's settings and cost, and each synthesis classifier's explanation figure."""
+    return Section(
+        "synthesis", "Classification by synthesis: explanations and the latent search",
+        paragraphs=[
+            "Latent search: each class's prior draws (shared by all images) give every (image, class) its "
+            "Monte Carlo start, the encoder mean replaces it where a VAE's is closer, then Adam steps run on "
+            "every image and class at once, latents kept in the ball around 0 holding the stated share of each "
+            "class prior's mass.",
+            "Refinement (where on): the contested images, whose two closest classes lie within the stated ratio, "
+            "are searched again, every class alike, with more draws and steps and other draws at each restart; "
+            "every (image, class) keeps its best distance. Generations per second count the Adam steps' "
+            "generations, the refinement's included."],
+        tables=[Table("latent_search", "Latent search settings and cost",
+                      ["generators", "images", "classes", "latent dim", "prior draws", "encoder start",
+                       "Adam steps", "learning rate", "prior mass", "refinement", "seconds",
+                       "in generator passes (s)", "in generator passes (%)", "generations per second"],
+                      [_search_row(s) for s in results.searches.values()])],
+        figures=[_explanation_figure(s, results.class_names) for s in results.searches.values()])
+
+
+def _explanation_figure(search: SynthesisSearch, class_names):
+    """One synthesis classifier's explanation figure (the paper's Figure 6)."""
+    from ppl_audit.classifiers.synthesis import explanation_figure
+
+    rows = search.explanation
+    return explanation_figure(rows.images, rows.generations, rows.distances, class_names=class_names,
+                              true_labels=list(rows.true_labels), name=f"explanation_{search.key}",
+                              title=f"{search.title} synthesis: each class's closest generation (L2 distance)")
+
+
+def _search_row(search: SynthesisSearch) -> list:
+    """One row of the latent-search table: the settings one kind of generator was searched with, and the cost."""
+    config, classes, seconds = search.config, search.num_classes, search.seconds
+    refined = int(search.timings.get("refined_images", 0))
+    generations = (search.num_images * classes * (config.steps + 1)
+                   + refined * classes * config.refine_restarts * (config.refine_steps + 1))
+    refinement = (f"{refined} contested (ratio {config.refine_ratio}) x {config.refine_restarts} restarts of "
+                  f"{config.refine_draws} draws, {config.refine_steps} steps, lr {config.refine_learning_rate}"
+                  if config.refine_restarts else "off")
+    return [search.title, search.num_images, classes, search.latent_dim, config.draws,
+            "yes" if search.encoder_start else "no", config.steps,
+            config.learning_rate, "none" if config.prior_mass is None else config.prior_mass, refinement,
+            round(seconds, 1), round(search.generator_seconds, 1),
+            round(100 * search.generator_seconds / max(seconds, 1e-9), 1),
+            round(generations / max(seconds, 1e-9))]
+
+
+def _sdim_metrics(sdim: SDIMResults) -> dict[str, Any]:
+    """SDIM's tables as the report's metrics (fractions, not percentages)."""
+    return {"table_2": sdim.table_2, "table_3": sdim.table_3}
+
+
+def _sdim_section(sdim: SDIMResults, num_out: dict[str, int]) -> Section:
+    """SDIM's Table 2 (accuracy on what it keeps) and, with OoD sets, Table 3 (share of them rejected)."""
     table_2 = Table("sdim_table_2", "SDIM on MNIST test: accuracy on what is kept at per-class thresholds "
                     "(the SDIM paper's Table 2)",
                     ["threshold percentile", "accuracy on all (%)", "accuracy on kept (%)", "rejection rate (%)",
@@ -512,25 +845,20 @@ def _sdim(sdim, x, mnist, truth, ood, percentile: int):
                       None if r["accuracy_kept"] is None else round(100 * r["accuracy_kept"], 3),
                       round(100 * r["rejection_rate"], 3),
                       PAPER_SDIM_TABLE_2.get(r["percentile"], {}).get("kept_accuracy"),
-                      PAPER_SDIM_TABLE_2.get(r["percentile"], {}).get("rejection_rate")] for r in rows])
-    table_3_rows, table_3 = [], {}
-    for name, images in ood.items():
-        rates = {f"percentile_{p}": ood_rejection_rate(sdim, images.to(x.device), p) for p in (1, 2)}
-        table_3[name] = rates
-        table_3_rows.append([SET_TITLES[name], len(images), round(100 * rates["percentile_1"], 2),
-                             round(100 * rates["percentile_2"], 2)])
+                      PAPER_SDIM_TABLE_2.get(r["percentile"], {}).get("rejection_rate")] for r in sdim.table_2])
+    table_3_rows = [[SET_TITLES[name], num_out[name], round(100 * rates["percentile_1"], 2),
+                     round(100 * rates["percentile_2"], 2)] for name, rates in sdim.table_3.items()]
     tables = [table_2]
     if table_3_rows:
         tables.append(Table("sdim_table_3", "SDIM: share of out-of-distribution images rejected (the paper's Table 3)",
                             ["dataset", "images", "rejected at 1st percentile (%)", "rejected at 2nd percentile (%)"],
                             table_3_rows))
-    section = Section("sdim", "SDIM: rejection by class-conditional likelihood thresholds",
-                      paragraphs=["Thresholds are the 1st and 2nd percentiles of the class-conditional "
-                                  "log-likelihoods of correctly classified training images of each class; an "
-                                  "input is rejected when its best class log-likelihood is below that class's "
-                                  "threshold."],
-                      tables=tables, metrics={"table_2": rows, "table_3": table_3})
-    return outcome, section
+    return Section("sdim", "SDIM: rejection by class-conditional likelihood thresholds",
+                   paragraphs=["Thresholds are the 1st and 2nd percentiles of the class-conditional "
+                               "log-likelihoods of correctly classified training images of each class; an "
+                               "input is rejected when its best class log-likelihood is below that class's "
+                               "threshold."],
+                   tables=tables, metrics=_sdim_metrics(sdim))
 
 
 def _thin(xs, ys, max_points: int = MAX_CURVE_POINTS):
@@ -541,73 +869,6 @@ def _thin(xs, ys, max_points: int = MAX_CURVE_POINTS):
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
-def _search_row(title: str, config, result, generators) -> list:
-    """One row of the latent-search table: the settings one kind of generator was searched with, and the cost."""
-    classes = generators.num_members
-    refined = int(result.timings.get("refined_images", 0))
-    generations = (len(result) * classes * (config.steps + 1)
-                   + refined * classes * config.refine_restarts * (config.refine_steps + 1))
-    encoder = "yes" if config.use_encoder and hasattr(generators, "encode") else "no"
-    refinement = (f"{refined} contested (ratio {config.refine_ratio}) x {config.refine_restarts} restarts of "
-                  f"{config.refine_draws} draws, {config.refine_steps} steps, lr {config.refine_learning_rate}"
-                  if config.refine_restarts else "off")
-    return [title, len(result), classes, generators.latent_dim, config.draws, encoder, config.steps,
-            config.learning_rate, "none" if config.prior_mass is None else config.prior_mass, refinement,
-            round(result.seconds, 1), round(result.generator_seconds, 1),
-            round(100 * result.generator_seconds / max(result.seconds, 1e-9), 1),
-            round(generations / max(result.seconds, 1e-9))]
-
-
-def _sections(spec, outcomes, summaries, num_in, num_out, search_rows, explanation_figures) -> list[Section]:
-    accuracy_rows = [[name, round(100 * s["mnist_accuracy"], 2), PAPER_ACCURACY.get(name),
-                      TARGET_ACCURACY.get(name)]
-                     for name, s in summaries.items() if not name.startswith("hybrid")]
-    accuracy = Section("accuracy", "MNIST test accuracy", tables=[Table(
-        "accuracy", "Accuracy on the MNIST test digits alone (%)",
-        ["classifier", "accuracy (%)", "paper (%)", "target (%)"], accuracy_rows)],
-        paragraphs=[f"{o.name}: {o.note}." for o in outcomes if o.note])
-    rc_rows = [[name, round(s["aurc"], 5), round(s["min_risk"], 5), round(s["coverage_at_min_risk"], 4),
-                round(s["risk_at_full_coverage"], 4), s["inputs_at_max_confidence"], s["ood_at_max_confidence"]]
-               for name, s in summaries.items()]
-    curves = {name: _thin(s["curve"]["coverage"], s["curve"]["risk"]) for name, s in summaries.items()}
-    rc_figure = figures.xy_plot(
-        "risk_coverage", "Risk-coverage curves (Wang et al., Figures 8 and 9a)",
-        "Each classifier keeps its most confident inputs; coverage = share kept, risk = share of kept inputs "
-        "that are wrong (out-of-distribution images are always wrong). Tied confidences are never split.",
-        curves, xlabel="coverage", ylabel="risk")
-    risk = Section(
-        "risk_coverage", "Risk-coverage on MNIST mixed with out-of-distribution images",
-        paragraphs=[f"Test set: {num_in} MNIST test digits and "
-                    + (", ".join(f"{n} {SET_TITLES[s]} images" for s, n in num_out.items()) or "no OoD images")
-                    + "; out-of-distribution images count as wrong whatever label they get.",
-                    "Lowest risk is the lowest a confidence threshold attains, at the largest coverage that attains "
-                    "it; 'at max confidence' counts the inputs that share the classifier's highest confidence "
-                    "(a threshold cannot separate them)."],
-        tables=[Table("risk_coverage", "AURC and lowest attainable risk per classifier",
-                      ["classifier", "AURC", "lowest risk", "coverage at lowest risk", "risk at full coverage",
-                       "inputs at max confidence", "OoD at max confidence"], rc_rows)],
-        figures=[rc_figure])
-    sections = [accuracy, risk]
-    if search_rows:
-        sections.append(Section(
-            "synthesis", "Classification by synthesis: explanations and the latent search",
-            paragraphs=[
-                "Latent search: each class's prior draws (shared by all images) give every (image, class) its "
-                "Monte Carlo start, the encoder mean replaces it where a VAE's is closer, then Adam steps run on "
-                "every image and class at once, latents kept in the ball around 0 holding the stated share of each "
-                "class prior's mass.",
-                "Refinement (where on): the contested images, whose two closest classes lie within the stated ratio, "
-                "are searched again, every class alike, with more draws and steps and other draws at each restart; "
-                "every (image, class) keeps its best distance. Generations per second count the Adam steps' "
-                "generations, the refinement's included."],
-            tables=[Table("latent_search", "Latent search settings and cost",
-                          ["generators", "images", "classes", "latent dim", "prior draws", "encoder start",
-                           "Adam steps", "learning rate", "prior mass", "refinement", "seconds",
-                           "in generator passes (s)", "in generator passes (%)", "generations per second"],
-                          search_rows)],
-            figures=explanation_figures))
-    return sections
-
-
-__all__ = ["KIND", "MethodOutcome", "SelectiveAuditSpec", "compare_curves", "risk_at", "run", "spec_from_toml",
+__all__ = ["KIND", "Explanation", "MethodOutcome", "SDIMResults", "SelectiveAuditSpec", "SelectiveResults",
+           "SynthesisSearch", "compare_curves", "evaluate", "present", "risk_at", "run", "spec_from_toml",
            "summarise"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,7 +120,8 @@ def test_bad_audit_file_is_an_audit_file_error(tmp_path):
         load_audit_file(path)
 
 
-def test_audit_file_smoke_run_with_tiny_models(tiny_mnist_model, mnist_fixture_dir, tmp_path):
+def _tiny_audit(tiny_mnist_model, mnist_fixture_dir):
+    """``(spec, seed, classifier, gwin, data)``: the audit file with tiny sizes, a tiny BNN, an untrained GWIN."""
     from ppl_audit.generative.gwin import GWIN
 
     _, spec, seed = load_audit_file(GWIN_FILE)
@@ -130,6 +132,11 @@ def test_audit_file_smoke_run_with_tiny_models(tiny_mnist_model, mnist_fixture_d
     torch.manual_seed(0)
     untrained = SimpleNamespace(module=GWIN(noise_dim=4, channels=4, critic_channels=4).eval())
     data = load_dataset("mnist", "test", data_dir=mnist_fixture_dir)
+    return spec, seed, classifier, untrained, data
+
+
+def test_audit_file_smoke_run_with_tiny_models(tiny_mnist_model, mnist_fixture_dir, tmp_path):
+    spec, seed, classifier, untrained, data = _tiny_audit(tiny_mnist_model, mnist_fixture_dir)
     report = gwin_audit.run(spec, seed=seed, classifier=classifier, gwin=untrained,
                             images=(data.images, data.labels))
     table = report.sections[0].tables[0]
@@ -144,6 +151,34 @@ def test_audit_file_smoke_run_with_tiny_models(tiny_mnist_model, mnist_fixture_d
     again = gwin_audit.run(spec, seed=seed, classifier=classifier, gwin=untrained, images=(data.images, data.labels))
     assert again.metrics == report.metrics  # same seed, same numbers
     assert_pinned("gwin-tiny", out / "report.json")
+
+
+def test_evaluate_gives_the_numbers_and_present_the_report_of_run(tiny_mnist_model, mnist_fixture_dir):
+    """The tiny audit's numbers without rendering; rendering them gives run's report.json byte for byte."""
+    from ppl_audit.report import Figure, Report, Section, Table
+    from ppl_audit.report.writers import report_to_json_bytes
+
+    spec, seed, classifier, untrained, data = _tiny_audit(tiny_mnist_model, mnist_fixture_dir)
+    kwargs = dict(seed=seed, classifier=classifier, gwin=untrained, images=(data.images, data.labels))
+    results = gwin_audit.evaluate(spec, **kwargs)
+    assert isinstance(results, gwin_audit.GwinResults)
+    for field in dataclasses.fields(results):
+        assert not isinstance(getattr(results, field.name), (Report, Section, Table, Figure)), field.name
+    out = results.outcomes
+    assert results.num_images == 100 and out.taus == spec.taus and out.rejected.shape == (2, 6)
+    assert results.rows == summarise(out)
+    assert [row["tau"] for row in results.rows] == list(spec.taus)
+    assert results.bnn_accuracy_percent == pytest.approx(100 * out.base_accuracy.mean())
+    assert np.all(np.diff(out.rejected, axis=1) >= 0)  # a larger tau rejects a superset
+    # Accuracy on every input: the BNN's, with the rejected share's accuracy swapped for BNN+GWIN's.
+    swapped = out.base_accuracy[:, None] + out.rejected * np.nan_to_num(out.gwin_accuracy - out.bnn_accuracy)
+    np.testing.assert_allclose(out.pipeline_accuracy, swapped, atol=1e-6)
+    assert len(out.certainty_before) == len(out.certainty_after) == round(100 * out.rejected[0, 2])  # tau = 0.8
+    assert results.classifier_training.card == "mnist-bayesian-lenet5" and results.gwin_training is None
+    assert not any(isinstance(v, (list, dict)) for v in results.classifier_training.metrics.values())
+    rendered = report_to_json_bytes(gwin_audit.present(results))
+    assert report_to_json_bytes(gwin_audit.present(results)) == rendered  # present leaves its input as it was
+    assert report_to_json_bytes(gwin_audit.run(spec, **kwargs)) == rendered
 
 
 def test_cli_refuses_a_bad_gwin_audit_file_with_exit_status_2(tmp_path, capsys):

@@ -17,7 +17,7 @@ from ppl_audit.audits import AUDIT_KINDS, levelset, load_audit_file
 from ppl_audit.audits.levelset import LevelSetAuditSpec, TargetSpec
 from ppl_audit.audits.spec import spec_hash
 from ppl_audit.errors import AuditFileError, InvalidInputError
-from ppl_audit.report import Report, write_report
+from ppl_audit.report import Figure, Report, Section, Table, write_report
 from tests.report_pins import assert_pinned
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,6 +157,51 @@ def test_same_seed_gives_byte_identical_report_json(two_target_report, tiny_clas
     ta = two_target_report.metrics["worlds"]["house-rocket"]["targets"]["ambiguous"]
     tc = other.metrics["worlds"]["house-rocket"]["targets"]["ambiguous"]
     assert (ta["delta"], ta["mean_confidence"]) != (tc["delta"], tc["mean_confidence"])
+
+
+def test_evaluate_measures_without_drawing_and_present_gives_runs_report(two_target_report, tiny_classifier,
+                                                                        tmp_path):
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("evaluate drew a figure")
+
+    # evaluate must not draw: with the figure module and ArviZ's plots gone it still runs.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(levelset, "figures", None)
+        mp.setattr(levelset.diagnostics, "trace_and_rank_png", no_drawing)
+        results = levelset.evaluate(_two_target_spec(), seed=0, classifier=tiny_classifier)
+    assert isinstance(results, levelset.LevelSetResults)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        results.seed = 1
+    assert (results.spec, results.seed, results.device) == (_two_target_spec(), 0, "cpu")
+    assert results.classifier_info["class_names"] == ["rocket", "house"]
+    assert [w.name for w in results.worlds] == ["house-rocket"]
+    world = results.worlds[0]
+    assert world.latent_names == ("w", "h", "t")
+    assert world.prior_latents.shape == (TINY["num_prior_samples"], 3)
+    assert world.prior_probs.shape == (TINY["num_prior_samples"], 2)
+    assert world.yield_prior_draws == FAST_YIELD_DRAWS
+    assert world.prior_yield >= 0
+    assert tuple(t.target for t in world.targets) == TWO_TARGETS
+    for result in world.targets:
+        assert result.samples.latents.shape == (TINY["num_samples"], 3)
+        assert result.metrics["num_samples"] == TINY["num_samples"]
+        assert 0 <= result.metrics["delta"] <= 1
+        assert "ambiguous_yield_vs_prior" in result.metrics
+    for record in (results, world, *world.targets):  # data only: nothing drawn is kept
+        for f in dataclasses.fields(record):
+            assert not isinstance(getattr(record, f.name), (Figure, Section, Table, Report)), f.name
+    # Same seed, same numbers as run's report: evaluate is run's sampling.
+    world_json = two_target_report.metrics["worlds"]["house-rocket"]
+    assert world.prior_yield == world_json["prior_ambiguous_per_1000_evaluations"]
+    for result in world.targets:
+        entry = world_json["targets"][result.target.name]
+        assert json.dumps({k: entry[k] for k in result.metrics}) == json.dumps(result.metrics)
+    # present(evaluate(...)) is run(...): the same report.json, byte for byte.
+    report = levelset.present(results)
+    assert set(report.timings) == set(two_target_report.timings)
+    a = (write_report(two_target_report, tmp_path / "run") / "report.json").read_bytes()
+    b = (write_report(report, tmp_path / "present") / "report.json").read_bytes()
+    assert a == b
 
 
 def test_circle_world_runs_with_six_latents(tiny_classifier):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ppl_audit.data import DataFileError, DataNotFoundError, load_dataset
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.generative.gan_ensemble import GANEnsemble
 from ppl_audit.generative.vae_ensemble import VAEEnsemble
-from ppl_audit.report import write_report
+from ppl_audit.report import Figure, Report, Section, Table, write_report
 from tests.report_pins import assert_pinned
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,12 +111,18 @@ def test_unknown_audit_key_is_an_audit_file_error(tmp_path):
         load_audit_file(path)
 
 
-def test_tiny_audit_runs_every_row_and_column(tiny_models, mnist, tmp_path):
+def _tiny_audit(mnist):
+    """``(spec, seed, images)`` of the audit file with tiny sizes, stand-ins for the real OoD sets."""
     _, spec, seed = load_audit_file(OOD_FILE)
     spec = OodAuditSpec(**{**spec.__dict__, "num_out": 20, "iwae_samples": 2, "adversarial_steps": 2,
                            "device": "cpu"})
     stand_ins = {"mnist": mnist, "omniglot": 1 - mnist[:20], "notmnist": mnist[20:40].transpose(2, 3),
                  "fashion-mnist": torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(7))}  # seeded: its report is pinned
+    return spec, seed, stand_ins
+
+
+def test_tiny_audit_runs_every_row_and_column(tiny_models, mnist, tmp_path):
+    spec, seed, stand_ins = _tiny_audit(mnist)
     report = ood_audit.run(spec, seed=seed, models=tiny_models, images=stand_ins)
     auroc = report.sections[0].tables[0]
     assert auroc.columns[1:7] == ["D", "Var(D)", "rate", "log p", "WAIC", "WAIC (beta = 0.1)"]
@@ -145,6 +152,51 @@ def test_tiny_audit_runs_every_row_and_column(tiny_models, mnist, tmp_path):
     assert again.metrics == report.metrics  # same seed, same numbers
     assert_pinned("ood-tiny", out / "report.json")
     assert "flips_by_class" not in report.metrics  # no labels given for the digits: no split
+
+
+def _holds_rendering(value) -> bool:
+    """Whether a Report, Section, Table or Figure sits anywhere inside ``value``."""
+    if isinstance(value, (Report, Section, Table, Figure)):
+        return True
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    return isinstance(value, (list, tuple)) and any(_holds_rendering(v) for v in value)
+
+
+def test_evaluate_gives_the_numbers_and_present_the_report_of_run(tiny_models, mnist):
+    """The tiny audit's numbers without rendering; rendering them gives run's report.json byte for byte."""
+    from ppl_audit.metrics import ood_metrics
+    from ppl_audit.report.writers import report_to_json_bytes
+
+    spec, seed, stand_ins = _tiny_audit(mnist)
+    results = ood_audit.evaluate(spec, seed=seed, models=tiny_models, images=stand_ins)
+    assert isinstance(results, ood_audit.OodResults) and not _holds_rendering(results)
+    assert results.columns == ("D", "Var(D)", "rate", "log p", "WAIC", "WAIC (beta = 0.1)")
+    assert list(results.images) == ["mnist", *ROWS] and results.num_in == 100
+    assert all(len(results.images[row]) == 20 for row in ROWS)
+    scorer = EnsembleScorer(tiny_models["vae"], beta_vae=tiny_models["beta_vae"], gan=tiny_models["gan"],
+                            iwae_samples=2, seed=seed)
+    direct, _ = scorer.score(mnist)  # the audit scores with the seed's importance draws
+    for column in results.columns:
+        torch.testing.assert_close(results.scores["mnist"][column], direct[column])
+    for row in ROWS:
+        entry, metrics = results.rows[row], results.metrics[row]
+        best = max(results.columns, key=lambda c: metrics[c]["auroc"])
+        assert entry["best_column"] == best and entry["num_images"] == 20
+        assert entry["best_auroc_percent"] == round(100 * metrics[best]["auroc"], 2)
+        assert entry["at_or_above_paper"] == (entry["best_auroc_percent"] >= ood_audit.PAPER_BEST_AUROC[row])
+        assert metrics["WAIC"]["auroc"] == ood_metrics(results.scores["mnist"]["WAIC"],
+                                                       results.scores[row]["WAIC"])["auroc"]
+        assert results.least_flagged[row] == {"column": best, "images": ood_audit.least_flagged(
+            results.scores["mnist"][best], results.scores[row][best])}
+    ic = results.information_criteria
+    assert list(ic) == ["mnist", *ROWS] and ic["mnist"]["num_members"] == 2 and ic["omniglot"]["num_inputs"] == 20
+    assert results.flips_by_class == {}  # no labels given for the digits
+    rendered = report_to_json_bytes(ood_audit.present(results))
+    assert report_to_json_bytes(ood_audit.present(results)) == rendered  # present leaves its input as it was
+    assert report_to_json_bytes(ood_audit.run(spec, seed=seed, models=tiny_models, images=stand_ins)) == rendered
 
 
 class _SortedBrightness(_Brightness):

@@ -17,7 +17,7 @@ from ppl_audit.data import load_dataset
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.generative.class_generators import ClassGAN
 from ppl_audit.generative.vae_ensemble import VAEEnsemble
-from ppl_audit.report import write_report
+from ppl_audit.report import Figure, Report, Section, write_report
 from tests.report_pins import assert_pinned
 
 # The latent search records its seconds among the report's metrics and in a table; the pin leaves them out.
@@ -156,6 +156,83 @@ def test_tiny_run_is_seeded_and_reports_every_method(mnist_fixture_dir, mnist_cl
     assert_pinned("selective-tiny", out / "report.json", timing_keys=LATENT_SEARCH_TIMINGS)
     assert {f["name"] for s in saved["sections"] for f in s["figures"]} >= {
         "risk_coverage", "explanation_class_vae", "explanation_class_gan"}
+
+
+def _rendered_objects(value) -> list:
+    """Every Figure, Section or Report inside ``value`` (dataclasses, dicts, lists and tuples walked)."""
+    if isinstance(value, (Figure, Section, Report)):
+        return [value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [found for item in value for found in _rendered_objects(item)]
+    return []
+
+
+def test_evaluate_measures_without_rendering_and_present_renders_what_run_does(
+        mnist_fixture_dir, mnist_classifier, tmp_path, monkeypatch):
+    from ppl_audit.classifiers import synthesis
+    from ppl_audit.report import figures
+    from tests.report_pins import _without
+
+    test = load_dataset("mnist", "test", data_dir=mnist_fixture_dir)
+    models = {"cnn": mnist_classifier, "class_vae": VAEEnsemble(10, 2, (16,), seed=0).eval(),
+              "class_gan": ClassGAN(10, 3, (8,), (8,), seed=0).eval(), "train": (test.images, test.labels)}
+    omniglot = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(7)) ** 4
+    images = {"mnist": (test.images[:40], test.labels[:40]), "omniglot": omniglot}
+    spec = SelectiveAuditSpec(sdim="", ood_sets=("omniglot",), draws=16, steps=3, explanations=4, device="cpu")
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("evaluate rendered a figure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(figures, "xy_plot", no_rendering)
+        patch.setattr(synthesis, "explanation_figure", no_rendering)
+        results = selective.evaluate(spec, seed=3, models=models, images=dict(images))
+    assert isinstance(results, selective.SelectiveResults) and _rendered_objects(results) == []
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        results.seed = 4
+    assert (results.seed, results.device, results.num_in, results.num_out) == (3, "cpu", 40, {"omniglot": 10})
+    assert [o.name for o in results.outcomes] == [
+        "CNN", "VAE synthesis", "hybrid (VAE confidence, CNN label)", "GAN synthesis",
+        "hybrid (GAN confidence, CNN label)", "1-NN"]
+    assert all(o.labels.shape == o.confidence.shape == (50,) for o in results.outcomes)
+    by_name = {o.name: o for o in results.outcomes}
+    for title in ("VAE", "GAN"):  # a hybrid: the CNN's labels, its synthesis classifier's confidence
+        hybrid = by_name[f"hybrid ({title} confidence, CNN label)"]
+        assert torch.equal(hybrid.labels, by_name["CNN"].labels)
+        assert torch.equal(hybrid.confidence, by_name[f"{title} synthesis"].confidence)
+    truth = test.labels[:40]
+    cnn_accuracy = float((mnist_classifier.probs(test.images[:40]).argmax(1) == truth).double().mean())
+    assert results.summaries["CNN"]["mnist_accuracy"] == pytest.approx(cnn_accuracy)
+    assert results.summaries["1-NN"]["mnist_accuracy"] == 1.0  # the 40 digits are in its training set
+    for outcome in results.outcomes:
+        assert results.summaries[outcome.name] == summarise(outcome, truth, 40)
+    cnn_curve = results.summaries["CNN"]["curve"]
+    assert set(results.hybrids) == {"hybrid (VAE confidence, CNN label)", "hybrid (GAN confidence, CNN label)"}
+    for name, comparison in results.hybrids.items():
+        assert comparison["baseline"] == [risk_at(cnn_curve, c) for c in selective.COVERAGE_GRID]
+        assert comparison["aurc_lower_than_cnn"] == (results.summaries[name]["aurc"]
+                                                     < results.summaries["CNN"]["aurc"])
+    assert list(results.searches) == ["class_vae", "class_gan"] and results.sdim is None
+    for search in results.searches.values():
+        assert (search.num_images, search.num_classes, search.config.draws, search.config.seed) == (50, 10, 16, 3)
+        rows = search.explanation  # 4 rows: 2 MNIST digits, then 2 out-of-distribution images
+        assert rows.generations.shape == (4, 10, 1, 28, 28) and rows.distances.shape == (4, 10)
+        assert [label is None for label in rows.true_labels] == [False, False, True, True]
+    assert list(results.timings) == ["models_seconds", "cnn_seconds", "class_vae_search_seconds",
+                                     "class_gan_search_seconds", "nearest_neighbour_seconds"]
+
+    # present renders; it leaves the results as they were, and gives the report run gives
+    presented = write_report(selective.present(results), tmp_path / "presented")
+    again = write_report(selective.present(results), tmp_path / "again")
+    assert (presented / "report.json").read_bytes() == (again / "report.json").read_bytes()
+    ran = write_report(selective.run(spec, seed=3, models=models, images=dict(images)), tmp_path / "ran")
+    assert (_without(json.loads((presented / "report.json").read_text()), LATENT_SEARCH_TIMINGS)
+            == _without(json.loads((ran / "report.json").read_text()), LATENT_SEARCH_TIMINGS))
+    assert_pinned("selective-tiny", presented / "report.json", timing_keys=LATENT_SEARCH_TIMINGS)
 
 
 def test_refinement_for_one_kind_of_generator_reaches_the_report(mnist_fixture_dir, mnist_classifier):
