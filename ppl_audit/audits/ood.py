@@ -36,7 +36,7 @@ from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
-from ppl_audit.training import is_positive_int
+from ppl_audit.validators import is_positive_int
 
 KIND = "ood"
 DATASET_ROWS = ("omniglot", "notmnist", "fashion-mnist")  # real out-of-distribution image sets

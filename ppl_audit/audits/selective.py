@@ -44,7 +44,7 @@ from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
-from ppl_audit.training import is_positive_int
+from ppl_audit.validators import is_positive_int
 
 KIND = "selective"
 OOD_SETS = ("omniglot", "notmnist", "fashion-mnist")  # out-of-distribution sets the data folder offers
@@ -333,7 +333,8 @@ def run(
     >>> report = run(SelectiveAuditSpec(num_in=500), data_dir="/path/to/data")  # doctest: +SKIP
     """
     from ppl_audit.classifiers.nearest_neighbour import NearestNeighbourClassifier
-    from ppl_audit.classifiers.synthesis import SynthesisClassifier, explanation_figure
+    from ppl_audit.classifiers.synthesis import SynthesisClassifier
+    from ppl_audit.report.figures import explanation_figure
     from ppl_audit.detectors.baselines import MaxSoftmaxDetector, NearestNeighbourDetector
     from ppl_audit.detectors.synthesis import SynthesisDetector
 
@@ -495,7 +496,8 @@ def _explanation_picks(result, truth: torch.Tensor, num_in: int, rows: int) -> t
 
 
 def _sdim(sdim, x, mnist, truth, ood, percentile: int):
-    from ppl_audit.classifiers.sdim import SDIMDetector, ood_rejection_rate, selective_table
+    from ppl_audit.classifiers.sdim import ood_rejection_rate, selective_table
+    from ppl_audit.detectors.sdim import SDIMDetector
 
     detector = SDIMDetector(sdim, percentile=percentile)
     prediction = sdim.predict(x, percentile)  # one pass: labels, best log-likelihoods and thresholds
