@@ -10,12 +10,11 @@ Examples
 >>> res = ppl_audit.sample_level_set(world, classifier, [0.5, 0.5], concentration=10)  # doctest: +SKIP
 """
 
+from ppl_audit._version import __version__
 from ppl_audit.classifiers import CallableClassifier, Classifier, TorchClassifier, load_house_rocket_classifier
 from ppl_audit.levelset import LevelSet
 from ppl_audit.priors import HouseRocketWorld, Prior, make_world
 from ppl_audit.sampling import LevelSetResult, sample_level_set
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CallableClassifier",

@@ -51,3 +51,9 @@ def _check_supported(resolved: torch.device, asked) -> torch.device:
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise InvalidInputError(f"device={str(asked)!r}: there are only {torch.cuda.device_count()} CUDA devices")
     return resolved
+
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "resolve_device",
+]

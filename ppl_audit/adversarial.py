@@ -119,3 +119,9 @@ def fgsm_from_noise(
             raise ModelOutputError(f"log_likelihood_fn has a NaN or inf gradient at FGSM step {step + 1}")
         x = (x.detach() + epsilon * grad.sign()).clamp_(0.0, 1.0)
     return x.detach()
+
+
+__all__ = [
+    "IMAGE_SHAPE",
+    "fgsm_from_noise",
+]

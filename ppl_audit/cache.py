@@ -183,3 +183,16 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"weights file {path} cannot be read as safetensors: {exc}") from exc
     return tensors, info
+
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_CACHE",
+    "FRACTION_METRIC_WORDS",
+    "cache_dir",
+    "check_finite_weights",
+    "check_sidecar_info",
+    "clean_stale_temporaries",
+    "load_weights",
+    "save_weights",
+]

@@ -241,3 +241,17 @@ def load_card(name_or_path: str | os.PathLike) -> ModelCard:
     if text is None:
         raise AuditFileError(f"no model card named {str(name_or_path)!r} (looked in {CARD_PACKAGE} and ./models)")
     return parse_card(text, source=f"{name_or_path}.toml")
+
+
+__all__ = [
+    "CARD_PACKAGE",
+    "CARD_TABLES",
+    "REQUIRED_TABLES",
+    "TRAINER_VERSIONS",
+    "ModelCard",
+    "check_expected_table",
+    "load_card",
+    "loads_toml",
+    "parse_card",
+    "read_toml_text",
+]

@@ -327,3 +327,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+__all__ = [
+    "DEFAULT_DEMO_OUT",
+    "DEFAULT_TRAIN_OUT",
+    "EXIT_USAGE",
+    "FORCE_HELP",
+    "build_parser",
+    "main",
+]

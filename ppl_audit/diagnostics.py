@@ -530,3 +530,33 @@ def ensemble_waic_loo(log_lik, *, pointwise: bool = False) -> dict[str, Any]:
         out["elpd_loo_i"] = [float(v) for v in np.ravel(loo["loo_i"].values)]
         out["pareto_k"] = [float(v) for v in pareto_k]
     return out
+
+
+__all__ = [
+    "ENSEMBLE_INPUT_DIM",
+    "ENSEMBLE_LOG_LIK_VAR",
+    "ENSEMBLE_MIN_MEMBERS",
+    "ESS_THRESHOLD",
+    "HARMLESS_ARVIZ_LOG",
+    "LATENT_DIM",
+    "LATENT_VAR",
+    "LOG_EVIDENCE_SD_THRESHOLD",
+    "MIN_DISTINCT_SHARE",
+    "MIN_FINAL_ACCEPTANCE",
+    "NESTED_RHAT_THRESHOLD",
+    "PARETO_K_THRESHOLD",
+    "RHAT_THRESHOLD",
+    "TAIL_QUANTILES",
+    "arviz_version",
+    "convergence_verdict",
+    "ensemble_waic_loo",
+    "load_netcdf",
+    "nested_rhat",
+    "save_netcdf",
+    "smc_checks",
+    "summarize",
+    "superchain_ess",
+    "superchain_tail_ess",
+    "to_inference_data",
+    "trace_and_rank_png",
+]

@@ -29,3 +29,13 @@ class WeightsError(PplAuditError, RuntimeError):
 
 class TrainingError(WeightsError):
     """Training ended with a model that must not be cached: a metric outside the card's ``[expected]`` bounds."""
+
+
+__all__ = [
+    "AuditFileError",
+    "InvalidInputError",
+    "ModelOutputError",
+    "PplAuditError",
+    "TrainingError",
+    "WeightsError",
+]

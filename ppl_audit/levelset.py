@@ -277,3 +277,23 @@ class LevelSet:
             return body()
         with pyro.plate(PARTICLE_PLATE, num_particles):
             return body()
+
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_GAUSSIAN_SIGMA",
+    "MAX_CONCENTRATION",
+    "MAX_SIGMA",
+    "MIN_CONCENTRATION",
+    "MIN_SIGMA",
+    "PREDICTION_SITE",
+    "PROBABILITY_FLOOR",
+    "RELAXATIONS",
+    "TARGET_SUM_TOLERANCE",
+    "LevelSet",
+    "dirichlet_log_likelihood",
+    "gaussian_log_likelihood",
+    "validate_concentration",
+    "validate_sigma",
+    "validate_target",
+]

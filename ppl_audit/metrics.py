@@ -354,3 +354,21 @@ def selective_risk(confidence, correct, threshold: float) -> dict:
     kept = conf >= threshold
     return {"threshold": float(threshold), "coverage": float(kept.mean()),
             "risk": float((~ok[kept]).mean()), "kept": int(kept.sum())}
+
+
+__all__ = [
+    "AMBIGUOUS_BAND",
+    "OOD_POSITIVE_CLASS",
+    "OOD_SCORE_SIGN",
+    "OOD_TPR_LEVEL",
+    "average_deviation",
+    "count_distinct",
+    "fraction_in_band",
+    "ood_metrics",
+    "reference_percentiles",
+    "risk_coverage",
+    "roc_points",
+    "selective_risk",
+    "target_class",
+    "target_confidence",
+]

@@ -159,3 +159,18 @@ def dead_writers_leftovers(folder: Path, name: str, kinds=("tmp",)) -> list[tupl
         if kind in kinds and pid.isdigit() and not process_running(int(pid)):
             found.append((entry, kind))
     return found
+
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "SAFE_NAME",
+    "SAFE_NAME_RULE",
+    "TEMPORARY_NAME_ROOM",
+    "check_safe_name",
+    "check_writable_destination",
+    "dead_writers_leftovers",
+    "is_safe_name",
+    "process_running",
+    "sha256_file",
+    "temporary_prefix",
+]

@@ -22,3 +22,9 @@ def report(progress: Optional[ProgressFn], task: str, done: int, total: int) -> 
     """
     if progress is not None:
         progress(task, done, total)
+
+
+__all__ = [
+    "ProgressFn",
+    "report",
+]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 
-#: how to read each optional library's version (imported only when asked for)
-_OPTIONAL = {
-    "arviz": lambda: __import__("ppl_audit.diagnostics", fromlist=["arviz_version"]).arviz_version(),
-    "numpy": lambda: __import__("numpy").__version__,
-    "matplotlib": lambda: __import__("matplotlib").__version__,
-}
+from ppl_audit._version import __version__
+
+#: optional libraries whose versions may be asked for; read from the installed metadata, never imported
+_OPTIONAL = ("arviz", "numpy", "matplotlib")
 
 
 def library_versions(*optional: str) -> dict[str, str]:
@@ -28,14 +27,12 @@ def library_versions(*optional: str) -> dict[str, str]:
     import pyro
     import torch
 
-    from ppl_audit import __version__
-
     unknown = [name for name in optional if name not in _OPTIONAL]
     if unknown:
         raise ValueError(f"unknown libraries {unknown}; known: {sorted(_OPTIONAL)}")
     versions = {"ppl_audit": __version__, "python": platform.python_version(), "torch": torch.__version__,
                 "pyro": pyro.__version__}
-    versions.update({name: _OPTIONAL[name]() for name in optional})
+    versions.update({name: importlib.metadata.version(name) for name in optional})
     return versions
 
 

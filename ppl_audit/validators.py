@@ -1,4 +1,6 @@
-"""Shared checks of user-supplied values: one rule per kind of value, for the CLI, audit files and the API.
+"""Shared checks of user-supplied values, and the names every layer shares (the base of the layering).
+
+One rule per kind of value, for the CLI, audit files and the API.
 
 Every check returns the value it accepted (so a caller writes ``seed = check_seed(seed)``) and raises
 the error class it is given, an :class:`~ppl_audit.errors.InvalidInputError` by default, with a message
@@ -11,8 +13,14 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from typing import Sequence
+
+import torch
 
 from ppl_audit.errors import InvalidInputError
+
+LATENT_SITE = "z"  # name of the latent sample site in every prior's Pyro model
+PARTICLE_PLATE = "particles"  # name of the plate over independent particles / chains
 
 # torch.Generator.manual_seed takes any 64-bit pattern; the signed half keeps a seed meaning one thing everywhere.
 MAX_API_SEED = 2**63 - 1
@@ -197,6 +205,27 @@ def format_bytes(count: float) -> str:
     return f"{count:.3g} PiB"  # pragma: no cover - the loop returns
 
 
+def check_images(x: torch.Tensor, image_shape: Sequence[int] | None = None) -> None:
+    """Raise :class:`InvalidInputError` unless ``x`` is a float batch ``(N, C, H, W)`` in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> check_images(torch.zeros(2, 1, 64, 64), (1, 64, 64))
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InvalidInputError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise InvalidInputError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
+        raise InvalidInputError(
+            f"images must have shape (N, {', '.join(map(str, image_shape))}), got {tuple(x.shape)}"
+        )
+    if not torch.is_floating_point(x):
+        raise InvalidInputError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
+    if x.numel() and (torch.isnan(x).any() or x.min() < 0 or x.max() > 1):
+        raise InvalidInputError("images must lie in [0, 1] with no NaN")
+
+
 def _shown(value) -> str:
     """``repr(value)``, shortened so that a hostile value cannot flood the one-line error."""
     try:
@@ -206,6 +235,6 @@ def _shown(value) -> str:
     return text if len(text) <= 80 else text[:60] + "..."
 
 
-__all__ = ["MAX_API_SEED", "available_memory_bytes", "check_count", "check_fits_in_memory", "check_real", "check_seed",
-           "format_bytes", "is_fraction", "is_int",
+__all__ = ["LATENT_SITE", "MAX_API_SEED", "PARTICLE_PLATE", "available_memory_bytes", "check_count",
+           "check_fits_in_memory", "check_images", "check_real", "check_seed", "format_bytes", "is_fraction", "is_int",
            "is_non_negative_int", "is_positive_float", "is_positive_int", "is_real"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ppl_audit import training
+from ppl_audit.training import registry
 from ppl_audit.audits import load_audit_file
 from ppl_audit.cache import check_sidecar_info, load_weights, save_weights
 from ppl_audit.cards import _shipped_card, load_card, parse_card
@@ -102,7 +103,7 @@ def test_non_finite_weights_are_never_cached(toy, toy_card, tmp_path, monkeypatc
             module.weight.fill_(float("nan"))
         return training.TrainResult(module, {"score": 0.5})
 
-    monkeypatch.setitem(training._REGISTRY, "toy", training.Trainer("toy", toy.build, diverged, ("score", "score")))
+    monkeypatch.setitem(registry._REGISTRY, "toy", training.Trainer("toy", toy.build, diverged, ("score", "score")))
     with pytest.raises(WeightsError, match=r"training of toy-\w+ ended with non-finite weights \(3 of 3 values of "
                                            r"'weight' are NaN or inf"):
         training.load_model(toy_card, cache=tmp_path, device="cpu")

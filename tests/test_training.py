@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ppl_audit import training
+from ppl_audit.training import registry
 from ppl_audit.cache import load_weights, save_weights
 from ppl_audit.cards import TRAINER_VERSIONS, parse_card
 from ppl_audit.errors import AuditFileError, TrainingError, WeightsError
@@ -83,7 +84,7 @@ def toy(monkeypatch):
     """Register the toy kind for one test (the registry and TRAINER_VERSIONS are restored after)."""
     toy = Toy()
     monkeypatch.setitem(TRAINER_VERSIONS, "toy", 1)
-    monkeypatch.setattr(training, "_REGISTRY", dict(training._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     training.register_trainer(Trainer("toy", toy.build, toy.train, headline=("score", "score")))
     return toy
 

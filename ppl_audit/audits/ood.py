@@ -33,7 +33,7 @@ from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.metrics import ood_metrics, reference_percentiles
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report
-from ppl_audit.training import is_positive_int
+from ppl_audit.validators import is_positive_int
 
 KIND = "ood"
 DATASET_ROWS = ("omniglot", "notmnist", "fashion-mnist")  # real out-of-distribution image sets

@@ -44,7 +44,7 @@ from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
-from ppl_audit.training import is_positive_int
+from ppl_audit.validators import is_positive_int
 
 KIND = "selective"
 OOD_SETS = ("omniglot", "notmnist", "fashion-mnist")  # out-of-distribution sets the data folder offers
@@ -618,7 +618,8 @@ def _nearest_neighbour(train, x: torch.Tensor, class_names, data_dir, device) ->
 
 def _sdim(sdim, x, mnist, truth, ood, percentile: int) -> tuple[MethodOutcome, SDIMResults]:
     """SDIM's outcome on the mixed test set, its Table 2 on MNIST and its Table 3 on each OoD set."""
-    from ppl_audit.classifiers.sdim import SDIMDetector, ood_rejection_rate, selective_table
+    from ppl_audit.classifiers.sdim import ood_rejection_rate, selective_table
+    from ppl_audit.detectors.sdim import SDIMDetector
 
     detector = SDIMDetector(sdim, percentile=percentile)
     prediction = sdim.predict(x, percentile)  # one pass: labels, best log-likelihoods and thresholds
@@ -805,7 +806,7 @@ def _synthesis_section(results: SelectiveResults) -> Section:
 
 def _explanation_figure(search: SynthesisSearch, class_names):
     """One synthesis classifier's explanation figure (the paper's Figure 6)."""
-    from ppl_audit.classifiers.synthesis import explanation_figure
+    from ppl_audit.report.figures import explanation_figure
 
     rows = search.explanation
     return explanation_figure(rows.images, rows.generations, rows.distances, class_names=class_names,

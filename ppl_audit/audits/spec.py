@@ -86,3 +86,14 @@ def _has_toml_type(value, expected: list[str]) -> bool:
 def spec_hash(spec_dict: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a spec: what the report's provenance cites."""
     return hashlib.sha256(json.dumps(spec_dict, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+__all__ = [
+    "DEFAULT_SEED",
+    "MAX_SEED",
+    "check_keys",
+    "dataclass_kwargs",
+    "read_toml",
+    "spec_hash",
+    "validate_seed",
+]

@@ -14,30 +14,10 @@ import numpy as np
 import torch
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
+from ppl_audit.validators import check_images  # noqa: F401 - part of the contract: classifiers check their input
 
 PROBABILITY_ROW_TOLERANCE = 1e-3  # |sum_k p_k - 1| allowed per row: float32 softmax sums land within 1e-6
 DEFAULT_CHUNK_SIZE = 256  # images per forward pass: ~2x faster than one 4,096 batch on a 2-core CPU
-
-
-def check_images(x: torch.Tensor, image_shape: Sequence[int] | None = None) -> None:
-    """Raise :class:`InvalidInputError` unless ``x`` is a float batch ``(N, C, H, W)`` in ``[0, 1]``.
-
-    Examples
-    --------
-    >>> check_images(torch.zeros(2, 1, 64, 64), (1, 64, 64))
-    """
-    if not isinstance(x, torch.Tensor):
-        raise InvalidInputError(f"images must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise InvalidInputError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}")
-    if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
-        raise InvalidInputError(
-            f"images must have shape (N, {', '.join(map(str, image_shape))}), got {tuple(x.shape)}"
-        )
-    if not torch.is_floating_point(x):
-        raise InvalidInputError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
-    if x.numel() and (torch.isnan(x).any() or x.min() < 0 or x.max() > 1):
-        raise InvalidInputError("images must lie in [0, 1] with no NaN")
 
 
 def check_probabilities(p: torch.Tensor, num_inputs: int, num_classes: int | None = None) -> torch.Tensor:
@@ -227,3 +207,16 @@ def as_classifier(obj, class_names: Sequence[str] | None = None) -> Classifier:
     if class_names is None:
         raise InvalidInputError("class_names are needed to wrap a plain callable as a classifier")
     return CallableClassifier(obj, class_names)
+
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "PROBABILITY_ROW_TOLERANCE",
+    "REAL_KINDS",
+    "CallableClassifier",
+    "Classifier",
+    "as_classifier",
+    "as_probability_tensor",
+    "check_images",
+    "check_probabilities",
+]

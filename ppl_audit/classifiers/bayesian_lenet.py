@@ -76,13 +76,12 @@ from ppl_audit.training import (
     card_config,
     check_field,
     check_training_fields,
-    is_positive_float,
-    is_positive_int,
     load_model,
     load_training_data,
     minibatches,
     seeded,
 )
+from ppl_audit.validators import is_positive_float, is_positive_int
 
 KIND = "bayesian-lenet-classifier"  # the [model] kind of Bayesian LeNet cards
 DEFAULT_CARD = "mnist-bayesian-lenet5"

@@ -88,3 +88,9 @@ class TorchClassifier(Classifier):
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(x), dim=-1)
+
+
+__all__ = [
+    "PatchCNN",
+    "TorchClassifier",
+]

@@ -24,7 +24,13 @@ from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.errors import AuditFileError, WeightsError
 from ppl_audit.priors.house_rocket import CLASS_NAMES, make_world
 from ppl_audit.progress import ProgressFn, report
-from ppl_audit.training import check_cache_destination, check_cache_entry_place, refuse_missed_expectations
+from ppl_audit.training import (
+    Trainer,
+    TrainResult,
+    check_cache_destination,
+    check_cache_entry_place,
+    refuse_missed_expectations,
+)
 from ppl_audit.validators import check_count, check_fits_in_memory, check_real, check_seed
 
 logger = logging.getLogger(__name__)
@@ -222,3 +228,28 @@ def load_house_rocket_classifier(
     classifier.info = info
     classifier.weights_path = path
     return classifier
+
+
+# --------------------------------------------------------------------------- the card kind
+
+
+def _build_from_card(card: ModelCard) -> PatchCNN:
+    return _build_module(_Recipe.from_card(card))
+
+
+def _train_from_card(card: ModelCard, *, data_dir=None, device="auto", progress=None) -> TrainResult:
+    # CPU, as load_house_rocket_classifier trains it: both loaders share cache entries.
+    module, metrics = train_house_rocket_classifier(card, device="cpu", progress=progress)
+    history = {"unit": "epoch", "panels": {"cross-entropy (nats per image)": {"train": metrics["loss_per_epoch"]}}}
+    return TrainResult(module, metrics, history)
+
+
+TRAINER = Trainer(
+    kind="house-rocket-classifier",
+    build=_build_from_card,
+    train=_train_from_card,
+    headline=("test_accuracy", "test accuracy"),
+    description="patchify CNN on the house/rocket renders (no data folder needed)",
+)
+
+__all__ = ["TRAINER", "load_house_rocket_classifier", "train_house_rocket_classifier"]

@@ -39,13 +39,12 @@ from ppl_audit.training import (
     card_config,
     check_field,
     check_training_fields,
-    is_non_negative_int,
-    is_positive_int,
     load_model,
     load_training_data,
     minibatches,
     seeded,
 )
+from ppl_audit.validators import is_non_negative_int, is_positive_int
 
 KIND = "lenet-classifier"  # the [model] kind of LeNet cards
 DEFAULT_CARD = "mnist-lenet5"

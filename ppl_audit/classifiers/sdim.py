@@ -53,7 +53,7 @@ conditional Gaussian per class, and classify with rejection:
   t_{argmax}``.
 
 The card ``models/mnist-sdim.toml`` (kind ``sdim-classifier``) trains it;
-:func:`load_sdim` returns an :class:`SDIMClassifier`, :class:`SDIMDetector`
+:func:`load_sdim` returns an :class:`SDIMClassifier`, :class:`~ppl_audit.detectors.sdim.SDIMDetector`
 puts the rejection rule behind the Detector contract, and
 :func:`selective_table` / :func:`ood_rejection_rate` compute the paper's
 Tables 2 and 3.
@@ -88,7 +88,6 @@ from ppl_audit.classifiers.lenet import (
     check_augment_shift,
     random_shift,
 )
-from ppl_audit.detectors.base import Detector, check_scores
 from ppl_audit.errors import InvalidInputError, ModelOutputError, WeightsError
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
@@ -101,13 +100,12 @@ from ppl_audit.training import (
     card_config,
     check_field,
     check_training_fields,
-    is_positive_float,
-    is_positive_int,
     load_model,
     load_training_data,
     minibatches,
     seeded,
 )
+from ppl_audit.validators import is_positive_float, is_positive_int
 
 KIND = "sdim-classifier"  # the [model] kind of SDIM cards
 DEFAULT_CARD = "mnist-sdim"
@@ -874,49 +872,6 @@ class SDIMClassifier(Classifier):
         return SelectivePrediction(labels, best >= threshold, best, threshold)
 
 
-class SDIMDetector(Detector):
-    """SDIM's reject option as a detector: ``score = t_{pred} - max_c log p(f(x) | c)``.
-
-    A higher score means more reason to reject; ``score > 0`` exactly when the
-    classifier rejects ``x`` at that percentile.
-
-    Parameters
-    ----------
-    classifier : SDIMClassifier
-    percentile : int
-        1 or 2: which stored thresholds.
-
-    Examples
-    --------
-    >>> net = SDIM(channels=(2, 2, 2), representation_dim=3, mi_units=2)
-    >>> _ = fit_thresholds(net, torch.rand(20, 1, 28, 28), torch.arange(20) % 10)
-    >>> det = SDIMDetector(SDIMClassifier(net), percentile=2)
-    >>> x = torch.rand(5, 1, 28, 28)
-    >>> bool(torch.equal(det.score(x) > 0, det.rejects(x)))
-    True
-    """
-
-    name = "sdim"
-    score_meaning = "threshold of the predicted class minus its log-likelihood, nats (> 0: rejected)"
-
-    def __init__(self, classifier: SDIMClassifier, percentile: int = 1):
-        check_percentile(percentile)
-        self.classifier = classifier
-        self.percentile = percentile
-
-    def scores_from(self, prediction: SelectivePrediction) -> torch.Tensor:
-        """Scores ``(N,)`` from a :meth:`SDIMClassifier.predict` at this detector's percentile."""
-        return check_scores(prediction.threshold - prediction.max_log_likelihood, len(prediction.labels), self.name)
-
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores ``(N,)``: higher = more reason to reject."""
-        return self.scores_from(self.classifier.predict(x, self.percentile))
-
-    def rejects(self, x: torch.Tensor) -> torch.Tensor:
-        """Boolean ``(N,)``: rejected at the detector's percentile."""
-        return ~self.classifier.predict(x, self.percentile).kept
-
-
 # --------------------------------------------------------------------------- the paper's tables
 
 
@@ -1054,7 +1009,6 @@ __all__ = [
     "SDIM",
     "SDIMClassifier",
     "SDIMConfig",
-    "SDIMDetector",
     "SelectivePrediction",
     "TRAINER",
     "build_sdim",

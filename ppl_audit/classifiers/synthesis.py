@@ -68,7 +68,7 @@ import torch
 from ppl_audit.classifiers.base import Classifier, check_images
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.progress import ProgressFn, report
-from ppl_audit.training import is_non_negative_int, is_positive_float, is_positive_int
+from ppl_audit.validators import is_non_negative_int, is_positive_float, is_positive_int
 
 IMAGE_SHAPE = (1, 28, 28)
 SEARCH_TASK = "latent search"  # progress task name
@@ -521,81 +521,11 @@ class SynthesisClassifier(Classifier):
         return self.generators.decode(z).transpose(0, 1).to(result.latents.device)
 
 
-def explanation_figure(images: torch.Tensor, generations: torch.Tensor, distances: torch.Tensor, *,
-                       class_names, true_labels=None, name: str = "explanation", title: str | None = None):
-    """The paper's Figure 6: each test image beside every class's closest generation and its distance.
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        ``(n, 1, 28, 28)`` test images (one row each).
-    generations : torch.Tensor
-        ``(n, C, 1, 28, 28)``: :meth:`SynthesisClassifier.generations`.
-    distances : torch.Tensor
-        ``(n, C)``.
-    class_names : sequence of str
-    true_labels : sequence of int or None, optional
-        Written beside each row (``None`` entries: out-of-distribution).
-
-    Returns
-    -------
-    ppl_audit.report.Figure
-        The winning class's tile is framed; tiles are titled with their distances.
-
-    Examples
-    --------
-    >>> fig = explanation_figure(torch.rand(1, 1, 28, 28), torch.rand(1, 2, 1, 28, 28), torch.tensor([[3.0, 5.0]]),
-    ...                          class_names=("a", "b"))
-    >>> fig.name, fig.data["distances"]
-    ('explanation', [[3.0, 5.0]])
-    """
-    from matplotlib.figure import Figure as MplFigure
-    from matplotlib.patches import Rectangle
-
-    from ppl_audit.report import Figure
-    from ppl_audit.report.figures import png_bytes, rounded
-
-    n, c = distances.shape
-    if images.shape[0] != n or generations.shape[:2] != (n, c):
-        raise InvalidInputError(f"explanation needs matching images {tuple(images.shape)}, generations "
-                                f"{tuple(generations.shape)} and distances {tuple(distances.shape)}")
-    fig = MplFigure(figsize=(1.0 * (c + 1) + 0.6, 1.15 * n + 0.5))
-    axes = fig.subplots(n, c + 1, squeeze=False)
-    best = distances.argmin(1)
-    for i in range(n):
-        truth = None if true_labels is None else true_labels[i]
-        row_title = "input" if truth is None else f"input (true {class_names[truth]})"
-        if true_labels is not None and truth is None:
-            row_title = "input (OoD)"
-        axes[i, 0].imshow(images[i, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_title(row_title, fontsize=6)
-        for k in range(c):
-            ax = axes[i, k + 1]
-            ax.imshow(generations[i, k, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"{class_names[k]}: {float(distances[i, k]):.2f}", fontsize=6,
-                         fontweight="bold" if k == int(best[i]) else "normal")
-            if k == int(best[i]):
-                ax.add_patch(Rectangle((-0.5, -0.5), 28, 28, fill=False, edgecolor="red", linewidth=2))
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    title = title or "Classification by synthesis: each class's closest generation and its L2 distance"
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    caption = ("Each row: a test image, then the image each class's generator makes that is closest to it "
-               "(after the latent search), titled with the class and its L2 distance; the framed tile is the "
-               "prediction. A large distance in every column is the classifier saying it does not know.")
-    return Figure(name, title, caption, png_bytes(fig),
-                  {"distances": rounded(distances), "predicted": best.tolist(),
-                   "true_labels": None if true_labels is None else list(true_labels)})
-
-
 __all__ = [
     "SearchConfig",
     "SearchResult",
     "SynthesisClassifier",
     "contested_images",
-    "explanation_figure",
     "latent_search",
     "refine_contested",
 ]

@@ -31,7 +31,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ppl_audit.classifiers.base import check_images
+from ppl_audit.validators import check_images
 from ppl_audit.data.errors import DataFileError, DataNotFoundError
 from ppl_audit.data.readers import read_idx, read_npz
 from ppl_audit.errors import InvalidInputError
@@ -533,3 +533,20 @@ def load_dataset(name: str, split: str | None = None, *, data_dir: str | os.Path
         class_names=class_names,
         source=tuple(dict.fromkeys(sources)),
     )
+
+
+__all__ = [
+    "DATASETS",
+    "DATA_DIR_OPTION",
+    "DATA_ENV",
+    "MNIST_SIDE",
+    "PIXEL_MAX",
+    "DataFile",
+    "DatasetSpec",
+    "ImageDataset",
+    "SplitSpec",
+    "available_datasets",
+    "dataset_spec",
+    "load_dataset",
+    "resolve_data_dir",
+]

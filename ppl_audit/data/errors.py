@@ -20,3 +20,9 @@ class DataNotFoundError(PplAuditError, FileNotFoundError):
 
 class DataFileError(PplAuditError, ValueError):
     """A data file exists but is malformed: the message names the file and what is wrong."""
+
+
+__all__ = [
+    "DataFileError",
+    "DataNotFoundError",
+]

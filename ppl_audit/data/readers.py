@@ -293,3 +293,20 @@ def read_npz(path: str | os.PathLike, key: str) -> np.ndarray:
             raise DataFileError(f"{path}: array {key!r} cannot be loaded without unpickling ({exc})") from exc
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise DataFileError(f"{path}: array {key!r} is corrupt ({exc})") from exc
+
+
+__all__ = [
+    "GZIP_MAGIC",
+    "GZIP_MTIME",
+    "IDX_DIM_SIZE",
+    "IDX_DTYPES",
+    "IDX_MAGIC_SIZE",
+    "NPY_MAGIC",
+    "ZIP_MAGIC",
+    "idx_bytes",
+    "npz_keys",
+    "parse_idx",
+    "read_idx",
+    "read_npz",
+    "write_idx",
+]

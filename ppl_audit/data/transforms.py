@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from ppl_audit.classifiers.base import check_images
+from ppl_audit.validators import check_images
 from ppl_audit.errors import InvalidInputError
 
 # Gaussian-noise OoD images: centred in [0, 1] with two standard deviations
@@ -219,3 +219,18 @@ def apply_transform(name: str, x: torch.Tensor, *, generator: torch.Generator | 
     True
     """
     return get_transform(name)(x, generator=generator)
+
+
+__all__ = [
+    "GAUSSIAN_NOISE_MEAN",
+    "GAUSSIAN_NOISE_STD",
+    "TRANSFORMS",
+    "ImageTransform",
+    "apply_transform",
+    "available_transforms",
+    "gaussian_noise",
+    "get_transform",
+    "hflip",
+    "uniform_noise",
+    "vflip",
+]

@@ -13,6 +13,7 @@ from ppl_audit.detectors.ood import (
     score_all,
     waic_per_input,
 )
+from ppl_audit.detectors.sdim import SDIMDetector
 from ppl_audit.detectors.synthesis import HybridDetector, SynthesisDetector
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "MaxSoftmaxDetector",
     "NearestNeighbourDetector",
     "RateDetector",
+    "SDIMDetector",
     "SynthesisDetector",
     "WAICDetector",
     "check_ensemble_output",

@@ -57,3 +57,9 @@ def check_scores(scores: torch.Tensor, num_inputs: int, name: str) -> torch.Tens
     if bad:
         raise ModelOutputError(f"detector {name!r} returned {bad} non-finite score(s) of {num_inputs}")
     return scores
+
+
+__all__ = [
+    "Detector",
+    "check_scores",
+]

@@ -61,3 +61,8 @@ class CertaintyDetector(Detector):
     def rejects(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         """Boolean ``(N,)``: certainty below ``tau``."""
         return reject(self.certainty(x), tau)
+
+
+__all__ = [
+    "CertaintyDetector",
+]

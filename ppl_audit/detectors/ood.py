@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from ppl_audit.classifiers.base import check_images
+from ppl_audit.validators import check_images
 from ppl_audit.detectors.base import Detector, check_scores
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 
@@ -432,3 +432,21 @@ def score_all(x: torch.Tensor, detectors: Mapping[str, Detector], *,
             )
         scores[key] = detector._score_checked(values, x.shape[0])
     return scores
+
+
+__all__ = [
+    "IMAGE_SHAPE",
+    "MIN_MEMBERS_FOR_VARIANCE",
+    "WAIC_VARIANCE_DDOF",
+    "CriticDetector",
+    "CriticVarianceDetector",
+    "EnsembleDetector",
+    "EnsembleFn",
+    "LogLikelihoodDetector",
+    "RateDetector",
+    "WAICDetector",
+    "check_ensemble_output",
+    "memo_key",
+    "score_all",
+    "waic_per_input",
+]

@@ -48,9 +48,9 @@ from torch import nn
 
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
-from ppl_audit.classifiers.base import check_images
+from ppl_audit.validators import check_images, is_fraction, is_positive_float
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, NUM_REPORT_COLUMNS, SAMPLE_SEED, _montage_figure
+from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, NUM_REPORT_COLUMNS, SAMPLE_SEED
 from ppl_audit.generative.vae import LIKELIHOODS
 from ppl_audit.generative.vae_ensemble import EnsembleLinear, VAEEnsemble, _standard_normal
 from ppl_audit.progress import ProgressFn, report
@@ -64,8 +64,6 @@ from ppl_audit.training import (
     check_adversarial_fields,
     check_field,
     check_training_fields,
-    is_fraction,
-    is_positive_float,
     load_model,
     load_training_data,
     seeded,
@@ -630,7 +628,7 @@ def class_sample_sections(trained: TrainedModel, data_dir=None) -> list:
     ['samples']
     """
     from ppl_audit.report import Section
-    from ppl_audit.report.figures import rounded
+    from ppl_audit.report.figures import montage_figure, rounded
 
     model = trained.module
     k = model.num_members
@@ -638,7 +636,7 @@ def class_sample_sections(trained: TrainedModel, data_dir=None) -> list:
     device = next(model.parameters()).device
     with torch.no_grad():
         images = model.decode(z.to(device).expand(k, -1, -1)).reshape(-1, *IMAGE_SHAPE).cpu()
-    figure = _montage_figure(
+    figure = montage_figure(
         "samples", f"{trained.card.name}: samples, z ~ N(0, I), one row per class",
         f"The same {NUM_REPORT_COLUMNS} draws from the {model.latent_dim}-dimensional standard normal prior "
         f"(seed {SAMPLE_SEED}) decoded by each class's generator.",

@@ -1,8 +1,8 @@
-"""What the VAE and the GAN share: image shape, latent naming and the report's sample grids."""
+"""What the VAE and the GAN share: image shape, latent naming and the report's sample grids.
+
+The grids are drawn by :func:`ppl_audit.report.figures.montage_figure`; this module only picks the images."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -42,56 +42,6 @@ def decode_on(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return decoder(z.to(device)).cpu()
 
 
-MONTAGE_GAP = 2  # pixels of white between tiles of a montage
-MONTAGE_DPI_SCALE = 0.045  # inches per montage pixel: 28-pixel digits come out ~1.3 cm wide at 100 dpi
-
-
-def montage(images: torch.Tensor, columns: int) -> torch.Tensor:
-    """Tile ``(N, 1, H, W)`` images row by row into one ``(rows*(H+g)-g, columns*(W+g)-g)`` image.
-
-    One picture instead of ``N`` matplotlib axes: a 64-image grid renders in
-    a tenth of the time. Gaps are white (1.0) so that black digits stay apart.
-
-    Examples
-    --------
-    >>> montage(torch.zeros(5, 1, 4, 4), columns=3).shape
-    torch.Size([10, 16])
-    """
-    n, _, h, w = images.shape
-    rows = max(1, math.ceil(n / columns))
-    g = MONTAGE_GAP
-    canvas = torch.ones(rows * (h + g) - g, columns * (w + g) - g)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        canvas[r * (h + g): r * (h + g) + h, c * (w + g): c * (w + g) + w] = images[i, 0]
-    return canvas
-
-
-def _montage_figure(name: str, title: str, caption: str, images: torch.Tensor, columns: int, *,
-                    row_labels=None, column_labels=None, data=None):
-    from matplotlib.figure import Figure as MplFigure
-
-    from ppl_audit.report import Figure
-    from ppl_audit.report.figures import png_bytes
-
-    canvas = montage(images.detach().cpu().clamp(0, 1), columns)
-    height, width = canvas.shape
-    fig = MplFigure(figsize=(width * MONTAGE_DPI_SCALE + 1.2, height * MONTAGE_DPI_SCALE + 0.8))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    tile_h, tile_w = images.shape[2] + MONTAGE_GAP, images.shape[3] + MONTAGE_GAP
-    ax.set_xticks([c * tile_w + (tile_w - MONTAGE_GAP) / 2 for c in range(len(column_labels or []))],
-                  column_labels or [], fontsize=7)
-    ax.set_yticks([r * tile_h + (tile_h - MONTAGE_GAP) / 2 for r in range(len(row_labels or []))],
-                  row_labels or [], fontsize=7)
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return Figure(name, title, caption, png_bytes(fig), data or {})
-
-
 def trained_decoder_sections(trained, data_dir=None) -> list:
     """:func:`decoder_report_sections` of a trained VAE or GAN (a ``Trainer.report_sections``; reads no data)."""
     return decoder_report_sections(trained.module.decoder, trained.module.latent_dim, trained.card.name)
@@ -121,10 +71,10 @@ def decoder_report_sections(decoder: nn.Module, latent_dim: int, model_name: str
     ['samples', 'latent_traversal']
     """
     from ppl_audit.report import Section
-    from ppl_audit.report.figures import rounded
+    from ppl_audit.report.figures import montage_figure, rounded
 
     z = torch.randn(NUM_REPORT_SAMPLES, latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
-    samples = _montage_figure(
+    samples = montage_figure(
         "samples", f"{model_name}: samples, z ~ N(0, I)",
         f"Decoded draws from the {latent_dim}-dimensional standard normal prior (seed {SAMPLE_SEED}); "
         "the images a decoder prior proposes before any classifier is involved.",
@@ -135,7 +85,7 @@ def decoder_report_sections(decoder: nn.Module, latent_dim: int, model_name: str
     grid = torch.zeros(latent_dim, TRAVERSAL_STEPS, latent_dim)
     for i in range(latent_dim):
         grid[i, :, i] = values
-    traversal = _montage_figure(
+    traversal = montage_figure(
         "latent_traversal", f"{model_name}: latent traversal",
         f"Row z_i varies that latent from {-TRAVERSAL_RANGE} to {TRAVERSAL_RANGE} (columns) with the other "
         "latents at 0: what each latent coordinate controls.",
@@ -147,3 +97,18 @@ def decoder_report_sections(decoder: nn.Module, latent_dim: int, model_name: str
         Section("samples", "Samples", figures=[samples]),
         Section("latent_traversal", "Latent traversal", figures=[traversal]),
     ]
+
+
+__all__ = [
+    "IMAGE_SHAPE",
+    "NUM_PIXELS",
+    "NUM_REPORT_COLUMNS",
+    "NUM_REPORT_SAMPLES",
+    "SAMPLE_SEED",
+    "TRAVERSAL_RANGE",
+    "TRAVERSAL_STEPS",
+    "decode_on",
+    "decoder_report_sections",
+    "latent_names",
+    "trained_decoder_sections",
+]

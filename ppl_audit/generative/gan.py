@@ -474,3 +474,25 @@ TRAINER = Trainer(
     report_sections=trained_decoder_sections,
     description="DCGAN-style generator and critic of 28 x 28 images (WGAN-GP or DCGAN loss)",
 )
+
+
+__all__ = [
+    "EVAL_SEED",
+    "GAN",
+    "HISTORY_POINTS_PER_EPOCH",
+    "KIND",
+    "LEAKY_SLOPE",
+    "LOSSES",
+    "TRAINER",
+    "TRAINING_TASK",
+    "Critic",
+    "GANConfig",
+    "GANFit",
+    "Generator",
+    "build_gan",
+    "critic_gap",
+    "fit_gan",
+    "gradient_penalty",
+    "train_gan",
+    "wgan_gp_critic_loss",
+]

@@ -43,9 +43,9 @@ from torch import nn
 
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
-from ppl_audit.classifiers.base import check_images
+from ppl_audit.validators import check_images, is_non_negative_int, is_positive_int
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.generative.common import IMAGE_SHAPE, NUM_REPORT_COLUMNS, SAMPLE_SEED, _montage_figure, decode_on
+from ppl_audit.generative.common import IMAGE_SHAPE, NUM_REPORT_COLUMNS, SAMPLE_SEED, decode_on
 from ppl_audit.generative.gan import GAN, GANConfig, critic_gap, fit_gan, wgan_gp_critic_loss
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
@@ -58,8 +58,6 @@ from ppl_audit.training import (
     card_config,
     check_field,
     check_training_fields,
-    is_non_negative_int,
-    is_positive_int,
     load_model,
     load_training_data,
     seeded,
@@ -494,7 +492,7 @@ def train_gan_ensemble(card: ModelCard, *, data_dir=None, device="auto",
 def _report_sections(trained: TrainedModel, data_dir=None) -> list:
     """One section: a row of samples per member, the same latents in every row (reads no data)."""
     from ppl_audit.report import Section
-    from ppl_audit.report.figures import rounded
+    from ppl_audit.report.figures import montage_figure, rounded
 
     ensemble = trained.module
     K = len(ensemble)
@@ -503,7 +501,7 @@ def _report_sections(trained: TrainedModel, data_dir=None) -> list:
     ensemble.eval()
     images = torch.cat([decode_on(ensemble.member(k).generator, z) for k in range(K)])
     ensemble.train(was_training)
-    figure = _montage_figure(
+    figure = montage_figure(
         "samples", f"{trained.card.name}: samples of each member, z ~ N(0, I)",
         f"Row k: member k's generator decoding the same {NUM_REPORT_COLUMNS} draws from the "
         f"{ensemble.latent_dim}-dimensional standard normal prior (seed {SAMPLE_SEED}). The members differ only "

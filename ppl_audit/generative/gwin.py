@@ -63,10 +63,10 @@ from torch import nn
 
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard, load_card
-from ppl_audit.classifiers.base import check_images
+from ppl_audit.validators import check_images, is_fraction, is_positive_int
 from ppl_audit.classifiers.lenet import check_augment_shift, random_shift
 from ppl_audit.errors import AuditFileError, ModelOutputError
-from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, SAMPLE_SEED, _montage_figure
+from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, SAMPLE_SEED
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
     EVAL_CHUNK,
@@ -79,8 +79,6 @@ from ppl_audit.training import (
     check_adversarial_fields,
     check_field,
     check_training_fields,
-    is_fraction,
-    is_positive_int,
     load_model,
     load_training_data,
     seeded,
@@ -815,6 +813,7 @@ def _report_sections(trained: TrainedModel, data_dir=None) -> list:
     """One section: rejected test images (row 1) and their transformations (row 2), if the data can be read."""
     from ppl_audit.data import DataNotFoundError, load_dataset
     from ppl_audit.report import Section
+    from ppl_audit.report.figures import montage_figure
 
     title = "Rejected test images and their transformations"
     examples = (trained.info.get("history") or {}).get("rejected_examples") or {}
@@ -835,7 +834,7 @@ def _report_sections(trained: TrainedModel, data_dir=None) -> list:
     x = test.images[torch.tensor(indices)].to(device)
     transformed = module.transform(x, torch.Generator().manual_seed(int(examples.get("seed", SAMPLE_SEED))))
     columns = [f"{y}: {b}>{a}" for y, b, a in zip(examples["labels"], examples["before"], examples["after"])]
-    figure = _montage_figure(
+    figure = montage_figure(
         "rejected_examples", f"{trained.card.name}: rejected test images (top) and G(x, z) (bottom)",
         f"The first {len(indices)} test images the classifier rejects (certainty < {EVAL_THRESHOLD}) and one "
         f"transformation of each (z seed {examples.get('seed', SAMPLE_SEED)}). Column labels read "

@@ -54,11 +54,11 @@ from ppl_audit.training import (
     card_config,
     check_field,
     check_training_fields,
-    is_positive_int,
     load_training_data,
     minibatches,
     seeded,
 )
+from ppl_audit.validators import is_positive_int
 
 KIND = "vae"  # the [model] kind of VAE cards
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli")
@@ -334,3 +334,20 @@ TRAINER = Trainer(
     report_sections=trained_decoder_sections,
     description="MLP VAE of 28 x 28 images with a standard normal latent",
 )
+
+
+__all__ = [
+    "ACTIVE_DIM_KL_NATS",
+    "EVAL_SEED",
+    "KIND",
+    "LIKELIHOODS",
+    "TRAINER",
+    "TRAINING_TASK",
+    "VAE",
+    "VAEConfig",
+    "VAEDecoder",
+    "VAEEncoder",
+    "build_vae",
+    "evaluate_vae",
+    "train_vae",
+]

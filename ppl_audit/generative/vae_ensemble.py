@@ -48,14 +48,13 @@ from torch.distributions import ContinuousBernoulli
 
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
-from ppl_audit.classifiers.base import check_images
+from ppl_audit.validators import check_images, is_positive_float, is_positive_int
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.generative.common import (
     IMAGE_SHAPE,
     NUM_PIXELS,
     NUM_REPORT_COLUMNS,
     SAMPLE_SEED,
-    _montage_figure,
 )
 from ppl_audit.generative.vae import LIKELIHOODS, VAE
 from ppl_audit.progress import ProgressFn, report
@@ -68,8 +67,6 @@ from ppl_audit.training import (
     card_config,
     check_field,
     check_training_fields,
-    is_positive_float,
-    is_positive_int,
     load_model,
     load_training_data,
     minibatches,
@@ -761,7 +758,7 @@ def vae_ensemble_sections(trained: TrainedModel, data_dir=None) -> list:
     ['members', 'samples']
     """
     from ppl_audit.report import Section, Table
-    from ppl_audit.report.figures import rounded
+    from ppl_audit.report.figures import montage_figure, rounded
 
     ensemble: VAEEnsemble = trained.module
     metrics = (trained.info or {}).get("metrics", {})
@@ -777,7 +774,7 @@ def vae_ensemble_sections(trained: TrainedModel, data_dir=None) -> list:
     device = next(ensemble.parameters()).device
     with torch.no_grad():
         images = ensemble.decode(z.to(device).expand(k, -1, -1)).reshape(-1, *IMAGE_SHAPE).cpu()
-    figure = _montage_figure(
+    figure = montage_figure(
         "samples", f"{trained.card.name}: samples, z ~ N(0, I), one row per member",
         f"The same {NUM_REPORT_COLUMNS} draws from the {ensemble.latent_dim}-dimensional standard normal prior "
         f"(seed {SAMPLE_SEED}) decoded by each of the {k} members.",

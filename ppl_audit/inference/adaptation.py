@@ -238,3 +238,23 @@ def warmup_windows(num_warmup: int) -> list[tuple[int, int]]:
         windows.append((start, end))
         start, size = end, 2 * size
     return windows
+
+
+__all__ = [
+    "DUAL_AVERAGING_GAMMA",
+    "DUAL_AVERAGING_KAPPA",
+    "DUAL_AVERAGING_MU_FACTOR",
+    "DUAL_AVERAGING_T0",
+    "MIN_WINDOWED_WARMUP",
+    "TARGET_ACCEPTANCE",
+    "VARIANCE_SHRINKAGE_COUNT",
+    "VARIANCE_SHRINKAGE_TARGET",
+    "WINDOW_BASE",
+    "WINDOW_INIT_BUFFER",
+    "WINDOW_TERM_BUFFER",
+    "DualAveraging",
+    "DualAveragingState",
+    "WelfordState",
+    "WelfordVariance",
+    "warmup_windows",
+]

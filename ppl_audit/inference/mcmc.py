@@ -476,3 +476,19 @@ def run_hmc(
     return _result("hmc", names, extras_names, run, num_warmup=config.num_warmup,
                    num_evaluations=n_chains * (1 + config.num_steps * num_leapfrog), start=start, info=info,
                    superchains=superchains)
+
+
+__all__ = [
+    "ADAPTATION_DECAY",
+    "HMC_DEFAULT_STEP_SIZE",
+    "HMC_RESTART_MU_FACTOR",
+    "HMC_STEP_SIZE_ADAPTATIONS",
+    "HMC_STEP_SIZE_JITTER",
+    "MIN_POPULATION_SD",
+    "RANDOM_WALK_SCALE",
+    "TARGET_ACCEPTANCE",
+    "MCMCConfig",
+    "resolve_latent_names",
+    "run_hmc",
+    "run_mh",
+]

@@ -39,7 +39,7 @@ from ppl_audit.inference.pyro_density import (
     vectorized_trace,
 )
 from ppl_audit.inference.result import SamplingResult
-from ppl_audit.priors.base import LATENT_SITE
+from ppl_audit.validators import LATENT_SITE
 from ppl_audit.progress import ProgressFn, report
 
 GUIDES = {"normal": AutoNormal, "mvn": AutoMultivariateNormal}  # guide= names and their Pyro autoguides
@@ -503,3 +503,12 @@ def run_svi(
             "extras_evaluations": 0 if extras_fn is None else int(torch.unique(index).numel()),
         },
     )
+
+
+__all__ = [
+    "CHUNK_SIZE",
+    "GUIDES",
+    "RESAMPLED_CHAINS",
+    "run_nuts",
+    "run_svi",
+]

@@ -34,7 +34,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.priors.base import LATENT_SITE
+from ppl_audit.validators import LATENT_SITE
 
 BATCH_PLATE = "_ppl_audit_batch"  # the outer plate over latent values; the prefix keeps it off user names
 
@@ -346,3 +346,17 @@ def batched_log_density(
         return total
 
     return log_density
+
+
+__all__ = [
+    "BATCH_PLATE",
+    "SiteInfo",
+    "batched_log_density",
+    "constraint_transform",
+    "inspect_site",
+    "isolated_param_store",
+    "per_particle",
+    "preserved_rng",
+    "trace_log_density",
+    "vectorized_trace",
+]

@@ -153,3 +153,11 @@ class SamplingResult:
         from ppl_audit import diagnostics
 
         return diagnostics.to_inference_data(self)
+
+
+__all__ = [
+    "HMCRunInfo",
+    "MHRunInfo",
+    "SMCRunInfo",
+    "SamplingResult",
+]

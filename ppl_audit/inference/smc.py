@@ -943,3 +943,35 @@ def _pooled_info(results: Sequence[SamplingResult], superchains: int) -> dict:
         log_evidence_superchains=torch.logsumexp(log_z + log_share, dim=1).tolist(),
     )
     return info
+
+
+__all__ = [
+    "DEFAULT_MOVES",
+    "DEFENSIVE_WEIGHT",
+    "FITTED_MOVES",
+    "MAX_MOVES",
+    "MIN_MOVED_FRACTION",
+    "MIN_PARTICLES_PER_RUN_FITTED",
+    "MOVES",
+    "NUM_COMPONENTS",
+    "POINTS_PER_COMPONENT_AND_DIMENSION",
+    "PROGRESS_RESOLUTION",
+    "PROPOSAL_INFLATION",
+    "SCALE_ADAPTATION_GAIN",
+    "SLOW_ACCEPTANCE",
+    "STANDARD_NORMAL_TOLERANCE",
+    "Draws",
+    "LogLikelihoodFn",
+    "LogPriorFn",
+    "Proposals",
+    "SMCConfig",
+    "SMCState",
+    "SamplePriorFn",
+    "StageInfo",
+    "TemperedTarget",
+    "final_draws",
+    "init",
+    "pool_runs",
+    "run_smc",
+    "step",
+]

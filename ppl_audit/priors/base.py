@@ -8,8 +8,8 @@ import pyro
 import torch
 from pyro.distributions import TorchDistribution
 
-LATENT_SITE = "z"  # name of the latent sample site in every prior's Pyro model
-PARTICLE_PLATE = "particles"  # name of the plate over independent particles / chains
+from ppl_audit.validators import LATENT_SITE, PARTICLE_PLATE  # noqa: F401 - the contract's site names
+
 UNIT_CUBE_EPS = 1e-12  # faces of the unit cube map to these quantiles: ndtri(0) = -inf would leave z infinite
 
 
@@ -123,3 +123,12 @@ class Prior(ABC):
             return pyro.sample(LATENT_SITE, d)
         with pyro.plate(PARTICLE_PLATE, num_particles):
             return pyro.sample(LATENT_SITE, d)
+
+
+__all__ = [
+    "LATENT_SITE",
+    "PARTICLE_PLATE",
+    "UNIT_CUBE_EPS",
+    "Prior",
+    "check_unit_cube",
+]

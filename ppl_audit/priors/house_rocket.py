@@ -243,3 +243,17 @@ def make_world(name: str, *, device="cpu") -> HouseRocketWorld:
     if name not in WORLDS:
         raise InvalidInputError(f"unknown world {name!r}; known worlds: {', '.join(WORLDS)}")
     return HouseRocketWorld(circle=name == WORLDS[1], device=device)
+
+
+__all__ = [
+    "CIRCLE_CENTRE_RANGE",
+    "CIRCLE_RADIUS",
+    "CLASS_NAMES",
+    "HOUSE_PROBABILITY",
+    "HOUSE_ROOF",
+    "HOUSE_SHAPE",
+    "ROCKET_SHAPE",
+    "WORLDS",
+    "HouseRocketWorld",
+    "make_world",
+]

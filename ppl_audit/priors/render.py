@@ -140,3 +140,15 @@ def render_shapes(
         image = torch.maximum(image, torch.sigmoid((r - distance) / softness))
 
     return gaussian_blur(image.unsqueeze(1), blur_sigma).clamp(0.0, 1.0)
+
+
+__all__ = [
+    "BLUR_SIGMA",
+    "CANVAS_SIZE",
+    "CENTRE_X",
+    "EDGE_SOFTNESS",
+    "GROUND_Y",
+    "SEAM_OVERLAP",
+    "gaussian_blur",
+    "render_shapes",
+]

@@ -123,3 +123,8 @@ class LowerTruncatedNormal(TorchDistribution):
         alpha = (self.low - self.loc) / self.scale
         log_pdf = -0.5 * alpha * alpha - _LOG_SQRT_2PI
         return self.loc + self.scale * torch.exp(log_pdf - self._log_mass)
+
+
+__all__ = [
+    "LowerTruncatedNormal",
+]

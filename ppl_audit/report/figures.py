@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
+from ppl_audit.errors import InvalidInputError
 from ppl_audit.report.model import Figure
 
 DATA_DECIMALS = 4  # figure data is for redrawing; 4 decimals keep the JSON small
@@ -432,3 +433,144 @@ def value_histograms(
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return Figure(name, title, caption, png_bytes(fig), data)
+
+
+MONTAGE_GAP = 2  # pixels of white between tiles of a montage
+MONTAGE_DPI_SCALE = 0.045  # inches per montage pixel: 28-pixel digits come out ~1.3 cm wide at 100 dpi
+
+
+def montage(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """Tile ``(N, 1, H, W)`` images row by row into one ``(rows*(H+g)-g, columns*(W+g)-g)`` image.
+
+    One picture instead of ``N`` matplotlib axes: a 64-image grid renders in
+    a tenth of the time. Gaps are white (1.0) so that black digits stay apart.
+
+    Examples
+    --------
+    >>> montage(torch.zeros(5, 1, 4, 4), columns=3).shape
+    torch.Size([10, 16])
+    """
+    n, _, h, w = images.shape
+    rows = max(1, math.ceil(n / columns))
+    g = MONTAGE_GAP
+    canvas = torch.ones(rows * (h + g) - g, columns * (w + g) - g)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        canvas[r * (h + g): r * (h + g) + h, c * (w + g): c * (w + g) + w] = images[i, 0]
+    return canvas
+
+
+def montage_figure(name: str, title: str, caption: str, images: torch.Tensor, columns: int, *,
+                   row_labels=None, column_labels=None, data=None) -> Figure:
+    """:func:`montage` of ``images`` as one report figure, with optional row and column labels.
+
+    Examples
+    --------
+    >>> montage_figure("grid", "Grid", "Zeros.", torch.zeros(4, 1, 6, 6), 2).name
+    'grid'
+    """
+    canvas = montage(images.detach().cpu().clamp(0, 1), columns)
+    height, width = canvas.shape
+    fig = MplFigure(figsize=(width * MONTAGE_DPI_SCALE + 1.2, height * MONTAGE_DPI_SCALE + 0.8))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    tile_h, tile_w = images.shape[2] + MONTAGE_GAP, images.shape[3] + MONTAGE_GAP
+    ax.set_xticks([c * tile_w + (tile_w - MONTAGE_GAP) / 2 for c in range(len(column_labels or []))],
+                  column_labels or [], fontsize=7)
+    ax.set_yticks([r * tile_h + (tile_h - MONTAGE_GAP) / 2 for r in range(len(row_labels or []))],
+                  row_labels or [], fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return Figure(name, title, caption, png_bytes(fig), data or {})
+
+
+def explanation_figure(images: torch.Tensor, generations: torch.Tensor, distances: torch.Tensor, *,
+                       class_names, true_labels=None, name: str = "explanation", title: str | None = None):
+    """The paper's Figure 6: each test image beside every class's closest generation and its distance.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(n, 1, 28, 28)`` test images (one row each).
+    generations : torch.Tensor
+        ``(n, C, 1, 28, 28)``: :meth:`ppl_audit.classifiers.synthesis.SynthesisClassifier.generations`.
+    distances : torch.Tensor
+        ``(n, C)``.
+    class_names : sequence of str
+    true_labels : sequence of int or None, optional
+        Written beside each row (``None`` entries: out-of-distribution).
+
+    Returns
+    -------
+    ppl_audit.report.Figure
+        The winning class's tile is framed; tiles are titled with their distances.
+
+    Examples
+    --------
+    >>> fig = explanation_figure(torch.rand(1, 1, 28, 28), torch.rand(1, 2, 1, 28, 28), torch.tensor([[3.0, 5.0]]),
+    ...                          class_names=("a", "b"))
+    >>> fig.name, fig.data["distances"]
+    ('explanation', [[3.0, 5.0]])
+    """
+    from matplotlib.patches import Rectangle
+
+    n, c = distances.shape
+    if images.shape[0] != n or generations.shape[:2] != (n, c):
+        raise InvalidInputError(f"explanation needs matching images {tuple(images.shape)}, generations "
+                                f"{tuple(generations.shape)} and distances {tuple(distances.shape)}")
+    fig = MplFigure(figsize=(1.0 * (c + 1) + 0.6, 1.15 * n + 0.5))
+    axes = fig.subplots(n, c + 1, squeeze=False)
+    best = distances.argmin(1)
+    for i in range(n):
+        truth = None if true_labels is None else true_labels[i]
+        row_title = "input" if truth is None else f"input (true {class_names[truth]})"
+        if true_labels is not None and truth is None:
+            row_title = "input (OoD)"
+        axes[i, 0].imshow(images[i, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_title(row_title, fontsize=6)
+        for k in range(c):
+            ax = axes[i, k + 1]
+            ax.imshow(generations[i, k, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{class_names[k]}: {float(distances[i, k]):.2f}", fontsize=6,
+                         fontweight="bold" if k == int(best[i]) else "normal")
+            if k == int(best[i]):
+                ax.add_patch(Rectangle((-0.5, -0.5), 28, 28, fill=False, edgecolor="red", linewidth=2))
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    title = title or "Classification by synthesis: each class's closest generation and its L2 distance"
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    caption = ("Each row: a test image, then the image each class's generator makes that is closest to it "
+               "(after the latent search), titled with the class and its L2 distance; the framed tile is the "
+               "prediction. A large distance in every column is the classifier saying it does not know.")
+    return Figure(name, title, caption, png_bytes(fig),
+                  {"distances": rounded(distances), "predicted": best.tolist(),
+                   "true_labels": None if true_labels is None else list(true_labels)})
+
+
+__all__ = [
+    "DATA_DECIMALS",
+    "DPI",
+    "MONTAGE_DPI_SCALE",
+    "MONTAGE_GAP",
+    "SYMLOG_SPAN",
+    "class_profile",
+    "errorbar_plot",
+    "explanation_figure",
+    "image_grid",
+    "latent_embedding",
+    "latent_pairs",
+    "line_plot",
+    "montage",
+    "montage_figure",
+    "png_bytes",
+    "principal_components",
+    "rounded",
+    "score_histogram",
+    "value_histograms",
+    "xy_plot",
+]

@@ -235,3 +235,19 @@ def _remove(path: pathlib.Path) -> None:
         path.unlink()
     else:
         shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_VERSION",
+    "SHOWN_FOREIGN",
+    "TOOL",
+    "check_output_dir",
+    "clean_stale",
+    "foreign_entries",
+    "merge_into",
+    "new_temporary",
+    "read_manifest",
+    "replace_folder",
+    "write_manifest",
+]

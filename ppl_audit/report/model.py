@@ -119,3 +119,12 @@ class Report:
                 yield from walk(section.subsections)
 
         yield from walk(self.sections)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Figure",
+    "Report",
+    "Section",
+    "Table",
+]

@@ -173,7 +173,6 @@ def _rendered_objects(value) -> list:
 
 def test_evaluate_measures_without_rendering_and_present_renders_what_run_does(
         mnist_fixture_dir, mnist_classifier, tmp_path, monkeypatch):
-    from ppl_audit.classifiers import synthesis
     from ppl_audit.report import figures
     from tests.report_pins import _without
 
@@ -189,7 +188,7 @@ def test_evaluate_measures_without_rendering_and_present_renders_what_run_does(
 
     with monkeypatch.context() as patch:
         patch.setattr(figures, "xy_plot", no_rendering)
-        patch.setattr(synthesis, "explanation_figure", no_rendering)
+        patch.setattr(figures, "explanation_figure", no_rendering)
         results = selective.evaluate(spec, seed=3, models=models, images=dict(images))
     assert isinstance(results, selective.SelectiveResults) and _rendered_objects(results) == []
     with pytest.raises(dataclasses.FrozenInstanceError):

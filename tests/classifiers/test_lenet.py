@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from ppl_audit import training
+from ppl_audit.training import registry
 from ppl_audit.cache import load_weights
 from ppl_audit.cards import load_card
 from ppl_audit.classifiers import MNIST_CLASS_NAMES, LeNet5, TorchClassifier, load_lenet
@@ -85,7 +85,7 @@ def test_tiny_lenet_cache_round_trip_and_seeded_retraining(tiny_mnist_card, mnis
         raise AssertionError("trained again although the weights are cached")
 
     with monkeypatch.context() as mp:
-        mp.setitem(training._REGISTRY, "lenet-classifier", dataclasses.replace(lenet.TRAINER, train=no_training))
+        mp.setitem(registry._REGISTRY, "lenet-classifier", dataclasses.replace(lenet.TRAINER, train=no_training))
         cached = load_lenet(card, cache=cache_root, data_dir=None, device="cpu")  # no data needed
     assert torch.equal(cached.probs(x), first.probs(x))
     retrained = load_lenet(card, cache=cache_root, data_dir=mnist_fixture_dir, device="cpu", retrain=True)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from ppl_audit import training
+from ppl_audit.training import registry
 from ppl_audit.cache import load_weights
 from ppl_audit.cards import load_card
 from ppl_audit.classifiers import sdim
@@ -20,7 +20,6 @@ from ppl_audit.classifiers.base import Classifier
 from ppl_audit.classifiers.sdim import (
     SDIM,
     SDIMClassifier,
-    SDIMDetector,
     fit_thresholds,
     gaussian_log_likelihoods,
     jsd_mi_estimate,
@@ -31,6 +30,7 @@ from ppl_audit.classifiers.sdim import (
     thresholds_from_log_likelihoods,
 )
 from ppl_audit.detectors.base import Detector
+from ppl_audit.detectors.sdim import SDIMDetector
 from ppl_audit.errors import AuditFileError, InvalidInputError, ModelOutputError, WeightsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -282,7 +282,7 @@ def test_tiny_training_is_seeded_cached_and_gives_a_usable_rejector(mnist_fixtur
 
     x = torch.rand(3, 1, 28, 28)
     with monkeypatch.context() as mp:
-        mp.setitem(training._REGISTRY, "sdim-classifier", dataclasses.replace(sdim.TRAINER, train=no_training))
+        mp.setitem(registry._REGISTRY, "sdim-classifier", dataclasses.replace(sdim.TRAINER, train=no_training))
         cached = sdim.load_sdim(card, cache=cache_root, device="cpu", train_if_missing=False)
     assert torch.equal(cached.log_likelihoods(x), clf.log_likelihoods(x))
     assert torch.equal(cached.thresholds(2), clf.thresholds(2))

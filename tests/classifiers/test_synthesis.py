@@ -10,7 +10,6 @@ from ppl_audit.classifiers.synthesis import (
     SearchConfig,
     SynthesisClassifier,
     _squared_distances,
-    explanation_figure,
     latent_search,
     prior_ball_radius,
     refine_contested,
@@ -19,6 +18,7 @@ from ppl_audit.detectors.synthesis import HybridDetector, SynthesisDetector
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.generative.class_generators import ClassGAN
 from ppl_audit.generative.vae_ensemble import VAEEnsemble
+from ppl_audit.report.figures import explanation_figure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = SearchConfig(draws=64, steps=30, learning_rate=0.1)

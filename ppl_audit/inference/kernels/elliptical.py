@@ -113,3 +113,12 @@ def step(
         theta[rest] = low[rest] + width * torch.rand(rest.shape, generator=generator, device=dev, dtype=dtype)
         searching = rest
     return SliceState(position, log_lik, extras), SliceInfo(moved, proposals)
+
+
+__all__ = [
+    "MAX_PROPOSALS",
+    "LogLikelihoodFn",
+    "SliceInfo",
+    "SliceState",
+    "step",
+]

@@ -247,3 +247,12 @@ def step(
         energy=torch.where(accept, h1, h0),
     )
     return new_state, info
+
+
+__all__ = [
+    "DIVERGENCE_THRESHOLD",
+    "HMCInfo",
+    "HMCState",
+    "init",
+    "step",
+]

@@ -76,3 +76,8 @@ def step(
     if state.extras is not None and extras_new is not None:
         new_extras = torch.where(accept.unsqueeze(-1), extras_new, state.extras)
     return MHState(new_position, new_logp, new_extras), MHInfo(accept, logp_new)
+
+
+__all__ = [
+    "step",
+]

@@ -187,3 +187,13 @@ def fit(
                              torch.full((r, 1), math.log(defensive_weight), device=x.device, dtype=x.dtype)], dim=1)
         means, tril = torch.cat([means, mean_all], dim=1), torch.cat([tril, wide], dim=1)
     return GaussianMixture(log_mix, means, tril)
+
+
+__all__ = [
+    "DEFENSIVE_SCALE",
+    "EM_ITERATIONS",
+    "MIN_VARIANCE",
+    "RIDGE_FRACTION",
+    "GaussianMixture",
+    "fit",
+]

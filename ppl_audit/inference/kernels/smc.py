@@ -318,3 +318,14 @@ def cross_fitted_mixture(
     fitted = mixture.fit(points, log_w.repeat(runs, 1), num_components=num_components, inflation=inflation,
                          defensive_weight=defensive_weight, generator=generator)
     return fitted, group
+
+
+__all__ = [
+    "BISECTION_ITERATIONS",
+    "cross_fitted_mixture",
+    "effective_sample_size",
+    "log_mean_exp",
+    "next_temperature",
+    "systematic_resample",
+    "tempered_log_weights",
+]
