@@ -50,13 +50,8 @@ MAX_SUPERCHAINS = 16  # independent groups of particles compared by nested R-hat
 SMC_FINAL_DRAWS = 20
 # SMC runs: at least this many particles each (one run when nothing else divides N).
 SMC_MIN_PARTICLES_PER_RUN = 16
-# Independent moves fit a mixture to each half-run; nested R-hat needs enough
-# independent runs to mean something. In benchmarks/levelset_throughput.py runs
-# of 16 and 100 particles fitted poorly (nested R-hat 1.15-2.4, and 1.03 at
-# concentration 1,000), and 4 runs of 250 passed nested R-hat while their means
-# sat 3-4.4 Monte Carlo standard errors from the reference (4 superchains give
-# a variance estimate with 3 degrees of freedom). So: at least 8 runs of at
-# least 125; below that SMC uses random-walk moves, which need no fit.
+# Fitted moves need runs large enough to fit a mixture, and nested R-hat enough runs to estimate a
+# variance: at least 8 runs of 125, else random-walk moves (README, "Samplers", for the measurements).
 SMC_FITTED_PARTICLES_PER_RUN = 125
 SMC_MIN_FITTED_RUNS = 8
 SMC_RW_MOVES = 10  # random-walk moves per stage: 5 left the concentration-1,000 level set at nested R-hat 1.02-1.09
@@ -70,14 +65,11 @@ SMC_DEFAULT_SPACE = "unconstrained"  # benchmarks/levelset_smc_levers.py
 SMC_MIN_MOVED_FRACTION = 0.9
 # A run whose moves accepted under 15% over a stage keeps 80% of its ESS at the next reweighting, not 50%.
 SMC_SLOW_ESS_FRACTION = 0.8
-# A level set that fails its checks gets a second SMC round of runs twice as large (3x the first round's
-# cost in all): on the circle world's tight target, runs of 250 were worth 2-3.5x the effective particles
-# of runs of 125 (benchmarks/levelset_smc_levers.py).
+# A level set that fails its checks gets a second round of runs twice as large (3x the first round's cost):
+# larger runs are worth more effective particles each (README, "Samplers"; levelset_smc_levers.py).
 SMC_MAX_ROUNDS = 2
-# No round is added where the superchains are worth fewer effective particles than this (nested R-hat
-# above ~1.1): their runs then disagree about which regions hold the level set, which a few more runs
-# do not fix (MNIST at concentration 3,000: 1-2), while a precision shortfall does (the circle world's
-# tight target: 7-44 after the first round, converged after the second).
+# No round is added below this many effective particles per superchain (nested R-hat above ~1.1): the runs
+# then disagree about where the level set is, which more runs do not fix; a precision shortfall they do.
 SMC_ROUND_MIN_EFFECTIVE_PARTICLES = 5.0
 
 

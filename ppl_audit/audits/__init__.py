@@ -1,4 +1,4 @@
-"""Audits: one module per kind, each ``run(spec, *, seed) -> Report``.
+"""Audits: one module per kind, each ``run(spec, *, seed) -> Report`` over its ``SPEC`` dataclass.
 
 :func:`load_audit_file` reads a declarative TOML file and returns the kind,
 the validated spec and the seed; :data:`AUDIT_KINDS` maps kinds to modules.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from ppl_audit.audits import gwin, levelset, ood, selective
-from ppl_audit.audits.spec import read_toml
+from ppl_audit.audits.spec import read_toml, spec_from_toml
 from ppl_audit.errors import AuditFileError
 
 AUDIT_KINDS = {levelset.KIND: levelset, gwin.KIND: gwin, ood.KIND: ood, selective.KIND: selective}
@@ -31,7 +31,7 @@ def load_audit_file(path: str | os.PathLike):
     if not isinstance(kind, str) or kind not in AUDIT_KINDS:
         raise AuditFileError(f"{path}: [audit] kind = {kind!r} is unknown; known kinds: {', '.join(AUDIT_KINDS)}")
     module = AUDIT_KINDS[kind]
-    spec, seed = module.spec_from_toml(doc, str(path))
+    spec, seed = spec_from_toml(module.SPEC, doc, str(path), arrays=getattr(module, "SPEC_ARRAYS", None))
     return module, spec, seed
 
 

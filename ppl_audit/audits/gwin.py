@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ppl_audit._device import resolve_device
-from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
+from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.classifiers.base import check_images
 from ppl_audit.classifiers.bayesian_lenet import (
     DEFAULT_CARD as DEFAULT_CLASSIFIER,
@@ -40,7 +40,7 @@ from ppl_audit.classifiers.bayesian_lenet import (
     check_threshold,
     median_probability,
 )
-from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.errors import InvalidInputError
 from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report, Section, Table
@@ -115,18 +115,7 @@ class GwinAuditSpec:
             raise InvalidInputError(f"num_images must be a positive integer (or absent: all), got {self.num_images!r}")
 
 
-def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[GwinAuditSpec, int]:
-    """Build ``(spec, seed)`` from a parsed audit file of kind ``gwin``."""
-    check_keys(doc, {"audit"}, source)
-    audit = dict(doc.get("audit", {}))
-    audit.pop("kind", None)
-    try:
-        seed = validate_seed(audit.pop("seed", DEFAULT_SEED))
-        return GwinAuditSpec(**dataclass_kwargs(GwinAuditSpec, audit, f"{source} [audit]")), seed
-    except (InvalidInputError, TypeError) as exc:
-        if isinstance(exc, AuditFileError):
-            raise
-        raise AuditFileError(f"{source}: {exc}") from exc
+SPEC = GwinAuditSpec  # the [audit] table's dataclass (audits.spec.spec_from_toml)
 
 
 # --------------------------------------------------------------------------- the computation
@@ -671,5 +660,5 @@ def run(
                             classifier=classifier, gwin=gwin, images=images))
 
 
-__all__ = ["GwinAuditSpec", "GwinResults", "GwinRuns", "KIND", "PAPER_GWIN_ACCURACY", "PAPER_TAUS", "TrainingRecord",
-           "evaluate", "evaluate_gwin", "present", "run", "spec_from_toml", "summarise"]
+__all__ = ["SPEC", "GwinAuditSpec", "GwinResults", "GwinRuns", "KIND", "PAPER_GWIN_ACCURACY", "PAPER_TAUS", "TrainingRecord",
+           "evaluate", "evaluate_gwin", "present", "run", "summarise"]

@@ -31,10 +31,10 @@ import torch
 
 from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
-from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
+from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.audits import worlds as registry
 from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, WORLDS  # noqa: F401 (WORLDS re-exported)
-from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.errors import InvalidInputError
 from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_sigma, validate_target
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
 from ppl_audit.paths import MAX_NAME_LENGTH, is_safe_name
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from ppl_audit.sampling import LevelSetResult
 
 __all__ = [
-    "KIND", "TargetSpec", "LevelSetAuditSpec", "spec_from_toml", "paper_delta",
+    "SPEC", "KIND", "TargetSpec", "LevelSetAuditSpec", "paper_delta",
     "LevelSetResults", "WorldResult", "TargetResult", "evaluate", "present", "run",
     "DEFAULT_TARGETS", "MNIST_TARGETS", "DEFAULT_TARGETS_BY_FAMILY", "DEFAULT_CONCENTRATION", "DEFAULT_TITLES",
     "CONFIDENT_CONCENTRATION", "PAPER_CONCENTRATION", "MNIST_CONCENTRATION", "MNIST_TWO_CLASS_CONCENTRATION",
@@ -133,12 +133,8 @@ DEFAULT_TARGETS = (
 )
 
 # ---------------------------------------------------------------- MNIST (Booth et al. 2020, Sec. 4.2)
-# MNIST targets: not the paper's 10. With ten classes, 10 gives each class about one unit of Dirichlet
-# weight: Delta 5.3-7.2%, above the paper's in three of six cells. The ten-way ambiguous target needs
-# 3,000 for Delta clearly below the paper's 1.83% (1,000 reached 1.82% on one seed of three); the
-# two-class targets are 4-6x below the paper's already at 100, where the VAE's cells converge at three
-# seeds, and at 3,000 their level sets break into islands the runs disagree on (nested R-hat 1.2-6)
-# (README, "Samplers"; benchmarks/results/mnist_levelsets{_concentration,_vae_c1000,_vae_rounds}.json).
+# MNIST concentrations, not the paper's 10 (which leaves Delta above the paper's): 3,000 for the ten-way
+# target's Delta, 100 for the two-class targets, which break into islands at 3,000 (README, "Samplers").
 MNIST_CONCENTRATION = 3000.0  # the ten-way ambiguous target, and the default for a user's MNIST target
 MNIST_TWO_CLASS_CONCENTRATION = 100.0
 
@@ -316,30 +312,8 @@ class LevelSetAuditSpec:
         return dataclasses.asdict(self) | {"targets": [dataclasses.asdict(t) for t in self.targets]}
 
 
-def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[LevelSetAuditSpec, int]:
-    """Build ``(spec, seed)`` from a parsed audit file of kind ``levelset``."""
-    check_keys(doc, {"audit", "targets"}, source)
-    audit = dict(doc.get("audit", {}))
-    audit.pop("kind", None)
-    try:
-        seed = validate_seed(audit.pop("seed", DEFAULT_SEED))
-    except AuditFileError as exc:
-        raise AuditFileError(f"{source}: [audit] {exc}") from exc
-    kwargs = dataclass_kwargs(LevelSetAuditSpec, audit, f"{source} [audit]", skip=("targets",))
-    targets = doc.get("targets")
-    try:
-        if targets is not None:
-            if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
-                raise AuditFileError(f"{source}: targets must be an array of tables ([[targets]])")
-            kwargs["targets"] = tuple(
-                TargetSpec(**dataclass_kwargs(TargetSpec, t, f"{source} [[targets]] #{i + 1}"))
-                for i, t in enumerate(targets)
-            )
-        return LevelSetAuditSpec(**kwargs), seed
-    except (InvalidInputError, TypeError) as exc:
-        if isinstance(exc, AuditFileError):
-            raise
-        raise AuditFileError(f"{source}: {exc}") from exc
+SPEC = LevelSetAuditSpec  # the [audit] table's dataclass (audits.spec.spec_from_toml)
+SPEC_ARRAYS = {"targets": TargetSpec}  # [[targets]]: the file's arrays of tables and their dataclass
 
 
 # ---------------------------------------------------------------- evaluate: sampling and measuring, no rendering

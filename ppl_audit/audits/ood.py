@@ -28,8 +28,8 @@ import torch
 
 from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
-from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, validate_seed
-from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.audits.spec import DEFAULT_SEED, validate_seed
+from ppl_audit.errors import InvalidInputError
 from ppl_audit.metrics import ood_metrics, reference_percentiles
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report
@@ -118,18 +118,7 @@ class OodAuditSpec:
             raise InvalidInputError("vae_ensemble must name a vae-ensemble card")
 
 
-def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[OodAuditSpec, int]:
-    """Build ``(spec, seed)`` from a parsed audit file of kind ``ood``."""
-    check_keys(doc, {"audit"}, source)
-    audit = dict(doc.get("audit", {}))
-    audit.pop("kind", None)
-    try:
-        seed = validate_seed(audit.pop("seed", DEFAULT_SEED))
-        return OodAuditSpec(**dataclass_kwargs(OodAuditSpec, audit, f"{source} [audit]")), seed
-    except (InvalidInputError, TypeError) as exc:
-        if isinstance(exc, AuditFileError):
-            raise
-        raise AuditFileError(f"{source}: {exc}") from exc
+SPEC = OodAuditSpec  # the [audit] table's dataclass (audits.spec.spec_from_toml)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -792,6 +781,6 @@ def score_folder(
         models=models))
 
 
-__all__ = ["EnsembleScorer", "FolderResults", "KIND", "OodAuditSpec", "OodResults", "PAPER_BEST_AUROC", "ROWS",
+__all__ = ["SPEC", "EnsembleScorer", "FolderResults", "KIND", "OodAuditSpec", "OodResults", "PAPER_BEST_AUROC", "ROWS",
            "auroc_by_class", "evaluate", "evaluate_folder", "least_flagged", "out_of_distribution_sets", "present",
-           "present_folder", "run", "score_folder", "spec_from_toml"]
+           "present_folder", "run", "score_folder"]

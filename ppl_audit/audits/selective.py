@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from ppl_audit._device import resolve_device
-from ppl_audit.audits.spec import DEFAULT_SEED, check_keys, dataclass_kwargs, spec_hash, validate_seed
-from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
+from ppl_audit.errors import InvalidInputError
 from ppl_audit.metrics import risk_coverage
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
@@ -172,18 +172,7 @@ class SelectiveAuditSpec:
             raise InvalidInputError(f"{key}_search: {exc}") from exc
 
 
-def spec_from_toml(doc: dict[str, Any], source: str) -> tuple[SelectiveAuditSpec, int]:
-    """Build ``(spec, seed)`` from a parsed audit file of kind ``selective``."""
-    check_keys(doc, {"audit"}, source)
-    audit = dict(doc.get("audit", {}))
-    audit.pop("kind", None)
-    try:
-        seed = validate_seed(audit.pop("seed", DEFAULT_SEED))
-        return SelectiveAuditSpec(**dataclass_kwargs(SelectiveAuditSpec, audit, f"{source} [audit]")), seed
-    except (InvalidInputError, TypeError) as exc:
-        if isinstance(exc, AuditFileError):
-            raise
-        raise AuditFileError(f"{source}: {exc}") from exc
+SPEC = SelectiveAuditSpec  # the [audit] table's dataclass (audits.spec.spec_from_toml)
 
 
 # --------------------------------------------------------------------------- the arithmetic
@@ -870,6 +859,5 @@ def _thin(xs, ys, max_points: int = MAX_CURVE_POINTS):
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
-__all__ = ["KIND", "Explanation", "MethodOutcome", "SDIMResults", "SelectiveAuditSpec", "SelectiveResults",
-           "SynthesisSearch", "compare_curves", "evaluate", "present", "risk_at", "run", "spec_from_toml",
-           "summarise"]
+__all__ = ["SPEC", "KIND", "Explanation", "MethodOutcome", "SDIMResults", "SelectiveAuditSpec", "SelectiveResults",
+           "SynthesisSearch", "compare_curves", "evaluate", "present", "risk_at", "run", "summarise"]

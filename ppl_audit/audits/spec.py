@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ppl_audit.cards import loads_toml, read_toml_text
-from ppl_audit.errors import AuditFileError
+from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.validators import check_seed, is_int
 
 DEFAULT_SEED = 0
@@ -83,6 +83,61 @@ def _has_toml_type(value, expected: list[str]) -> bool:
     return any(checks[name](value) for name in expected)
 
 
+def spec_from_toml(cls, doc: dict[str, Any], source: str, *, arrays: dict[str, type] | None = None) -> tuple[Any, int]:
+    """Build ``(spec, seed)`` from a parsed audit file: ``[audit]`` keys are the fields of dataclass ``cls``.
+
+    Parameters
+    ----------
+    cls : type
+        The audit kind's frozen spec dataclass; its ``__post_init__`` validates.
+    doc : dict
+        The parsed file.
+    source : str
+        The file's name, for messages.
+    arrays : dict, optional
+        Arrays of tables the kind takes (``{"targets": TargetSpec}`` for ``[[targets]]``): each becomes a
+        tuple of that dataclass under the spec field of the same name.
+
+    Raises
+    ------
+    AuditFileError
+        Naming the file, the table and what is wrong.
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Toy:
+    ...     size: int = 1
+    >>> spec_from_toml(Toy, {"audit": {"kind": "toy", "size": 3, "seed": 7}}, "toy.toml")
+    (Toy(size=3), 7)
+    """
+    arrays = arrays or {}
+    check_keys(doc, {"audit", *arrays}, source)
+    audit = dict(doc.get("audit", {}))
+    audit.pop("kind", None)
+    try:
+        seed = validate_seed(audit.pop("seed", DEFAULT_SEED))
+    except AuditFileError as exc:
+        raise AuditFileError(f"{source}: [audit] {exc}") from exc
+    try:
+        kwargs = dataclass_kwargs(cls, audit, f"{source} [audit]", skip=tuple(arrays))
+        for name, item_cls in arrays.items():
+            if name in doc:
+                kwargs[name] = _array_of_tables(item_cls, doc[name], name, source)
+        return cls(**kwargs), seed
+    except (InvalidInputError, TypeError) as exc:
+        if isinstance(exc, AuditFileError):
+            raise
+        raise AuditFileError(f"{source}: {exc}") from exc
+
+
+def _array_of_tables(cls, items, name: str, source: str) -> tuple:
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise AuditFileError(f"{source}: {name} must be an array of tables ([[{name}]])")
+    return tuple(cls(**dataclass_kwargs(cls, item, f"{source} [[{name}]] #{i + 1}")) for i, item in enumerate(items))
+
+
 def spec_hash(spec_dict: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a spec: what the report's provenance cites."""
     return hashlib.sha256(json.dumps(spec_dict, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -93,6 +148,7 @@ __all__ = [
     "MAX_SEED",
     "check_keys",
     "dataclass_kwargs",
+    "spec_from_toml",
     "read_toml",
     "spec_hash",
     "validate_seed",

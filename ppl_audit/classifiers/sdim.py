@@ -614,7 +614,7 @@ def _check_labelled(x: torch.Tensor, labels: torch.Tensor, num_classes: int, nam
         raise InvalidInputError(f"labels must be integers in 0..{num_classes - 1}")
 
 
-def _selective_figures(ll: torch.Tensor, labels: torch.Tensor, thresholds: torch.Tensor) -> dict:
+def _selective_numbers(ll: torch.Tensor, labels: torch.Tensor, thresholds: torch.Tensor) -> dict:
     best, pred = ll.max(1)
     kept = best >= thresholds[pred]
     correct = pred == labels
@@ -719,7 +719,7 @@ def train_sdim(card: ModelCard, *, data_dir=None, device="auto", progress: Progr
         "train_accuracy": float((train_ll.argmax(1) == train.labels).float().mean()),
     }
     for k, q in enumerate(PERCENTILES):
-        row = _selective_figures(test_ll, test.labels, module.thresholds[k])
+        row = _selective_numbers(test_ll, test.labels, module.thresholds[k])
         metrics[f"test_kept_accuracy_p{q}"] = row["accuracy_kept"] if row["accuracy_kept"] is not None else 0.0
         metrics[f"test_rejection_rate_p{q}"] = row["rejection_rate"]
     metrics.update({"num_train": len(train), "num_test": len(test), "threshold_fallback_classes": fell_back,
@@ -916,7 +916,7 @@ def selective_table(classifier: SDIMClassifier, images: torch.Tensor, labels: to
     with torch.no_grad():
         ll = classifier.log_likelihoods(images)
     labels = labels.to(ll.device)
-    return [{"percentile": q, **_selective_figures(ll, labels, t.to(ll.device))} for q, t in zip(percentiles, rows_t)]
+    return [{"percentile": q, **_selective_numbers(ll, labels, t.to(ll.device))} for q, t in zip(percentiles, rows_t)]
 
 
 def ood_rejection_rate(classifier: SDIMClassifier, images: torch.Tensor, percentile: int = 1) -> float:

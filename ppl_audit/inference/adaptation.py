@@ -25,7 +25,7 @@ DUAL_AVERAGING_GAMMA = 0.05  # Hoffman & Gelman (2014) / Stan: shrinkage towards
 DUAL_AVERAGING_T0 = 10.0  # Stan: damps the first iterations of the error average
 DUAL_AVERAGING_KAPPA = 0.75  # Stan: decay of the iterate-averaging weight t^-kappa
 DUAL_AVERAGING_MU_FACTOR = 10.0  # Stan: mu = log(10 * eps0) biases the search towards larger steps
-TARGET_ACCEPTANCE = 0.8  # Stan's default delta for HMC / NUTS
+HMC_TARGET_ACCEPTANCE = 0.8  # Stan's default delta for HMC / NUTS
 
 VARIANCE_SHRINKAGE_COUNT = 5.0  # Stan: var * n/(n+5) + 1e-3 * 5/(n+5) regularises small windows
 VARIANCE_SHRINKAGE_TARGET = 1e-3  # Stan: what a variance estimated from few draws shrinks towards
@@ -87,7 +87,7 @@ class DualAveraging:
     True
     """
 
-    target: float = TARGET_ACCEPTANCE
+    target: float = HMC_TARGET_ACCEPTANCE
     gamma: float = DUAL_AVERAGING_GAMMA
     t0: float = DUAL_AVERAGING_T0
     kappa: float = DUAL_AVERAGING_KAPPA
@@ -246,7 +246,7 @@ __all__ = [
     "DUAL_AVERAGING_MU_FACTOR",
     "DUAL_AVERAGING_T0",
     "MIN_WINDOWED_WARMUP",
-    "TARGET_ACCEPTANCE",
+    "HMC_TARGET_ACCEPTANCE",
     "VARIANCE_SHRINKAGE_COUNT",
     "VARIANCE_SHRINKAGE_TARGET",
     "WINDOW_BASE",

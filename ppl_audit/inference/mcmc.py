@@ -26,7 +26,7 @@ from ppl_audit.progress import ProgressFn, report
 
 # 0.3 sits between the asymptotic optimum 0.234 (high dimension) and 0.44 (one
 # dimension) for random-walk Metropolis; the level sets here have 3-6 latents.
-TARGET_ACCEPTANCE = 0.3
+RW_TARGET_ACCEPTANCE = 0.3
 ADAPTATION_DECAY = 0.6  # Robbins-Monro gain t^-0.6: steps sum to infinity, squares do not
 MIN_POPULATION_SD = 1e-3  # keeps the proposal alive when all chains sit on one point
 RANDOM_WALK_SCALE = 2.38  # first proposal sd is 2.38 / sqrt(D) times the spread (Roberts, Gelman & Gilks 1997)
@@ -60,7 +60,7 @@ class MCMCConfig:
 
     num_steps: int
     warmup_fraction: float = 0.5
-    target_acceptance: float = TARGET_ACCEPTANCE
+    target_acceptance: float = RW_TARGET_ACCEPTANCE
 
     def __post_init__(self):
         if not isinstance(self.num_steps, int) or self.num_steps <= 0:
@@ -361,7 +361,7 @@ def run_hmc(
     *,
     generator: torch.Generator | None = None,
     num_leapfrog: int = 8,
-    target_acceptance: float = 0.8,
+    target_acceptance: float = adaptation.HMC_TARGET_ACCEPTANCE,
     step_size: float | torch.Tensor = HMC_DEFAULT_STEP_SIZE,
     step_size_jitter: float = HMC_STEP_SIZE_JITTER,
     step_size_adaptation: str = "pooled",
@@ -486,7 +486,7 @@ __all__ = [
     "HMC_STEP_SIZE_JITTER",
     "MIN_POPULATION_SD",
     "RANDOM_WALK_SCALE",
-    "TARGET_ACCEPTANCE",
+    "RW_TARGET_ACCEPTANCE",
     "MCMCConfig",
     "resolve_latent_names",
     "run_hmc",

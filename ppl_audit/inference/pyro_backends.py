@@ -28,6 +28,7 @@ from pyro.infer import MCMC, NUTS, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal, init_to_median, init_to_sample
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
+from ppl_audit.inference.adaptation import HMC_TARGET_ACCEPTANCE
 from ppl_audit.inference.kernels.mh import evaluate
 from ppl_audit.inference.kernels.smc import effective_sample_size
 from ppl_audit.inference.pyro_density import (
@@ -39,8 +40,8 @@ from ppl_audit.inference.pyro_density import (
     vectorized_trace,
 )
 from ppl_audit.inference.result import SamplingResult
-from ppl_audit.validators import LATENT_SITE
 from ppl_audit.progress import ProgressFn, report
+from ppl_audit.validators import LATENT_SITE
 
 GUIDES = {"normal": AutoNormal, "mvn": AutoMultivariateNormal}  # guide= names and their Pyro autoguides
 # Resampled draws are exchangeable, so splitting them into groups changes no
@@ -149,7 +150,7 @@ def run_nuts(
     num_warmup: int = 200,
     num_samples: int = 200,
     seed: int = 0,
-    target_accept_prob: float = 0.8,
+    target_acceptance: float = HMC_TARGET_ACCEPTANCE,
     max_tree_depth: int = 10,
     init_strategy: Callable | None = None,
     latent_names: Sequence[str] | None = None,
@@ -177,7 +178,7 @@ def run_nuts(
     num_warmup : int
         Adaptation iterations per chain, dropped (>= 0).
     seed : int
-    target_accept_prob : float
+    target_acceptance : float
         Step-size adaptation target, in ``(0, 1)``.
     max_tree_depth : int
         Cap on trajectory doublings (> 0).
@@ -205,7 +206,7 @@ def run_nuts(
         in unconstrained space, Jacobian included); ``num_evaluations``:
         every gradient evaluation of the model after initialisation
         (leapfrog steps and step-size searches, all chains); ``info``:
-        ``step_size`` and ``inverse_mass_matrix`` per chain, ``num_leapfrog_steps``,
+        ``step_size`` and ``inverse_mass`` per chain, ``total_leapfrog_steps``,
         ``num_divergences``, ``chain_seeds``.
 
     Raises
@@ -231,8 +232,8 @@ def run_nuts(
     num_samples = _positive_int("num_samples", num_samples)
     num_warmup = _positive_int("num_warmup", num_warmup, allow_zero=True)
     max_tree_depth = _positive_int("max_tree_depth", max_tree_depth)
-    if not 0 < float(target_accept_prob) < 1:
-        raise InvalidInputError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
+    if not 0 < float(target_acceptance) < 1:
+        raise InvalidInputError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
     seed = _positive_int("seed", seed, allow_zero=True)
     kwargs = dict(model_kwargs or {})
     info = inspect_site(model, site, model_args, kwargs, single_latent=False)
@@ -252,7 +253,7 @@ def run_nuts(
             pyro.set_rng_seed(chain_seed)
             kernel = _RecordingNUTS(
                 model,
-                target_accept_prob=float(target_accept_prob),
+                target_accept_prob=float(target_acceptance),
                 max_tree_depth=max_tree_depth,
                 max_plate_nesting=info.max_plate_nesting,
                 init_strategy=init_strategy or init_to_sample,
@@ -301,10 +302,10 @@ def run_nuts(
         seconds=time.perf_counter() - start,
         info={
             "step_size": step_sizes,
-            "inverse_mass_matrix": inv_mass,
-            "num_leapfrog_steps": int(sample_stats["n_steps"].sum()),
+            "inverse_mass": inv_mass,
+            "total_leapfrog_steps": int(sample_stats["n_steps"].sum()),
             "num_divergences": int(sample_stats["diverging"].sum()),
-            "target_accept_prob": float(target_accept_prob),
+            "target_acceptance": float(target_acceptance),
             "max_tree_depth": max_tree_depth,
             "chain_seeds": seeds,
             "extras_evaluations": 0 if extras is None else num_chains * num_samples,

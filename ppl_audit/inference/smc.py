@@ -48,7 +48,7 @@ from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.inference.kernels import elliptical, imh, mh
 from ppl_audit.inference.kernels import smc as kernel
 from ppl_audit.inference.kernels.mixture import GaussianMixture
-from ppl_audit.inference.mcmc import MIN_POPULATION_SD, RANDOM_WALK_SCALE, TARGET_ACCEPTANCE, resolve_latent_names
+from ppl_audit.inference.mcmc import MIN_POPULATION_SD, RANDOM_WALK_SCALE, RW_TARGET_ACCEPTANCE, resolve_latent_names
 from ppl_audit.inference.result import SamplingResult, SMCRunInfo
 from ppl_audit.progress import ProgressFn, report
 
@@ -498,7 +498,7 @@ def _move(generator, state: mh.MHState, move_target: _MoveTarget, proposals: Pro
 
 
 def _adapt_scale_factor(log_scale_factor: torch.Tensor, tally: _MoveTally) -> torch.Tensor:
-    """``log c_r += SCALE_ADAPTATION_GAIN * (acceptance_r - TARGET_ACCEPTANCE)`` over the random-walk moves.
+    """``log c_r += SCALE_ADAPTATION_GAIN * (acceptance_r - RW_TARGET_ACCEPTANCE)`` over the random-walk moves.
 
     ``acceptance_r`` averages ``moves * M`` indicators, so is nearly noise-free. At gain 3,
     acceptance 0 shrinks ``c`` by ``e^-0.9 ~ 0.4`` per stage, acceptance 1 grows it
@@ -507,7 +507,7 @@ def _adapt_scale_factor(log_scale_factor: torch.Tensor, tally: _MoveTally) -> to
     if not tally.rw_moves:
         return log_scale_factor
     rate = tally.rw_accepted / tally.rw_moves
-    return log_scale_factor + SCALE_ADAPTATION_GAIN * (rate - TARGET_ACCEPTANCE)
+    return log_scale_factor + SCALE_ADAPTATION_GAIN * (rate - RW_TARGET_ACCEPTANCE)
 
 
 def _reweight(state: SMCState):
@@ -730,7 +730,7 @@ def run_smc(
     - ``"rw"``: random-walk MH. The proposal of latent ``d`` in run ``r`` is
       ``c_r * sd_rd``: ``sd_rd`` the run's particle spread after resampling,
       ``c_r`` adapted after each stage towards acceptance
-      :data:`~ppl_audit.inference.mcmc.TARGET_ACCEPTANCE` (see :data:`SCALE_ADAPTATION_GAIN`).
+      :data:`~ppl_audit.inference.mcmc.RW_TARGET_ACCEPTANCE` (see :data:`SCALE_ADAPTATION_GAIN`).
     - ``"mixed"``: the two alternate, independent first.
 
     Runs share nothing (not even ``c`` or a mixture), so they are independent.

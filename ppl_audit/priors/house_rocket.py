@@ -33,13 +33,8 @@ CLASS_NAMES = ("rocket", "house")  # class index c: 0 = rocket, 1 = house
 HOUSE_PROBABILITY = 0.5  # P(c = 1), the paper's Bernoulli(0.5)
 ROCKET_SHAPE = {"w": (10.0, 5.0), "h": (30.0, 10.0), "t": (8.0, 2.0)}  # (mean, sd), paper
 HOUSE_SHAPE = {"w": (30.0, 10.0), "h": (10.0, 2.0)}  # (mean, sd), paper
-# The paper gives no roof height for houses. A house is three times as wide
-# as a rocket, so its roof is taller than a nose cone: we take a pitch
-# t / (w / 2) of 0.8 at the mean house width 30 (t = 12) and a spread of a
-# third of the mean, like the house width's 10 / 30. Measured consequence
-# (closing note of the foundation issue): with the rocket's N+(8, 2^2) instead,
-# the Bayes-optimal classifier's ambiguous level set at concentration 10 leans
-# to houses (mean P(rocket) 0.45); with N+(12, 4^2) it is balanced (0.496).
+# (mean, sd) of the house roof t ~ N+: the paper gives none; a pitch of 0.8 at the mean width keeps the
+# ambiguous level set balanced (README, "The house/rocket world").
 HOUSE_ROOF = (12.0, 4.0)
 CIRCLE_RADIUS = (20.0, 10.0)  # (mean, sd) of r ~ N+, paper
 CIRCLE_CENTRE_RANGE = (20.0, 40.0)  # cx, cy ~ U(20, 40), paper

@@ -233,7 +233,7 @@ def test_svi_extras_and_log_density_fn():
         ({"num_samples": -1}, "num_samples"),
         ({"num_warmup": -1}, "num_warmup"),
         ({"num_samples": 2.5}, "num_samples"),
-        ({"target_accept_prob": 1.0}, "target_accept_prob"),
+        ({"target_acceptance": 1.0}, "target_acceptance"),
         ({"seed": -1}, "seed"),
         ({"site": "nope"}, "no sample site"),
     ],
