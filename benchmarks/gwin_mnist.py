@@ -16,13 +16,11 @@ Exits with status 2 when the models are missing and cannot be trained (no data f
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 
 from _common import missing_cards, parse, parser, print_table, quick_data_dir, set_threads, skip, write_results
@@ -30,6 +28,7 @@ from _common import missing_cards, parse, parser, print_table, quick_data_dir, s
 from ppl_audit.audits import gwin as gwin_audit
 from ppl_audit.audits import load_audit_file
 from ppl_audit.errors import PplAuditError
+from ppl_audit.training import load_model
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-gwin.toml"
 COLUMNS = ("rejected_percent", "bnn_accuracy_rejected_percent", "gwin_accuracy_rejected_percent",
@@ -59,11 +58,10 @@ def main(argv=None) -> int:
         spec = dataclasses.replace(spec, **QUICK)
     args.data_dir = quick_data_dir(args)
     try:
-        from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
-        from ppl_audit.generative.gwin import load_gwin
 
-        classifier = load_bayesian_lenet(spec.classifier, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-        gwin = load_gwin(spec.gwin, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
+        classifier = load_model(spec.classifier, cache=args.cache_dir, data_dir=args.data_dir, device="cpu",
+                                kind="bayesian-lenet-classifier").model
+        gwin = load_model(spec.gwin, cache=args.cache_dir, data_dir=args.data_dir, device="cpu", kind="gwin")
     except PplAuditError as exc:
         print(f"gwin_mnist: error: the models are missing and cannot be trained: {exc}", file=sys.stderr)
         return 2

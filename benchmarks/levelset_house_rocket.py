@@ -20,6 +20,7 @@ import torch
 import ppl_audit as pa
 from ppl_audit.levelset import LevelSet
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
+from ppl_audit.training import load_model
 
 from _common import missing_cards, parse, parser, print_table, skip, write_results
 
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
 
     torch.set_grad_enabled(False)
     t0 = time.perf_counter()
-    clf = pa.load_house_rocket_classifier(cache=args.cache_dir, device="cpu")
+    clf = load_model("house-rocket-cnn", cache=args.cache_dir, device="cpu", kind="house-rocket-classifier").model
     world = pa.make_world(args.world)
     prior_yield, reference = _reference(world, clf, draws, yield_draws)
     rows = []

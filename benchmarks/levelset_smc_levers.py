@@ -33,7 +33,6 @@ Run (from the repository root):
 
 from __future__ import annotations
 
-import argparse
 import time
 
 

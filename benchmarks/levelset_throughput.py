@@ -34,6 +34,7 @@ import ppl_audit as pa
 from ppl_audit import diagnostics
 from ppl_audit.levelset import LevelSet
 from ppl_audit.metrics import average_deviation
+from ppl_audit.training import load_model
 
 from _common import missing_cards, one_seed, parse, parser, print_table, skip, write_results
 
@@ -120,7 +121,7 @@ def run_one(spec: dict) -> dict:
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     world = pa.make_world("house-rocket", device=device)
-    clf = pa.load_house_rocket_classifier(cache=spec.get("cache"), device=device)
+    clf = load_model("house-rocket-cnn", cache=spec.get("cache"), device=device, kind="house-rocket-classifier").model
     target, alpha = TARGETS[spec["target"]]
     method = spec["method"]
     diagnostics._arviz()  # importing ArviZ (~2 s) is a one-off per process, not sampling time
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     t0 = time.perf_counter()
     world = pa.make_world("house-rocket", device=device)
-    clf = pa.load_house_rocket_classifier(cache=args.cache_dir, device=device)
+    clf = load_model("house-rocket-cnn", cache=args.cache_dir, device=device, kind="house-rocket-classifier").model
     sizes = args.sizes or ([64] if args.quick else [1000, 4096])
     # Steps per chain (warm-up included). HMC's gradient passes run at ~1/5 of the forward
     # rate here, so it gets fewer, shorter trajectories to stay within minutes.

@@ -17,13 +17,11 @@ Exits with status 2 when the ensembles are missing and cannot be trained (no dat
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 
 from _common import missing_cards, parse, parser, print_table, quick_data_dir, set_threads, skip, write_results
@@ -31,6 +29,7 @@ from _common import missing_cards, parse, parser, print_table, quick_data_dir, s
 from ppl_audit.audits import load_audit_file
 from ppl_audit.audits import ood as ood_audit
 from ppl_audit.errors import PplAuditError
+from ppl_audit.training import load_model
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-ood.toml"
 QUICK = {"num_in": 100, "num_out": 20, "iwae_samples": 2, "adversarial_steps": 1}  # every row, a few images
@@ -58,8 +57,6 @@ def main(argv=None) -> int:
         spec = dataclasses.replace(spec, **QUICK)
     args.data_dir = quick_data_dir(args)
     try:
-        from ppl_audit.generative.gan_ensemble import load_gan_ensemble
-        from ppl_audit.generative.vae_ensemble import load_vae_ensemble
 
         from ppl_audit.cards import load_card
 
@@ -71,9 +68,9 @@ def main(argv=None) -> int:
             vae_card = vae_card.with_overrides(architecture={"likelihood": args.vae_likelihood})
         if args.vae_independent_batches:
             vae_card = vae_card.with_overrides(training={"independent_batches": True})
-        trained = {"vae": load_vae_ensemble(vae_card, **loading),
-                   "beta_vae": load_vae_ensemble(spec.beta_vae_ensemble, **loading),
-                   "gan": load_gan_ensemble(spec.gan_ensemble, **loading)}
+        trained = {"vae": load_model(vae_card, **loading, kind="vae-ensemble"),
+                   "beta_vae": load_model(spec.beta_vae_ensemble, **loading, kind="vae-ensemble"),
+                   "gan": load_model(spec.gan_ensemble, **loading, kind="gan-ensemble")}
     except PplAuditError as exc:
         print(f"ood_mnist: error: the ensembles are missing and cannot be trained: {exc}", file=sys.stderr)
         return 2

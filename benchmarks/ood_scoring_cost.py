@@ -16,7 +16,6 @@ Run (from the repository root):
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -26,8 +25,7 @@ from _common import missing_cards, one_seed, parse, parser, print_table, quick_d
 
 from ppl_audit.audits.ood import EnsembleScorer
 from ppl_audit.data import load_dataset
-from ppl_audit.generative.gan_ensemble import load_gan_ensemble
-from ppl_audit.generative.vae_ensemble import load_vae_ensemble
+from ppl_audit.training import load_model
 
 GOAL_RATIO = 2.0  # the bar
 IWAE_SAMPLES = 16
@@ -59,8 +57,10 @@ def main(argv=None) -> int:
             return skip(args, f"the weights of {', '.join(missing)} are not cached (a quick run trains nothing)")
         args.num_images, args.repeats = QUICK["num_images"], QUICK["repeats"]
     args.data_dir = quick_data_dir(args)
-    vae = load_vae_ensemble(cache=args.cache_dir, data_dir=args.data_dir, device="cpu").module
-    gan = load_gan_ensemble(cache=args.cache_dir, data_dir=args.data_dir, device="cpu").module
+    vae = load_model("mnist-vae-ensemble", cache=args.cache_dir, data_dir=args.data_dir, device="cpu",
+                     kind="vae-ensemble").module
+    gan = load_model("mnist-gan-ensemble", cache=args.cache_dir, data_dir=args.data_dir, device="cpu",
+                     kind="gan-ensemble").module
     x = load_dataset("mnist", "test", data_dir=args.data_dir, limit=args.num_images).images
     flat = x.flatten(1)
     k, s, d = vae.num_members, IWAE_SAMPLES, vae.latent_dim

@@ -23,7 +23,6 @@ Exits with status 2 when the model is missing and cannot be trained (no data fol
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -32,9 +31,10 @@ import torch
 
 from _common import missing_cards, parse, parser, print_table, quick_data_dir, skip, write_results
 
-from ppl_audit.classifiers.sdim import PERCENTILES, load_sdim, ood_rejection_rate, selective_table
+from ppl_audit.classifiers.sdim import PERCENTILES, ood_rejection_rate, selective_table
 from ppl_audit.data import load_dataset
 from ppl_audit.errors import PplAuditError
+from ppl_audit.training import load_model
 
 OOD_SETS = ("notmnist", "omniglot", "fashion-mnist")  # as staged in the data folder (see its README)
 # Wang & Yiu (IJCAI 2020), Table 2, MNIST; None: not recorded here.
@@ -58,7 +58,8 @@ def main(argv=None) -> int:
         return skip(args, f"the weights of {args.card} are not cached (a quick run trains nothing)")
     args.data_dir = quick_data_dir(args)
     try:
-        clf = load_sdim(args.card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
+        clf = load_model(args.card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu",
+                         kind="sdim-classifier").model
     except PplAuditError as exc:
         print(f"sdim_mnist: error: the SDIM is missing and cannot be trained: {exc}", file=sys.stderr)
         return 2

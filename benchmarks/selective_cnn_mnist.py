@@ -14,17 +14,16 @@ Run (from the repository root):
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 
 
 from _common import missing_cards, parse, parser, print_table, quick_data_dir, skip, write_results
 
-from ppl_audit.classifiers.lenet import load_lenet
 from ppl_audit.data import load_dataset
 from ppl_audit.errors import PplAuditError
 from ppl_audit.metrics import risk_coverage
+from ppl_audit.training import load_model
 
 OOD_SETS = ("omniglot", "notmnist")
 QUICK_LIMITS = {"mnist": 100, "ood": 20}  # images a quick run reads from MNIST and from each OoD set
@@ -47,7 +46,8 @@ def main(argv=None) -> int:
     if args.quick and missing_cards(args, ["mnist-lenet5"]):
         return skip(args, "the weights of mnist-lenet5 are not cached (a quick run trains nothing)")
     args.data_dir = quick_data_dir(args)
-    clf = load_lenet(cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
+    clf = load_model("mnist-lenet5", cache=args.cache_dir, data_dir=args.data_dir, device="cpu",
+                     kind="lenet-classifier").model
     mnist = load_dataset("mnist", "test", data_dir=args.data_dir, limit=limits["mnist"])
     rows = []
     torch.set_grad_enabled(False)  # evaluation only

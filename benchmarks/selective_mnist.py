@@ -17,7 +17,6 @@ A --quick run without --from-report is skipped: the audit needs a dozen trained 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

@@ -28,7 +28,6 @@ latents in the box [-3, 3]^D: 28 errors on those 4,000 digits against 24 in the 
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 
@@ -37,7 +36,7 @@ from _common import missing_cards, parse, parser, print_table, quick_data_dir, s
 
 from ppl_audit.classifiers.synthesis import SearchConfig, SynthesisClassifier
 from ppl_audit.data import load_dataset
-from ppl_audit.generative.class_generators import load_class_generators
+from ppl_audit.training import load_model
 
 PAPER = {"mnist-class-vae": 98.35, "mnist-class-gan": 97.81}
 BUDGET_SECONDS = 15 * 60  # the latent-search budget for 10,000 test images on 2 CPU cores
@@ -78,7 +77,8 @@ def main(argv=None) -> int:
                           refine_ratio=args.refine_ratio)
     rows, results = [], {}
     for card in args.cards:
-        trained = load_class_generators(card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
+        trained = load_model(card, cache=args.cache_dir, data_dir=args.data_dir, device="cpu",
+                             kind=("class-vae", "class-gan"))
         classifier = SynthesisClassifier(trained.module, config=config)
         result = classifier.search(images)
         accuracy = float((result.labels == labels).double().mean())

@@ -12,6 +12,7 @@ from pathlib import Path
 from ppl_audit.audits import load_audit_file
 from ppl_audit.audits.ood import EnsembleScorer
 from ppl_audit.metrics import ood_metrics
+from ppl_audit.training import load_model
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-ood.toml"
 
@@ -25,15 +26,13 @@ def load_ood_models(data_dir: str, cache_dir: str | None = None):
     library's :class:`~ppl_audit.errors.PplAuditError` when a model or the
     data is missing.
     """
-    from ppl_audit.generative.gan_ensemble import load_gan_ensemble
-    from ppl_audit.generative.vae_ensemble import load_vae_ensemble
 
     _, spec, seed = load_audit_file(AUDIT_FILE)
     spec = dataclasses.replace(spec, device="cpu")
     loading = dict(cache=cache_dir, data_dir=data_dir, device="cpu")
-    trained = {"vae": load_vae_ensemble(spec.vae_ensemble, **loading),
-               "beta_vae": load_vae_ensemble(spec.beta_vae_ensemble, **loading),
-               "gan": load_gan_ensemble(spec.gan_ensemble, **loading)}
+    trained = {"vae": load_model(spec.vae_ensemble, **loading, kind="vae-ensemble"),
+               "beta_vae": load_model(spec.beta_vae_ensemble, **loading, kind="vae-ensemble"),
+               "gan": load_model(spec.gan_ensemble, **loading, kind="gan-ensemble")}
     scorer = EnsembleScorer(trained["vae"].module, beta_vae=trained["beta_vae"].module, gan=trained["gan"].module,
                             iwae_samples=spec.iwae_samples, seed=seed)
     return spec, seed, trained, scorer

@@ -40,6 +40,7 @@ from _common import parse, parser as cli, print_table, write_results
 from ppl_audit.audits import load_audit_file
 from ppl_audit.audits.gwin import PAPER_GWIN_ACCURACY, PAPER_TAUS
 from ppl_audit.errors import PplAuditError
+from ppl_audit.training import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHERS = ("LeNet-5", "SDIM", "1-NN", "VAE synthesis")
@@ -62,21 +63,16 @@ def main(argv=None) -> int:
     _, gwin_spec, seed = load_audit_file(ROOT / "analyses" / "mnist-gwin.toml")
     _, selective_spec, _ = load_audit_file(ROOT / "analyses" / "mnist-selective.toml")
     try:
-        from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
-        from ppl_audit.classifiers.lenet import load_lenet
         from ppl_audit.classifiers.nearest_neighbour import NearestNeighbourClassifier
-        from ppl_audit.classifiers.sdim import load_sdim
         from ppl_audit.classifiers.synthesis import SynthesisClassifier
         from ppl_audit.data import load_dataset
-        from ppl_audit.generative.class_generators import load_class_generators
-        from ppl_audit.generative.gwin import load_gwin
 
         loading = dict(cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
-        bnn = load_bayesian_lenet(gwin_spec.classifier, **loading)
-        gwin = load_gwin(gwin_spec.gwin, **loading)
-        lenet = load_lenet(selective_spec.cnn, **loading)
-        sdim = load_sdim(selective_spec.sdim, **loading)
-        class_vae = load_class_generators(selective_spec.class_vae, **loading)
+        bnn = load_model(gwin_spec.classifier, **loading, kind="bayesian-lenet-classifier").model
+        gwin = load_model(gwin_spec.gwin, **loading, kind="gwin")
+        lenet = load_model(selective_spec.cnn, **loading, kind="lenet-classifier").model
+        sdim = load_model(selective_spec.sdim, **loading, kind="sdim-classifier").model
+        class_vae = load_model(selective_spec.class_vae, **loading, kind=("class-vae", "class-gan"))
         test = load_dataset("mnist", "test", data_dir=args.data_dir)
         train = load_dataset("mnist", "train", data_dir=args.data_dir)
     except PplAuditError as exc:

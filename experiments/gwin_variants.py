@@ -27,9 +27,8 @@ from _common import line_progress, parse, parser as cli, print_table, write_resu
 
 from ppl_audit.audits.gwin import PAPER_TAUS, evaluate_gwin, summarise
 from ppl_audit.cards import load_card
-from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
 from ppl_audit.data import load_dataset
-from ppl_audit.generative.gwin import load_gwin
+from ppl_audit.training import load_model
 
 RESULTS_CARDS = Path(tempfile.gettempdir()) / "ppl-audit-variant-cards"  # BNN cards of variants (regenerated)
 #: name -> [training] overrides of models/mnist-gwin.toml (classifier_epochs: of the BNN card)
@@ -89,9 +88,9 @@ def variant_rows(name: str, images: torch.Tensor, labels: torch.Tensor, *, num_t
     """Train (or load) variant ``name``'s BNN and GWIN, run the audit's pipeline on ``images``, one row per tau."""
     bnn_card, card = variant_cards(name, num_train=num_train)
     loading = dict(cache=cache_dir, data_dir=data_dir, device="cpu", progress=line_progress())
-    classifier = load_bayesian_lenet(bnn_card, **loading)
+    classifier = load_model(bnn_card, **loading, kind="bayesian-lenet-classifier").model
     start = time.perf_counter()
-    gwin = load_gwin(card, **loading)
+    gwin = load_model(card, **loading, kind="gwin")
     load_seconds = time.perf_counter() - start
     result = evaluate_gwin(classifier, gwin.module.transform, images, labels, taus=PAPER_TAUS, runs=runs,
                            figure_tau=PAPER_TAUS[0], seed=seed)

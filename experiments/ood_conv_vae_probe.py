@@ -42,6 +42,7 @@ from _common import parse, parser as cli, print_table, write_results
 
 from ppl_audit.errors import PplAuditError
 from ppl_audit.metrics import ood_metrics
+from ppl_audit.training import load_model
 
 LATENT = 16
 IWAE_SAMPLES = 16
@@ -99,13 +100,13 @@ def main(argv=None) -> int:
     args = parse(parser, argv)
     try:
         from ppl_audit.data import apply_transform, load_dataset
-        from ppl_audit.generative.vae_ensemble import load_vae_ensemble
 
         train = load_dataset("mnist", "train", data_dir=args.data_dir).images
         test = load_dataset("mnist", "test", data_dir=args.data_dir).images
         sets = {row: load_dataset(row, data_dir=args.data_dir, limit=args.num_out).images
                 for row in ("omniglot", "fashion-mnist")}
-        mlp = load_vae_ensemble("mnist-vae-ensemble", cache=args.cache_dir, data_dir=args.data_dir, device="cpu")
+        mlp = load_model("mnist-vae-ensemble", cache=args.cache_dir, data_dir=args.data_dir, device="cpu",
+                         kind="vae-ensemble")
     except PplAuditError as exc:
         print(f"ood_conv_vae_probe: error: {exc}", file=sys.stderr)
         return 2

@@ -6,15 +6,16 @@ Examples
 --------
 >>> import ppl_audit
 >>> world = ppl_audit.HouseRocketWorld()
->>> classifier = ppl_audit.load_house_rocket_classifier()  # doctest: +SKIP
+>>> classifier = ppl_audit.load_model("house-rocket-cnn").model  # doctest: +SKIP
 >>> res = ppl_audit.sample_level_set(world, classifier, [0.5, 0.5], concentration=10)  # doctest: +SKIP
 """
 
 from ppl_audit._version import __version__
-from ppl_audit.classifiers import CallableClassifier, Classifier, TorchClassifier, load_house_rocket_classifier
+from ppl_audit.classifiers import CallableClassifier, Classifier, TorchClassifier
 from ppl_audit.levelset import LevelSet
 from ppl_audit.priors import HouseRocketWorld, Prior, make_world
 from ppl_audit.sampling import LevelSetResult, sample_level_set
+from ppl_audit.training import load_model
 
 __all__ = [
     "CallableClassifier",
@@ -25,7 +26,7 @@ __all__ = [
     "Prior",
     "TorchClassifier",
     "__version__",
-    "load_house_rocket_classifier",
+    "load_model",
     "make_world",
     "sample_level_set",
 ]

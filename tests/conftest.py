@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ppl_audit.cards import load_card
+from ppl_audit.training import load_model
 
 # The suite runs in pytest-xdist workers, one a core: torch threads beyond a core each would only contend.
 torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
@@ -64,9 +65,7 @@ def tiny_card_file(tmp_path_factory, tiny_card):
 @pytest.fixture(scope="session")
 def tiny_classifier(tiny_card, cache_root):
     """The tiny classifier, trained once per session into the private cache."""
-    from ppl_audit.classifiers import load_house_rocket_classifier
-
-    return load_house_rocket_classifier(tiny_card, cache=str(cache_root), device="cpu")
+    return load_model(tiny_card, cache=str(cache_root), device="cpu", kind="house-rocket-classifier").model
 
 
 @pytest.fixture

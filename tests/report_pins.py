@@ -2,10 +2,10 @@
 
 Each audit's tiny smoke test writes its ``report.json`` and calls :func:`assert_pinned` with a name.
 The file's SHA-256 must equal the one pinned in ``tests/fixtures/report_pins.json``, which was
-recorded on one machine: the same code on the same CPU model, library versions and torch thread
+recorded per machine: the same code on the same CPU model, library versions and torch thread
 count gives the same bytes (the reports' numbers are seeded), but another CPU or BLAS may round a
-last digit differently. So the pins hold only where the machine's fingerprint matches the one
-recorded beside them; elsewhere the check is skipped, saying why.
+last digit differently. The file keeps one set of pins per machine fingerprint (an Intel and an AMD
+machine so far); on a machine with none the check is skipped, saying why.
 
 A change that is meant to alter a report (a new metric, a fixed bug) re-pins, on the machine
 that runs CI: ``PPL_AUDIT_REPIN=1 .venv/bin/python -m pytest tests/audits -q``, then commit the
@@ -57,11 +57,18 @@ def _record(name: str, digest: str) -> None:
     """Pin ``digest`` under ``name`` with this machine's fingerprint (a lock: xdist workers write too)."""
     with open(PINS.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        pins = json.loads(PINS.read_text()) if PINS.exists() else {}
+        machines = json.loads(PINS.read_text())["machines"] if PINS.exists() else []
         here = fingerprint()
-        kept = pins.get("sha256", {}) if pins.get("fingerprint") == here else {}
-        PINS.write_text(json.dumps({"fingerprint": here, "sha256": {**kept, name: digest}}, indent=2,
-                                   sort_keys=True) + "\n")
+        others = [m for m in machines if m["fingerprint"] != here]
+        kept = _pins_here(machines) or {}
+        machines = others + [{"fingerprint": here, "sha256": {**kept, name: digest}}]
+        PINS.write_text(json.dumps({"machines": machines}, indent=2, sort_keys=True) + "\n")
+
+
+def _pins_here(machines: list[dict]) -> dict | None:
+    """The pins recorded on a machine with this one's fingerprint, or None."""
+    here = fingerprint()
+    return next((m["sha256"] for m in machines if m["fingerprint"] == here), None)
 
 
 def _without(value, keys: tuple[str, ...]):
@@ -91,10 +98,10 @@ def assert_pinned(name: str, report_json: Path, *, timing_keys: tuple[str, ...] 
     if os.environ.get(REPIN_VARIABLE) == "1":
         _record(name, digest)
         return
-    pins = json.loads(PINS.read_text())
-    if pins["fingerprint"] != fingerprint():
-        pytest.skip(f"report pins were recorded on another machine or versions ({PINS.name}); see tests/report_pins.py")
-    assert name in pins["sha256"], f"no pin named {name!r} in {PINS.name}; record it with {REPIN_VARIABLE}=1"
-    assert digest == pins["sha256"][name], (
-        f"{name}: report.json changed ({digest[:12]} against pinned {pins['sha256'][name][:12]}); if the change "
-        f"is meant, re-pin with {REPIN_VARIABLE}=1 and say why in the commit")
+    pins = _pins_here(json.loads(PINS.read_text())["machines"])
+    if pins is None:
+        pytest.skip(f"report pins were recorded on other machines or versions ({PINS.name}); see tests/report_pins.py")
+    assert name in pins, f"no pin named {name!r} in {PINS.name}; record it with {REPIN_VARIABLE}=1"
+    assert digest == pins[name], (
+        f"{name}: report.json changed ({digest[:12]} against pinned {pins[name][:12]}); if the change "
+        f"is meant, re-pin with {REPIN_VARIABLE}=1 on each machine and say why in the commit")

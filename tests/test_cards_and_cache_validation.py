@@ -11,10 +11,11 @@ import torch
 from ppl_audit import training
 from ppl_audit.training import registry
 from ppl_audit.audits import load_audit_file
-from ppl_audit.cache import check_sidecar_info, load_weights, save_weights
+from ppl_audit.cache import check_sidecar_info, load_weights
 from ppl_audit.cards import _shipped_card, load_card, parse_card
-from ppl_audit.classifiers.house_rocket import _Recipe
+from ppl_audit.classifiers.house_rocket import HouseRocketConfig
 from ppl_audit.errors import AuditFileError, WeightsError
+from ppl_audit.training import load_model
 from tests.test_training import TOY_CARD, toy, toy_card  # noqa: F401 - fixtures
 
 SHIPPED = _shipped_card("house-rocket-cnn")
@@ -70,11 +71,11 @@ def test_audit_file_keys_of_the_wrong_type_name_the_key_and_type(kind, key, expe
 def test_house_rocket_card_values_are_range_checked(old, new, needle, tmp_path):
     card = load_card(card_file(tmp_path, SHIPPED.replace(old, new, 1)))
     with pytest.raises(AuditFileError, match=needle):
-        _Recipe.from_card(card)
+        HouseRocketConfig.from_card(card)
 
 
 def test_the_shipped_card_passes_its_own_checks():
-    assert _Recipe.from_card(load_card("house-rocket-cnn")).channels == 16
+    assert HouseRocketConfig.from_card(load_card("house-rocket-cnn")).channels == 16
 
 
 @pytest.mark.parametrize("old,new,needle", [
@@ -146,7 +147,7 @@ def test_the_level_set_audit_path_checks_the_sidecar_too(tiny_card, tiny_classif
     path.with_suffix(".json").write_text(json.dumps(doc))
     retrained = []
 
-    def retrain(card, progress=None):
+    def retrain(card, device=None, progress=None):
         retrained.append(card)
         raise RuntimeError("retraining")
 
@@ -154,7 +155,7 @@ def test_the_level_set_audit_path_checks_the_sidecar_too(tiny_card, tiny_classif
     try:
         with caplog.at_level(logging.WARNING):
             with pytest.raises(RuntimeError, match="retraining"):
-                house_rocket.load_house_rocket_classifier(tiny_card, cache=cache_root, device="cpu")
+                load_model(tiny_card, cache=cache_root, device="cpu", kind="house-rocket-classifier").model
         assert retrained and "test_accuracy = 1.5, outside [0, 1]" in caplog.text
     finally:
         path.with_suffix(".json").write_text(backup)  # the session's shared tiny classifier stays valid

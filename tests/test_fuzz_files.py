@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ppl_audit.audits import load_audit_file
 from ppl_audit.cards import _shipped_card, load_card
-from ppl_audit.classifiers.house_rocket import _Recipe
+from ppl_audit.classifiers.house_rocket import HouseRocketConfig
 from ppl_audit.data.folder import load_image_folder
 from ppl_audit.errors import PplAuditError
 from tests.fuzz_support import fuzz_settings
@@ -92,7 +92,7 @@ def test_model_cards(edits, binary):
         path = Path(folder) / "card.toml"
         path.write_bytes(binary + text.encode() if binary else text.encode())
         try:
-            _Recipe.from_card(load_card(path))
+            HouseRocketConfig.from_card(load_card(path))
         except PplAuditError as exc:
             one_line(exc)
 

@@ -35,6 +35,7 @@ from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.classifiers.base import check_images
 from ppl_audit.classifiers.bayesian_lenet import (
     DEFAULT_CARD as DEFAULT_CLASSIFIER,
+    KIND as CLASSIFIER_KIND,
     BayesianClassifier,
     check_num_samples,
     check_threshold,
@@ -45,6 +46,7 @@ from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
+from ppl_audit.training import load_model
 
 KIND = "gwin"
 DEFAULT_GWIN = "mnist-gwin"
@@ -420,19 +422,16 @@ def evaluate(
     >>> results = evaluate(GwinAuditSpec(runs=2), data_dir="/path/to/data")  # doctest: +SKIP
     >>> results.rows[0]["gwin_accuracy_rejected_percent_mean"]  # doctest: +SKIP
     """
-    from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
-    from ppl_audit.generative.gwin import load_gwin
-
     seed = validate_seed(seed)
     start = time.perf_counter()
     device = resolve_device(spec.device)
     data_dir = data_dir if data_dir is not None else spec.data_dir
     timings: dict[str, float] = {}
     if classifier is None:
-        classifier = load_bayesian_lenet(spec.classifier, cache=cache, data_dir=data_dir, device=device,
-                                         progress=progress)
+        classifier = load_model(spec.classifier, cache=cache, data_dir=data_dir, device=device, progress=progress,
+                                kind=CLASSIFIER_KIND).model
     if gwin is None:
-        gwin = load_gwin(spec.gwin, cache=cache, data_dir=data_dir, device=device, progress=progress)
+        gwin = load_model(spec.gwin, cache=cache, data_dir=data_dir, device=device, progress=progress, kind="gwin")
     timings["models_seconds"] = time.perf_counter() - start
     if images is None:
         from ppl_audit.data import load_dataset

@@ -802,7 +802,7 @@ def _mnist_target_section(world: WorldResult, result: TargetResult, class_names)
         f"{n_show} of the {samples.images.shape[0]} level-set samples, each with its two most probable "
         f"classes (target {list(target.probabilities)}, concentration {target.concentration:g}); "
         "the paper's Figures 4 and 5.",
-        "images are the decoder's outputs for these latents (load_decoder_prior(name).decode)",
+        "images are the decoder's outputs for these latents (load_model(name).model.decode)",
     )
     latent_fig = figures.latent_embedding(
         f"{key}_embedding",

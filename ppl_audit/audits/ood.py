@@ -33,9 +33,11 @@ from ppl_audit.errors import InvalidInputError
 from ppl_audit.metrics import ood_metrics, reference_percentiles
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.report import Report
+from ppl_audit.training import load_model
 from ppl_audit.validators import is_positive_int
 
 KIND = "ood"
+VAE_ENSEMBLE_KIND, GAN_ENSEMBLE_KIND = "vae-ensemble", "gan-ensemble"  # the card kinds the scores come from
 DATASET_ROWS = ("omniglot", "notmnist", "fashion-mnist")  # real out-of-distribution image sets
 TRANSFORM_ROWS = ("uniform-noise", "gaussian-noise", "hflip", "vflip")  # made from MNIST test digits
 ADVERSARIAL = "adversarial"
@@ -384,14 +386,11 @@ class OodResults:
 
 def _load_ensembles(spec: OodAuditSpec, **loading) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``(modules, cards)`` of the spec's ensembles, trained or read from the cache (``loading``: cache, ...)."""
-    from ppl_audit.generative.gan_ensemble import load_gan_ensemble
-    from ppl_audit.generative.vae_ensemble import load_vae_ensemble
-
-    trained = {"vae": load_vae_ensemble(spec.vae_ensemble, **loading)}
+    trained = {"vae": load_model(spec.vae_ensemble, kind=VAE_ENSEMBLE_KIND, **loading)}
     if spec.beta_vae_ensemble:
-        trained["beta_vae"] = load_vae_ensemble(spec.beta_vae_ensemble, **loading)
+        trained["beta_vae"] = load_model(spec.beta_vae_ensemble, kind=VAE_ENSEMBLE_KIND, **loading)
     if spec.gan_ensemble:
-        trained["gan"] = load_gan_ensemble(spec.gan_ensemble, **loading)
+        trained["gan"] = load_model(spec.gan_ensemble, kind=GAN_ENSEMBLE_KIND, **loading)
     cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash,
                  **{m: v for m, v in t.metrics.items() if isinstance(v, (int, float)) and "seconds" not in m}}
              for k, t in trained.items()}
@@ -614,13 +613,9 @@ class FolderResults:
 
 def _load_folder_ensembles(vae_ensemble: str, gan_ensemble: str, **loading):
     """``(modules, cards)`` of the VAE ensemble and, when named, the WGAN ensemble."""
-    from ppl_audit.generative.vae_ensemble import load_vae_ensemble
-
-    trained = {"vae": load_vae_ensemble(vae_ensemble, **loading)}
+    trained = {"vae": load_model(vae_ensemble, kind=VAE_ENSEMBLE_KIND, **loading)}
     if gan_ensemble:
-        from ppl_audit.generative.gan_ensemble import load_gan_ensemble
-
-        trained["gan"] = load_gan_ensemble(gan_ensemble, **loading)
+        trained["gan"] = load_model(gan_ensemble, kind=GAN_ENSEMBLE_KIND, **loading)
     cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash} for k, t in trained.items()}
     return {k: t.module for k, t in trained.items()}, cards
 

@@ -44,6 +44,7 @@ from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
+from ppl_audit.training import load_model
 from ppl_audit.validators import is_positive_int
 
 KIND = "selective"
@@ -528,23 +529,15 @@ def evaluate(
 
 
 def _load_models(spec: SelectiveAuditSpec, *, cache, data_dir, device, progress):
-    from ppl_audit.classifiers.lenet import load_lenet
-    from ppl_audit.generative.class_generators import load_class_generators
-
     loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
-    cnn = load_lenet(spec.cnn, **loading)
-    models: dict[str, Any] = {"cnn": cnn}
-    trained = {"cnn": cnn.trained}
+    trained = {"cnn": load_model(spec.cnn, kind="lenet-classifier", **loading)}
     for key in ("class_vae", "class_gan"):
         card = getattr(spec, key)
         if card:
-            trained[key] = load_class_generators(card, **loading)
-            models[key] = trained[key].module
+            trained[key] = load_model(card, kind=("class-vae", "class-gan"), **loading)
     if spec.sdim:
-        from ppl_audit.classifiers.sdim import load_sdim
-
-        models["sdim"] = load_sdim(spec.sdim, **loading)
-        trained["sdim"] = models["sdim"].trained
+        trained["sdim"] = load_model(spec.sdim, kind="sdim-classifier", **loading)
+    models: dict[str, Any] = {key: t.model for key, t in trained.items()}
     cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash,
                  **{m: v for m, v in t.metrics.items() if isinstance(v, (int, float)) and "seconds" not in m}}
              for k, t in trained.items()}

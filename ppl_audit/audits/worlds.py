@@ -23,13 +23,14 @@ from ppl_audit.priors.base import Prior
 from ppl_audit.priors.house_rocket import CLASS_NAMES as HOUSE_ROCKET_CLASSES
 from ppl_audit.priors.house_rocket import WORLDS as HOUSE_ROCKET_WORLDS
 from ppl_audit.progress import ProgressFn
+from ppl_audit.training import load_model
 
 HOUSE_ROCKET = "house-rocket"
 MNIST = "mnist"
 FAMILIES = (HOUSE_ROCKET, MNIST)
-DECODER_PRIORS = ("mnist-vae", "mnist-gan")  # load_decoder_prior's names; the paper's Table 1 rows
+DECODER_PRIORS = ("mnist-vae", "mnist-gan")  # decoder-prior cards; the paper's Table 1 rows
 WORLDS = tuple(HOUSE_ROCKET_WORLDS) + DECODER_PRIORS
-MNIST_CLASSIFIER = "mnist-lenet5"  # load_lenet's model card: the classifier of the paper's MNIST experiments
+MNIST_CLASSIFIER = "mnist-lenet5"  # the model card of the classifier of the paper's MNIST experiments
 LENET_KIND = "lenet-classifier"  # [model] kind of LeNet cards: any such card is an MNIST classifier
 DEFAULT_CLASSIFIERS = {HOUSE_ROCKET: "house-rocket-cnn", MNIST: MNIST_CLASSIFIER}
 CLASS_NAMES = {HOUSE_ROCKET: tuple(HOUSE_ROCKET_CLASSES), MNIST: tuple(str(d) for d in range(10))}
@@ -93,21 +94,17 @@ def load_world(name: str, *, device, cache: str | None = None, data_dir: str | o
         from ppl_audit.priors.house_rocket import make_world
 
         return make_world(name, device=device)
-    from ppl_audit.priors import load_decoder_prior
+    from ppl_audit.priors import DECODER_KINDS
 
-    return load_decoder_prior(name, cache=cache, data_dir=data_dir, device=str(device), progress=progress)
+    return load_model(name, cache=cache, data_dir=data_dir, device=str(device), progress=progress,
+                      kind=DECODER_KINDS).model
 
 
 def load_classifier(name: str, *, device, cache: str | None = None, data_dir: str | os.PathLike | None = None,
                     progress: ProgressFn | None = None):
     """Load the classifier of a card name (trained and cached on first use)."""
-    if classifier_family(name) == MNIST:
-        from ppl_audit.classifiers import load_lenet
-
-        return load_lenet(name, cache=cache, data_dir=data_dir, device=str(device), progress=progress)
-    from ppl_audit.classifiers.house_rocket import load_house_rocket_classifier
-
-    return load_house_rocket_classifier(name, cache=cache, device=device, progress=progress)
+    kind = "lenet-classifier" if classifier_family(name) == MNIST else "house-rocket-classifier"
+    return load_model(name, cache=cache, data_dir=data_dir, device=str(device), progress=progress, kind=kind).model
 
 
 __all__ = [

@@ -2,8 +2,8 @@
 
 from ppl_audit.classifiers.base import CallableClassifier, Classifier, as_classifier, check_probabilities
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
-from ppl_audit.classifiers.house_rocket import load_house_rocket_classifier, train_house_rocket_classifier
-from ppl_audit.classifiers.lenet import MNIST_CLASS_NAMES, LeNet5, load_lenet, train_lenet
+from ppl_audit.classifiers.house_rocket import train_house_rocket_classifier
+from ppl_audit.classifiers.lenet import MNIST_CLASS_NAMES, LeNet5, train_lenet
 from ppl_audit.classifiers.nearest_neighbour import NearestNeighbourClassifier
 
 __all__ = [
@@ -16,8 +16,6 @@ __all__ = [
     "TorchClassifier",
     "as_classifier",
     "check_probabilities",
-    "load_house_rocket_classifier",
-    "load_lenet",
     "train_house_rocket_classifier",
     "train_lenet",
 ]

@@ -45,7 +45,6 @@ Examples
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -69,14 +68,12 @@ from ppl_audit.classifiers.lenet import (
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     DataConfig,
     Stopwatch,
     Trainer,
     TrainResult,
-    card_config,
     check_field,
-    check_training_fields,
-    load_model,
     load_training_data,
     minibatches,
     seeded,
@@ -574,7 +571,7 @@ class BayesianClassifier(Classifier):
 
 
 @dataclass(frozen=True)
-class BayesianLeNetConfig:
+class BayesianLeNetConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a Bayesian LeNet card.
 
     Parameters
@@ -615,17 +612,15 @@ class BayesianLeNetConfig:
     eval_samples: int = DEFAULT_NUM_SAMPLES
     seed: int = 0
 
+    TYPE = 'bayesian-lenet5'
+    POSITIVE_INTEGERS = ('epochs', 'batch_size', 'eval_samples')
+
     def __post_init__(self):
-        check_field(self.type == "bayesian-lenet5", "type", self.type, "'bayesian-lenet5'")
+        super().__post_init__()
         check_layer_sizes(self)
         for name in ("prior_scale", "init_scale"):
             check_field(is_positive_float(getattr(self, name)), name, getattr(self, name), "a number > 0")
         check_field(self.estimator in ESTIMATORS, "estimator", self.estimator, f"one of {ESTIMATORS}")
-        check_training_fields(self, ("epochs", "batch_size", "eval_samples"))
-
-
-def _config(card: ModelCard) -> BayesianLeNetConfig:
-    return card_config(BayesianLeNetConfig, card, ("architecture", "training"))
 
 
 def _net(config: BayesianLeNetConfig) -> BayesianLeNet:
@@ -642,8 +637,8 @@ def build_bayesian_lenet(card: ModelCard) -> BayesianLeNet:
     >>> build_bayesian_lenet(load_card("mnist-bayesian-lenet5")).prior_scale
     1.0
     """
-    config = _config(card)
-    card_config(DataConfig, card, ("data",))
+    config = BayesianLeNetConfig.from_card(card)
+    DataConfig.from_card(card)
     return _net(config)
 
 
@@ -688,8 +683,8 @@ def train_bayesian_lenet(card: ModelCard, *, data_dir=None, device="auto",
     >>> train_bayesian_lenet(card, data_dir="tests/fixtures/data").metrics["num_train"]  # doctest: +SKIP
     20
     """
-    config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
+    config = BayesianLeNetConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -751,55 +746,19 @@ def train_bayesian_lenet(card: ModelCard, *, data_dir=None, device="auto",
     return TrainResult(net.cpu().requires_grad_(True), metrics, curves)
 
 
+def _classifier(trained) -> BayesianClassifier:
+    """The loaded Bayesian LeNet-5 as a classifier of the ten digits, S = ``DEFAULT_NUM_SAMPLES``."""
+    return BayesianClassifier(trained.module, MNIST_CLASS_NAMES, num_samples=DEFAULT_NUM_SAMPLES)
+
+
 TRAINER = Trainer(
     kind=KIND,
     build=build_bayesian_lenet,
     train=train_bayesian_lenet,
+    wrap=_classifier,
     headline=("test_accuracy", "test accuracy (S-draw prediction)"),
     description="Bayesian LeNet-5 (Pyro model, mean-field Gaussian guide, SVI with Flipout)",
 )
-
-
-def load_bayesian_lenet(
-    card: ModelCard | str | os.PathLike = DEFAULT_CARD,
-    *,
-    cache: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    device="auto",
-    progress: ProgressFn | None = None,
-    retrain: bool = False,
-    num_samples: int = DEFAULT_NUM_SAMPLES,
-) -> BayesianClassifier:
-    """The Bayesian LeNet-5 as a classifier, trained and cached on first use.
-
-    The cache holds the guide's parameters only (safetensors; nothing in the
-    file is executed).
-
-    Parameters
-    ----------
-    card : ModelCard, str or path-like
-        A ``bayesian-lenet-classifier`` card (default ``mnist-bayesian-lenet5``).
-    cache, data_dir, device, progress, retrain
-        As :func:`ppl_audit.training.load_model`.
-    num_samples : int
-        ``S`` of :meth:`BayesianClassifier.probs`.
-
-    Returns
-    -------
-    BayesianClassifier
-        With ``trained`` (the :class:`~ppl_audit.training.TrainedModel`) attached.
-
-    Examples
-    --------
-    >>> clf = load_bayesian_lenet(data_dir="/path/to/data")  # doctest: +SKIP
-    >>> clf.predict(torch.zeros(1, 1, 28, 28)).samples.shape  # doctest: +SKIP
-    torch.Size([10, 1, 10])
-    """
-    trained = load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain,
-                         kind=KIND)
-    classifier = BayesianClassifier(trained.module, MNIST_CLASS_NAMES, num_samples=num_samples)
-    classifier.trained = trained
-    return classifier
 
 
 __all__ = [
@@ -816,7 +775,6 @@ __all__ = [
     "build_bayesian_lenet",
     "check_threshold",
     "flipout_logits",
-    "load_bayesian_lenet",
     "logits_with_weights",
     "median_probability",
     "reject",

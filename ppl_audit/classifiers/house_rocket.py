@@ -1,7 +1,8 @@
 """The built-in world's classifier: trained on first use, then cached.
 
-:func:`load_house_rocket_classifier` returns the classifier described by the
-model card ``models/house-rocket-cnn.toml``; the first call trains it
+``load_model("house-rocket-cnn").model`` is the classifier described by the
+model card ``models/house-rocket-cnn.toml`` (kind ``house-rocket-classifier``,
+registered here); the first call trains it
 (16,000 renders, under a minute on 2 CPU cores) and stores the weights in the
 cache, later calls load them. A corrupt cache entry is detected by checksum
 and rebuilt, never unpickled.
@@ -9,7 +10,6 @@ and rebuilt, never unpickled.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,24 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from ppl_audit._device import resolve_device
-from ppl_audit.cache import cache_dir, check_sidecar_info, load_weights, save_weights
-from ppl_audit.cards import ModelCard, load_card
+from ppl_audit.cards import ModelCard
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
-from ppl_audit.errors import AuditFileError, WeightsError
 from ppl_audit.priors.house_rocket import CLASS_NAMES, make_world
 from ppl_audit.progress import ProgressFn, report
-from ppl_audit.training import (
-    Trainer,
-    TrainResult,
-    check_cache_destination,
-    check_cache_entry_place,
-    refuse_missed_expectations,
-)
+from ppl_audit.training import CardConfig, Trainer, TrainResult, check_field
 from ppl_audit.validators import check_count, check_fits_in_memory, check_real, check_seed
 
-logger = logging.getLogger(__name__)
 
-DEFAULT_CARD = "house-rocket-cnn"
 # Documented bounds of the card's counts: 60x the shipped card's renders, 256x its widths, 1,000x its epochs.
 RECIPE_BOUNDS = (("data", "num_train", 1_000_000), ("data", "num_test", 1_000_000), ("training", "epochs", 10_000),
                  ("training", "batch_size", 100_000), ("architecture", "channels", 4096),
@@ -46,52 +36,48 @@ _EVAL_CHUNK = 512  # images per evaluation pass
 
 
 @dataclass(frozen=True)
-class _Recipe:
-    """The card's fields this trainer reads, validated."""
+class HouseRocketConfig(CardConfig):
+    """The ``[architecture]``, ``[data]`` and ``[training]`` keys of a ``house-rocket-classifier`` card.
 
-    world: str
+    The counts are bounded (``RECIPE_BOUNDS``) and the renders must fit in
+    memory, all checked before anything is rendered.
+
+    Examples
+    --------
+    >>> HouseRocketConfig(num_train=10, num_test=10, epochs=1, batch_size=8, learning_rate=20.0, seed=0)
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: [training] learning_rate must be a number in (0, 10], got 20.0
+    """
+
     num_train: int
     num_test: int
     epochs: int
     batch_size: int
     learning_rate: float
     seed: int
-    channels: int
-    hidden: int
+    type: str = "patch-cnn"
+    channels: int = 32
+    hidden: int = 64
+    world: str = "house-rocket"
 
-    @classmethod
-    def from_card(cls, card: ModelCard) -> "_Recipe":
-        if card.architecture.get("type") != "patch-cnn":
-            raise AuditFileError(f"{card.source}: [architecture] type must be 'patch-cnn'")
-        where = card.source or card.name
-        try:
-            recipe = cls(
-                world=card.data.get("world", "house-rocket"),
-                num_train=card.data["num_train"],
-                num_test=card.data["num_test"],
-                epochs=card.training["epochs"],
-                batch_size=card.training["batch_size"],
-                learning_rate=card.training["learning_rate"],
-                seed=card.training["seed"],
-                channels=card.architecture.get("channels", 32),
-                hidden=card.architecture.get("hidden", 64),
-            )
-        except KeyError as exc:
-            raise AuditFileError(f"{where}: missing key {exc.args[0]!r}") from exc
-        if not isinstance(recipe.world, str):
-            raise AuditFileError(f"{where}: [data] world must be a string, got {recipe.world!r}")
+    TABLES = ("architecture", "data", "training")
+    TYPE = "patch-cnn"
+    POSITIVE_INTEGERS = ()  # bounded below, with the table named, by RECIPE_BOUNDS
+
+    def __post_init__(self):
+        # The bounded checks name the table and the range, so they speak before the shared ones.
+        check_field(isinstance(self.world, str), "[data] world", self.world, "a string")
         for table, name, bound in RECIPE_BOUNDS:
-            check_count(getattr(recipe, name), f"{where}: [{table}] {name}", bound, error=AuditFileError)
-        check_real(recipe.learning_rate, f"{where}: [training] learning_rate", 0, MAX_LEARNING_RATE, low_open=True,
-                   error=AuditFileError)
-        check_seed(recipe.seed, f"{where}: [training] seed", error=AuditFileError)
+            check_count(getattr(self, name), f"[{table}] {name}", bound)
+        check_real(self.learning_rate, "[training] learning_rate", 0, MAX_LEARNING_RATE, low_open=True)
+        check_seed(self.seed, "[training] seed")
+        super().__post_init__()
         # Every rendered image is held at once (64 x 64 float32) for training and testing.
-        check_fits_in_memory(RENDER_BYTES * (recipe.num_train + recipe.num_test), f"{where}: rendering the images",
-                             error=AuditFileError)
-        return recipe
+        check_fits_in_memory(RENDER_BYTES * (self.num_train + self.num_test), "rendering the images")
 
 
-def _build_module(recipe: _Recipe) -> PatchCNN:
+def _build_module(recipe: HouseRocketConfig) -> PatchCNN:
     return PatchCNN(len(CLASS_NAMES), channels=recipe.channels, hidden=recipe.hidden)
 
 
@@ -118,7 +104,7 @@ def train_house_rocket_classifier(
         ``metrics`` has ``test_accuracy``, ``train_accuracy``,
         ``loss_per_epoch`` and ``seconds``.
     """
-    recipe = _Recipe.from_card(card)
+    recipe = HouseRocketConfig.from_card(card)
     device = resolve_device(device)
     world = make_world(recipe.world, device=device)
     gen = torch.Generator(device=device).manual_seed(recipe.seed)
@@ -161,95 +147,31 @@ def train_house_rocket_classifier(
     return module.cpu(), metrics
 
 
-def load_house_rocket_classifier(
-    card: ModelCard | str | None = None,
-    *,
-    cache: str | None = None,
-    device="auto",
-    progress: ProgressFn | None = None,
-    retrain: bool = False,
-) -> TorchClassifier:
-    """The built-in world's classifier, trained and cached on first use.
-
-    Parameters
-    ----------
-    card : ModelCard or str, optional
-        The recipe (default: the shipped ``house-rocket-cnn`` card).
-    cache : str, optional
-        Cache folder (default ``$PPL_AUDIT_CACHE`` or ``~/.cache/ppl-audit``).
-    device : str
-        Where the returned classifier runs.
-    progress : callable, optional
-        Receives training progress.
-    retrain : bool
-        Ignore a cached entry and train again.
-
-    Returns
-    -------
-    TorchClassifier
-        Its ``info`` attribute holds the card's name, recipe hash and metrics.
-
-    Raises
-    ------
-    InvalidInputError
-        Training is needed and the cache folder cannot be written (checked before training).
-    WeightsError
-        Something other than a file lies where the weights belong, or training ended with non-finite weights.
-    TrainingError
-        The freshly trained classifier misses the card's ``[expected]`` bounds; nothing is cached.
-
-    Examples
-    --------
-    >>> clf = load_house_rocket_classifier()  # doctest: +SKIP
-    >>> clf.class_names  # doctest: +SKIP
-    ('rocket', 'house')
-    """
-    card = load_card(card or DEFAULT_CARD) if not isinstance(card, ModelCard) else card
-    recipe = _Recipe.from_card(card)
-    path = card.cache_path(cache_dir(cache))
-    check_cache_entry_place(path, card.name)
-    module = _build_module(recipe)
-    info = None
-    if path.exists() and not retrain:
-        try:
-            state, info = load_weights(path)
-            module.load_state_dict(state)
-            check_sidecar_info(info, card.recipe_hash, path)  # an edited sidecar's numbers never reach a report
-        except (WeightsError, RuntimeError) as exc:
-            logger.warning("cached classifier is unusable (%s); rebuilding it", exc)
-            info = None
-    if info is None:
-        check_cache_destination(path)  # a cache that is a file or read-only is refused before, not after, training
-        module, metrics = train_house_rocket_classifier(card, progress=progress)
-        info = {"card": card.name, "recipe_hash": card.recipe_hash, "recipe": card.recipe, "metrics": metrics}
-        refuse_missed_expectations(card, metrics)  # a classifier below the card's floor is never cached
-        save_weights(path, module.state_dict(), info)
-    classifier = TorchClassifier(module.to(resolve_device(device)), CLASS_NAMES)
-    classifier.info = info
-    classifier.weights_path = path
-    return classifier
-
-
 # --------------------------------------------------------------------------- the card kind
 
 
 def _build_from_card(card: ModelCard) -> PatchCNN:
-    return _build_module(_Recipe.from_card(card))
+    return _build_module(HouseRocketConfig.from_card(card))
 
 
 def _train_from_card(card: ModelCard, *, data_dir=None, device="auto", progress=None) -> TrainResult:
-    # CPU, as load_house_rocket_classifier trains it: both loaders share cache entries.
+    # Always on the CPU: the same card then gives the same cached weights whatever device audits run on.
     module, metrics = train_house_rocket_classifier(card, device="cpu", progress=progress)
     history = {"unit": "epoch", "panels": {"cross-entropy (nats per image)": {"train": metrics["loss_per_epoch"]}}}
     return TrainResult(module, metrics, history)
+
+
+def _classifier(trained) -> TorchClassifier:
+    return TorchClassifier(trained.module, CLASS_NAMES)
 
 
 TRAINER = Trainer(
     kind="house-rocket-classifier",
     build=_build_from_card,
     train=_train_from_card,
+    wrap=_classifier,
     headline=("test_accuracy", "test accuracy"),
     description="patchify CNN on the house/rocket renders (no data folder needed)",
 )
 
-__all__ = ["TRAINER", "load_house_rocket_classifier", "train_house_rocket_classifier"]
+__all__ = ["HouseRocketConfig", "TRAINER", "train_house_rocket_classifier"]

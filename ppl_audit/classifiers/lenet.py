@@ -5,8 +5,8 @@ with 6 and 16 maps, then 120-84-10 fully connected units) in its modern form:
 ReLU and max-pooling instead of scaled tanh and trainable sub-sampling, and a
 plain linear output instead of RBF units. It is trained by the card
 ``models/mnist-lenet5.toml`` (kind ``lenet-classifier``) through
-:func:`ppl_audit.training.load_model`; :func:`load_lenet` wraps the result as
-a :class:`~ppl_audit.classifiers.cnn.TorchClassifier` with class names
+:func:`ppl_audit.training.load_model`, whose ``.model`` is the network as a
+:class:`~ppl_audit.classifiers.cnn.TorchClassifier` with class names
 ``"0"`` .. ``"9"``.
 
 Examples
@@ -18,7 +18,6 @@ torch.Size([2, 10])
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -30,16 +29,13 @@ from ppl_audit.cards import ModelCard
 from ppl_audit.classifiers.cnn import TorchClassifier
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     EVAL_CHUNK,
     DataConfig,
     Stopwatch,
     Trainer,
     TrainResult,
-    as_card,  # noqa: F401 (used by the docstring example)
-    card_config,
     check_field,
-    check_training_fields,
-    load_model,
     load_training_data,
     minibatches,
     seeded,
@@ -117,7 +113,7 @@ def check_layer_sizes(config) -> None:
 
 
 @dataclass(frozen=True)
-class LeNetConfig:
+class LeNetConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a LeNet card.
 
     Parameters
@@ -155,17 +151,14 @@ class LeNetConfig:
     augment_shift_pixels: int = 0
     seed: int = 0
 
+    TYPE = 'lenet5'
+
     def __post_init__(self):
-        check_field(self.type == "lenet5", "type", self.type, "'lenet5'")
+        super().__post_init__()
         check_layer_sizes(self)
-        check_training_fields(self)
         check_field(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "weight_decay",
                     self.weight_decay, "a number >= 0")
         check_augment_shift(self)
-
-
-def _config(card: ModelCard) -> LeNetConfig:
-    return card_config(LeNetConfig, card, ("architecture", "training"))
 
 
 def build_lenet(card: ModelCard) -> LeNet5:
@@ -177,8 +170,8 @@ def build_lenet(card: ModelCard) -> LeNet5:
     >>> type(build_lenet(load_card("mnist-lenet5"))).__name__
     'LeNet5'
     """
-    config = _config(card)
-    card_config(DataConfig, card, ("data",))  # validate [data] before any training starts
+    config = LeNetConfig.from_card(card)
+    DataConfig.from_card(card)  # validate [data] before any training starts
     return LeNet5(len(MNIST_CLASS_NAMES), config.conv_channels, config.hidden)
 
 
@@ -263,13 +256,14 @@ def train_lenet(card: ModelCard, *, data_dir=None, device="auto", progress: Prog
 
     Examples
     --------
+    >>> from ppl_audit.training import as_card
     >>> card = as_card("mnist-lenet5").with_overrides(data={"train_split": "test", "num_train": 20},
     ...                                                training={"epochs": 1})
     >>> train_lenet(card, data_dir="tests/fixtures/data", device="cpu").metrics["num_train"]  # doctest: +SKIP
     20
     """
-    config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
+    config = LeNetConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -323,66 +317,19 @@ def train_lenet(card: ModelCard, *, data_dir=None, device="auto", progress: Prog
     return TrainResult(module.cpu(), metrics, curves)
 
 
+def _classifier(trained) -> TorchClassifier:
+    """The loaded LeNet-5 as a classifier of the ten digits (``trained.model``)."""
+    return TorchClassifier(trained.module, MNIST_CLASS_NAMES)
+
+
 TRAINER = Trainer(
     kind=KIND,
     build=build_lenet,
     train=train_lenet,
+    wrap=_classifier,
     headline=("test_accuracy", "test accuracy"),
     description="LeNet-5 classifier of 28 x 28 digit images",
 )
-
-
-def load_lenet(
-    card: ModelCard | str | os.PathLike = DEFAULT_CARD,
-    *,
-    cache: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    device="auto",
-    progress: ProgressFn | None = None,
-    retrain: bool = False,
-) -> TorchClassifier:
-    """MNIST's LeNet-5 as a classifier, trained and cached on first use.
-
-    Parameters
-    ----------
-    card : ModelCard, str or path-like
-        A ``lenet-classifier`` card (default: the shipped ``mnist-lenet5``).
-    cache : path-like, optional
-        Weights cache (default ``$PPL_AUDIT_CACHE`` or ``~/.cache/ppl-audit``).
-    data_dir : path-like, optional
-        MNIST data folder, read only when training (default ``$PPL_AUDIT_DATA``).
-    device : str or torch.device
-        Where training runs and the classifier lives.
-    progress : callable, optional
-        Receives training progress.
-    retrain : bool
-        Train again even if the cache holds the weights.
-
-    Returns
-    -------
-    TorchClassifier
-        ``class_names`` ``("0", ..., "9")``; ``info`` (card name, recipe hash,
-        recipe, metrics, history), ``weights_path`` and ``trained`` (the
-        :class:`~ppl_audit.training.TrainedModel`) are attached.
-
-    Raises
-    ------
-    InvalidInputError
-        The card is not of kind ``lenet-classifier``.
-
-    Examples
-    --------
-    >>> clf = load_lenet(data_dir="/path/to/data")  # doctest: +SKIP
-    >>> clf.probs(torch.zeros(1, 1, 28, 28)).shape  # doctest: +SKIP
-    torch.Size([1, 10])
-    """
-    trained = load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain,
-                         kind=KIND)
-    classifier = TorchClassifier(trained.module, MNIST_CLASS_NAMES)
-    classifier.info = trained.info
-    classifier.weights_path = trained.weights_path
-    classifier.trained = trained
-    return classifier
 
 
 __all__ = [
@@ -394,7 +341,6 @@ __all__ = [
     "TRAINER",
     "build_lenet",
     "evaluate",
-    "load_lenet",
     "random_shift",
     "train_lenet",
 ]

@@ -53,7 +53,7 @@ conditional Gaussian per class, and classify with rejection:
   t_{argmax}``.
 
 The card ``models/mnist-sdim.toml`` (kind ``sdim-classifier``) trains it;
-:func:`load_sdim` returns an :class:`SDIMClassifier`, :class:`~ppl_audit.detectors.sdim.SDIMDetector`
+``load_model(card).model`` is an :class:`SDIMClassifier`, :class:`~ppl_audit.detectors.sdim.SDIMDetector`
 puts the rejection rule behind the Detector contract, and
 :func:`selective_table` / :func:`ood_rejection_rate` compute the paper's
 Tables 2 and 3.
@@ -68,7 +68,6 @@ torch.Size([3, 10])
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -77,7 +76,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppl_audit._device import resolve_device
-from ppl_audit.cache import cache_dir
 from ppl_audit.cards import ModelCard
 from ppl_audit.classifiers.base import DEFAULT_CHUNK_SIZE, Classifier, check_images
 from ppl_audit.classifiers.lenet import (
@@ -88,19 +86,16 @@ from ppl_audit.classifiers.lenet import (
     check_augment_shift,
     random_shift,
 )
-from ppl_audit.errors import InvalidInputError, ModelOutputError, WeightsError
+from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     EVAL_CHUNK,
     DataConfig,
     Stopwatch,
     Trainer,
     TrainResult,
-    as_card,
-    card_config,
     check_field,
-    check_training_fields,
-    load_model,
     load_training_data,
     minibatches,
     seeded,
@@ -423,7 +418,7 @@ class SDIM(nn.Module):
 
 
 @dataclass(frozen=True)
-class SDIMConfig:
+class SDIMConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of an SDIM card.
 
     Parameters
@@ -476,15 +471,16 @@ class SDIMConfig:
     per_dimension: bool = False
     seed: int = 0
 
+    TYPE = 'resnet'
+
     def __post_init__(self):
-        check_field(self.type == "resnet", "type", self.type, "'resnet'")
+        super().__post_init__()
         for name in ("channels", "blocks"):
             value = getattr(self, name)
             check_field(isinstance(value, tuple) and len(value) == NUM_STAGES and all(map(is_positive_int, value)),
                         name, value, f"{NUM_STAGES} positive integers, e.g. [16, 32, 64]")
         for name in ("representation_dim", "mi_units"):
             check_field(is_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
-        check_training_fields(self)
         check_field(self.batch_size >= 2, "batch_size", self.batch_size, "at least 2 (the MI term needs negatives)")
         check_field(is_positive_float(self.margin), "margin", self.margin, "a number > 0")
         check_field(isinstance(self.per_dimension, bool), "per_dimension", self.per_dimension, "true or false")
@@ -493,10 +489,6 @@ class SDIMConfig:
             check_field(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                         and value >= 0, name, value, "a number >= 0")
         check_augment_shift(self)
-
-
-def _config(card: ModelCard) -> SDIMConfig:
-    return card_config(SDIMConfig, card, ("architecture", "training"))
 
 
 def _network(config: SDIMConfig) -> SDIM:
@@ -512,8 +504,8 @@ def build_sdim(card: ModelCard) -> SDIM:
     >>> build_sdim(load_card("mnist-sdim")).mu.shape
     torch.Size([10, 64])
     """
-    config = _config(card)
-    card_config(DataConfig, card, ("data",))  # validate [data] before any training starts
+    config = SDIMConfig.from_card(card)
+    DataConfig.from_card(card)  # validate [data] before any training starts
     return _network(config)
 
 
@@ -659,13 +651,14 @@ def train_sdim(card: ModelCard, *, data_dir=None, device="auto", progress: Progr
 
     Examples
     --------
+    >>> from ppl_audit.training import as_card
     >>> card = as_card("mnist-sdim").with_overrides(data={"train_split": "test", "num_train": 20},
     ...                                              training={"epochs": 1})
     >>> train_sdim(card, data_dir="tests/fixtures/data", device="cpu").metrics["num_train"]  # doctest: +SKIP
     20
     """
-    config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
+    config = SDIMConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -738,10 +731,16 @@ def train_sdim(card: ModelCard, *, data_dir=None, device="auto", progress: Progr
     return TrainResult(module.cpu(), metrics, curves)
 
 
+def _classifier(trained) -> SDIMClassifier:
+    """The loaded SDIM as a classifier of the ten digits with its rejection rule."""
+    return SDIMClassifier(trained.module, MNIST_CLASS_NAMES)
+
+
 TRAINER = Trainer(
     kind=KIND,
     build=build_sdim,
     train=train_sdim,
+    wrap=_classifier,
     headline=("test_accuracy", "test accuracy"),
     description="SDIM generative classifier with rejection (ResNet encoder, class-conditional Gaussians)",
 )
@@ -943,65 +942,6 @@ def ood_rejection_rate(classifier: SDIMClassifier, images: torch.Tensor, percent
 # --------------------------------------------------------------------------- loading
 
 
-def load_sdim(
-    card: ModelCard | str | os.PathLike = DEFAULT_CARD,
-    *,
-    cache: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    device="auto",
-    progress: ProgressFn | None = None,
-    retrain: bool = False,
-    train_if_missing: bool = True,
-) -> SDIMClassifier:
-    """MNIST's SDIM as a selective classifier, trained and cached on first use.
-
-    Parameters
-    ----------
-    card : ModelCard, str or path-like
-        An ``sdim-classifier`` card (default: the shipped ``mnist-sdim``).
-    cache : path-like, optional
-        Weights cache (default ``$PPL_AUDIT_CACHE`` or ``~/.cache/ppl-audit``).
-    data_dir : path-like, optional
-        MNIST data folder, read only when training (default ``$PPL_AUDIT_DATA``).
-    device : str or torch.device
-    progress : callable, optional
-    retrain : bool
-        Train again even if the cache holds the weights.
-    train_if_missing : bool
-        When False, raise instead of training if the cache lacks the weights.
-
-    Returns
-    -------
-    SDIMClassifier
-        With its thresholds (cached with the weights); ``info``,
-        ``weights_path`` and ``trained`` are attached.
-
-    Raises
-    ------
-    InvalidInputError
-        The card is not of kind ``sdim-classifier``.
-    WeightsError
-        ``train_if_missing`` is False and the cache lacks the weights.
-
-    Examples
-    --------
-    >>> clf = load_sdim(data_dir="/path/to/data")  # doctest: +SKIP
-    >>> clf.predict(torch.zeros(1, 1, 28, 28)).kept  # doctest: +SKIP
-    tensor([False])
-    """
-    card = as_card(card)
-    if not train_if_missing and (retrain or not card.cache_path(cache_dir(cache)).exists()):
-        raise WeightsError(f"the weights of {card.name!r} are not in the cache {cache_dir(cache)} and "
-                           "train_if_missing is False; run `ppl-audit train` on the card first")
-    trained = load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain,
-                         kind=KIND)
-    classifier = SDIMClassifier(trained.module, MNIST_CLASS_NAMES)
-    classifier.info = trained.info
-    classifier.weights_path = trained.weights_path
-    classifier.trained = trained
-    return classifier
-
-
 __all__ = [
     "DEFAULT_CARD",
     "KIND",
@@ -1015,7 +955,6 @@ __all__ = [
     "fit_thresholds",
     "gaussian_log_likelihoods",
     "jsd_mi_estimate",
-    "load_sdim",
     "margin_loss",
     "ood_rejection_rate",
     "percentile_threshold",

@@ -4,7 +4,7 @@ Each module defines the networks, a frozen config read from a model card, a
 ``train_*`` function and a :class:`~ppl_audit.training.Trainer` registered
 for its card kind (``vae``, ``gan``, ``gwin``, ``vae-ensemble``, ``gan-ensemble``). Build or load them with
 :func:`ppl_audit.training.load_model`, or as priors with
-:func:`ppl_audit.priors.load_decoder_prior`.
+``load_model(card).model`` (:func:`ppl_audit.priors.decoder_prior`).
 
 Examples
 --------
@@ -24,13 +24,12 @@ from ppl_audit.generative.gwin import (
     GWINConfig,
     LabelCritic,
     conditional_gradient_penalty,
-    load_gwin,
     rejection_check,
     train_gwin,
 )
 
-from ppl_audit.generative.gan_ensemble import GANEnsemble, load_gan_ensemble, train_gan_ensemble
-from ppl_audit.generative.vae_ensemble import VAEEnsemble, load_vae_ensemble, train_vae_ensemble
+from ppl_audit.generative.gan_ensemble import GANEnsemble, train_gan_ensemble
+from ppl_audit.generative.vae_ensemble import VAEEnsemble, train_vae_ensemble
 
 __all__ = [
     "GAN",
@@ -54,14 +53,11 @@ __all__ = [
     "GWINConfig",
     "LabelCritic",
     "conditional_gradient_penalty",
-    "load_gwin",
     "rejection_check",
     "train_gwin",
     # OoD ensembles
     "GANEnsemble",
     "VAEEnsemble",
-    "load_gan_ensemble",
-    "load_vae_ensemble",
     "train_gan_ensemble",
     "train_vae_ensemble",
 ]

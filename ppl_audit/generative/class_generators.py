@@ -39,7 +39,6 @@ torch.Size([3, 5, 1, 28, 28])
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -48,29 +47,26 @@ from torch import nn
 
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
-from ppl_audit.validators import check_images, is_fraction, is_positive_float
+from ppl_audit.validators import check_images, is_fraction
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, NUM_REPORT_COLUMNS, SAMPLE_SEED
 from ppl_audit.generative.vae import LIKELIHOODS
 from ppl_audit.generative.vae_ensemble import EnsembleLinear, VAEEnsemble, _standard_normal
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     DataConfig,
     Stopwatch,
     TrainedModel,
     Trainer,
     TrainResult,
-    card_config,
     check_adversarial_fields,
     check_field,
-    check_training_fields,
-    load_model,
     load_training_data,
     seeded,
 )
 
 VAE_KIND, GAN_KIND = "class-vae", "class-gan"  # the [model] kinds of per-class generator cards
-DEFAULT_VAE_CARD, DEFAULT_GAN_CARD = "mnist-class-vae", "mnist-class-gan"
 EVAL_SEED = 1  # seeds the reported test ELBO's reparameterisation noise
 LEAK = 0.2  # LeakyReLU slope of the GAN networks (Radford et al.'s DCGAN value)
 VAE_TASK, GAN_TASK = "training per-class VAEs", "training per-class GANs"  # progress task names
@@ -293,11 +289,8 @@ class ParameterAverage:
 # --------------------------------------------------------------------------- cards
 
 
-def _check_common(config) -> None:
-    check_field(config.classes >= 2 if isinstance(config.classes, int) else False, "classes", config.classes,
-                "an integer >= 2")
-    check_training_fields(config, ("latent_dim", "epochs", "batch_size"))
-    check_field(is_positive_float(config.learning_rate), "learning_rate", config.learning_rate, "a number > 0")
+def _check_classes(classes) -> None:
+    check_field(classes >= 2 if isinstance(classes, int) else False, "classes", classes, "an integer >= 2")
 
 
 def _check_widths(name: str, value) -> None:
@@ -306,7 +299,7 @@ def _check_widths(name: str, value) -> None:
 
 
 @dataclass(frozen=True)
-class ClassVAEConfig:
+class ClassVAEConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a ``class-vae`` card.
 
     Examples
@@ -327,15 +320,18 @@ class ClassVAEConfig:
     learning_rate: float = 1e-3
     seed: int = 0
 
+    TYPE = 'mlp-class-vae'
+    POSITIVE_INTEGERS = ('latent_dim', 'epochs', 'batch_size')
+
     def __post_init__(self):
-        check_field(self.type == "mlp-class-vae", "type", self.type, "'mlp-class-vae'")
-        _check_common(self)
+        super().__post_init__()
+        _check_classes(self.classes)
         _check_widths("hidden", self.hidden)
         check_field(self.likelihood in LIKELIHOODS, "likelihood", self.likelihood, f"one of {LIKELIHOODS}")
 
 
 @dataclass(frozen=True)
-class ClassGANConfig:
+class ClassGANConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a ``class-gan`` card.
 
     ``epochs`` counts generator steps in units of one pass over the average
@@ -367,10 +363,12 @@ class ClassGANConfig:
     generator_ema_decay: float = 0.0
     seed: int = 0
 
+    TYPE = 'mlp-class-wgan-gp'
+    POSITIVE_INTEGERS = ('latent_dim', 'epochs', 'batch_size', 'critic_steps')
+
     def __post_init__(self):
-        check_field(self.type == "mlp-class-wgan-gp", "type", self.type, "'mlp-class-wgan-gp'")
-        _check_common(self)
-        check_training_fields(self, ("critic_steps",))
+        super().__post_init__()
+        _check_classes(self.classes)
         _check_widths("generator_hidden", self.generator_hidden)
         _check_widths("critic_hidden", self.critic_hidden)
         check_adversarial_fields(self)
@@ -388,8 +386,8 @@ def build_class_vae(card: ModelCard) -> VAEEnsemble:
     >>> vae.num_members, vae.latent_dim
     (10, 10)
     """
-    config = card_config(ClassVAEConfig, card, ("architecture", "training"))
-    card_config(DataConfig, card, ("data",))
+    config = ClassVAEConfig.from_card(card)
+    DataConfig.from_card(card)
     return VAEEnsemble(config.classes, config.latent_dim, config.hidden, config.likelihood, seed=config.seed)
 
 
@@ -403,8 +401,8 @@ def build_class_gan(card: ModelCard) -> ClassGAN:
     >>> gan.num_members, gan.latent_dim
     (10, 15)
     """
-    config = card_config(ClassGANConfig, card, ("architecture", "training"))
-    card_config(DataConfig, card, ("data",))
+    config = ClassGANConfig.from_card(card)
+    DataConfig.from_card(card)
     return ClassGAN(config.classes, config.latent_dim, config.generator_hidden, config.critic_hidden,
                     seed=config.seed)
 
@@ -451,8 +449,8 @@ def train_class_vae(card: ModelCard, *, data_dir=None, device="auto",
     ModelOutputError
         A class's loss is not finite at the end of an epoch.
     """
-    config = card_config(ClassVAEConfig, card, ("architecture", "training"))
-    data = card_config(DataConfig, card, ("data",))
+    config = ClassVAEConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -526,8 +524,8 @@ def train_class_gan(card: ModelCard, *, data_dir=None, device="auto", progress: 
     ModelOutputError
         A non-finite loss.
     """
-    config = card_config(ClassGANConfig, card, ("architecture", "training"))
-    data = card_config(DataConfig, card, ("data",))
+    config = ClassGANConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -646,32 +644,6 @@ def class_sample_sections(trained: TrainedModel, data_dir=None) -> list:
     return [Section("samples", "Samples", figures=[figure])]
 
 
-def load_class_generators(card: ModelCard | str | os.PathLike = DEFAULT_VAE_CARD, *,
-                          cache: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                          device="auto", progress: ProgressFn | None = None, retrain: bool = False) -> TrainedModel:
-    """Trained per-class generators (``class-vae`` or ``class-gan`` card) from the cache, trained on first use.
-
-    Raises
-    ------
-    InvalidInputError
-        The card is of another kind.
-
-    Examples
-    --------
-    >>> vaes = load_class_generators("mnist-class-vae", data_dir="/path/to/data").module  # doctest: +SKIP
-    >>> vaes.decode(torch.zeros(10, 1, 10)).shape  # doctest: +SKIP
-    torch.Size([10, 1, 1, 28, 28])
-    """
-    from ppl_audit.training import as_card
-
-    card = as_card(card)
-    if card.kind not in (VAE_KIND, GAN_KIND):
-        raise InvalidInputError(f"{card.name}: per-class generators need a card of kind {VAE_KIND!r} or "
-                                f"{GAN_KIND!r}, got {card.kind!r}")
-    return load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain,
-                      kind=card.kind)
-
-
 VAE_TRAINER = Trainer(
     kind=VAE_KIND,
     build=build_class_vae,
@@ -703,7 +675,6 @@ __all__ = [
     "class_batches",
     "class_gradient_penalty",
     "class_indices",
-    "load_class_generators",
     "own_class_elbo",
     "critic_gaps",
     "train_class_gan",

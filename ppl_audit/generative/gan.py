@@ -44,17 +44,17 @@ from torch import nn
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
 from ppl_audit.generative.common import IMAGE_SHAPE, trained_decoder_sections
+from ppl_audit.priors.decoder import decoder_prior
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     EVAL_CHUNK,
     DataConfig,
     Stopwatch,
     Trainer,
     TrainResult,
-    card_config,
     check_adversarial_fields,
     check_field,
-    check_training_fields,
     load_training_data,
     seeded,
 )
@@ -160,7 +160,7 @@ class GAN(nn.Module):
 
 
 @dataclass(frozen=True)
-class GANConfig:
+class GANConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a GAN card.
 
     Examples
@@ -185,18 +185,15 @@ class GANConfig:
     gradient_penalty: float = 10.0
     seed: int = 0
 
+    TYPE = 'dcgan-conv'
+    POSITIVE_INTEGERS = ('latent_dim', 'channels', 'critic_channels', 'epochs', 'batch_size', 'critic_steps')
+
     def __post_init__(self):
-        check_field(self.type == "dcgan-conv", "type", self.type, "'dcgan-conv'")
-        check_training_fields(
-            self, ("latent_dim", "channels", "critic_channels", "epochs", "batch_size", "critic_steps"))
+        super().__post_init__()
         check_field(self.loss in LOSSES, "loss", self.loss, f"one of {LOSSES}")
         check_adversarial_fields(self)
         if self.loss == "dcgan":
             check_field(self.critic_steps == 1, "critic_steps", self.critic_steps, "1 with loss = 'dcgan'")
-
-
-def _config(card: ModelCard) -> GANConfig:
-    return card_config(GANConfig, card, ("architecture", "training"))
 
 
 def build_gan(card: ModelCard) -> GAN:
@@ -208,8 +205,8 @@ def build_gan(card: ModelCard) -> GAN:
     >>> build_gan(load_card("mnist-gan")).latent_dim
     5
     """
-    config = _config(card)
-    card_config(DataConfig, card, ("data",))
+    config = GANConfig.from_card(card)
+    DataConfig.from_card(card)
     return GAN(config.latent_dim, config.channels, config.critic_channels)
 
 
@@ -433,8 +430,8 @@ def train_gan(card: ModelCard, *, data_dir=None, device="auto", progress: Progre
     >>> train_gan(card, data_dir="tests/fixtures/data", device="cpu").metrics["num_train"]  # doctest: +SKIP
     100
     """
-    config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
+    config = GANConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -472,6 +469,7 @@ TRAINER = Trainer(
     train=train_gan,
     headline=("test_critic_gap", "critic gap, test images - generated"),
     report_sections=trained_decoder_sections,
+    wrap=decoder_prior,
     description="DCGAN-style generator and critic of 28 x 28 images (WGAN-GP or DCGAN loss)",
 )
 

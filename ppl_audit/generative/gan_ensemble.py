@@ -34,7 +34,6 @@ torch.Size([2, 3])
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -49,22 +48,19 @@ from ppl_audit.generative.common import IMAGE_SHAPE, NUM_REPORT_COLUMNS, SAMPLE_
 from ppl_audit.generative.gan import GAN, GANConfig, critic_gap, fit_gan, wgan_gp_critic_loss
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     EVAL_CHUNK,
     DataConfig,
     Stopwatch,
     Trainer,
     TrainedModel,
     TrainResult,
-    card_config,
     check_field,
-    check_training_fields,
-    load_model,
     load_training_data,
     seeded,
 )
 
 KIND = "gan-ensemble"  # the [model] kind of GAN-ensemble cards
-DEFAULT_CARD = "mnist-gan-ensemble"
 MIN_MEMBERS = 2  # Var_k D_k(x) needs at least two critics
 LOSS = "wgan-gp"  # Choi & Jang's critics are Wasserstein critics: graded, unbounded realism scores
 # progress task names: member k (0-based, as in GANEnsemble.member), the n-th of K
@@ -243,7 +239,7 @@ class GANEnsemble(nn.Module):
 
 
 @dataclass(frozen=True)
-class GANEnsembleConfig:
+class GANEnsembleConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a GAN-ensemble card.
 
     The GAN keys mean what they mean in :class:`~ppl_audit.generative.gan.GANConfig`
@@ -282,12 +278,14 @@ class GANEnsembleConfig:
     finetune_critic_steps: int = 500
     seed: int = 0
 
+    POSITIVE_INTEGERS = ()
+
     def __post_init__(self):
+        super().__post_init__()
         check_field(is_positive_int(self.members) and self.members >= MIN_MEMBERS, "members", self.members,
                     f"an integer >= {MIN_MEMBERS}")
         check_field(is_non_negative_int(self.finetune_critic_steps), "finetune_critic_steps",
                     self.finetune_critic_steps, "an integer >= 0")
-        check_training_fields(self, ())  # seed (an integer >= 0) before seed + k is formed
         self.member_config(0)  # every shared GAN key, checked by GANConfig
 
     def member_config(self, k: int) -> GANConfig:
@@ -299,10 +297,6 @@ class GANEnsembleConfig:
                          seed=self.seed + k)
 
 
-def _config(card: ModelCard) -> GANEnsembleConfig:
-    return card_config(GANEnsembleConfig, card, ("architecture", "training"))
-
-
 def build_gan_ensemble(card: ModelCard) -> GANEnsemble:
     """The untrained ensemble a card describes (validates the card).
 
@@ -312,8 +306,8 @@ def build_gan_ensemble(card: ModelCard) -> GANEnsemble:
     >>> len(build_gan_ensemble(load_card("mnist-gan-ensemble")))
     5
     """
-    config = _config(card)
-    card_config(DataConfig, card, ("data",))
+    config = GANEnsembleConfig.from_card(card)
+    DataConfig.from_card(card)
     return GANEnsemble(config.members, config.latent_dim, config.channels, config.critic_channels, seed=config.seed)
 
 
@@ -441,8 +435,8 @@ def train_gan_ensemble(card: ModelCard, *, data_dir=None, device="auto",
     >>> train_gan_ensemble(card, data_dir="tests/fixtures/data", device="cpu").metrics["members"]  # doctest: +SKIP
     2
     """
-    config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
+    config = GANEnsembleConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -512,45 +506,6 @@ def _report_sections(trained: TrainedModel, data_dir=None) -> list:
     return [Section("samples", "Samples of each member", figures=[figure])]
 
 
-def load_gan_ensemble(
-    card: ModelCard | str | os.PathLike = DEFAULT_CARD,
-    *,
-    cache: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    device="auto",
-    progress: ProgressFn | None = None,
-    retrain: bool = False,
-) -> TrainedModel:
-    """A trained GAN ensemble from the cache, trained on first use.
-
-    Parameters
-    ----------
-    card : ModelCard, str or path-like
-        A ``gan-ensemble`` card (default: the shipped ``mnist-gan-ensemble``).
-    cache, data_dir, device, progress, retrain
-        As for :func:`ppl_audit.training.load_model`.
-
-    Returns
-    -------
-    TrainedModel
-        ``module`` is the :class:`GANEnsemble` in eval mode; use
-        ``module.critic_scores``.
-
-    Raises
-    ------
-    InvalidInputError
-        The card is not of kind ``gan-ensemble``.
-
-    Examples
-    --------
-    >>> ens = load_gan_ensemble(data_dir="/path/to/data").module  # doctest: +SKIP
-    >>> ens.critic_scores(torch.rand(3, 1, 28, 28)).shape  # doctest: +SKIP
-    torch.Size([5, 3])
-    """
-    return load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain,
-                      kind=KIND)
-
-
 TRAINER = Trainer(
     kind=KIND,
     build=build_gan_ensemble,
@@ -565,6 +520,5 @@ __all__ = [
     "GANEnsembleConfig",
     "build_gan_ensemble",
     "finetune_critic",
-    "load_gan_ensemble",
     "train_gan_ensemble",
 ]

@@ -69,23 +69,22 @@ from ppl_audit.errors import AuditFileError, ModelOutputError
 from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, SAMPLE_SEED
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     EVAL_CHUNK,
     DataConfig,
     Stopwatch,
     Trainer,
     TrainedModel,
     TrainResult,
-    card_config,
     check_adversarial_fields,
     check_field,
-    check_training_fields,
     load_model,
     load_training_data,
     seeded,
 )
 
 KIND = "gwin"  # the [model] kind of GWIN cards
-DEFAULT_CARD = "mnist-gwin"
+CLASSIFIER_KIND = "bayesian-lenet-classifier"  # the kind of the classifier a GWIN is trained against
 NUM_CLASSES = 10  # MNIST digits; the critic's one-hot label has this many entries
 LEAKY_SLOPE = 0.2  # leaky ReLU slope of the critic (DCGAN's and WGAN-GP's choice)
 CRITIC_HIDDEN = 128  # units of the critic's two hidden layers (the label joins the second)
@@ -340,7 +339,7 @@ def conditional_gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: to
 
 
 @dataclass(frozen=True)
-class GWINConfig:
+class GWINConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a GWIN card.
 
     Parameters
@@ -411,11 +410,13 @@ class GWINConfig:
     augment_shift_pixels: int = 0
     seed: int = 0
 
+    TYPE = 'gwin-conv'
+    POSITIVE_INTEGERS = ('generator_steps', 'batch_size', 'critic_steps', 'classifier_samples')
+
     def __post_init__(self):
-        check_field(self.type == "gwin-conv", "type", self.type, "'gwin-conv'")
+        super().__post_init__()
         for name in ("noise_dim", "channels", "critic_channels"):
             check_field(is_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
-        check_training_fields(self, ("generator_steps", "batch_size", "critic_steps", "classifier_samples"))
         check_field(isinstance(self.classifier, str) and bool(self.classifier.strip()), "classifier",
                     self.classifier, "the name (or path) of a bayesian-lenet-classifier card")
         check_field(isinstance(self.classifier_recipe_hash, str)
@@ -439,10 +440,6 @@ def _is_recipe_hash(value: str) -> bool:
     return len(value) == 16 and all(ch in "0123456789abcdef" for ch in value)
 
 
-def _config(card: ModelCard) -> GWINConfig:
-    return card_config(GWINConfig, card, ("architecture", "training"))
-
-
 def build_gwin(card: ModelCard) -> GWIN:
     """The untrained GWIN a card describes (validates the card).
 
@@ -451,8 +448,8 @@ def build_gwin(card: ModelCard) -> GWIN:
     >>> build_gwin(load_card("mnist-gwin")).noise_dim
     16
     """
-    config = _config(card)
-    card_config(DataConfig, card, ("data",))
+    config = GWINConfig.from_card(card)
+    DataConfig.from_card(card)
     return GWIN(config.noise_dim, config.channels, config.critic_channels)
 
 
@@ -492,10 +489,8 @@ def pin(card: ModelCard) -> ModelCard:
 
 
 def _load_classifier(name, **kwargs):
-    """``load_bayesian_lenet(name, **kwargs)``, imported on first use (tests replace this hook)."""
-    from ppl_audit.classifiers.bayesian_lenet import load_bayesian_lenet
-
-    return load_bayesian_lenet(name, **kwargs)
+    """The Bayesian LeNet-5 of card ``name``, loaded (tests replace this hook)."""
+    return load_model(name, kind=CLASSIFIER_KIND, **kwargs).model
 
 
 class _ClassSampler:
@@ -676,11 +671,11 @@ def train_gwin(card: ModelCard, *, data_dir=None, device="auto", progress: Progr
     >>> m["test_rejected_accuracy_after"] > m["test_rejected_accuracy_before"]  # doctest: +SKIP
     True
     """
-    config = _config(card)
+    config = GWINConfig.from_card(card)
     if not config.classifier_recipe_hash:
         card = pin(card)
-        config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
+        config = GWINConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -694,7 +689,7 @@ def train_gwin(card: ModelCard, *, data_dir=None, device="auto", progress: Progr
         raise AuditFileError(
             f"{card.source or card.name}: [training] classifier_recipe_hash = {config.classifier_recipe_hash!r} "
             f"but classifier {config.classifier!r} has recipe hash {loaded_hash!r}; re-pin the card "
-            "(ppl_audit.generative.gwin.pin) or load it with load_gwin, which pins it"
+            "(ppl_audit.generative.gwin.pin) or load it with load_model, which pins it"
         )
     if len(classifier.class_names) != NUM_CLASSES:
         raise AuditFileError(f"{card.source or card.name}: classifier {config.classifier!r} has "
@@ -822,7 +817,7 @@ def _report_sections(trained: TrainedModel, data_dir=None) -> list:
         return [Section("rejected_examples", title,
                         paragraphs=["The classifier rejected no test image at tau = "
                                     f"{EVAL_THRESHOLD} when this GWIN was trained, so there is nothing to show."])]
-    data = card_config(DataConfig, trained.card, ("data",))
+    data = DataConfig.from_card(trained.card)
     try:
         test = load_dataset(data.dataset, data.test_split, data_dir=data_dir, limit=data.num_test)
     except DataNotFoundError as exc:
@@ -845,45 +840,6 @@ def _report_sections(trained: TrainedModel, data_dir=None) -> list:
     return [Section("rejected_examples", title, figures=[figure])]
 
 
-def load_gwin(
-    card: ModelCard | str | os.PathLike = DEFAULT_CARD,
-    *,
-    cache: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    device="auto",
-    progress: ProgressFn | None = None,
-    retrain: bool = False,
-) -> TrainedModel:
-    """A trained GWIN from the cache, trained (with its classifier, if needed) on first use.
-
-    Parameters
-    ----------
-    card : ModelCard, str or path-like
-        A ``gwin`` card (default: the shipped ``mnist-gwin``); it is pinned
-        to its classifier's current recipe before the cache is read.
-    cache, data_dir, device, progress, retrain
-        As for :func:`ppl_audit.training.load_model`.
-
-    Returns
-    -------
-    TrainedModel
-        ``module`` is the :class:`GWIN` in eval mode; use ``module.transform``.
-
-    Raises
-    ------
-    InvalidInputError
-        The card is not of kind ``gwin``.
-
-    Examples
-    --------
-    >>> gwin = load_gwin(data_dir="/path/to/data").module  # doctest: +SKIP
-    >>> gwin.transform(torch.rand(2, 1, 28, 28), torch.Generator().manual_seed(0)).shape  # doctest: +SKIP
-    torch.Size([2, 1, 28, 28])
-    """
-    return load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain,
-                      kind=KIND)
-
-
 TRAINER = Trainer(
     kind=KIND,
     build=build_gwin,
@@ -904,7 +860,6 @@ __all__ = [
     "build_gwin",
     "conditional_gradient_penalty",
     "confident_set",
-    "load_gwin",
     "pin",
     "rejection_check",
     "train_gwin",

@@ -44,16 +44,16 @@ from torch.distributions import ContinuousBernoulli
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
 from ppl_audit.generative.common import IMAGE_SHAPE, NUM_PIXELS, trained_decoder_sections
+from ppl_audit.priors.decoder import decoder_prior
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     EVAL_CHUNK,
     DataConfig,
     Stopwatch,
     Trainer,
     TrainResult,
-    card_config,
     check_field,
-    check_training_fields,
     load_training_data,
     minibatches,
     seeded,
@@ -182,7 +182,7 @@ class VAE(nn.Module):
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a VAE card.
 
     Examples
@@ -202,17 +202,14 @@ class VAEConfig:
     learning_rate: float = 1e-3
     seed: int = 0
 
+    TYPE = 'mlp-vae'
+
     def __post_init__(self):
-        check_field(self.type == "mlp-vae", "type", self.type, "'mlp-vae'")
+        super().__post_init__()
         check_field(is_positive_int(self.latent_dim), "latent_dim", self.latent_dim, "a positive integer")
         check_field(isinstance(self.hidden, tuple) and len(self.hidden) > 0 and all(map(is_positive_int, self.hidden)),
                     "hidden", self.hidden, "a non-empty list of positive integers")
         check_field(self.likelihood in LIKELIHOODS, "likelihood", self.likelihood, f"one of {LIKELIHOODS}")
-        check_training_fields(self)
-
-
-def _config(card: ModelCard) -> VAEConfig:
-    return card_config(VAEConfig, card, ("architecture", "training"))
 
 
 def build_vae(card: ModelCard) -> VAE:
@@ -224,8 +221,8 @@ def build_vae(card: ModelCard) -> VAE:
     >>> build_vae(load_card("mnist-vae")).latent_dim
     5
     """
-    config = _config(card)
-    card_config(DataConfig, card, ("data",))
+    config = VAEConfig.from_card(card)
+    DataConfig.from_card(card)
     return VAE(config.latent_dim, config.hidden, config.likelihood)
 
 
@@ -282,8 +279,8 @@ def train_vae(card: ModelCard, *, data_dir=None, device="auto", progress: Progre
     >>> train_vae(card, data_dir="tests/fixtures/data", device="cpu").metrics["num_train"]  # doctest: +SKIP
     100
     """
-    config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
+    config = VAEConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -332,6 +329,7 @@ TRAINER = Trainer(
     train=train_vae,
     headline=("test_elbo_nats", "test ELBO (nats per image)"),
     report_sections=trained_decoder_sections,
+    wrap=decoder_prior,
     description="MLP VAE of 28 x 28 images with a standard normal latent",
 )
 

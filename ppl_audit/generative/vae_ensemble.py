@@ -38,7 +38,6 @@ torch.Size([3, 4])
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -59,22 +58,19 @@ from ppl_audit.generative.common import (
 from ppl_audit.generative.vae import LIKELIHOODS, VAE
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
+    CardConfig,
     DataConfig,
     Stopwatch,
     TrainedModel,
     Trainer,
     TrainResult,
-    card_config,
     check_field,
-    check_training_fields,
-    load_model,
     load_training_data,
     minibatches,
     seeded,
 )
 
 KIND = "vae-ensemble"  # the [model] kind of VAE-ensemble cards
-DEFAULT_CARD = "mnist-vae-ensemble"
 MIN_MEMBERS = 2  # an ensemble of one has no variance over members, so no WAIC penalty
 IWAE_SAMPLES = 16  # importance samples of the reported log-likelihood (Burda et al.'s k; tight to ~1 nat on MNIST)
 LATENTS_PER_PASS = 8192  # members x samples x images decoded at once: ~50 MB of activations at widths 512/784
@@ -543,7 +539,7 @@ class VAEEnsemble(nn.Module):
 
 
 @dataclass(frozen=True)
-class VAEEnsembleConfig:
+class VAEEnsembleConfig(CardConfig):
     """The ``[architecture]`` and ``[training]`` keys of a VAE-ensemble card.
 
     ``independent_batches`` (training): each member draws its own shuffle of
@@ -571,8 +567,10 @@ class VAEEnsembleConfig:
     independent_batches: bool = False
     seed: int = 0
 
+    TYPE = 'mlp-vae-ensemble'
+
     def __post_init__(self):
-        check_field(self.type == "mlp-vae-ensemble", "type", self.type, "'mlp-vae-ensemble'")
+        super().__post_init__()
         check_field(is_positive_int(self.members) and self.members >= MIN_MEMBERS, "members", self.members,
                     f"an integer >= {MIN_MEMBERS} (an ensemble of one has no variance)")
         check_field(is_positive_int(self.latent_dim), "latent_dim", self.latent_dim, "a positive integer")
@@ -582,11 +580,6 @@ class VAEEnsembleConfig:
         check_field(is_positive_float(self.beta), "beta", self.beta, "a number > 0 (the KL weight; 1 is the ELBO)")
         check_field(isinstance(self.independent_batches, bool), "independent_batches", self.independent_batches,
                     "true or false")
-        check_training_fields(self)
-
-
-def _config(card: ModelCard) -> VAEEnsembleConfig:
-    return card_config(VAEEnsembleConfig, card, ("architecture", "training"))
 
 
 def build_vae_ensemble(card: ModelCard) -> VAEEnsemble:
@@ -598,8 +591,8 @@ def build_vae_ensemble(card: ModelCard) -> VAEEnsemble:
     >>> build_vae_ensemble(load_card("mnist-vae-ensemble")).num_members
     5
     """
-    config = _config(card)
-    card_config(DataConfig, card, ("data",))
+    config = VAEEnsembleConfig.from_card(card)
+    DataConfig.from_card(card)
     return VAEEnsemble(config.members, config.latent_dim, config.hidden, config.likelihood, seed=config.seed)
 
 
@@ -681,8 +674,8 @@ def train_vae_ensemble(card: ModelCard, *, data_dir=None, device="auto",
     >>> train_vae_ensemble(card, data_dir="tests/fixtures/data", device="cpu").metrics["members"]  # doctest: +SKIP
     5
     """
-    config = _config(card)
-    data = card_config(DataConfig, card, ("data",))
+    config = VAEEnsembleConfig.from_card(card)
+    data = DataConfig.from_card(card)
     device = resolve_device(device)
     watch = Stopwatch()
     train, test = load_training_data(data, data_dir, device)
@@ -784,44 +777,6 @@ def vae_ensemble_sections(trained: TrainedModel, data_dir=None) -> list:
     return [members, Section("samples", "Samples", figures=[figure])]
 
 
-def load_vae_ensemble(
-    card: ModelCard | str | os.PathLike = DEFAULT_CARD,
-    *,
-    cache: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    device="auto",
-    progress: ProgressFn | None = None,
-    retrain: bool = False,
-) -> TrainedModel:
-    """A trained VAE ensemble from the cache, trained on first use.
-
-    Parameters
-    ----------
-    card : ModelCard, str or path-like
-        A ``vae-ensemble`` card (default: the shipped ``mnist-vae-ensemble``).
-    cache, data_dir, device, progress, retrain
-        As for :func:`ppl_audit.training.load_model`.
-
-    Returns
-    -------
-    TrainedModel
-        ``module`` is the :class:`VAEEnsemble` in eval mode.
-
-    Raises
-    ------
-    InvalidInputError
-        The card is not of kind ``vae-ensemble``.
-
-    Examples
-    --------
-    >>> ensemble = load_vae_ensemble(data_dir="/path/to/data").module  # doctest: +SKIP
-    >>> ensemble.log_likelihood(torch.rand(2, 1, 28, 28)).shape  # doctest: +SKIP
-    torch.Size([5, 2])
-    """
-    return load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress, retrain=retrain,
-                      kind=KIND)
-
-
 TRAINER = Trainer(
     kind=KIND,
     build=build_vae_ensemble,
@@ -838,6 +793,5 @@ __all__ = [
     "VAEEnsembleConfig",
     "build_vae_ensemble",
     "evaluate_vae_ensemble",
-    "load_vae_ensemble",
     "train_vae_ensemble",
 ]

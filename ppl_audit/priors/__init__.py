@@ -1,7 +1,7 @@
 """Generative priors: the Prior contract, the built-in house/rocket world and the MNIST decoder priors."""
 
 from ppl_audit.priors.base import LATENT_SITE, Prior
-from ppl_audit.priors.decoder import DECODER_KINDS, DecoderPrior, load_decoder_prior
+from ppl_audit.priors.decoder import DECODER_KINDS, DecoderPrior, decoder_prior
 from ppl_audit.priors.house_rocket import CLASS_NAMES, WORLDS, HouseRocketWorld, make_world
 from ppl_audit.priors.truncated_normal import LowerTruncatedNormal
 
@@ -14,6 +14,6 @@ __all__ = [
     "HouseRocketWorld",
     "LowerTruncatedNormal",
     "Prior",
-    "load_decoder_prior",
+    "decoder_prior",
     "make_world",
 ]

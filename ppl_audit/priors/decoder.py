@@ -22,7 +22,6 @@ Examples
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import pyro.distributions as dist
@@ -32,7 +31,6 @@ from torch import nn
 from ppl_audit._device import resolve_device
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.priors.base import Prior
-from ppl_audit.progress import ProgressFn
 
 DEFAULT_IMAGE_SHAPE = (1, 28, 28)  # MNIST's (C, H, W): the shape of every shipped decoder's images
 DECODER_KINDS = ("vae", "gan")  # model-card kinds whose module has a .decoder and a .latent_dim
@@ -159,63 +157,24 @@ class DecoderPrior(Prior):
         return f"DecoderPrior({name}, latent_dim={self.latent_dim}, image_shape={self.image_shape}, device={self.device})"
 
 
-def load_decoder_prior(
-    card_name,
-    *,
-    cache: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    device="auto",
-    progress: ProgressFn | None = None,
-) -> DecoderPrior:
-    """The decoder prior of a VAE or GAN model card, trained and cached on first use.
+def decoder_prior(trained) -> DecoderPrior:
+    """The prior of a loaded VAE or GAN: its decoder (generator) over a standard-normal latent.
 
-    Parameters
-    ----------
-    card_name : str, path-like or ModelCard
-        ``"mnist-vae"`` or ``"mnist-gan"`` (or any card of kind ``vae``/``gan``).
-    cache : path-like, optional
-        Weights cache (default ``$PPL_AUDIT_CACHE`` or ``~/.cache/ppl-audit``).
-    data_dir : path-like, optional
-        Data folder, read only when training (default ``$PPL_AUDIT_DATA``).
-    device : str or torch.device
-        Where training runs and the prior lives.
-    progress : callable, optional
-        Receives training progress.
-
-    Returns
-    -------
-    DecoderPrior
-        With ``name`` (the card's), ``info`` (recipe hash, metrics, history),
-        ``weights_path`` and ``trained`` (the
-        :class:`~ppl_audit.training.TrainedModel`; for a GAN,
-        ``trained.module.critic`` scores images) attached.
-
-    Raises
-    ------
-    InvalidInputError
-        The card is not of kind ``vae`` or ``gan``.
+    The ``wrap`` of the ``vae`` and ``gan`` trainers, so that
+    ``load_model("mnist-vae").model`` is this prior; it is named after the
+    card and lives where the module does.
 
     Examples
     --------
-    >>> prior = load_decoder_prior("mnist-vae", data_dir="/path/to/data")  # doctest: +SKIP
+    >>> prior = load_model("mnist-vae", data_dir="/path/to/data").model  # doctest: +SKIP
     >>> prior.decode(prior.sample(4)).shape  # doctest: +SKIP
     torch.Size([4, 1, 28, 28])
     """
-    from ppl_audit.training import as_card, load_model
-
-    card = as_card(card_name)
-    if card.kind not in DECODER_KINDS:
-        raise InvalidInputError(
-            f"load_decoder_prior needs a model card of kind {' or '.join(DECODER_KINDS)}; "
-            f"{card.name!r} is of kind {card.kind!r}"
-        )
-    trained = load_model(card, cache=cache, data_dir=data_dir, device=device, progress=progress)
-    prior = DecoderPrior(trained.module.decoder, trained.module.latent_dim, device=resolve_device(device))
-    prior.name = card.name
-    prior.info = trained.info
-    prior.weights_path = trained.weights_path
-    prior.trained = trained
+    module = trained.module
+    device = next(module.decoder.parameters()).device
+    prior = DecoderPrior(module.decoder, module.latent_dim, device=device)
+    prior.name = trained.card.name
     return prior
 
 
-__all__ = ["DECODER_KINDS", "DEFAULT_IMAGE_SHAPE", "DecoderPrior", "load_decoder_prior"]
+__all__ = ["DECODER_KINDS", "DEFAULT_IMAGE_SHAPE", "DecoderPrior", "decoder_prior"]

@@ -15,6 +15,12 @@ how to present it. :func:`load_model` does the rest for every kind::
          -> verified load (safetensors, sha256; never unpickled)
          -> or train; refuse (TrainingError, nothing cached) when an [expected] bound is missed; save
 
+The returned :class:`TrainedModel` holds the module, the card and what training
+recorded; its ``model`` is what an audit uses, built by the trainer's ``wrap``
+(a classifier, a decoder prior; the module itself for kinds without one), so one
+loader serves every kind. Each kind's config subclasses :class:`CardConfig`,
+which reads the card's tables and runs the shared checks before the kind's own.
+
 A corrupt cache entry (checksum, header or state-dict mismatch) is logged as a
 warning and rebuilt. :func:`training_report` turns a loaded model into a
 :class:`~ppl_audit.report.Report` (training curves, metrics against the card's
@@ -36,7 +42,13 @@ torch.Size([1, 1, 28, 28])
 """
 
 
-from ppl_audit.training.config import card_config, check_adversarial_fields, check_field, check_training_fields
+from ppl_audit.training.config import (
+    CardConfig,
+    card_config,
+    check_adversarial_fields,
+    check_field,
+    check_training_fields,
+)
 from ppl_audit.training.loader import (
     EXPECTED_MAX_PREFIX,
     EXPECTED_MIN_PREFIX,
@@ -47,6 +59,7 @@ from ppl_audit.training.loader import (
     check_cache_destination,
     check_cache_entry_place,
     check_expected,
+    check_kind,
     check_model_fits,
     load_model,
     refuse_missed_expectations,
@@ -73,6 +86,7 @@ __all__ = [
     "EXPECTED_MIN_PREFIX",
     "SECONDS_SUFFIX",
     "TRAINING_BYTES_PER_PARAMETER",
+    "CardConfig",
     "DataConfig",
     "Stopwatch",
     "TrainResult",
@@ -84,6 +98,7 @@ __all__ = [
     "check_cache_destination",
     "check_cache_entry_place",
     "check_expected",
+    "check_kind",
     "check_field",
     "check_model_fits",
     "check_training_fields",

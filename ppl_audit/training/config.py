@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 from ppl_audit.cards import ModelCard
 from ppl_audit.errors import AuditFileError, InvalidInputError
@@ -15,7 +16,7 @@ def card_config(cls, card: ModelCard, tables: Sequence[str]):
 
     Every key of the named tables must be a field of ``cls`` (a typo is an
     error, never a silent default); fields the card leaves out keep their
-    defaults; lists become tuples. ``cls.__post_init__`` validates and raises
+    defaults, and a field without a default is a required key; lists become tuples. ``cls.__post_init__`` validates and raises
     ``ValueError`` naming the field; that becomes an
     :class:`~ppl_audit.errors.AuditFileError` naming the card.
 
@@ -35,10 +36,60 @@ def card_config(cls, card: ModelCard, tables: Sequence[str]):
         if unknown:
             raise AuditFileError(f"{where}: unknown key(s) {unknown} in [{table}]; allowed: {sorted(names)}")
         kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in kwargs]
+    if missing:
+        raise AuditFileError(f"{where}: missing key {missing[0]!r} (in [{'] or ['.join(tables)}])")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise AuditFileError(f"{where}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """Base of every kind's frozen config: read from a card's tables, validated when built.
+
+    A subclass declares its fields (with defaults) and, as class attributes,
+    ``TABLES`` (the card tables it reads), ``TYPE`` (what ``type`` must say;
+    ``None``: the class has no ``type`` field) and ``POSITIVE_INTEGERS``. This
+    ``__post_init__`` checks ``type``, those integers, ``learning_rate`` and
+    ``seed`` (when the class has them); a subclass's own ``__post_init__`` calls
+    it first, then checks what only that kind has.
+
+    Examples
+    --------
+    >>> @dataclass(frozen=True)
+    ... class ToyConfig(CardConfig):
+    ...     TYPE = "toy"
+    ...     type: str = "toy"
+    ...     epochs: int = 1
+    ...     batch_size: int = 8
+    >>> ToyConfig(epochs=0)
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: epochs must be a positive integer, got 0
+    >>> ToyConfig(type="other")
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: type must be 'toy', got 'other'
+    """
+
+    TABLES: ClassVar[tuple[str, ...]] = ("architecture", "training")
+    TYPE: ClassVar[str | None] = None
+    POSITIVE_INTEGERS: ClassVar[tuple[str, ...]] = ("epochs", "batch_size")
+
+    def __post_init__(self):
+        if self.TYPE is not None:
+            check_field(getattr(self, "type", None) == self.TYPE, "type", getattr(self, "type", None),
+                        repr(self.TYPE))
+        check_training_fields(self, self.POSITIVE_INTEGERS)
+
+    @classmethod
+    def from_card(cls, card: ModelCard):
+        """This config from the card's ``TABLES`` (see :func:`card_config`)."""
+        return card_config(cls, card, cls.TABLES)
 
 
 def check_field(ok: bool, name: str, value: Any, accepted: str) -> None:
@@ -103,6 +154,7 @@ def check_adversarial_fields(config) -> None:
 
 
 __all__ = [
+    "CardConfig",
     "card_config",
     "check_adversarial_fields",
     "check_field",

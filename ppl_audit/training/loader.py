@@ -6,8 +6,9 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -46,12 +47,27 @@ class TrainedModel:
         as stored in the cache sidecar.
     weights_path : pathlib.Path
         The verified safetensors file.
+    model : object
+        What an audit uses (computed on first access): the trainer's
+        :attr:`~ppl_audit.training.Trainer.wrap` of this model, such as a
+        classifier or a decoder prior, with ``info``, ``weights_path`` and
+        ``trained`` attached; ``module`` itself for kinds without a wrapper.
     """
 
     module: nn.Module
     card: ModelCard
     info: dict[str, Any]
     weights_path: Path
+
+    @cached_property
+    def model(self) -> Any:
+        """The object an audit uses: ``trainer.wrap(self)``, or ``module`` for kinds without a wrapper."""
+        wrap = self.trainer.wrap
+        if wrap is None:
+            return self.module
+        wrapped = wrap(self)
+        wrapped.info, wrapped.weights_path, wrapped.trained = self.info, self.weights_path, self
+        return wrapped
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -73,6 +89,25 @@ def as_card(card_or_name: ModelCard | str | os.PathLike) -> ModelCard:
     'lenet-classifier'
     """
     return card_or_name if isinstance(card_or_name, ModelCard) else load_card(card_or_name)
+
+
+def check_kind(card: ModelCard, kind: str | Sequence[str] | None) -> None:
+    """Refuse a card whose kind is not ``kind`` (one kind or a sequence of accepted kinds; ``None``: any).
+
+    Examples
+    --------
+    >>> check_kind(as_card("mnist-vae"), ("vae", "gan"))
+    >>> check_kind(as_card("mnist-vae"), "lenet-classifier")
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: a 'lenet-classifier' model card is needed; 'mnist-vae' is of kind 'vae'
+    """
+    if kind is None:
+        return
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    if card.kind not in kinds:
+        wanted = " or ".join(repr(k) for k in kinds)
+        raise InvalidInputError(f"a {wanted} model card is needed; {card.name!r} is of kind {card.kind!r}")
 
 
 def check_expected(card: ModelCard, metrics: Mapping[str, Any]) -> list[str]:
@@ -171,7 +206,8 @@ def load_model(
     device="auto",
     progress: ProgressFn | None = None,
     retrain: bool = False,
-    kind: str | None = None,
+    kind: str | Sequence[str] | None = None,
+    train_if_missing: bool = True,
 ) -> TrainedModel:
     """Load a model card's weights from the cache, training and caching them first if needed.
 
@@ -191,8 +227,12 @@ def load_model(
         Receives training progress ``(task, done, total)``.
     retrain : bool
         Train again even when the cache holds valid weights.
-    kind : str, optional
-        The card kind the caller needs (``"gwin"``...); another kind raises.
+    kind : str or sequence of str, optional
+        The card kind(s) the caller accepts (``"gwin"``, ``("vae", "gan")``...);
+        another kind raises.
+    train_if_missing : bool
+        When False, refuse to train: the weights must already be cached (an
+        audit that should only read what ``ppl-audit train`` built).
 
     Returns
     -------
@@ -202,6 +242,8 @@ def load_model(
     ------
     InvalidInputError
         The card is not of ``kind``.
+    WeightsError
+        ``train_if_missing`` is False and the cache does not hold the weights.
     AuditFileError
         The card is malformed or its kind has no trainer.
     ppl_audit.data.DataNotFoundError
@@ -218,10 +260,11 @@ def load_model(
     >>> trained = load_model("mnist-lenet5", data_dir="/path/to/data")  # doctest: +SKIP
     >>> trained.metrics["test_accuracy"] > 0.99  # doctest: +SKIP
     True
+    >>> trained.model.class_names[:3]  # doctest: +SKIP
+    ('0', '1', '2')
     """
     card = as_card(card_or_name)
-    if kind is not None and card.kind != kind:
-        raise InvalidInputError(f"a {kind!r} model card is needed; {card.name!r} is of kind {card.kind!r}")
+    check_kind(card, kind)
     trainer = get_trainer(card.kind)
     if trainer.pin is not None:
         card = trainer.pin(card)
@@ -241,6 +284,9 @@ def load_model(
     elif path.exists():
         logger.info("retraining %s although %s exists", card.name, path)
     if info is None:
+        if not train_if_missing:
+            raise WeightsError(f"the weights of {card.name!r} are not in the cache {path.parent} and "
+                               "train_if_missing is False; run `ppl-audit train` on the card first")
         check_cache_destination(path)  # before, not after, training
         resolve_device(device)
         extra = {"cache": cache} if trainer.needs_cache else {}
@@ -269,6 +315,7 @@ __all__ = [
     "check_cache_destination",
     "check_cache_entry_place",
     "check_expected",
+    "check_kind",
     "check_model_fits",
     "load_model",
     "refuse_missed_expectations",

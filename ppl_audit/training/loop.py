@@ -9,7 +9,7 @@ from typing import Iterator
 
 import torch
 
-from ppl_audit.training.config import check_field
+from ppl_audit.training.config import CardConfig, check_field
 from ppl_audit.validators import is_positive_int
 
 EVAL_CHUNK = 1000  # images per evaluation pass: large enough to be fast, small enough for any memory
@@ -17,7 +17,7 @@ DEFAULT_TRAIN_SPLIT, DEFAULT_TEST_SPLIT = "train", "test"  # [data] train_split 
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(CardConfig):
     """The ``[data]`` keys shared by the image-dataset trainers.
 
     Parameters
@@ -36,7 +36,11 @@ class DataConfig:
     num_train: int | None = None
     num_test: int | None = None
 
+    TABLES = ("data",)
+    POSITIVE_INTEGERS = ()
+
     def __post_init__(self):
+        super().__post_init__()
         for name in ("num_train", "num_test"):
             value = getattr(self, name)
             check_field(value is None or is_positive_int(value), name, value, "a positive integer (or absent: all)")

@@ -92,6 +92,11 @@ class Trainer:
     needs_cache : bool
         Pass ``cache=`` (the cache folder given to :func:`load_model`) to
         ``train``, for trainers that load another cached model.
+    wrap : callable, optional
+        ``wrap(trained) -> object``: what an audit uses, built from the loaded
+        :class:`~ppl_audit.training.TrainedModel` (a classifier with its class
+        names, a decoder prior...); it becomes ``trained.model``. ``None``:
+        ``trained.model`` is the module itself.
     """
 
     kind: str
@@ -102,6 +107,7 @@ class Trainer:
     description: str = ""
     pin: Callable[[ModelCard], ModelCard] | None = None
     needs_cache: bool = False
+    wrap: Callable[["TrainedModel"], Any] | None = None
 
     def __post_init__(self):
         if self.kind not in TRAINER_VERSIONS:

@@ -23,7 +23,7 @@ def _history_panels(info: Mapping[str, Any]) -> tuple[str, dict[str, dict[str, l
     panels = history.get("panels")
     if panels:
         return str(history.get("unit", "epoch")), panels
-    # Entries written without curves (by load_house_rocket_classifier): draw list-valued metrics.
+    # Entries written without curves (older house/rocket cache entries): draw list-valued metrics.
     lists = {k: v for k, v in info.get("metrics", {}).items() if isinstance(v, list) and v}
     return "epoch", {k: {k: v} for k, v in lists.items()}
 

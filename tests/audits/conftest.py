@@ -49,5 +49,5 @@ def mnist_priors():
 
 @pytest.fixture(scope="session")
 def mnist_classifier():
-    """Stand-in for ``load_lenet()``: a tiny TorchClassifier with classes "0" .. "9"."""
+    """Stand-in for ``load_model("mnist-lenet5").model``: a tiny TorchClassifier with classes "0" .. "9"."""
     return TorchClassifier(tiny_mnist_classifier_module(), MNIST_CLASSES)

@@ -10,10 +10,11 @@ import torch
 from ppl_audit.training import registry
 from ppl_audit.cache import load_weights
 from ppl_audit.cards import load_card
-from ppl_audit.classifiers import MNIST_CLASS_NAMES, LeNet5, TorchClassifier, load_lenet
+from ppl_audit.classifiers import MNIST_CLASS_NAMES, LeNet5, TorchClassifier
 from ppl_audit.classifiers import lenet
 from ppl_audit.data import DataNotFoundError
 from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.training import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,7 +62,8 @@ def test_bad_card_values_are_named(override, message):
 
 
 def test_tiny_lenet_is_a_ten_class_torch_classifier(tiny_mnist_card, mnist_fixture_dir, cache_root):
-    clf = load_lenet(tiny_mnist_card("mnist-lenet5"), cache=cache_root, data_dir=mnist_fixture_dir, device="cpu")
+    clf = load_model(tiny_mnist_card("mnist-lenet5"), cache=cache_root, data_dir=mnist_fixture_dir, device="cpu",
+                     kind="lenet-classifier").model
     assert isinstance(clf, TorchClassifier)
     assert clf.class_names == MNIST_CLASS_NAMES == tuple("0123456789")
     p = clf.probs(torch.rand(5, 1, 28, 28))
@@ -78,7 +80,7 @@ def test_tiny_lenet_is_a_ten_class_torch_classifier(tiny_mnist_card, mnist_fixtu
 def test_tiny_lenet_cache_round_trip_and_seeded_retraining(tiny_mnist_card, mnist_fixture_dir, cache_root,
                                                              monkeypatch):
     card = tiny_mnist_card("mnist-lenet5")
-    first = load_lenet(card, cache=cache_root, data_dir=mnist_fixture_dir, device="cpu")
+    first = load_model(card, cache=cache_root, data_dir=mnist_fixture_dir, device="cpu", kind="lenet-classifier").model
     x = torch.rand(4, 1, 28, 28)
 
     def no_training(*args, **kwargs):
@@ -86,22 +88,24 @@ def test_tiny_lenet_cache_round_trip_and_seeded_retraining(tiny_mnist_card, mnis
 
     with monkeypatch.context() as mp:
         mp.setitem(registry._REGISTRY, "lenet-classifier", dataclasses.replace(lenet.TRAINER, train=no_training))
-        cached = load_lenet(card, cache=cache_root, data_dir=None, device="cpu")  # no data needed
+        cached = load_model(card, cache=cache_root, data_dir=None, device="cpu",
+                            kind="lenet-classifier").model  # no data needed
     assert torch.equal(cached.probs(x), first.probs(x))
-    retrained = load_lenet(card, cache=cache_root, data_dir=mnist_fixture_dir, device="cpu", retrain=True)
+    retrained = load_model(card, cache=cache_root, data_dir=mnist_fixture_dir, device="cpu", retrain=True,
+                           kind="lenet-classifier").model
     assert torch.allclose(retrained.probs(x), first.probs(x), atol=1e-6)  # seeded training
 
 
-def test_load_lenet_refuses_another_kind(cache_root):
+def test_loading_refuses_a_card_of_another_kind(cache_root):
     with pytest.raises(InvalidInputError, match="'mnist-vae' is of kind 'vae'"):
-        load_lenet("mnist-vae", cache=cache_root)
+        load_model("mnist-vae", cache=cache_root, kind="lenet-classifier").model
 
 
 def test_missing_data_names_where_it_looked(tiny_mnist_card, tmp_path, monkeypatch):
     monkeypatch.delenv("PPL_AUDIT_DATA", raising=False)
     card = tiny_mnist_card("mnist-lenet5", data={"train_split": "train"})
     with pytest.raises(DataNotFoundError, match=r"train-images-idx3-ubyte\.gz"):
-        load_lenet(card, cache=tmp_path / "cache", data_dir=tmp_path)
+        load_model(card, cache=tmp_path / "cache", data_dir=tmp_path, kind="lenet-classifier").model
     with pytest.raises(DataNotFoundError, match="PPL_AUDIT_DATA"):
-        load_lenet(card, cache=tmp_path / "cache")
+        load_model(card, cache=tmp_path / "cache", kind="lenet-classifier").model
     assert not (tmp_path / "cache").exists()  # nothing half-written

@@ -32,6 +32,7 @@ from ppl_audit.classifiers.sdim import (
 from ppl_audit.detectors.base import Detector
 from ppl_audit.detectors.sdim import SDIMDetector
 from ppl_audit.errors import AuditFileError, InvalidInputError, ModelOutputError, WeightsError
+from ppl_audit.training import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -273,7 +274,7 @@ def test_tiny_training_is_seeded_cached_and_gives_a_usable_rejector(mnist_fixtur
     assert {"test_kept_accuracy_p1", "test_rejection_rate_p1", "test_rejection_rate_p2"} <= set(metrics)
     assert set(first.history["panels"]["accuracy"]) == {"train (running, augmented)", "test"}
 
-    clf = sdim.load_sdim(card, cache=cache_root, data_dir=mnist_fixture_dir, device="cpu")
+    clf = load_model(card, cache=cache_root, data_dir=mnist_fixture_dir, device="cpu", kind="sdim-classifier").model
     assert set(load_weights(clf.weights_path)[0]) >= {"thresholds", "percentiles", "mu", "log_sigma"}
     assert torch.isfinite(clf.thresholds(1)).all() and (clf.thresholds(2) >= clf.thresholds(1)).all()
 
@@ -283,16 +284,16 @@ def test_tiny_training_is_seeded_cached_and_gives_a_usable_rejector(mnist_fixtur
     x = torch.rand(3, 1, 28, 28)
     with monkeypatch.context() as mp:
         mp.setitem(registry._REGISTRY, "sdim-classifier", dataclasses.replace(sdim.TRAINER, train=no_training))
-        cached = sdim.load_sdim(card, cache=cache_root, device="cpu", train_if_missing=False)
+        cached = load_model(card, cache=cache_root, device="cpu", train_if_missing=False, kind="sdim-classifier").model
     assert torch.equal(cached.log_likelihoods(x), clf.log_likelihoods(x))
     assert torch.equal(cached.thresholds(2), clf.thresholds(2))
     with pytest.raises(WeightsError, match="train_if_missing is False"):
-        sdim.load_sdim(tiny_card(seed=3), cache=cache_root, train_if_missing=False)
+        load_model(tiny_card(seed=3), cache=cache_root, train_if_missing=False, kind="sdim-classifier").model
 
 
-def test_load_sdim_refuses_another_kind(cache_root):
+def test_loading_refuses_a_card_of_another_kind(cache_root):
     with pytest.raises(InvalidInputError, match="'mnist-vae' is of kind 'vae'"):
-        sdim.load_sdim("mnist-vae", cache=cache_root)
+        load_model("mnist-vae", cache=cache_root, kind="sdim-classifier").model
 
 
 def test_a_diverging_loss_is_a_clear_error(mnist_fixture_dir):

@@ -11,13 +11,7 @@ from ppl_audit.cache import load_weights
 from ppl_audit.cards import load_card
 from ppl_audit.errors import AuditFileError, InvalidInputError, ModelOutputError
 from ppl_audit.generative.gan import GAN, GANConfig
-from ppl_audit.generative.gan_ensemble import (
-    GANEnsemble,
-    GANEnsembleConfig,
-    build_gan_ensemble,
-    finetune_critic,
-    load_gan_ensemble,
-)
+from ppl_audit.generative.gan_ensemble import GANEnsemble, GANEnsembleConfig, build_gan_ensemble, finetune_critic
 from ppl_audit.training import load_model, seeded, training_report
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,7 +118,7 @@ def test_shipped_card_builds_five_members():
     card = load_card("mnist-gan-ensemble")
     assert len(build_gan_ensemble(card)) == 5
     with pytest.raises(InvalidInputError, match="'gan-ensemble' model card is needed"):
-        load_gan_ensemble("mnist-gan")
+        load_model("mnist-gan", kind="gan-ensemble")
 
 
 def test_finetuning_changes_only_the_critic():
@@ -166,7 +160,8 @@ def test_tiny_ensemble_trains_caches_and_reloads(cache_root, mnist_fixture_dir):
 
     x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     scores = trained.module.critic_scores(x)
-    reloaded = load_gan_ensemble(card, cache=cache_root, device="cpu")  # no data folder: read from the cache
+    reloaded = load_model(card, cache=cache_root, device="cpu",
+                          kind="gan-ensemble")  # no data folder: read from the cache
     assert reloaded.weights_path == trained.weights_path
     assert torch.equal(reloaded.module.critic_scores(x), scores)
 

@@ -2,7 +2,7 @@
 
 Training runs against a fake classifier (a nearest-class-mean template
 matcher with noisy logits per posterior "draw") put in place of
-``load_bayesian_lenet``, so these tests need neither the Bayesian LeNet nor
+the loader of the classifier, so these tests need neither the Bayesian LeNet nor
 its training.
 """
 
@@ -21,7 +21,8 @@ from ppl_audit.data import load_dataset
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.generative import GWIN, ConditionalGenerator, LabelCritic, conditional_gradient_penalty
 from ppl_audit.generative import gwin as gwin_module
-from ppl_audit.generative.gwin import _ClassSampler, build_gwin, load_gwin, pin, rejection_check, train_gwin
+from ppl_audit.generative.gwin import _ClassSampler, build_gwin, pin, rejection_check, train_gwin
+from ppl_audit.training import load_model
 from ppl_audit.training import training_report
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,7 +72,7 @@ def fixture_images(mnist_fixture_dir):
 
 @pytest.fixture
 def fake_bnn(fixture_images, monkeypatch):
-    """Put a FakeBNN in place of load_bayesian_lenet; ``fake.calls`` records the loader's arguments."""
+    """Put a FakeBNN in place of the classifier loader; ``fake.calls`` records the loader's arguments."""
     fake = FakeBNN(*fixture_images)
 
     def loader(name, **kwargs):
@@ -285,17 +286,18 @@ def test_train_gwin_refuses_a_classifier_of_another_recipe(fake_bnn, mnist_fixtu
         train_gwin(card, data_dir=mnist_fixture_dir, device="cpu")
 
 
-def test_load_gwin_pins_caches_and_reports(fake_bnn, card_file, mnist_fixture_dir, tmp_path, monkeypatch):
+def test_loading_a_gwin_pins_caches_and_reports(fake_bnn, card_file, mnist_fixture_dir, tmp_path, monkeypatch):
     # The fake classifier claims the recipe of a card file, so load_model's pin() and train_gwin's check agree.
     classifier = card_file(classifier_card(7))
     fake_bnn.trained.card.recipe_hash = classifier_card(7).recipe_hash
     card = tiny_card(training={"classifier": str(classifier)})
-    trained = load_gwin(card, cache=tmp_path, data_dir=mnist_fixture_dir, device="cpu")
+    trained = load_model(card, cache=tmp_path, data_dir=mnist_fixture_dir, device="cpu", kind="gwin")
     assert trained.card.training["classifier_recipe_hash"] == classifier_card(7).recipe_hash
     assert fake_bnn.calls[0][1]["cache"] == tmp_path  # Trainer(needs_cache=True) passes the cache on
     keys = set(load_weights(trained.weights_path)[0])
     assert any(k.startswith("generator.") for k in keys) and any(k.startswith("critic.") for k in keys)
-    assert load_gwin(card, cache=tmp_path, device="cpu").weights_path == trained.weights_path  # from the cache
+    assert load_model(card, cache=tmp_path, device="cpu",
+                      kind="gwin").weights_path == trained.weights_path  # from the cache
     assert len(fake_bnn.calls) == 1
 
     monkeypatch.setenv("PPL_AUDIT_DATA", str(mnist_fixture_dir))
@@ -313,6 +315,6 @@ def test_rejection_check_with_nothing_rejected_gives_nan():
     assert out["rejected_fraction"] == 0 and math.isnan(out["rejected_accuracy_after"])
 
 
-def test_load_gwin_wants_a_gwin_card():
+def test_loading_a_gwin_wants_a_gwin_card():
     with pytest.raises(InvalidInputError, match="a 'gwin' model card is needed"):
-        load_gwin("mnist-gan")
+        load_model("mnist-gan", kind="gwin")

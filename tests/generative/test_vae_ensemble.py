@@ -11,11 +11,7 @@ from torch.distributions import Normal, kl_divergence
 from ppl_audit.cards import load_card
 from ppl_audit.errors import AuditFileError, InvalidInputError, ModelOutputError
 from ppl_audit.generative.vae import VAE
-from ppl_audit.generative.vae_ensemble import (
-    VAEEnsemble,
-    build_vae_ensemble,
-    load_vae_ensemble,
-)
+from ppl_audit.generative.vae_ensemble import VAEEnsemble, build_vae_ensemble
 from ppl_audit.training import load_model, seeded, training_report
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -300,7 +296,8 @@ def test_tiny_card_trains_caches_and_reloads(cache_root, mnist_fixture_dir):
 
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     before = trained.module.log_likelihood(x, generator=torch.Generator().manual_seed(0))
-    again = load_vae_ensemble(card, cache=cache_root, data_dir="/nonexistent", device="cpu")  # cached: no data read
+    again = load_model(card, cache=cache_root, data_dir="/nonexistent", device="cpu",
+                       kind="vae-ensemble")  # cached: no data read
     assert again.info == trained.info
     after = again.module.log_likelihood(x, generator=torch.Generator().manual_seed(0))
     assert before.shape == (2, 5) and torch.equal(before, after)
@@ -332,4 +329,4 @@ def test_a_diverging_member_stops_training(cache_root, mnist_fixture_dir):
 
 def test_loader_refuses_another_kind(cache_root):
     with pytest.raises(InvalidInputError, match="a 'vae-ensemble' model card is needed"):
-        load_vae_ensemble("mnist-vae", cache=cache_root)
+        load_model("mnist-vae", cache=cache_root, kind="vae-ensemble")

@@ -10,7 +10,8 @@ from torch import nn
 from torch.distributions import Normal
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.priors import LATENT_SITE, DecoderPrior, Prior, load_decoder_prior
+from ppl_audit.priors import LATENT_SITE, DecoderPrior, Prior
+from ppl_audit.training import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,10 +96,11 @@ def test_bad_latents(prior, z):
 
 
 @pytest.mark.parametrize("name", ["mnist-vae", "mnist-gan"])
-def test_load_decoder_prior_of_the_tiny_models(name, tiny_mnist_card, tiny_mnist_model, cache_root,
+def test_decoder_prior_of_the_tiny_models(name, tiny_mnist_card, tiny_mnist_model, cache_root,
                                                mnist_fixture_dir):
     trained = tiny_mnist_model(name)  # trained once per session
-    prior = load_decoder_prior(tiny_mnist_card(name), cache=cache_root, data_dir=mnist_fixture_dir, device="cpu")
+    prior = load_model(tiny_mnist_card(name), cache=cache_root, data_dir=mnist_fixture_dir, device="cpu",
+                       kind=("vae", "gan")).model
     assert isinstance(prior, DecoderPrior) and prior.latent_dim == 5 and prior.name == name
     assert prior.weights_path == trained.weights_path
     assert prior.info["recipe_hash"] == trained.card.recipe_hash
@@ -111,7 +113,7 @@ def test_load_decoder_prior_of_the_tiny_models(name, tiny_mnist_card, tiny_mnist
         assert prior.trained.module.critic(x).shape == (9,)
 
 
-def test_load_decoder_prior_refuses_a_classifier_card(tmp_path):
+def test_decoder_prior_refuses_a_classifier_card(tmp_path):
     with pytest.raises(InvalidInputError, match="'mnist-lenet5' is of kind 'lenet-classifier'"):
-        load_decoder_prior("mnist-lenet5", cache=tmp_path)
+        load_model("mnist-lenet5", cache=tmp_path, kind=("vae", "gan")).model
     assert not any(tmp_path.iterdir())
