@@ -525,6 +525,71 @@ def _check_arguments(method, init, num_particles, num_steps, num_samples, seed, 
     return options
 
 
+def _level_set(method: str, prior: Prior, classifier, target, concentration, relaxation, sigma,
+               class_names) -> LevelSet:
+    """:func:`sample_level_set`'s level set, refused when ``method`` needs gradients the classifier lacks."""
+    level_set = LevelSet(prior, classifier, target, concentration, relaxation=relaxation, sigma=sigma,
+                         class_names=class_names)
+    if method in GRADIENT_METHODS and not level_set.classifier.differentiable:
+        raise InvalidInputError(
+            f"method {method!r} needs gradients, but the classifier is a black box; use 'smc' or 'mh'"
+        )
+    return level_set
+
+
+def _draw_samples(chain: SamplingResult, method: str, prior: Prior, num_particles: int, num_samples: int | None,
+                  generator, dev) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(num_samples, latents, probs, images)``: draws with replacement from the particles' last states
+    (from every kept draw for nuts and svi), and their images."""
+    with torch.no_grad():
+        if method in ("nuts", "svi"):
+            pool = chain.trace.reshape(-1, chain.trace.shape[-1])
+            pool_probs = chain.extras_trace.reshape(pool.shape[0], -1)
+        else:
+            pool, pool_probs = chain.final_position, chain.final_extras
+        if num_samples is None:
+            num_samples = min(pool.shape[0], max(num_particles, 1000)) if method == "nuts" else num_particles
+        if num_samples > pool.shape[0]:
+            raise InvalidInputError(f"num_samples={num_samples} exceeds the {pool.shape[0]} draws the run kept")
+        idx = torch.randint(pool.shape[0], (num_samples,), generator=generator, device=dev).cpu()
+        latents = pool[idx]
+        probs = pool_probs[idx]
+        images = prior.decode(latents.to(dev)).cpu()
+    return num_samples, latents, probs, images
+
+
+def _metrics(method: str, chain: SamplingResult, summary: dict[str, Any], latents: torch.Tensor,
+             probs: torch.Tensor, target: torch.Tensor, num_samples: int) -> dict[str, Any]:
+    """:class:`LevelSetResult`'s ``metrics``: how close the samples came to ``target``, and how well the run mixed."""
+    confidence = target_confidence(probs, target)
+    smc = summary.get("smc")
+    evals = chain.num_evaluations
+    k = int(torch.argmax(target))
+    return {
+        "method": method,
+        "delta": average_deviation(probs, target),
+        "mean_confidence": float(confidence.mean()),
+        "min_confidence": float(confidence.min()),
+        "max_confidence": float(confidence.max()),
+        "fraction_in_ambiguous_band": fraction_in_band(probs[:, k]),
+        "acceptance_rate": chain.acceptance_rate,
+        "num_samples": num_samples,
+        "num_distinct": count_distinct(latents),
+        "rhat_max": summary["rhat_max"],
+        "nested_rhat_max": summary.get("nested_rhat_max"),
+        "ess_bulk_min": summary["ess_bulk_min"],
+        "ess_tail_min": summary["ess_tail_min"],
+        "ess_superchains_min": summary.get("ess_superchains_min"),
+        **({"log_evidence_sd": smc["log_evidence_sd"], "distinct_share_min": smc["distinct_share_min"],
+            "final_acceptance": smc["final_acceptance"], "smc_rounds": chain.info.get("rounds", 1)} if smc else {}),
+        "converged": summary["converged"],
+        "classifier_evaluations": evals,
+        "ambiguous_per_1000_evaluations": (
+            1000.0 * visited_yield(chain, k) / evals if chain.accepted is not None and evals else None
+        ),
+    }
+
+
 def sample_level_set(
     prior: Prior,
     classifier,
@@ -608,12 +673,7 @@ def sample_level_set(
     """
     options = _check_arguments(method, init, num_particles, num_steps, num_samples, seed, warmup_fraction, options)
     dev = resolve_device(device)
-    level_set = LevelSet(prior, classifier, target, concentration, relaxation=relaxation, sigma=sigma,
-                         class_names=class_names)
-    if method in GRADIENT_METHODS and not level_set.classifier.differentiable:
-        raise InvalidInputError(
-            f"method {method!r} needs gradients, but the classifier is a black box; use 'smc' or 'mh'"
-        )
+    level_set = _level_set(method, prior, classifier, target, concentration, relaxation, sigma, class_names)
     check_fits_in_memory(estimate_run_bytes(method, num_particles, num_steps, len(prior.latent_names),
                                             level_set.classifier.num_classes, options), f"a {method} run")
     generator = torch.Generator(device=dev).manual_seed(int(seed))
@@ -623,47 +683,12 @@ def sample_level_set(
     # The level set counts every image it classified (initialisation included);
     # Pyro backends evaluate through its model, which only the backend counts.
     chain = dataclasses.replace(chain, num_evaluations=max(chain.num_evaluations, level_set.evaluations))
-    with torch.no_grad():
-        pool = chain.final_position if method not in ("nuts", "svi") else chain.trace.reshape(-1, chain.trace.shape[-1])
-        pool_probs = chain.final_extras if method not in ("nuts", "svi") else chain.extras_trace.reshape(pool.shape[0], -1)
-        if num_samples is None:
-            num_samples = min(pool.shape[0], max(num_particles, 1000)) if method == "nuts" else num_particles
-        if num_samples > pool.shape[0]:
-            raise InvalidInputError(f"num_samples={num_samples} exceeds the {pool.shape[0]} draws the run kept")
-        idx = torch.randint(pool.shape[0], (num_samples,), generator=generator, device=dev).cpu()
-        latents = pool[idx]
-        probs = pool_probs[idx]
-        images = prior.decode(latents.to(dev)).cpu()
-    target_t = level_set.target
-    confidence = target_confidence(probs, target_t)
+    num_samples, latents, probs, images = _draw_samples(chain, method, prior, num_particles, num_samples, generator,
+                                                        dev)
     if summary is None:  # chains that are independent (MH, HMC, NUTS, SVI draws)
         summary = diagnostics.summarize(chain.to_arviz(), superchains=chain.superchains)
-    smc = summary.get("smc")
-    evals = chain.num_evaluations
-    k = int(torch.argmax(target_t))
-    metrics = {
-        "method": method,
-        "delta": average_deviation(probs, target_t),
-        "mean_confidence": float(confidence.mean()),
-        "min_confidence": float(confidence.min()),
-        "max_confidence": float(confidence.max()),
-        "fraction_in_ambiguous_band": fraction_in_band(probs[:, k]),
-        "acceptance_rate": chain.acceptance_rate,
-        "num_samples": num_samples,
-        "num_distinct": count_distinct(latents),
-        "rhat_max": summary["rhat_max"],
-        "nested_rhat_max": summary.get("nested_rhat_max"),
-        "ess_bulk_min": summary["ess_bulk_min"],
-        "ess_tail_min": summary["ess_tail_min"],
-        "ess_superchains_min": summary.get("ess_superchains_min"),
-        **({"log_evidence_sd": smc["log_evidence_sd"], "distinct_share_min": smc["distinct_share_min"],
-            "final_acceptance": smc["final_acceptance"], "smc_rounds": chain.info.get("rounds", 1)} if smc else {}),
-        "converged": summary["converged"],
-        "classifier_evaluations": evals,
-        "ambiguous_per_1000_evaluations": (
-            1000.0 * visited_yield(chain, k) / evals if chain.accepted is not None and evals else None
-        ),
-    }
+    target_t = level_set.target
+    metrics = _metrics(method, chain, summary, latents, probs, target_t, num_samples)
     return LevelSetResult(latents, images, probs, target_t, level_set.concentration, metrics, chain, summary)
 
 

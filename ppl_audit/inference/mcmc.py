@@ -354,6 +354,35 @@ class _HMCWarmup:
                               adapt.warmup_divergences + info.diverging.sum())
 
 
+def _hmc_warmup(initial_position, config: MCMCConfig, eps: torch.Tensor, num_leapfrog: int, target_acceptance,
+                step_size_jitter: float, step_size_adaptation: str) -> _HMCWarmup:
+    """:func:`run_hmc`'s warm-up scheme from its checked arguments (``eps`` the per-chain first step sizes)."""
+    pooled = step_size_adaptation == "pooled"
+    if pooled and config.num_warmup > 0:
+        eps = eps.log().mean().exp().expand_as(eps).clone()  # one (geometric-mean) start for the shared adaptation
+    da = adaptation.DualAveraging(target=target_acceptance)
+    n_chains, dim = initial_position.shape
+    windows = tuple(adaptation.warmup_windows(config.num_warmup))
+    return _HMCWarmup(config.num_warmup, n_chains, dim, num_leapfrog, eps, step_size_jitter, pooled, da, windows)
+
+
+def _hmc_info(run: _Collected, adapt: _HMCAdaptation, scheme: _HMCWarmup, target_acceptance,
+              step_size_adaptation: str) -> HMCRunInfo:
+    """:func:`run_hmc`'s ``info`` (see its Returns)."""
+    return {
+        "acceptance_per_step": run.acceptance_per_step,
+        "step_size": adapt.step_size.cpu().tolist(),
+        "inverse_mass": adapt.inverse_mass.cpu().tolist(),
+        "num_leapfrog": scheme.num_leapfrog,
+        "num_divergences": int(run.sample_stats["diverging"].sum()),
+        "num_warmup_divergences": int(adapt.warmup_divergences),
+        "target_acceptance": target_acceptance,
+        "step_size_jitter": scheme.step_size_jitter,
+        "step_size_adaptation": step_size_adaptation,
+        "mass_matrix_windows": [list(w) for w in scheme.windows],
+    }
+
+
 def run_hmc(
     log_density_fn: mh.LogDensityFn,
     initial_position: torch.Tensor,
@@ -451,28 +480,13 @@ def run_hmc(
     eps = _check_hmc_inputs(
         initial_position, config, num_leapfrog, step_size, step_size_jitter, step_size_adaptation, superchains
     )
-    pooled = step_size_adaptation == "pooled"
-    if pooled and config.num_warmup > 0:
-        eps = eps.log().mean().exp().expand_as(eps).clone()  # one (geometric-mean) start for the shared adaptation
-    da = adaptation.DualAveraging(target=target_acceptance)
+    scheme = _hmc_warmup(initial_position, config, eps, num_leapfrog, target_acceptance, step_size_jitter,
+                         step_size_adaptation)
     n_chains, dim = initial_position.shape
     names = resolve_latent_names(latent_names, dim)
     state = hmc.init(initial_position, log_density_fn)
-    windows = tuple(adaptation.warmup_windows(config.num_warmup))
-    scheme = _HMCWarmup(config.num_warmup, n_chains, dim, num_leapfrog, eps, step_size_jitter, pooled, da, windows)
     run, adapt = _sample(hmc.step, scheme, state, log_density_fn, config, generator, progress)
-    info: HMCRunInfo = {
-        "acceptance_per_step": run.acceptance_per_step,
-        "step_size": adapt.step_size.cpu().tolist(),
-        "inverse_mass": adapt.inverse_mass.cpu().tolist(),
-        "num_leapfrog": num_leapfrog,
-        "num_divergences": int(run.sample_stats["diverging"].sum()),
-        "num_warmup_divergences": int(adapt.warmup_divergences),
-        "target_acceptance": target_acceptance,
-        "step_size_jitter": step_size_jitter,
-        "step_size_adaptation": step_size_adaptation,
-        "mass_matrix_windows": [list(w) for w in windows],
-    }
+    info = _hmc_info(run, adapt, scheme, target_acceptance, step_size_adaptation)
     return _result("hmc", names, extras_names, run, num_warmup=config.num_warmup,
                    num_evaluations=n_chains * (1 + config.num_steps * num_leapfrog), start=start, info=info,
                    superchains=superchains)

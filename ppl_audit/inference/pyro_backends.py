@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -140,6 +141,96 @@ class _RecordingNUTS(NUTS):
         return out
 
 
+def _check_nuts_arguments(num_chains, num_samples, num_warmup, max_tree_depth, target_acceptance, seed):
+    """:func:`run_nuts`' counts and seed, checked in the order it has always checked them."""
+    num_chains = _positive_int("num_chains", num_chains)
+    num_samples = _positive_int("num_samples", num_samples)
+    num_warmup = _positive_int("num_warmup", num_warmup, allow_zero=True)
+    max_tree_depth = _positive_int("max_tree_depth", max_tree_depth)
+    if not 0 < float(target_acceptance) < 1:
+        raise InvalidInputError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
+    seed = _positive_int("seed", seed, allow_zero=True)
+    return num_chains, num_samples, num_warmup, max_tree_depth, seed
+
+
+def _progress_hook(progress: ProgressFn | None, task: str, total: int) -> Callable:
+    """A Pyro ``hook_fn`` reporting ``(task, iterations so far, total)``, counted over every chain it serves."""
+    done = [0]
+
+    def hook(*_):
+        done[0] += 1
+        report(progress, task, done[0], total)
+
+    return hook
+
+
+@dataclass(frozen=True)
+class _NUTSChain:
+    """What one NUTS chain leaves: its kept draws, their statistics and its adapted kernel."""
+
+    draws: torch.Tensor  # (num_samples, D), on the CPU
+    records: list  # per kept draw: _RecordingNUTS.records' tuples
+    step_size: float
+    inverse_mass: list  # the diagonal of each block of the adapted inverse mass matrix
+    potential_calls: int  # gradient evaluations, warm-up included
+
+
+def _nuts_chain(model: Callable, site: str, model_args: tuple, kwargs: dict, dim: int, chain_seed: int,
+                num_warmup: int, num_samples: int, hook: Callable, settings: dict) -> _NUTSChain:
+    """One ``pyro.infer.MCMC`` run of :class:`_RecordingNUTS` seeded by ``chain_seed``."""
+    pyro.set_rng_seed(chain_seed)
+    kernel = _RecordingNUTS(model, **settings)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
+                disable_progbar=True, hook_fn=hook)
+    try:
+        mcmc.run(*model_args, **kwargs)
+    except RuntimeError as exc:
+        if _INIT_FAILURE in str(exc):
+            raise ModelOutputError(
+                f"NUTS found no initial value of {site!r} with a finite log density (NaN or -inf "
+                f"everywhere it tried): {exc}"
+            ) from exc
+        raise
+    samples = mcmc.get_samples(group_by_chain=True)[site]  # (1, num_samples, *site shape)
+    return _NUTSChain(
+        draws=samples.reshape(num_samples, dim).detach().cpu(),
+        records=kernel.records[num_warmup:],
+        step_size=float(kernel.step_size),
+        inverse_mass=[v.detach().cpu().flatten().tolist() for v in kernel.inverse_mass_matrix.values()],
+        potential_calls=kernel.potential_calls,
+    )
+
+
+def _nuts_sample_stats(records: list[list]) -> dict[str, torch.Tensor]:
+    """The per-draw statistics of :func:`run_nuts` from every chain's records; a NaN log density is an error."""
+    stats = torch.tensor([[list(r) for r in chain] for chain in records], dtype=torch.float64)  # (C, S, 5)
+    lp = stats[..., 4]
+    if torch.isnan(lp).any():
+        raise ModelOutputError(f"NUTS kept {int(torch.isnan(lp).sum())} draws whose log density is NaN")
+    return {
+        "acceptance_prob": stats[..., 0].to(torch.float32),
+        "diverging": stats[..., 1].bool(),
+        "tree_depth": stats[..., 2].long(),
+        "n_steps": stats[..., 3].long(),
+        "lp": lp.to(torch.float32),
+    }
+
+
+def _nuts_info(chains: list[_NUTSChain], sample_stats: dict, target_acceptance, max_tree_depth: int,
+               seeds: list[int], extras: torch.Tensor | None) -> dict:
+    """:func:`run_nuts`' ``info`` (see its Returns)."""
+    return {
+        "step_size": [chain.step_size for chain in chains],
+        "inverse_mass": [chain.inverse_mass for chain in chains],
+        "total_leapfrog_steps": int(sample_stats["n_steps"].sum()),
+        "num_divergences": int(sample_stats["diverging"].sum()),
+        "target_acceptance": float(target_acceptance),
+        "max_tree_depth": max_tree_depth,
+        "chain_seeds": seeds,
+        "extras_evaluations": 0 if extras is None else extras.shape[0] * extras.shape[1],
+    }
+
+
 def run_nuts(
     model: Callable,
     *,
@@ -228,65 +319,21 @@ def run_nuts(
     (torch.Size([1, 30, 1]), 'nuts')
     """
     start = time.perf_counter()
-    num_chains = _positive_int("num_chains", num_chains)
-    num_samples = _positive_int("num_samples", num_samples)
-    num_warmup = _positive_int("num_warmup", num_warmup, allow_zero=True)
-    max_tree_depth = _positive_int("max_tree_depth", max_tree_depth)
-    if not 0 < float(target_acceptance) < 1:
-        raise InvalidInputError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
-    seed = _positive_int("seed", seed, allow_zero=True)
+    num_chains, num_samples, num_warmup, max_tree_depth, seed = _check_nuts_arguments(
+        num_chains, num_samples, num_warmup, max_tree_depth, target_acceptance, seed
+    )
     kwargs = dict(model_kwargs or {})
     info = inspect_site(model, site, model_args, kwargs, single_latent=False)
     names = _latent_names(latent_names, info.dim)
     seeds = _chain_seeds(seed, num_chains)
-    iterations = num_warmup + num_samples
-    total = num_chains * iterations
-    done = [0]
-
-    def hook(*_):
-        done[0] += 1
-        report(progress, "nuts", done[0], total)
-
-    draws, records, step_sizes, inv_mass, calls = [], [], [], [], 0
+    hook = _progress_hook(progress, "nuts", num_chains * (num_warmup + num_samples))
+    settings = dict(target_accept_prob=float(target_acceptance), max_tree_depth=max_tree_depth,
+                    max_plate_nesting=info.max_plate_nesting, init_strategy=init_strategy or init_to_sample)
     with isolated_param_store(), preserved_rng():
-        for chain_seed in seeds:
-            pyro.set_rng_seed(chain_seed)
-            kernel = _RecordingNUTS(
-                model,
-                target_accept_prob=float(target_acceptance),
-                max_tree_depth=max_tree_depth,
-                max_plate_nesting=info.max_plate_nesting,
-                init_strategy=init_strategy or init_to_sample,
-            )
-            mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
-                        disable_progbar=True, hook_fn=hook)
-            try:
-                mcmc.run(*model_args, **kwargs)
-            except RuntimeError as exc:
-                if _INIT_FAILURE in str(exc):
-                    raise ModelOutputError(
-                        f"NUTS found no initial value of {site!r} with a finite log density (NaN or -inf "
-                        f"everywhere it tried): {exc}"
-                    ) from exc
-                raise
-            samples = mcmc.get_samples(group_by_chain=True)[site]  # (1, num_samples, *site shape)
-            draws.append(samples.reshape(num_samples, info.dim).detach().cpu())
-            records.append(kernel.records[num_warmup:])
-            step_sizes.append(float(kernel.step_size))
-            inv_mass.append([v.detach().cpu().flatten().tolist() for v in kernel.inverse_mass_matrix.values()])
-            calls += kernel.potential_calls
-    trace = torch.stack(draws)
-    stats = torch.tensor([[list(r) for r in chain] for chain in records], dtype=torch.float64)  # (C, S, 5)
-    lp = stats[..., 4]
-    if torch.isnan(lp).any():
-        raise ModelOutputError(f"NUTS kept {int(torch.isnan(lp).sum())} draws whose log density is NaN")
-    sample_stats = {
-        "acceptance_prob": stats[..., 0].to(torch.float32),
-        "diverging": stats[..., 1].bool(),
-        "tree_depth": stats[..., 2].long(),
-        "n_steps": stats[..., 3].long(),
-        "lp": lp.to(torch.float32),
-    }
+        chains = [_nuts_chain(model, site, model_args, kwargs, info.dim, chain_seed, num_warmup, num_samples, hook,
+                              settings) for chain_seed in seeds]
+    trace = torch.stack([chain.draws for chain in chains])
+    sample_stats = _nuts_sample_stats([chain.records for chain in chains])
     extras = None
     if extras_fn is not None:
         extras = _evaluate_extras(extras_fn, trace.reshape(-1, info.dim)).reshape(num_chains, num_samples, -1)
@@ -298,19 +345,130 @@ def run_nuts(
         extras_trace=extras,
         extras_names=tuple(extras_names),
         num_warmup=num_warmup,
-        num_evaluations=calls,
+        num_evaluations=sum(chain.potential_calls for chain in chains),
         seconds=time.perf_counter() - start,
-        info={
-            "step_size": step_sizes,
-            "inverse_mass": inv_mass,
-            "total_leapfrog_steps": int(sample_stats["n_steps"].sum()),
-            "num_divergences": int(sample_stats["diverging"].sum()),
-            "target_acceptance": float(target_acceptance),
-            "max_tree_depth": max_tree_depth,
-            "chain_seeds": seeds,
-            "extras_evaluations": 0 if extras is None else num_chains * num_samples,
-        },
+        info=_nuts_info(chains, sample_stats, target_acceptance, max_tree_depth, seeds, extras),
     )
+
+
+def _check_svi_arguments(num_steps, num_proposals, num_samples, learning_rate, guide, seed):
+    """:func:`run_svi`'s counts, learning rate, guide and seed, checked in the order it has always checked them."""
+    num_steps = _positive_int("num_steps", num_steps)
+    num_proposals = _positive_int("num_proposals", num_proposals)
+    num_samples = _positive_int("num_samples", num_samples)
+    if num_samples % RESAMPLED_CHAINS:
+        raise InvalidInputError(
+            f"num_samples must be a positive multiple of {RESAMPLED_CHAINS} (the resampled draws fill "
+            f"{RESAMPLED_CHAINS} chains), got {num_samples}"
+        )
+    if isinstance(learning_rate, bool) or not (
+        isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0
+    ):
+        raise InvalidInputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    if guide not in GUIDES:
+        raise InvalidInputError(f"unknown guide {guide!r}; known guides: {', '.join(GUIDES)}")
+    seed = _positive_int("seed", seed, allow_zero=True)
+    return num_steps, num_proposals, num_samples, seed
+
+
+def _fit_guide(model: Callable, q, model_args: tuple, kwargs: dict, max_plate_nesting: int, num_steps: int,
+               learning_rate, progress: ProgressFn | None) -> list[float]:
+    """Step 1 of :func:`run_svi`: Adam on the one-particle ELBO, gradients of the guide's parameters only;
+    the per-step ELBO estimates."""
+    loss_fn = Trace_ELBO(num_particles=1, max_plate_nesting=max_plate_nesting)
+    with torch.no_grad():
+        q(*model_args, **kwargs)  # builds the guide's parameters
+    params = [p for p in q.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=float(learning_rate))
+    elbo_values = []
+    for step in range(num_steps):
+        loss = loss_fn.differentiable_loss(model, q, *model_args, **kwargs)
+        if torch.isnan(loss):
+            raise ModelOutputError(f"the ELBO is NaN at step {step} (the model's log density or its gradient)")
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        optimizer.step()
+        elbo_values.append(-float(loss.detach()))
+        report(progress, "svi", step + 1, num_steps)
+    return elbo_values
+
+
+@dataclass(frozen=True)
+class _Proposals:
+    """The guide's draws and the densities that weight them (step 2 of :func:`run_svi`)."""
+
+    z: torch.Tensor  # (num_proposals, D)
+    log_q: torch.Tensor  # (num_proposals,) guide log density
+    log_p: torch.Tensor  # (num_proposals,) model log density
+    extras_chunks: list  # the extras log_density_fn returned, chunk by chunk (empty when it returned none)
+
+
+def _weighted_proposals(q, log_density_fn: Callable, site: str, dim: int, max_plate_nesting: int,
+                        num_proposals: int, model_args: tuple, kwargs: dict, progress: ProgressFn | None) -> _Proposals:
+    """``num_proposals`` draws of the guide from one vectorised trace, scored by guide and model."""
+    with torch.no_grad():
+        guide_trace = vectorized_trace(q, num_proposals, max_plate_nesting, model_args, kwargs)
+        log_q = trace_log_density(guide_trace, num_proposals, max_plate_nesting)
+        z = guide_trace.nodes[site]["value"].reshape(num_proposals, dim)
+        log_p, extras_chunks = [], []
+        for i, chunk in enumerate(z.split(CHUNK_SIZE)):
+            lp, ex = evaluate(log_density_fn, chunk)
+            log_p.append(lp)
+            if ex is not None:
+                extras_chunks.append(ex)
+            report(progress, "importance", min((i + 1) * CHUNK_SIZE, num_proposals), num_proposals)
+    return _Proposals(z, log_q, torch.cat(log_p).detach(), extras_chunks)
+
+
+@dataclass(frozen=True)
+class _Resampled:
+    """The importance weights of the proposals and the ones drawn by them (step 3 of :func:`run_svi`)."""
+
+    z: torch.Tensor  # (num_proposals, D) on the CPU
+    log_w: torch.Tensor  # (num_proposals,) float64 log importance weights, unnormalised
+    log_w_norm: torch.Tensor  # (num_proposals,) normalised
+    index: torch.Tensor  # (num_samples,) the proposals drawn, with replacement
+
+
+def _resample(proposals: _Proposals, num_samples: int, seed: int) -> _Resampled:
+    """``num_samples`` proposals drawn with probability proportional to ``p / q``, by a generator seeded ``seed``."""
+    log_p = proposals.log_p
+    log_w = (log_p - proposals.log_q.to(log_p)).cpu().double()
+    if not torch.isfinite(log_w).any():
+        raise ModelOutputError(f"all {log_w.shape[0]} proposals from the guide have zero model density")
+    log_w_norm = log_w - torch.logsumexp(log_w, 0)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.multinomial(log_w_norm.exp(), num_samples, replacement=True, generator=generator)
+    return _Resampled(proposals.z.detach().cpu(), log_w, log_w_norm, index)
+
+
+def _svi_extras(extras_fn: Callable | None, extras_chunks: list, draws: _Resampled, shape: tuple[int, int]):
+    """The resampled draws' extras: ``extras_fn`` once per distinct draw, else what the log density returned."""
+    if extras_fn is not None:
+        unique, inverse = torch.unique(draws.index, return_inverse=True)
+        return _evaluate_extras(extras_fn, draws.z[unique])[inverse].reshape(*shape, -1)
+    if extras_chunks:
+        return torch.cat(extras_chunks).detach().cpu()[draws.index].reshape(*shape, -1)
+    return None
+
+
+def _svi_info(elbo_values: list[float], draws: _Resampled, num_proposals: int, guide: str, num_steps: int,
+              learning_rate, extras_fn: Callable | None) -> dict:
+    """:func:`run_svi`'s ``info`` (see its Returns)."""
+    log_w = draws.log_w
+    ess = float(effective_sample_size(log_w.unsqueeze(0))[0])  # Kish ESS of the importance weights
+    return {
+        "elbo": elbo_values,
+        "importance_ess": ess,
+        "importance_ess_fraction": ess / num_proposals,
+        "log_evidence": float(torch.logsumexp(log_w, 0) - math.log(num_proposals)),
+        "num_proposals": num_proposals,
+        "guide": guide,
+        "num_steps": num_steps,
+        "learning_rate": float(learning_rate),
+        "extras_evaluations": 0 if extras_fn is None else int(torch.unique(draws.index).numel()),
+    }
 
 
 def run_svi(
@@ -412,97 +570,37 @@ def run_svi(
     torch.Size([4, 16, 1])
     """
     start = time.perf_counter()
-    num_steps = _positive_int("num_steps", num_steps)
-    num_proposals = _positive_int("num_proposals", num_proposals)
-    num_samples = _positive_int("num_samples", num_samples)
-    if num_samples % RESAMPLED_CHAINS:
-        raise InvalidInputError(
-            f"num_samples must be a positive multiple of {RESAMPLED_CHAINS} (the resampled draws fill "
-            f"{RESAMPLED_CHAINS} chains), got {num_samples}"
-        )
-    if isinstance(learning_rate, bool) or not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise InvalidInputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    if guide not in GUIDES:
-        raise InvalidInputError(f"unknown guide {guide!r}; known guides: {', '.join(GUIDES)}")
-    seed = _positive_int("seed", seed, allow_zero=True)
+    num_steps, num_proposals, num_samples, seed = _check_svi_arguments(
+        num_steps, num_proposals, num_samples, learning_rate, guide, seed
+    )
     kwargs = dict(model_kwargs or {})
     info = inspect_site(model, site, model_args, kwargs)
     names = _latent_names(latent_names, info.dim)
-    n_mpn = info.max_plate_nesting
     if log_density_fn is None:
         log_density_fn = batched_log_density(model, site=site, model_args=model_args, model_kwargs=kwargs)
-
     q = GUIDES[guide](model, init_loc_fn=init_to_median)
-    elbo_values = []
     with isolated_param_store(exclude_prefixes=(q._pyro_name,)), preserved_rng():
         pyro.set_rng_seed(seed)
-        loss_fn = Trace_ELBO(num_particles=1, max_plate_nesting=n_mpn)
-        with torch.no_grad():
-            q(*model_args, **kwargs)  # builds the guide's parameters
-        params = [p for p in q.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=float(learning_rate))
-        for step in range(num_steps):
-            loss = loss_fn.differentiable_loss(model, q, *model_args, **kwargs)
-            if torch.isnan(loss):
-                raise ModelOutputError(f"the ELBO is NaN at step {step} (the model's log density or its gradient)")
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            for p, g in zip(params, grads):
-                p.grad = g
-            optimizer.step()
-            elbo_values.append(-float(loss.detach()))
-            report(progress, "svi", step + 1, num_steps)
-        with torch.no_grad():
-            guide_trace = vectorized_trace(q, num_proposals, n_mpn, model_args, kwargs)
-            log_q = trace_log_density(guide_trace, num_proposals, n_mpn)
-            z = guide_trace.nodes[site]["value"].reshape(num_proposals, info.dim)
-            log_p, extras_chunks = [], []
-            for i, chunk in enumerate(z.split(CHUNK_SIZE)):
-                lp, ex = evaluate(log_density_fn, chunk)
-                log_p.append(lp)
-                if ex is not None:
-                    extras_chunks.append(ex)
-                report(progress, "importance", min((i + 1) * CHUNK_SIZE, num_proposals), num_proposals)
-    log_p = torch.cat(log_p).detach()
-    log_w = (log_p - log_q.to(log_p)).cpu().double()
-    if not torch.isfinite(log_w).any():
-        raise ModelOutputError(f"all {num_proposals} proposals from the guide have zero model density")
-    log_w_norm = log_w - torch.logsumexp(log_w, 0)
-    ess = float(effective_sample_size(log_w.unsqueeze(0))[0])  # Kish ESS of the importance weights
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.multinomial(log_w_norm.exp(), num_samples, replacement=True, generator=generator)
+        elbo_values = _fit_guide(model, q, model_args, kwargs, info.max_plate_nesting, num_steps, learning_rate,
+                                 progress)
+        proposals = _weighted_proposals(q, log_density_fn, site, info.dim, info.max_plate_nesting, num_proposals,
+                                        model_args, kwargs, progress)
+    draws = _resample(proposals, num_samples, seed)
     shape = (RESAMPLED_CHAINS, num_samples // RESAMPLED_CHAINS)
-    z = z.detach().cpu()
-    trace = z[index].reshape(*shape, info.dim)
-    extras = None
-    if extras_fn is not None:
-        unique, inverse = torch.unique(index, return_inverse=True)
-        extras = _evaluate_extras(extras_fn, z[unique])[inverse].reshape(*shape, -1)
-    elif extras_chunks:
-        extras = torch.cat(extras_chunks).detach().cpu()[index].reshape(*shape, -1)
     return SamplingResult(
         method="svi",
         latent_names=names,
-        trace=trace,
+        trace=draws.z[draws.index].reshape(*shape, info.dim),
         sample_stats={
-            "lp": log_p.cpu()[index].reshape(shape).to(torch.float32),
-            "log_weight": log_w_norm[index].reshape(shape).to(torch.float32),
+            "lp": proposals.log_p.cpu()[draws.index].reshape(shape).to(torch.float32),
+            "log_weight": draws.log_w_norm[draws.index].reshape(shape).to(torch.float32),
         },
-        extras_trace=extras,
+        extras_trace=_svi_extras(extras_fn, proposals.extras_chunks, draws, shape),
         extras_names=tuple(extras_names),
         num_warmup=0,
         num_evaluations=num_steps + num_proposals,
         seconds=time.perf_counter() - start,
-        info={
-            "elbo": elbo_values,
-            "importance_ess": ess,
-            "importance_ess_fraction": ess / num_proposals,
-            "log_evidence": float(torch.logsumexp(log_w, 0) - math.log(num_proposals)),
-            "num_proposals": num_proposals,
-            "guide": guide,
-            "num_steps": num_steps,
-            "learning_rate": float(learning_rate),
-            "extras_evaluations": 0 if extras_fn is None else int(torch.unique(index).numel()),
-        },
+        info=_svi_info(elbo_values, draws, num_proposals, guide, num_steps, learning_rate, extras_fn),
     )
 
 

@@ -650,6 +650,24 @@ def _prior_draws(sample_prior: SamplePriorFn, n: int, generator, device) -> torc
     return z
 
 
+def _temper(generator, state: SMCState, target: TemperedTarget, config: SMCConfig,
+            progress: ProgressFn | None) -> tuple[SMCState, list[StageInfo]]:
+    """Stages until every run reaches ``beta = 1``: the state there and every stage's report."""
+    stages: list[StageInfo] = []
+    lowest_beta = 0.0
+    while lowest_beta < 1.0:
+        if len(stages) == config.max_stages:
+            raise ModelOutputError(
+                f"SMC reached max_stages={config.max_stages} with runs still at beta={state.beta.tolist()} (< 1): "
+                "the likelihood is too informative for this many stages; raise max_stages or target_ess_fraction"
+            )
+        state, stage = step(generator, state, target, config)
+        stages.append(stage)
+        lowest_beta = float(state.beta.min())  # the one host round-trip per stage: may we stop?
+        report(progress, "tempering", int(lowest_beta * PROGRESS_RESOLUTION), PROGRESS_RESOLUTION)
+    return state, stages
+
+
 def _result(config: SMCConfig, names, extras_names, state: SMCState, stages: list[StageInfo], draws: Draws,
             start: float) -> SamplingResult:
     """The run as a :class:`SamplingResult` (see :func:`run_smc`, Returns)."""
@@ -853,18 +871,7 @@ def run_smc(
     particles = _prior_draws(sample_prior, config.num_particles, generator, device)
     names = resolve_latent_names(latent_names, particles.shape[1])
     state, target = init(particles, log_prior_fn, log_likelihood_fn, config)
-    stages: list[StageInfo] = []
-    lowest_beta = 0.0
-    while lowest_beta < 1.0:
-        if len(stages) == config.max_stages:
-            raise ModelOutputError(
-                f"SMC reached max_stages={config.max_stages} with runs still at beta={state.beta.tolist()} (< 1): "
-                "the likelihood is too informative for this many stages; raise max_stages or target_ess_fraction"
-            )
-        state, stage = step(generator, state, target, config)
-        stages.append(stage)
-        lowest_beta = float(state.beta.min())  # the one host round-trip per stage: may we stop?
-        report(progress, "tempering", int(lowest_beta * PROGRESS_RESOLUTION), PROGRESS_RESOLUTION)
+    state, stages = _temper(generator, state, target, config, progress)
     draws = final_draws(generator, state, target, config, progress)
     return _result(config, names, extras_names, state, stages, draws, start)
 

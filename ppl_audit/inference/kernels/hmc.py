@@ -150,6 +150,69 @@ def _as_inverse_mass(inverse_mass, like: torch.Tensor) -> torch.Tensor:
     return inv
 
 
+@dataclass(frozen=True)
+class _TrajectoryEnd:
+    """Where one trajectory of every chain ends; ``alive`` is False for a chain that met a non-finite value."""
+
+    position: torch.Tensor  # (N, D)
+    momentum: torch.Tensor  # (N, D)
+    log_density: torch.Tensor  # (N,)
+    grad: torch.Tensor  # (N, D)
+    extras: Optional[torch.Tensor]  # (N, E)
+    alive: torch.Tensor  # (N,) bool
+
+
+def _leapfrog(log_density_fn: LogDensityFn, state: HMCState, p0: torch.Tensor, eps: torch.Tensor,
+              inv_mass: torch.Tensor, num_leapfrog: int) -> _TrajectoryEnd:
+    """``num_leapfrog`` leapfrog steps of every chain from ``(state.position, p0)`` (Neal 2011, Sec. 2.3)."""
+    z0 = state.position
+    alive = torch.ones(z0.shape[0], dtype=torch.bool, device=z0.device)
+    z, grad, p = z0, state.grad, p0 + 0.5 * eps * state.grad
+    logp, extras = state.log_density, state.extras
+    for i in range(num_leapfrog):
+        z_new = z + eps * inv_mass * p
+        alive = alive & torch.isfinite(z_new).all(-1)
+        # A dead chain re-evaluates its start: the model never sees NaN or inf inputs.
+        z = torch.where(alive.unsqueeze(-1), z_new, z0)
+        logp, grad, extras = _value_and_grad(log_density_fn, z)
+        alive = alive & torch.isfinite(logp) & torch.isfinite(grad).all(-1)
+        grad = torch.where(alive.unsqueeze(-1), grad, torch.zeros_like(grad))
+        p = p + (eps if i < num_leapfrog - 1 else 0.5 * eps) * grad
+    alive = alive & torch.isfinite(p).all(-1)
+    return _TrajectoryEnd(z, p, logp, grad, extras, alive)
+
+
+def _metropolis(generator: torch.Generator | None, state: HMCState, end: _TrajectoryEnd, h0: torch.Tensor,
+                h1: torch.Tensor) -> tuple[HMCState, HMCInfo]:
+    """Accept each chain's trajectory end with ``min(1, exp(-(h1 - h0)))``; a dead trajectory never."""
+    delta = h1 - h0
+    delta = torch.where(end.alive & ~torch.isnan(delta), delta, torch.full_like(delta, math.inf))
+    acceptance_prob = torch.exp(torch.clamp(-delta, max=0.0))
+    z0 = state.position
+    log_u = torch.rand(delta.shape, generator=generator, device=z0.device, dtype=z0.dtype).log()
+    accept = log_u < -delta  # never true for delta = +inf
+    diverging = ~end.alive | (delta > DIVERGENCE_THRESHOLD)
+
+    keep = accept.unsqueeze(-1)
+    new_extras = None
+    if state.extras is not None and end.extras is not None:
+        new_extras = torch.where(keep, end.extras, state.extras)
+    new_state = HMCState(
+        position=torch.where(keep, end.position, z0),
+        log_density=torch.where(accept, end.log_density, state.log_density),
+        grad=torch.where(keep, end.grad, state.grad),
+        extras=new_extras,
+    )
+    info = HMCInfo(
+        acceptance_prob=acceptance_prob,
+        accepted=accept,
+        diverging=diverging,
+        energy_change=delta,
+        energy=torch.where(accept, h1, h0),
+    )
+    return new_state, info
+
+
 def step(
     generator: torch.Generator | None,
     state: HMCState,
@@ -201,52 +264,13 @@ def step(
     z0 = state.position
     eps = _as_step_size(step_size, z0)
     inv_mass = _as_inverse_mass(inverse_mass, z0)
-    dtype, device = z0.dtype, z0.device
 
     # p ~ N(0, M), M = diag(1 / inverse_mass)
-    p0 = torch.randn(z0.shape, generator=generator, device=device, dtype=dtype) / inv_mass.sqrt()
+    p0 = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype) / inv_mass.sqrt()
     h0 = -state.log_density + 0.5 * (p0**2 * inv_mass).sum(-1)
-
-    alive = torch.ones(z0.shape[0], dtype=torch.bool, device=device)
-    z, grad, p = z0, state.grad, p0 + 0.5 * eps * state.grad
-    logp, extras = state.log_density, state.extras
-    for i in range(num_leapfrog):
-        z_new = z + eps * inv_mass * p
-        alive = alive & torch.isfinite(z_new).all(-1)
-        # A dead chain re-evaluates its start: the model never sees NaN or inf inputs.
-        z = torch.where(alive.unsqueeze(-1), z_new, z0)
-        logp, grad, extras = _value_and_grad(log_density_fn, z)
-        alive = alive & torch.isfinite(logp) & torch.isfinite(grad).all(-1)
-        grad = torch.where(alive.unsqueeze(-1), grad, torch.zeros_like(grad))
-        p = p + (eps if i < num_leapfrog - 1 else 0.5 * eps) * grad
-    alive = alive & torch.isfinite(p).all(-1)
-
-    h1 = -logp + 0.5 * (p**2 * inv_mass).sum(-1)
-    delta = h1 - h0
-    delta = torch.where(alive & ~torch.isnan(delta), delta, torch.full_like(delta, math.inf))
-    acceptance_prob = torch.exp(torch.clamp(-delta, max=0.0))
-    log_u = torch.rand(delta.shape, generator=generator, device=device, dtype=dtype).log()
-    accept = log_u < -delta  # never true for delta = +inf
-    diverging = ~alive | (delta > DIVERGENCE_THRESHOLD)
-
-    keep = accept.unsqueeze(-1)
-    new_extras = None
-    if state.extras is not None and extras is not None:
-        new_extras = torch.where(keep, extras, state.extras)
-    new_state = HMCState(
-        position=torch.where(keep, z, z0),
-        log_density=torch.where(accept, logp, state.log_density),
-        grad=torch.where(keep, grad, state.grad),
-        extras=new_extras,
-    )
-    info = HMCInfo(
-        acceptance_prob=acceptance_prob,
-        accepted=accept,
-        diverging=diverging,
-        energy_change=delta,
-        energy=torch.where(accept, h1, h0),
-    )
-    return new_state, info
+    end = _leapfrog(log_density_fn, state, p0, eps, inv_mass, num_leapfrog)
+    h1 = -end.log_density + 0.5 * (end.momentum**2 * inv_mass).sum(-1)
+    return _metropolis(generator, state, end, h0, h1)
 
 
 __all__ = [

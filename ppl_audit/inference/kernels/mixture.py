@@ -107,6 +107,46 @@ def _kmeans_plus_plus(x, w, var_all, k, generator):
     return torch.cat(chosen, dim=1) * var_all.sqrt().unsqueeze(1)
 
 
+def _check_fit_arguments(x: torch.Tensor, num_components, inflation) -> None:
+    if x.ndim != 3:
+        raise InvalidInputError(f"points must have shape (groups, points, D), got {tuple(x.shape)}")
+    if isinstance(num_components, bool) or not isinstance(num_components, int) or num_components <= 0:
+        raise InvalidInputError(f"num_components must be a positive integer, got {num_components!r}")
+    if not inflation >= 1.0:
+        raise InvalidInputError(f"inflation must be >= 1, got {inflation!r}")
+
+
+def _em(x, w, var_all, ridge, means, iterations: int):
+    """``iterations`` steps of weighted EM from ``means`` (R, K, D): ``(log mixture weights, means, covariances)``."""
+    r, _, d = x.shape
+    k = means.shape[1]
+    # Each start covers 1/K of the group's volume, so that the components begin apart.
+    cov = torch.diag_embed(var_all * k ** (-2.0 / d)).unsqueeze(1).expand(r, k, d, d)
+    log_mix = torch.full((r, k), -math.log(k), device=x.device, dtype=x.dtype)
+    for _ in range(iterations):
+        tril = torch.linalg.cholesky(cov)
+        log_resp = log_mix.unsqueeze(1) + _component_log_prob(x, means, tril)  # (R, M, K)
+        resp = torch.softmax(log_resp, dim=-1) * w.unsqueeze(-1)  # weighted responsibilities, sum to 1 per group
+        nk = resp.sum(1).clamp(min=torch.finfo(x.dtype).tiny)  # (R, K)
+        means = (resp.unsqueeze(-1) * x.unsqueeze(2)).sum(1) / nk.unsqueeze(-1)
+        centred = x.unsqueeze(2) - means.unsqueeze(1)  # (R, M, K, D)
+        cov = torch.einsum("rmk,rmki,rmkj->rkij", resp, centred, centred) / nk[..., None, None] + ridge
+        log_mix = nk.log() - nk.sum(-1, keepdim=True).log()
+    return log_mix, means, cov
+
+
+def _with_defensive(mix: GaussianMixture, x, w, mean_all, ridge, weight: float, scale: float) -> GaussianMixture:
+    """``mix`` with one more component of weight ``weight``: the group's own mean and covariance,
+    its scale widened ``scale`` times (a proposal that covers where the fitted components are thin)."""
+    r = x.shape[0]
+    centred = x - mean_all
+    cov_all = torch.einsum("rm,rmi,rmj->rij", w, centred, centred) + ridge.squeeze(1)
+    wide = torch.linalg.cholesky(cov_all).unsqueeze(1) * scale
+    log_mix = torch.cat([mix.log_weights + math.log1p(-weight),
+                         torch.full((r, 1), math.log(weight), device=x.device, dtype=x.dtype)], dim=1)
+    return GaussianMixture(log_mix, torch.cat([mix.means, mean_all], dim=1), torch.cat([mix.scale_tril, wide], dim=1))
+
+
 def fit(
     x: torch.Tensor,
     log_weights: torch.Tensor | None = None,
@@ -150,42 +190,20 @@ def fit(
     >>> sorted(round(v) for v in mix.means.flatten().tolist())
     [-5, 5]
     """
-    if x.ndim != 3:
-        raise InvalidInputError(f"points must have shape (groups, points, D), got {tuple(x.shape)}")
-    if isinstance(num_components, bool) or not isinstance(num_components, int) or num_components <= 0:
-        raise InvalidInputError(f"num_components must be a positive integer, got {num_components!r}")
-    if not inflation >= 1.0:
-        raise InvalidInputError(f"inflation must be >= 1, got {inflation!r}")
-    r, m, d = x.shape
-    k = num_components
+    _check_fit_arguments(x, num_components, inflation)
+    r, m, _ = x.shape
     if log_weights is None:
         log_weights = torch.zeros(r, m, device=x.device, dtype=x.dtype)
     w = torch.softmax(log_weights.to(x.dtype), dim=1)  # (R, M)
     mean_all = (w.unsqueeze(-1) * x).sum(1, keepdim=True)
     var_all = (w.unsqueeze(-1) * (x - mean_all) ** 2).sum(1).clamp(min=MIN_VARIANCE)  # (R, D)
     ridge = torch.diag_embed(RIDGE_FRACTION * var_all).unsqueeze(1)  # (R, 1, D, D)
-
-    means = _kmeans_plus_plus(x, w, var_all, k, generator)
-    # Each start covers 1/K of the group's volume, so that the components begin apart.
-    cov = torch.diag_embed(var_all * k ** (-2.0 / d)).unsqueeze(1).expand(r, k, d, d)
-    log_mix = torch.full((r, k), -math.log(k), device=x.device, dtype=x.dtype)
-    for _ in range(iterations):
-        tril = torch.linalg.cholesky(cov)
-        log_resp = log_mix.unsqueeze(1) + _component_log_prob(x, means, tril)  # (R, M, K)
-        resp = torch.softmax(log_resp, dim=-1) * w.unsqueeze(-1)  # weighted responsibilities, sum to 1 per group
-        nk = resp.sum(1).clamp(min=torch.finfo(x.dtype).tiny)  # (R, K)
-        means = (resp.unsqueeze(-1) * x.unsqueeze(2)).sum(1) / nk.unsqueeze(-1)
-        centred = x.unsqueeze(2) - means.unsqueeze(1)  # (R, M, K, D)
-        cov = torch.einsum("rmk,rmki,rmkj->rkij", resp, centred, centred) / nk[..., None, None] + ridge
-        log_mix = nk.log() - nk.sum(-1, keepdim=True).log()
+    means = _kmeans_plus_plus(x, w, var_all, num_components, generator)
+    log_mix, means, cov = _em(x, w, var_all, ridge, means, iterations)
     tril = torch.linalg.cholesky(cov) * inflation
     if defensive_weight > 0:
-        centred = x - mean_all
-        cov_all = torch.einsum("rm,rmi,rmj->rij", w, centred, centred) + ridge.squeeze(1)
-        wide = torch.linalg.cholesky(cov_all).unsqueeze(1) * defensive_scale
-        log_mix = torch.cat([log_mix + math.log1p(-defensive_weight),
-                             torch.full((r, 1), math.log(defensive_weight), device=x.device, dtype=x.dtype)], dim=1)
-        means, tril = torch.cat([means, mean_all], dim=1), torch.cat([tril, wide], dim=1)
+        return _with_defensive(GaussianMixture(log_mix, means, tril), x, w, mean_all, ridge, defensive_weight,
+                               defensive_scale)
     return GaussianMixture(log_mix, means, tril)
 
 
