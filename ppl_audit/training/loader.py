@@ -198,6 +198,31 @@ def check_model_fits(trainer: Trainer, card: ModelCard) -> int:
     return count
 
 
+def _load_cached(trainer: Trainer, card: ModelCard, module: nn.Module, path: Path):
+    """``(module, info)`` from a verified cache entry, or None (with a warning) when it is unusable."""
+    try:
+        state, info = load_weights(path)
+        module.load_state_dict(state)
+        check_sidecar_info(info, card.recipe_hash, path)  # an edited sidecar's numbers never reach a report
+    except (WeightsError, RuntimeError) as exc:
+        logger.warning("cached weights of %s are unusable (%s); rebuilding them", card.name, exc)
+        return None
+    return module, info
+
+
+def _train_and_save(trainer: Trainer, card: ModelCard, path: Path, *, cache, data_dir, device, progress):
+    """``(module, info)`` freshly trained, checked against ``[expected]`` and saved to ``path``."""
+    check_cache_destination(path)  # before, not after, training
+    resolve_device(device)
+    extra = {"cache": cache} if trainer.needs_cache else {}
+    result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)
+    info = {"card": card.name, "recipe_hash": card.recipe_hash, "recipe": card.recipe, "metrics": result.metrics,
+            "history": result.history}
+    refuse_missed_expectations(card, result.metrics)  # before saving: a model below its floor is never cached
+    save_weights(path, result.module.state_dict(), info)
+    return result.module, info
+
+
 def load_model(
     card_or_name: ModelCard | str | os.PathLike,
     *,
@@ -272,35 +297,16 @@ def load_model(
     module = trainer.build(card)  # validates the card before any file is touched
     path = card.cache_path(cache_dir(cache))
     check_cache_entry_place(path, card.name)
-    info = None
-    if path.exists() and not retrain:
-        try:
-            state, info = load_weights(path)
-            module.load_state_dict(state)
-            check_sidecar_info(info, card.recipe_hash, path)  # an edited sidecar's numbers never reach a report
-        except (WeightsError, RuntimeError) as exc:
-            logger.warning("cached weights of %s are unusable (%s); rebuilding them", card.name, exc)
-            module, info = trainer.build(card), None
-    elif path.exists():
-        logger.info("retraining %s although %s exists", card.name, path)
-    if info is None:
+    loaded = _load_cached(trainer, card, module, path) if path.exists() and not retrain else None
+    if loaded is None:
+        if path.exists() and retrain:
+            logger.info("retraining %s although %s exists", card.name, path)
         if not train_if_missing:
             raise WeightsError(f"the weights of {card.name!r} are not in the cache {path.parent} and "
                                "train_if_missing is False; run `ppl-audit train` on the card first")
-        check_cache_destination(path)  # before, not after, training
-        resolve_device(device)
-        extra = {"cache": cache} if trainer.needs_cache else {}
-        result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)
-        module = result.module
-        info = {
-            "card": card.name,
-            "recipe_hash": card.recipe_hash,
-            "recipe": card.recipe,
-            "metrics": result.metrics,
-            "history": result.history,
-        }
-        refuse_missed_expectations(card, result.metrics)  # before saving: a model below its floor is never cached
-        save_weights(path, module.state_dict(), info)
+        loaded = _train_and_save(trainer, card, path, cache=cache, data_dir=data_dir, device=device,
+                                 progress=progress)
+    module, info = loaded
     module = module.to(resolve_device(device)).eval()
     return TrainedModel(module=module, card=card, info=info, weights_path=path)
 
