@@ -24,20 +24,24 @@ from ppl_audit.validators import is_real
 
 CARD_TABLES = ("model", "architecture", "data", "training", "expected")
 REQUIRED_TABLES = ("model", "architecture", "data", "training")
-#: bump a kind's version when its training code changes what it builds
-TRAINER_VERSIONS = {
-    "house-rocket-classifier": 3,  # 2: house roof N+(12, 4^2); 3: seamless roof
-    "lenet-classifier": 1,  # ppl_audit.classifiers.lenet
-    "vae": 1,  # ppl_audit.generative.vae
-    "gan": 1,  # ppl_audit.generative.gan
-    "bayesian-lenet-classifier": 1,  # ppl_audit.classifiers.bayesian_lenet
-    "gwin": 1,  # ppl_audit.generative.gwin
-    "vae-ensemble": 1,  # ppl_audit.generative.vae_ensemble
-    "gan-ensemble": 1,  # ppl_audit.generative.gan_ensemble
-    "class-vae": 1,  # ppl_audit.generative.class_generators
-    "class-gan": 1,  # ppl_audit.generative.class_generators
-    "sdim-classifier": 1,  # ppl_audit.classifiers.sdim
+#: The one list of built-in card kinds: ``kind -> (trainer version, where its Trainer lives)``. The
+#: version enters the recipe hash (bump it when the training code changes what it builds); the
+#: Trainer is imported on first use. ``ppl_audit.training.register_trainer`` adds a kind at run time.
+BUILTIN_KINDS = {
+    "house-rocket-classifier": (3, "ppl_audit.classifiers.house_rocket:TRAINER"),  # 2: roof N+(12, 4^2); 3: seamless
+    "lenet-classifier": (1, "ppl_audit.classifiers.lenet:TRAINER"),
+    "vae": (1, "ppl_audit.generative.vae:TRAINER"),
+    "gan": (1, "ppl_audit.generative.gan:TRAINER"),
+    "bayesian-lenet-classifier": (1, "ppl_audit.classifiers.bayesian_lenet:TRAINER"),
+    "gwin": (1, "ppl_audit.generative.gwin:TRAINER"),
+    "vae-ensemble": (1, "ppl_audit.generative.vae_ensemble:TRAINER"),
+    "gan-ensemble": (1, "ppl_audit.generative.gan_ensemble:TRAINER"),
+    "class-vae": (1, "ppl_audit.generative.class_generators:VAE_TRAINER"),
+    "class-gan": (1, "ppl_audit.generative.class_generators:GAN_TRAINER"),
+    "sdim-classifier": (1, "ppl_audit.classifiers.sdim:TRAINER"),
 }
+#: every kind a card may name -> its trainer version: the built-in kinds and those registered since
+TRAINER_VERSIONS = {kind: version for kind, (version, _) in BUILTIN_KINDS.items()}
 CARD_PACKAGE = "ppl_audit.model_cards"  # models/ is shipped under this name
 
 
@@ -67,7 +71,7 @@ class ModelCard:
         if self.kind not in TRAINER_VERSIONS:
             raise AuditFileError(
                 f"{self.source or 'model card'}: [model] kind = {self.kind!r} is unknown; "
-                f"known kinds: {', '.join(sorted(TRAINER_VERSIONS))}"
+                f"known kinds: {', '.join(sorted(TRAINER_VERSIONS))} (ppl_audit.training.register_trainer adds one)"
             )
 
     @property
@@ -221,6 +225,24 @@ def _shipped_card(name: str) -> str | None:
     return local.read_text() if local.is_file() else None
 
 
+def register_kind(kind: str, version: int) -> None:
+    """Let cards name ``kind``, whose trainer is at ``version`` (called by ``register_trainer``).
+
+    Examples
+    --------
+    >>> register_kind("lenet-classifier", 1)
+    >>> register_kind("", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: a card kind must be a safe name (letters, digits, '-', '_' or '.', not starting with '.', at most 100 characters), got ''
+    """
+    if not isinstance(kind, str) or not is_safe_name(kind):
+        raise ValueError(f"a card kind must be a safe name ({SAFE_NAME_RULE}), got {kind!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"a trainer version must be an integer >= 1, got {version!r}")
+    TRAINER_VERSIONS[kind] = version
+
+
 def load_card(name_or_path: str | os.PathLike) -> ModelCard:
     """Load a model card from a path, or a shipped one by name (``"house-rocket-cnn"``).
 
@@ -244,6 +266,7 @@ def load_card(name_or_path: str | os.PathLike) -> ModelCard:
 
 
 __all__ = [
+    "BUILTIN_KINDS",
     "CARD_PACKAGE",
     "CARD_TABLES",
     "REQUIRED_TABLES",
@@ -254,4 +277,5 @@ __all__ = [
     "loads_toml",
     "parse_card",
     "read_toml_text",
+    "register_kind",
 ]

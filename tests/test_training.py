@@ -14,6 +14,7 @@ from torch import nn
 from ppl_audit import training
 from ppl_audit.training import registry
 from ppl_audit.cache import load_weights, save_weights
+from ppl_audit import cards
 from ppl_audit.cards import TRAINER_VERSIONS, parse_card
 from ppl_audit.errors import AuditFileError, TrainingError, WeightsError
 from ppl_audit.report import write_report
@@ -101,9 +102,23 @@ def test_builtin_kinds_are_registered_and_each_has_a_trainer_version():
         assert get_trainer(kind).kind == kind
 
 
-def test_trainer_for_a_kind_without_version_is_refused():
-    with pytest.raises(ValueError, match="TRAINER_VERSIONS"):
-        Trainer("nope", lambda c: None, lambda c, **k: None, headline=("a", "b"))
+def test_register_trainer_alone_adds_a_kind(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(cards, "TRAINER_VERSIONS", dict(TRAINER_VERSIONS))
+    text = TOY_CARD.replace('kind = "toy"', 'kind = "brand-new"')
+    with pytest.raises(AuditFileError, match="kind = 'brand-new' is unknown.*register_trainer adds one"):
+        parse_card(text, "new.toml")
+    toy = Toy()
+    training.register_trainer(Trainer("brand-new", toy.build, toy.train, headline=("score", "score"), version=2))
+    card = parse_card(text, "new.toml")
+    assert card.recipe["trainer_version"] == 2 and "brand-new" in registered_kinds()
+    assert load_model(card, cache=tmp_path, device="cpu").metrics["score"] == toy.score
+
+
+def test_a_trainer_kind_must_be_a_safe_name(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ValueError, match="a card kind must be a safe name"):
+        training.register_trainer(Trainer("../up", lambda c: None, lambda c, **k: None, headline=("a", "b")))
 
 
 def test_kind_without_trainer_is_an_audit_file_error(monkeypatch):

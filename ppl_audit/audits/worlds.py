@@ -32,6 +32,8 @@ DECODER_PRIORS = ("mnist-vae", "mnist-gan")  # decoder-prior cards; the paper's 
 WORLDS = tuple(HOUSE_ROCKET_WORLDS) + DECODER_PRIORS
 MNIST_CLASSIFIER = "mnist-lenet5"  # the model card of the classifier of the paper's MNIST experiments
 LENET_KIND = "lenet-classifier"  # [model] kind of LeNet cards: any such card is an MNIST classifier
+HOUSE_ROCKET_KIND = "house-rocket-classifier"
+FAMILY_OF_KIND = {HOUSE_ROCKET_KIND: HOUSE_ROCKET, LENET_KIND: MNIST}  # the classifier kinds a level set audits
 DEFAULT_CLASSIFIERS = {HOUSE_ROCKET: "house-rocket-cnn", MNIST: MNIST_CLASSIFIER}
 CLASS_NAMES = {HOUSE_ROCKET: tuple(HOUSE_ROCKET_CLASSES), MNIST: tuple(str(d) for d in range(10))}
 DEFAULT_WORLDS = {HOUSE_ROCKET: tuple(HOUSE_ROCKET_WORLDS), MNIST: DECODER_PRIORS}
@@ -54,26 +56,34 @@ def world_family(world: str) -> str:
 
 
 def classifier_family(classifier: str) -> str:
-    """The family of a classifier's model card (name or path): MNIST for LeNet cards, else house/rocket.
+    """The family of a classifier's model card (name or path), from its kind.
 
-    A card that cannot be read counts as house/rocket, whose loader then
-    reports what is wrong with it.
+    Raises
+    ------
+    AuditFileError
+        The card cannot be read (what is wrong with it, in one line).
+    InvalidInputError
+        The card is of a kind no level-set family audits.
 
     Examples
     --------
     >>> classifier_family("mnist-lenet5"), classifier_family("house-rocket-cnn")
     ('mnist', 'house-rocket')
+    >>> classifier_family("mnist-vae")
+    Traceback (most recent call last):
+    ...
+    ppl_audit.errors.InvalidInputError: classifier 'mnist-vae' is a 'vae' model card; a level-set audit audits a card of kind 'house-rocket-classifier' or 'lenet-classifier'
     """
     if classifier == MNIST_CLASSIFIER:
         return MNIST
     from ppl_audit.cards import load_card
-    from ppl_audit.errors import PplAuditError
 
-    try:
-        kind = load_card(classifier).kind
-    except (PplAuditError, OSError):
-        return HOUSE_ROCKET
-    return MNIST if kind == LENET_KIND else HOUSE_ROCKET
+    kind = load_card(classifier).kind
+    if kind not in FAMILY_OF_KIND:
+        kinds = " or ".join(repr(k) for k in FAMILY_OF_KIND)
+        raise InvalidInputError(f"classifier {classifier!r} is a {kind!r} model card; a level-set audit audits a "
+                                f"card of kind {kinds}")
+    return FAMILY_OF_KIND[kind]
 
 
 def family_of_worlds(worlds: Sequence[str]) -> str:
@@ -103,7 +113,7 @@ def load_world(name: str, *, device, cache: str | None = None, data_dir: str | o
 def load_classifier(name: str, *, device, cache: str | None = None, data_dir: str | os.PathLike | None = None,
                     progress: ProgressFn | None = None):
     """Load the classifier of a card name (trained and cached on first use)."""
-    kind = "lenet-classifier" if classifier_family(name) == MNIST else "house-rocket-classifier"
+    kind = LENET_KIND if classifier_family(name) == MNIST else HOUSE_ROCKET_KIND
     return load_model(name, cache=cache, data_dir=data_dir, device=str(device), progress=progress, kind=kind).model
 
 
@@ -113,7 +123,10 @@ __all__ = [
     "DEFAULT_CLASSIFIERS",
     "DEFAULT_WORLDS",
     "FAMILIES",
+    "FAMILY_OF_KIND",
     "HOUSE_ROCKET",
+    "HOUSE_ROCKET_KIND",
+    "LENET_KIND",
     "MNIST",
     "MNIST_CLASSIFIER",
     "PAPER_ROWS",

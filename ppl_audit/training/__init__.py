@@ -26,7 +26,7 @@ warning and rebuilt. :func:`training_report` turns a loaded model into a
 :class:`~ppl_audit.report.Report` (training curves, metrics against the card's
 ``[expected]`` table, and the trainer's own sections, such as sample grids).
 
-Built-in kinds (see ``cards.TRAINER_VERSIONS``): ``house-rocket-classifier``
+Built-in kinds (listed once, in ``cards.BUILTIN_KINDS``): ``house-rocket-classifier``
 (:mod:`ppl_audit.classifiers.house_rocket`),
 ``lenet-classifier`` (:mod:`ppl_audit.classifiers.lenet`), ``vae``
 (:mod:`ppl_audit.generative.vae`) and ``gan`` (:mod:`ppl_audit.generative.gan`).

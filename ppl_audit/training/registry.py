@@ -1,7 +1,8 @@
 """The registry of model kinds: each card ``[model] kind`` names a :class:`Trainer`.
 
-Built-in kinds are listed by where their trainer lives and imported on first use, so that this
-module needs no model module; :func:`register_trainer` adds a user's kind.
+Built-in kinds are listed once, in ``cards.BUILTIN_KINDS``, by where their trainer lives, and
+imported on first use, so that this module needs no model module; :func:`register_trainer` alone
+adds a user's kind.
 """
 
 from __future__ import annotations
@@ -12,26 +13,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
-from ppl_audit.cards import TRAINER_VERSIONS, ModelCard
+from ppl_audit import cards
+from ppl_audit.cards import BUILTIN_KINDS, ModelCard, register_kind
 from ppl_audit.errors import AuditFileError
 
 if TYPE_CHECKING:
     from ppl_audit.training.loader import TrainedModel
 
 #: where each built-in kind's :class:`Trainer` lives (``module:attribute``), imported on first use
-BUILTIN_TRAINERS = {
-    "house-rocket-classifier": "ppl_audit.classifiers.house_rocket:TRAINER",
-    "lenet-classifier": "ppl_audit.classifiers.lenet:TRAINER",
-    "vae": "ppl_audit.generative.vae:TRAINER",
-    "gan": "ppl_audit.generative.gan:TRAINER",
-    "bayesian-lenet-classifier": "ppl_audit.classifiers.bayesian_lenet:TRAINER",
-    "gwin": "ppl_audit.generative.gwin:TRAINER",
-    "vae-ensemble": "ppl_audit.generative.vae_ensemble:TRAINER",
-    "gan-ensemble": "ppl_audit.generative.gan_ensemble:TRAINER",
-    "class-vae": "ppl_audit.generative.class_generators:VAE_TRAINER",
-    "class-gan": "ppl_audit.generative.class_generators:GAN_TRAINER",
-    "sdim-classifier": "ppl_audit.classifiers.sdim:TRAINER",
-}
+BUILTIN_TRAINERS = {kind: where for kind, (_, where) in BUILTIN_KINDS.items()}
 
 
 # --------------------------------------------------------------------------- the registry
@@ -64,8 +54,7 @@ class Trainer:
     Parameters
     ----------
     kind : str
-        The card kind; must be a key of ``cards.TRAINER_VERSIONS`` (whose
-        version number enters the recipe hash).
+        The card kind (a safe name); registering the trainer lets cards name it.
     build : callable
         ``build(card) -> nn.Module``: the untrained module the card describes;
         raises :class:`~ppl_audit.errors.AuditFileError` for a bad card. Cached
@@ -97,6 +86,10 @@ class Trainer:
         :class:`~ppl_audit.training.TrainedModel` (a classifier with its class
         names, a decoder prior...); it becomes ``trained.model``. ``None``:
         ``trained.model`` is the module itself.
+    version : int, optional
+        The trainer's version, part of every card's recipe hash: bump it when
+        the training code changes what it builds. ``None``: the built-in
+        kind's version, or 1 for a new kind.
     """
 
     kind: str
@@ -108,13 +101,11 @@ class Trainer:
     pin: Callable[[ModelCard], ModelCard] | None = None
     needs_cache: bool = False
     wrap: Callable[["TrainedModel"], Any] | None = None
+    version: int | None = None
 
     def __post_init__(self):
-        if self.kind not in TRAINER_VERSIONS:
-            raise ValueError(
-                f"Trainer.kind={self.kind!r} has no entry in ppl_audit.cards.TRAINER_VERSIONS; "
-                f"add one (known: {', '.join(sorted(TRAINER_VERSIONS))})"
-            )
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ValueError(f"Trainer.kind must be a non-empty string, got {self.kind!r}")
         if len(self.headline) != 2:
             raise ValueError(f"Trainer.headline must be (metric key, label), got {self.headline!r}")
 
@@ -148,6 +139,8 @@ def register_trainer(trainer: Trainer, *, replace: bool = False) -> Trainer:
     """
     if trainer.kind in _REGISTRY and not replace and _REGISTRY[trainer.kind] is not trainer:
         raise ValueError(f"a trainer for kind {trainer.kind!r} is already registered; pass replace=True")
+    version = trainer.version if trainer.version is not None else cards.TRAINER_VERSIONS.get(trainer.kind, 1)
+    register_kind(trainer.kind, version)
     _REGISTRY[trainer.kind] = trainer
     return trainer
 

@@ -26,7 +26,7 @@ from ppl_audit.audits.levelset import (
     paper_delta,
 )
 from ppl_audit.data import DataNotFoundError
-from ppl_audit.errors import InvalidInputError
+from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.report import Report, write_report
 from tests.report_pins import assert_pinned
 
@@ -117,8 +117,11 @@ def test_world_registry():
     assert registry.classifier_family("mnist-lenet5") == registry.MNIST
     assert registry.classifier_family(str(REPO / "models" / "mnist-lenet5.toml")) == registry.MNIST  # by its kind
     assert registry.classifier_family(str(REPO / "models" / "house-rocket-cnn.toml")) == registry.HOUSE_ROCKET
-    # An unreadable card counts as house/rocket: its loader reports the problem.
-    assert registry.classifier_family("no-such-card") == registry.HOUSE_ROCKET
+    # No silent fallback: an unreadable card, or a card of a kind no family audits, is an error.
+    with pytest.raises(AuditFileError, match="no model card named 'no-such-card'"):
+        registry.classifier_family("no-such-card")
+    with pytest.raises(InvalidInputError, match="'mnist-gan' is a 'gan' model card"):
+        registry.classifier_family("mnist-gan")
     assert registry.DECODER_PRIORS == ("mnist-vae", "mnist-gan")
     with pytest.raises(InvalidInputError, match="unknown world"):
         registry.world_family("mars")
