@@ -1,7 +1,9 @@
-"""Classifiers under audit: the contract, the black-box wrapper, the built-in CNN and MNIST's LeNet-5."""
+"""Classifiers under audit: the contract, the black-box wrapper, the built-in CNN, MNIST's LeNet-5 and the user's own
+models (ONNX, torch.export, entry points)."""
 
 from ppl_audit.classifiers.base import CallableClassifier, Classifier, as_classifier, check_probabilities
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
+from ppl_audit.classifiers.external import load_classifier_file, load_prior_file
 from ppl_audit.classifiers.house_rocket import train_house_rocket_classifier
 from ppl_audit.classifiers.lenet import MNIST_CLASS_NAMES, LeNet5, train_lenet
 from ppl_audit.classifiers.nearest_neighbour import NearestNeighbourClassifier
@@ -16,6 +18,8 @@ __all__ = [
     "TorchClassifier",
     "as_classifier",
     "check_probabilities",
+    "load_classifier_file",
+    "load_prior_file",
     "train_house_rocket_classifier",
     "train_lenet",
 ]
