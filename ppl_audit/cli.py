@@ -59,6 +59,15 @@ class _Progress:
         self._bars.clear()
 
 
+def _parse_names(text: str) -> tuple[str, ...]:
+    """``"cat,dog"`` -> ``("cat", "dog")``; argparse turns the error into a one-line usage error."""
+    names = tuple(n.strip() for n in text.split(","))
+    if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"class names must be two or more distinct, comma-separated names, "
+                                         f"got {text!r}")
+    return names
+
+
 def _parse_target(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -102,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("levelset", help="sample one level set of a built-in world or MNIST prior",
                         description="Sample inputs whose classifier prediction matches --target.")
-    ls.add_argument("--world", default="house-rocket",
-                    help="house-rocket, house-rocket-circle, or the MNIST decoder priors mnist-vae, mnist-gan")
+    ls.add_argument("--world", "--prior", dest="world", default="house-rocket",
+                    help="house-rocket, house-rocket-circle, the MNIST decoder priors mnist-vae, mnist-gan, or a "
+                         "decoder of your own: a .onnx or .pt2 file, or package.module:factory")
     ls.add_argument("--target", type=_parse_target, required=True,
                     help="target prediction over the classifier's classes: [rocket, house] for house-rocket "
                          "worlds (e.g. 0.5,0.5), digits 0..9 for MNIST priors (ten numbers)")
@@ -118,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--steps", type=int, default=200, help="steps per chain T for mh/hmc/nuts, optimisation steps for svi (default 200)")
     ls.add_argument("--samples", type=int, default=None, help="samples kept, <= N (default N)")
     ls.add_argument("--classifier", default=None,
-                    help="model card name or path (default: house-rocket-cnn, or mnist-lenet5 on MNIST priors)")
+                    help="model card name or path (default: house-rocket-cnn, or mnist-lenet5 on MNIST priors), "
+                         "or a classifier of your own: a .onnx or .pt2 file, or package.module:factory")
+    ls.add_argument("--class-names", type=_parse_names, default=None,
+                    help="a classifier of your own's classes, comma-separated, in output order (default: its "
+                         "metadata)")
+    ls.add_argument("--resize", action="store_true",
+                    help="adapt the world's images to your classifier's input size and channels")
     _add_common(ls, out_default=None)
     _add_data_dir(ls)
 
@@ -286,6 +302,8 @@ def _command(args, progress) -> int:
             num_steps=args.steps,
             num_samples=args.samples if args.samples is not None else args.particles,
             classifier=args.classifier,
+            classes=args.class_names,
+            resize=args.resize,
         )
         module, seed = levelset_audit, 0
     if args.device is not None:

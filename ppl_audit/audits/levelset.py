@@ -33,7 +33,8 @@ from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.audits import worlds as registry
-from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, WORLDS  # noqa: F401 (WORLDS re-exported)
+from ppl_audit.classifiers.external import check_input_compatible
+from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, USER, WORLDS  # noqa: F401 (WORLDS re-exported)
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_sigma, validate_target
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
@@ -156,7 +157,7 @@ PAPER_DELTA = {
 }
 PAPER_TARGETS = {t.name: t.probabilities for t in MNIST_TARGETS}
 DEFAULT_TARGETS_BY_FAMILY = {HOUSE_ROCKET: DEFAULT_TARGETS, MNIST: MNIST_TARGETS}
-DEFAULT_CONCENTRATION = {HOUSE_ROCKET: PAPER_CONCENTRATION, MNIST: MNIST_CONCENTRATION}
+DEFAULT_CONCENTRATION = {HOUSE_ROCKET: PAPER_CONCENTRATION, MNIST: MNIST_CONCENTRATION, USER: PAPER_CONCENTRATION}
 DEFAULT_TITLES = {
     HOUSE_ROCKET: "Level-set audit of the house/rocket classifier",
     MNIST: "Level sets of the MNIST LeNet-5 under VAE and GAN priors",
@@ -211,6 +212,12 @@ class LevelSetAuditSpec:
     sampler_options : dict
         Method-specific settings handed to the sampler (``sample_level_set(options=...)``),
         e.g. ``{"min_moved_fraction": 0.9}`` for smc: names and numbers, strings or booleans.
+    classes : tuple of str, optional
+        For a classifier of your own (a ``.onnx`` or ``.pt2`` file, or ``package.module:factory``):
+        its class names, in output order (default: the model's metadata).
+    resize : bool
+        For a classifier of your own: adapt each world's images to its input
+        (size and channels); without it, a mismatch is an error naming both shapes.
 
     Examples
     --------
@@ -231,6 +238,8 @@ class LevelSetAuditSpec:
     device: str = "auto"
     data_dir: str | None = None
     sampler_options: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] | None = None
+    resize: bool = False
 
     def __post_init__(self):
         for name in ("title", "classifier", "device", "method", "data_dir"):
@@ -249,14 +258,10 @@ class LevelSetAuditSpec:
                 raise InvalidInputError(f"worlds must be a list of world names, got {self.worlds!r}")
             if not self.worlds:
                 raise InvalidInputError("worlds must name at least one world")
-        if self.classifier is not None:
-            family = registry.classifier_family(self.classifier)
-        elif self.worlds is not None:
-            family = registry.family_of_worlds(self.worlds)
-        else:
-            family = HOUSE_ROCKET
-        defaults = {"classifier": registry.DEFAULT_CLASSIFIERS[family], "worlds": registry.DEFAULT_WORLDS[family],
-                    "targets": DEFAULT_TARGETS_BY_FAMILY[family], "title": DEFAULT_TITLES[family]}
+        family = self._check_user_fields()
+        defaults = {"classifier": registry.DEFAULT_CLASSIFIERS.get(family),
+                    "worlds": registry.DEFAULT_WORLDS.get(family), "targets": DEFAULT_TARGETS_BY_FAMILY.get(family),
+                    "title": DEFAULT_TITLES.get(family, f"Level-set audit of {self.classifier}")}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -272,16 +277,20 @@ class LevelSetAuditSpec:
         if self.method not in METHODS:
             raise InvalidInputError(f"unknown method {self.method!r}; available: {', '.join(METHODS)}")
         check_run_size(self.method, self.num_particles, self.num_steps, _checked_options(self))
+        num_classes = len(registry.CLASS_NAMES.get(family) or self.classes or self.targets[0].probabilities)
         check_fits_in_memory(estimate_run_bytes(self.method, self.num_particles, self.num_steps, WORLD_LATENT_DIM_BOUND,
-                                                len(registry.CLASS_NAMES[family]), self.sampler_options)
+                                                num_classes, self.sampler_options)
                              + PRIOR_SAMPLE_BYTES * self.num_prior_samples, f"a {self.method} run per target")
         for world in self.worlds:
-            if registry.world_family(world) != family:  # raises for unknown worlds
+            if not registry.families_agree(family, registry.world_family(world)):  # raises for unknown worlds
                 raise InvalidInputError(
                     f"world {world!r} is a {registry.world_family(world)} prior but classifier {self.classifier!r} "
                     f"is a {family} classifier; audit it with classifier "
                     f"{registry.DEFAULT_CLASSIFIERS[registry.world_family(world)]!r}"
                 )
+        labels = [registry.world_label(w) for w in self.worlds]
+        if len(set(labels)) != len(labels):
+            raise InvalidInputError(f"worlds must have distinct names, got {labels} (from {list(self.worlds)})")
         if not self.targets:
             raise InvalidInputError("targets must hold at least one target")
         if not all(isinstance(t, TargetSpec) for t in self.targets):
@@ -289,7 +298,7 @@ class LevelSetAuditSpec:
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"target names must be unique, got {names}")
-        classes = registry.CLASS_NAMES[family]
+        classes = registry.CLASS_NAMES.get(family) or self.classes or self.targets[0].probabilities
         for t in self.targets:
             if len(t.probabilities) != len(classes):
                 raise InvalidInputError(
@@ -297,19 +306,50 @@ class LevelSetAuditSpec:
                     f"has {len(classes)} classes {list(classes)}"
                 )
 
+    def _check_user_fields(self) -> str:
+        """The family of the classifier (else of the worlds), with the fields a user's models need checked."""
+        if self.classes is not None:
+            if isinstance(self.classes, str) or not all(isinstance(c, str) and c for c in self.classes) \
+                    or len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+                raise InvalidInputError(f"classes must be two or more distinct names, got {self.classes!r}")
+            object.__setattr__(self, "classes", tuple(self.classes))
+        if not isinstance(self.resize, bool):
+            raise InvalidInputError(f"resize must be true or false, got {self.resize!r}")
+        if self.classifier is not None:
+            family = registry.classifier_family(self.classifier)
+        elif self.worlds is not None:
+            family = registry.family_of_worlds(self.worlds)
+        else:
+            family = HOUSE_ROCKET
+        if family != USER and (self.classes is not None or self.resize):
+            raise InvalidInputError(f"classes and resize apply to a classifier of your own, not to {family!r} "
+                                    "model cards, whose classes are known")
+        if family == USER:
+            for name, what in (("classifier", "the classifier of your own to audit (a .onnx or .pt2 file, or "
+                                              "package.module:factory)"),
+                               ("worlds", "the worlds to audit it on (built-in names or priors of your own)"),
+                               ("targets", "the targets, over its classes")):
+                if getattr(self, name) is None:
+                    raise InvalidInputError(f"an audit of a model of your own needs {name}: {what}")
+        return family
+
     @property
     def family(self) -> str:
-        """``"house-rocket"`` or ``"mnist"``: the family of the worlds and the classifier."""
+        """``"house-rocket"``, ``"mnist"`` or ``"user"``: the family of the classifier (a user's fits any world)."""
         return registry.classifier_family(self.classifier)
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        """Names of the classifier's classes, in the order of the targets' entries."""
-        return registry.CLASS_NAMES[self.family]
+        """Names of the classifier's classes, in the order of the targets' entries (a user's: ``classes``,
+        or placeholders ``class 0``, ... until the model's own names are read)."""
+        named = registry.CLASS_NAMES.get(self.family) or self.classes
+        return named or tuple(f"class {i}" for i in range(len(self.targets[0].probabilities)))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (what the provenance records and hashes)."""
-        return dataclasses.asdict(self) | {"targets": [dataclasses.asdict(t) for t in self.targets]}
+        """JSON-safe form (what the provenance records and hashes); a user's model settings only when set,
+        so that the built-in audits' reports read as before."""
+        d = dataclasses.asdict(self) | {"targets": [dataclasses.asdict(t) for t in self.targets]}
+        return {k: v for k, v in d.items() if k not in ("classes", "resize") or v not in (None, False)}
 
 
 SPEC = LevelSetAuditSpec  # the [audit] table's dataclass (audits.spec.spec_from_toml)
@@ -446,13 +486,14 @@ def evaluate(
     device = resolve_device(spec.device)
     data_dir = data_dir if data_dir is not None else spec.data_dir
     loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
-    classifier = _checked_classifier(spec, classifier, loading)
+    spec, classifier = _checked_classifier(spec, classifier, loading)
     timings["classifier_seconds"] = time.perf_counter() - start
     classifier_info = _classifier_info(spec, classifier)
     worlds = []
     for w_index, world_name in enumerate(spec.worlds):
         t_world = time.perf_counter()
         world = (priors or {}).get(world_name) or registry.load_world(world_name, **loading)
+        _check_images_fit(world_name, world, classifier)
         timings[f"{world_name}/prior_seconds"] = time.perf_counter() - t_world
         worlds.append(_evaluate_world(spec, w_index, world_name, world, classifier, seed=seed, device=device,
                                       progress=progress, timings=timings))
@@ -462,15 +503,26 @@ def evaluate(
 
 
 def _checked_classifier(spec: LevelSetAuditSpec, classifier, loading: dict[str, Any]):
-    """The given classifier, or the spec's model card loaded, checked against the family's classes."""
+    """``(spec, classifier)``: the given classifier, or the spec's loaded, checked against the spec's classes.
+
+    A user's classifier that names its own classes completes a spec that named none.
+    """
     if classifier is None:
-        classifier = registry.load_classifier(spec.classifier, **loading)
+        user = {"class_names": spec.classes, "resize": spec.resize} if spec.family == USER else {}
+        classifier = registry.load_classifier(spec.classifier, **loading, **user)
     given_names = getattr(classifier, "class_names", None)  # a plain callable has none: the world's are used
+    if spec.family == USER and spec.classes is None and given_names is not None:
+        spec = dataclasses.replace(spec, classes=tuple(given_names))
     if given_names is not None and tuple(given_names) != tuple(spec.class_names):
         raise InvalidInputError(
             f"classifier has classes {list(given_names)}, but a {spec.family} audit needs {list(spec.class_names)}"
         )
-    return classifier
+    return spec, classifier
+
+
+def _check_images_fit(world_name: str, world, classifier) -> None:
+    """Refuse, before sampling, a world whose images the classifier cannot take (a user's declares its input)."""
+    check_input_compatible(tuple(world.image_shape), classifier, what=f"the images of world {world_name!r}")
 
 
 def _classifier_info(spec: LevelSetAuditSpec, classifier) -> dict[str, Any]:
@@ -512,7 +564,7 @@ def _evaluate_world(spec, w_index, world_name, world, classifier, *, seed, devic
         metrics = _target_metrics(spec.family, world_name, target, samples, prior_yield)
         targets.append(TargetResult(target=target, samples=samples, metrics=metrics))
     return WorldResult(
-        name=world_name,
+        name=registry.world_label(world_name),
         latent_names=tuple(world.latent_names),
         latent_dim=int(world.latent_dim),
         image_shape=tuple(world.image_shape),
@@ -549,8 +601,8 @@ def _target_metrics(family, world_name, target: TargetSpec, samples, prior_yield
             m["ambiguous_yield_vs_prior"] = None
         else:
             m["ambiguous_yield_vs_prior"] = level_set_yield / prior_yield if prior_yield > 0 else float("inf")
-    else:
-        reference = paper_delta(world_name, target)
+    else:  # the paper's Table 1 measured its LeNet-5: a user's classifier has no reference
+        reference = paper_delta(world_name, target) if family == MNIST else None
         m["paper_delta"] = reference
         m["paper_concentration"] = PAPER_CONCENTRATION if reference is not None else None
         m["delta_at_or_below_paper"] = None if reference is None else bool(m["delta"] <= reference)
@@ -791,7 +843,27 @@ def _house_rocket_target_section(world: WorldResult, result: TargetResult, class
     return _target_section(world, result, [grid, latent_fig, prediction_fig], paragraph, [])
 
 
-def _mnist_target_section(world: WorldResult, result: TargetResult, class_names) -> Section:
+def _user_world_section(world: WorldResult) -> Section:
+    return Section(
+        world.name.replace("-", "_"),
+        f"World '{world.name}'",
+        paragraphs=[
+            f"Latents {list(world.latent_names)} ({world.latent_dim}-d) decoded to images {list(world.image_shape)}; "
+            "level sets condition the latent on the prediction of the classifier under audit."
+        ],
+        metrics={"prior": world.prior_info},
+    )
+
+
+def _user_target_section(world: WorldResult, result: TargetResult, class_names) -> Section:
+    """A target of a classifier of the user's: as under an MNIST prior, with the world's own images."""
+    return _mnist_target_section(world, result, class_names,
+                                 image_source="images are the world's decodings of these latents")
+
+
+def _mnist_target_section(world: WorldResult, result: TargetResult, class_names, *,
+                          image_source: str = "images are the decoder's outputs for these latents "
+                                              "(load_model(name).model.decode)") -> Section:
     """A target under an MNIST prior: a PCA embedding of the latents (Figure 4), the prediction per class."""
     target, samples, m = result.target, result.samples, result.metrics
     key, k = _target_key(world, target), _top_class(target)
@@ -802,7 +874,7 @@ def _mnist_target_section(world: WorldResult, result: TargetResult, class_names)
         f"{n_show} of the {samples.images.shape[0]} level-set samples, each with its two most probable "
         f"classes (target {list(target.probabilities)}, concentration {target.concentration:g}); "
         "the paper's Figures 4 and 5.",
-        "images are the decoder's outputs for these latents (load_model(name).model.decode)",
+        image_source,
     )
     latent_fig = figures.latent_embedding(
         f"{key}_embedding",
@@ -944,8 +1016,9 @@ def _common_warnings(target: TargetSpec, samples, m: dict[str, Any]) -> list[str
     return warnings
 
 
-WORLD_SECTIONS = {HOUSE_ROCKET: _house_rocket_world_section, MNIST: _mnist_world_section}
-TARGET_SECTIONS = {HOUSE_ROCKET: _house_rocket_target_section, MNIST: _mnist_target_section}
+WORLD_SECTIONS = {HOUSE_ROCKET: _house_rocket_world_section, MNIST: _mnist_world_section, USER: _user_world_section}
+TARGET_SECTIONS = {HOUSE_ROCKET: _house_rocket_target_section, MNIST: _mnist_target_section,
+                   USER: _user_target_section}
 SUMMARY_COLUMNS = {  # a world's summary table: one row per target
     HOUSE_ROCKET: ["target", "target_probabilities", "concentration", "delta", "mean_confidence", "min_confidence",
                    "acceptance_rate", "num_distinct", "rhat_max", "ess_bulk_min", "ambiguous_per_1000_evaluations",
@@ -953,6 +1026,8 @@ SUMMARY_COLUMNS = {  # a world's summary table: one row per target
     MNIST: ["target", "target_probabilities", "concentration", "delta", "paper_delta", "mean_confidence",
             "min_confidence", "acceptance_rate", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min",
             "converged"],
+    USER: ["target", "target_probabilities", "concentration", "delta", "mean_confidence", "min_confidence",
+           "acceptance_rate", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min", "converged"],
 }
 
 

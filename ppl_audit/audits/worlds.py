@@ -9,6 +9,12 @@ or path) or MNIST's LeNet-5 (``mnist-lenet5``, or any card of kind
 ``lenet-classifier``). The family also fixes the class names, so that a
 target can be checked against them before any model is loaded.
 
+A *user's* classifier or prior is a model file or an entry point
+(``model.onnx``, ``program.pt2``, ``package.module:factory``; see
+:mod:`ppl_audit.classifiers.external`): it forms the ``user`` family, whose
+classes the audit is given (or the model's metadata names) and which pairs
+with any world, its images resized to the classifier's input where declared.
+
 Loading is lazy: nothing here imports the MNIST models until an MNIST world
 is audited, so the house/rocket audit runs without them.
 """
@@ -16,8 +22,12 @@ is audited, so the house/rocket audit runs without them.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+import re
+from pathlib import Path
+from typing import Any, Sequence
 
+from ppl_audit.classifiers.external import MODEL_FILE_SUFFIXES
+from ppl_audit.classifiers.external import is_model_source as is_user_model
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.priors.base import Prior
 from ppl_audit.priors.house_rocket import CLASS_NAMES as HOUSE_ROCKET_CLASSES
@@ -27,7 +37,8 @@ from ppl_audit.training import load_model
 
 HOUSE_ROCKET = "house-rocket"
 MNIST = "mnist"
-FAMILIES = (HOUSE_ROCKET, MNIST)
+USER = "user"  # a model file or entry point the user gives: any classes, any world
+FAMILIES = (HOUSE_ROCKET, MNIST, USER)
 DECODER_PRIORS = ("mnist-vae", "mnist-gan")  # decoder-prior cards; the paper's Table 1 rows
 WORLDS = tuple(HOUSE_ROCKET_WORLDS) + DECODER_PRIORS
 MNIST_CLASSIFIER = "mnist-lenet5"  # the model card of the classifier of the paper's MNIST experiments
@@ -40,6 +51,25 @@ DEFAULT_WORLDS = {HOUSE_ROCKET: tuple(HOUSE_ROCKET_WORLDS), MNIST: DECODER_PRIOR
 PAPER_ROWS = {"mnist-vae": "VAE", "mnist-gan": "GAN"}  # how the paper's Table 1 names each prior
 
 
+def world_label(world: str) -> str:
+    """The name a world's sections and figure files carry: the built-in name, or a safe stem of a user's model.
+
+    Examples
+    --------
+    >>> world_label("house-rocket"), world_label("models/My Decoder.onnx"), world_label("pkg.dec:build")
+    ('house-rocket', 'My_Decoder', 'pkg.dec-build')
+    """
+    if not is_user_model(world):
+        return world
+    stem = Path(world).stem if Path(world).suffix.lower() in MODEL_FILE_SUFFIXES else world.replace(":", "-")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:64] or "prior"
+
+
+def families_agree(classifier_family_: str, world_family_: str) -> bool:
+    """A user's classifier audits any world and a user's prior any classifier; built-ins pair within a family."""
+    return USER in (classifier_family_, world_family_) or classifier_family_ == world_family_
+
+
 def world_family(world: str) -> str:
     """The family of a world name.
 
@@ -48,11 +78,14 @@ def world_family(world: str) -> str:
     >>> world_family("mnist-gan"), world_family("house-rocket-circle")
     ('mnist', 'house-rocket')
     """
+    if is_user_model(world):
+        return USER
     if world in DECODER_PRIORS:
         return MNIST
     if world in HOUSE_ROCKET_WORLDS:
         return HOUSE_ROCKET
-    raise InvalidInputError(f"unknown world {world!r}; known worlds: {', '.join(WORLDS)}")
+    raise InvalidInputError(f"unknown world {world!r}; known worlds: {', '.join(WORLDS)}, or a prior of your own "
+                            f"({' or '.join(MODEL_FILE_SUFFIXES)} file, or package.module:factory)")
 
 
 def classifier_family(classifier: str) -> str:
@@ -76,6 +109,8 @@ def classifier_family(classifier: str) -> str:
     """
     if classifier == MNIST_CLASSIFIER:
         return MNIST
+    if is_user_model(classifier):
+        return USER
     from ppl_audit.cards import load_card
 
     kind = load_card(classifier).kind
@@ -87,19 +122,23 @@ def classifier_family(classifier: str) -> str:
 
 
 def family_of_worlds(worlds: Sequence[str]) -> str:
-    """The one family all ``worlds`` belong to; raises if they mix families."""
-    families = {world_family(w) for w in worlds}
+    """The one built-in family of ``worlds`` (users' priors fit any; ``user`` when all are); raises if they mix."""
+    families = {world_family(w) for w in worlds} - {USER}
     if len(families) > 1:
         raise InvalidInputError(
             f"worlds {list(worlds)} mix families ({', '.join(sorted(families))}); one audit audits one "
             "classifier, so list the worlds of one family"
         )
-    return families.pop()
+    return families.pop() if families else USER
 
 
 def load_world(name: str, *, device, cache: str | None = None, data_dir: str | os.PathLike | None = None,
                progress: ProgressFn | None = None) -> Prior:
-    """Build (house/rocket) or load (MNIST decoder, trained and cached on first use) a world's prior."""
+    """Build (house/rocket), load (MNIST decoder, trained and cached on first use) or read (a user's) prior."""
+    if world_family(name) == USER:
+        from ppl_audit.classifiers.external import load_prior_file
+
+        return load_prior_file(name, device=device)
     if world_family(name) == HOUSE_ROCKET:
         from ppl_audit.priors.house_rocket import make_world
 
@@ -111,8 +150,17 @@ def load_world(name: str, *, device, cache: str | None = None, data_dir: str | o
 
 
 def load_classifier(name: str, *, device, cache: str | None = None, data_dir: str | os.PathLike | None = None,
-                    progress: ProgressFn | None = None):
-    """Load the classifier of a card name (trained and cached on first use)."""
+                    progress: ProgressFn | None = None, **user: Any):
+    """Load the classifier of a card name (trained and cached on first use), or a user's model.
+
+    ``user``: for a user's model file or entry point, what
+    :func:`~ppl_audit.classifiers.external.load_classifier_file` takes
+    (``class_names``, ``resize``); ignored for model cards.
+    """
+    if classifier_family(name) == USER:
+        from ppl_audit.classifiers.external import load_classifier_file
+
+        return load_classifier_file(name, device=device, **user)
     kind = LENET_KIND if classifier_family(name) == MNIST else HOUSE_ROCKET_KIND
     return load_model(name, cache=cache, data_dir=data_dir, device=str(device), progress=progress, kind=kind).model
 
@@ -128,10 +176,15 @@ __all__ = [
     "HOUSE_ROCKET_KIND",
     "LENET_KIND",
     "MNIST",
+    "MODEL_FILE_SUFFIXES",
+    "USER",
     "MNIST_CLASSIFIER",
     "PAPER_ROWS",
     "WORLDS",
     "classifier_family",
+    "families_agree",
+    "is_user_model",
+    "world_label",
     "family_of_worlds",
     "load_classifier",
     "load_world",

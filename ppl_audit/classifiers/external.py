@@ -65,6 +65,7 @@ AUTO_ROW_TOLERANCE = 1e-4  # "auto": rows summing to 1 this closely are probabil
 PROBE_SEED = 0  # the load-time probe batch is the same on every load
 PROBE_SIZE = 4  # images (or latents) in the load-time probe
 ONNX_EXTRA = "pip install -e .[onnx]"
+MODEL_FILE_SUFFIXES = (".onnx", ".pt2")  # the file formats read here, neither unpickled
 ENTRY_POINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 # .pt2 entries (under the archive's one root folder) that the guarded reader accepts; all else is refused
@@ -85,12 +86,26 @@ SYMBOL_NAME = re.compile(r"^[a-z]+\d+$")
 # ---------------------------------------------------------------------------------------------- sources
 
 
+def is_model_source(name) -> bool:
+    """Whether ``name`` names a model file or an entry point this module reads (by its form alone).
+
+    Examples
+    --------
+    >>> is_model_source("clf.onnx"), is_model_source("my_pkg.models:build"), is_model_source("mnist-lenet5")
+    (True, True, False)
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        return False
+    text = os.fspath(name)
+    return Path(text).suffix.lower() in MODEL_FILE_SUFFIXES or (isinstance(name, str) and bool(ENTRY_POINT.match(text)))
+
+
 def _source_kind(source) -> str:
     """``"onnx"``, ``"pt2"`` or ``"entry"``; else a one-line :class:`InvalidInputError`."""
     if isinstance(source, os.PathLike) or isinstance(source, str):
         text = os.fspath(source)
         suffix = Path(text).suffix.lower()
-        if suffix in (".onnx", ".pt2"):
+        if suffix in MODEL_FILE_SUFFIXES:
             if not Path(text).is_file():
                 raise AuditFileError(f"model file {text} does not exist")
             return suffix[1:]
@@ -858,10 +873,12 @@ class _FixedBatchModule(nn.Module):
 
 __all__ = [
     "AUTO_ROW_TOLERANCE",
+    "MODEL_FILE_SUFFIXES",
     "OUTPUT_MODES",
     "ExternalClassifier",
     "ExternalDecoderPrior",
     "check_input_compatible",
+    "is_model_source",
     "load_classifier_file",
     "load_prior_file",
 ]
