@@ -527,13 +527,17 @@ def _check_arguments(method, init, num_particles, num_steps, num_samples, seed, 
 
 def _level_set(method: str, prior: Prior, classifier, target, concentration, relaxation, sigma,
                class_names) -> LevelSet:
-    """:func:`sample_level_set`'s level set, refused when ``method`` needs gradients the classifier lacks."""
+    """:func:`sample_level_set`'s level set, refused when ``method`` needs gradients the classifier or the
+    prior's decoder lacks (a prior says so with ``differentiable = False``, as an ONNX decoder does)."""
     level_set = LevelSet(prior, classifier, target, concentration, relaxation=relaxation, sigma=sigma,
                          class_names=class_names)
-    if method in GRADIENT_METHODS and not level_set.classifier.differentiable:
-        raise InvalidInputError(
-            f"method {method!r} needs gradients, but the classifier is a black box; use 'smc' or 'mh'"
-        )
+    if method in GRADIENT_METHODS:
+        for what, differentiable in (("classifier", level_set.classifier.differentiable),
+                                     ("prior's decoder", getattr(prior, "differentiable", True))):
+            if not differentiable:
+                raise InvalidInputError(
+                    f"method {method!r} needs gradients, but the {what} is a black box; use 'smc' or 'mh'"
+                )
     return level_set
 
 

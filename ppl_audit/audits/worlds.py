@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ppl_audit.classifiers.external import MODEL_FILE_SUFFIXES
 from ppl_audit.classifiers.external import is_model_source as is_user_model
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.paths import SAFE_NAME_RULE, is_safe_name
 from ppl_audit.priors.base import Prior
 from ppl_audit.priors.house_rocket import CLASS_NAMES as HOUSE_ROCKET_CLASSES
 from ppl_audit.priors.house_rocket import WORLDS as HOUSE_ROCKET_WORLDS
@@ -49,6 +50,38 @@ DEFAULT_CLASSIFIERS = {HOUSE_ROCKET: "house-rocket-cnn", MNIST: MNIST_CLASSIFIER
 CLASS_NAMES = {HOUSE_ROCKET: tuple(HOUSE_ROCKET_CLASSES), MNIST: tuple(str(d) for d in range(10))}
 DEFAULT_WORLDS = {HOUSE_ROCKET: tuple(HOUSE_ROCKET_WORLDS), MNIST: DECODER_PRIORS}
 PAPER_ROWS = {"mnist-vae": "VAE", "mnist-gan": "GAN"}  # how the paper's Table 1 names each prior
+
+
+_REGISTERED_WORLDS: dict[str, Callable[..., Prior]] = {}
+
+
+def register_world(name: str, make: Callable[..., Prior], *, replace: bool = False) -> None:
+    """Name a prior of your own, so that audits (``worlds = [name]``, ``--world name``) can use it.
+
+    Parameters
+    ----------
+    name : str
+        A safe name, not a built-in world's.
+    make : callable
+        ``make(device=...) -> Prior``, called when an audit loads the world.
+    replace : bool
+        Allow replacing a world registered under the same name.
+
+    Examples
+    --------
+    >>> from ppl_audit.priors import make_world
+    >>> register_world("my-house-rocket", lambda device: make_world("house-rocket", device=device))
+    >>> world_family("my-house-rocket")
+    'user'
+    """
+    if not isinstance(name, str) or not is_safe_name(name) or name in WORLDS:
+        raise InvalidInputError(f"a registered world needs a safe name ({SAFE_NAME_RULE}) that is not a built-in "
+                                f"world's, got {name!r}")
+    if not callable(make):
+        raise InvalidInputError(f"register_world needs a callable make(device=...) -> Prior, got {make!r}")
+    if name in _REGISTERED_WORLDS and not replace and _REGISTERED_WORLDS[name] is not make:
+        raise InvalidInputError(f"a world named {name!r} is already registered; pass replace=True")
+    _REGISTERED_WORLDS[name] = make
 
 
 def world_label(world: str) -> str:
@@ -78,7 +111,7 @@ def world_family(world: str) -> str:
     >>> world_family("mnist-gan"), world_family("house-rocket-circle")
     ('mnist', 'house-rocket')
     """
-    if is_user_model(world):
+    if is_user_model(world) or world in _REGISTERED_WORLDS:
         return USER
     if world in DECODER_PRIORS:
         return MNIST
@@ -135,6 +168,8 @@ def family_of_worlds(worlds: Sequence[str]) -> str:
 def load_world(name: str, *, device, cache: str | None = None, data_dir: str | os.PathLike | None = None,
                progress: ProgressFn | None = None) -> Prior:
     """Build (house/rocket), load (MNIST decoder, trained and cached on first use) or read (a user's) prior."""
+    if name in _REGISTERED_WORLDS:
+        return _REGISTERED_WORLDS[name](device=device)
     if world_family(name) == USER:
         from ppl_audit.classifiers.external import load_prior_file
 
@@ -188,5 +223,6 @@ __all__ = [
     "family_of_worlds",
     "load_classifier",
     "load_world",
+    "register_world",
     "world_family",
 ]

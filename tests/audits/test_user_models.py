@@ -19,6 +19,7 @@ from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.priors import HouseRocketWorld
 from ppl_audit.report import write_report
+from ppl_audit.sampling import sample_level_set
 from tests.test_cli import assert_nothing_written, assert_user_error
 
 TARGETS = (TargetSpec("a-or-b", (0.45, 0.45, 0.1), 10.0),)
@@ -194,3 +195,35 @@ def test_a_users_model_that_cannot_be_loaded_is_one_line(argv, needle, user_mode
     status, err = _audit(["levelset", *argv, "--target", "0.5,0.5", "--out", tmp_path / "OUT", *CLI_SIZES], capsys)
     assert_user_error(status, err, needle)
     assert_nothing_written(tmp_path)
+
+
+@needs_onnx
+def test_gradient_methods_refuse_a_black_box_decoder(user_models):
+    from ppl_audit.classifiers.external import load_classifier_file, load_prior_file
+
+    prior = load_prior_file(str(user_models["decoder.onnx"]))
+    classifier = load_classifier_file(str(user_models["net.pt2"]), class_names=["rocket", "house"])
+    assert classifier.differentiable and not prior.differentiable
+    with pytest.raises(InvalidInputError, match="the prior's decoder is a black box; use 'smc' or 'mh'"):
+        sample_level_set(prior, classifier, [0.5, 0.5], method="hmc", num_particles=8, num_steps=4)
+
+
+def test_a_registered_world_is_audited_by_name(monkeypatch):
+    from ppl_audit.priors import make_world
+
+    monkeypatch.setattr(registry, "_REGISTERED_WORLDS", {})
+    made = []
+
+    def make(device):
+        made.append(device)
+        return make_world("house-rocket", device=device)
+
+    registry.register_world("my-renders", make)
+    spec = LevelSetAuditSpec(classifier="clf.onnx", worlds=("my-renders",), targets=TARGETS, **TINY)
+    results = levelset.evaluate(spec, seed=0, classifier=three_class_classifier())
+    assert made and [w.name for w in results.worlds] == ["my-renders"]
+    with pytest.raises(InvalidInputError, match="already registered"):
+        registry.register_world("my-renders", lambda device: None)
+    for bad in ("house-rocket", "../up", ""):
+        with pytest.raises(InvalidInputError, match="needs a safe name"):
+            registry.register_world(bad, make)
