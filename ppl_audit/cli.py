@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     ood.add_argument("images", help="folder of images to score")
     ood.add_argument("--ensemble", default="mnist-vae-ensemble", help="VAE-ensemble card (default: %(default)s)")
     ood.add_argument("--gan-ensemble", default="", help="WGAN-ensemble card for the critic columns (default: none)")
+    ood.add_argument("--classifier", default="",
+                     help="add the column 1 - max p of a classifier: a model card, or one of your own (.onnx, "
+                          ".pt2 or package.module:factory)")
+    ood.add_argument("--resize", action="store_true",
+                     help="adapt the 28 x 28 grey images to your classifier's input size and channels")
     ood.add_argument("--reference", type=int, default=2000,
                      help="MNIST test digits scored as the reference for percentiles (0: none; default %(default)s)")
     ood.add_argument("--out", required=True, help="output folder of the report")
@@ -258,7 +263,7 @@ def _ood(args, progress) -> int:
     seed = check_seed(args.seed, "--seed", maximum=MAX_SEED)
     report = score_folder(args.images, vae_ensemble=args.ensemble, gan_ensemble=args.gan_ensemble,
                           num_reference=args.reference, seed=seed, device=args.device, cache=args.cache_dir,
-                          data_dir=args.data_dir, progress=progress)
+                          data_dir=args.data_dir, progress=progress, classifier=args.classifier, resize=args.resize)
     path = write_report(report, out, force=args.force)
     if args.quiet:
         print(path)

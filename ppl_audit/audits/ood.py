@@ -58,6 +58,7 @@ COLUMN_MEANINGS = {
     "log p": "-log p_1(x): VAE member 1's importance-weighted bound",
     "WAIC": "-WAIC(x) = -(E_k log p_k(x) - Var_k log p_k(x)) over the K VAEs (Eq. 1)",
     BETA_COLUMN: "-WAIC(x) over the K beta = 0.1 VAEs",
+    "1 - max p": "1 - max_k p_k(x) of the given classifier (Hendrycks & Gimpel's baseline, complemented)",
 }
 TASK = "scoring OoD sets"  # progress task name
 MISSED_IMAGES = 16  # per row: the OoD images its best column ranks as most in-distribution, shown and listed
@@ -554,6 +555,9 @@ def run(
 
 DEFAULT_REFERENCE = 2000  # MNIST test digits scored as the reference distribution of `ppl-audit ood`
 FOLDER_GALLERY_COLUMN = "WAIC"  # the score whose most MNIST-like images the folder report shows
+CLASSIFIER_COLUMN = "1 - max p"  # a given classifier's score (COLUMN_MEANINGS)
+FOLDER_IMAGE_SHAPE = (1, 28, 28)  # what load_image_folder reads
+FOLDER_CLASSIFIER_KINDS = ("lenet-classifier", "bayesian-lenet-classifier", "sdim-classifier")  # 28 x 28 grey
 
 
 @dataclass(frozen=True)
@@ -620,7 +624,35 @@ def _load_folder_ensembles(vae_ensemble: str, gan_ensemble: str, **loading):
     return {k: t.module for k, t in trained.items()}, cards
 
 
-def _reference_scores(scorer: EnsembleScorer, num_reference: int, data_dir, device):
+def _load_folder_classifier(classifier: str, resize: bool, **loading):
+    """``(classifier, card)``: a model card's classifier, or a user's model file or entry point, that can take
+    the folder's 28 x 28 grey images (``resize`` adapts them to a user's model)."""
+    from ppl_audit.classifiers.external import check_input_compatible, is_model_source, load_classifier_file
+
+    if is_model_source(classifier):
+        model, card = load_classifier_file(classifier, resize=resize, device=loading["device"]), {"file": classifier}
+    elif resize:
+        raise InvalidInputError("resize applies to a classifier of your own (.onnx, .pt2 or package.module:factory), "
+                                f"not to model card {classifier!r}")
+    else:
+        trained = load_model(classifier, kind=FOLDER_CLASSIFIER_KINDS, **loading)
+        model, card = trained.model, {"card": trained.card.name, "recipe_hash": trained.card.recipe_hash}
+    check_input_compatible(FOLDER_IMAGE_SHAPE, model, what="the folder's images")
+    return model, card
+
+
+def _scores_with_classifier(scorer: EnsembleScorer, classifier, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every ensemble column's scores, and the classifier's ``1 - max p`` when one is given."""
+    from ppl_audit.detectors.baselines import MaxSoftmaxDetector
+
+    scores = dict(scorer.score(images)[0])
+    if classifier is not None:
+        with torch.no_grad():
+            scores[CLASSIFIER_COLUMN] = MaxSoftmaxDetector(classifier).score(images).to(images.device)
+    return scores
+
+
+def _reference_scores(scorer: EnsembleScorer, num_reference: int, data_dir, device, classifier=None):
     """``(scores, note)`` of the first ``num_reference`` MNIST test digits; ``(None, why)`` where none can be read."""
     from ppl_audit.data import DataNotFoundError, load_dataset
 
@@ -628,7 +660,7 @@ def _reference_scores(scorer: EnsembleScorer, num_reference: int, data_dir, devi
         return None, ""
     try:
         ref_images = load_dataset("mnist", "test", data_dir=data_dir, limit=num_reference).images
-        return scorer.score(ref_images.to(device))[0], ""
+        return _scores_with_classifier(scorer, classifier, ref_images.to(device)), ""
     except DataNotFoundError as exc:
         return None, f"No MNIST reference was scored ({exc}); percentiles are absent."
 
@@ -672,6 +704,8 @@ def evaluate_folder(
     data_dir: str | None = None,
     progress: ProgressFn | None = None,
     models: dict[str, Any] | None = None,
+    classifier: str = "",
+    resize: bool = False,
 ) -> FolderResults:
     """Score every image of a folder, and MNIST reference digits, with every column; nothing is drawn.
 
@@ -695,13 +729,17 @@ def evaluate_folder(
     device = resolve_device(device)
     images, names = load_image_folder(folder)  # fails fast, before any model is loaded
     cards = {}
+    loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
+    model = None
+    if classifier:
+        model, cards["classifier"] = _load_folder_classifier(classifier, resize, **loading)
     if models is None:
-        models, cards = _load_folder_ensembles(vae_ensemble, gan_ensemble, cache=cache, data_dir=data_dir,
-                                               device=device, progress=progress)
+        models, ensemble_cards = _load_folder_ensembles(vae_ensemble, gan_ensemble, **loading)
+        cards.update(ensemble_cards)
     scorer = EnsembleScorer(models["vae"], gan=models.get("gan"), iwae_samples=iwae_samples, seed=seed)
-    scores, _ = scorer.score(images.to(device))
-    reference, reference_note = _reference_scores(scorer, num_reference, data_dir, device)
-    columns = scorer.columns
+    scores = _scores_with_classifier(scorer, model, images.to(device))
+    reference, reference_note = _reference_scores(scorer, num_reference, data_dir, device, model)
+    columns = (*scorer.columns, *([CLASSIFIER_COLUMN] if model is not None else []))
     percentiles = ({c: reference_percentiles(reference[c], scores[c]).round(4).tolist() for c in columns}
                    if reference is not None else {})
     return FolderResults(
@@ -710,7 +748,8 @@ def evaluate_folder(
         per_image=_per_image(names, scores, percentiles, columns), summary=_folder_summary(scores, reference, columns),
         most_mnist_like=_lowest_first(scores[FOLDER_GALLERY_COLUMN], MISSED_IMAGES),
         options={"folder": str(folder), "vae_ensemble": vae_ensemble, "gan_ensemble": gan_ensemble,
-                 "num_reference": num_reference, "iwae_samples": iwae_samples},
+                 "num_reference": num_reference, "iwae_samples": iwae_samples,
+                 **({"classifier": classifier, "resize": resize} if classifier else {})},
         seed=seed, device=device.type, models=cards, started=start,
     )
 
@@ -740,6 +779,8 @@ def score_folder(
     data_dir: str | None = None,
     progress: ProgressFn | None = None,
     models: dict[str, Any] | None = None,
+    classifier: str = "",
+    resize: bool = False,
 ) -> Report:
     """Score every image of a folder against trained ensembles (``ppl-audit ood``).
 
@@ -762,6 +803,11 @@ def score_folder(
         As :func:`run`.
     models : dict, optional
         ``{"vae": module, "gan": module or None}`` instead of loading the cards.
+    classifier : str
+        A classifier's model card, or a classifier of your own (``.onnx``, ``.pt2``,
+        ``package.module:factory``): adds the column ``1 - max p`` (``""``: none).
+    resize : bool
+        Adapt the 28 x 28 grey images to a classifier of your own that takes another shape.
 
     Raises
     ------
@@ -773,7 +819,7 @@ def score_folder(
     return present_folder(evaluate_folder(
         folder, vae_ensemble=vae_ensemble, gan_ensemble=gan_ensemble, num_reference=num_reference,
         iwae_samples=iwae_samples, seed=seed, device=device, cache=cache, data_dir=data_dir, progress=progress,
-        models=models))
+        models=models, classifier=classifier, resize=resize))
 
 
 __all__ = ["SPEC", "EnsembleScorer", "FolderResults", "KIND", "OodAuditSpec", "OodResults", "PAPER_BEST_AUROC", "ROWS",

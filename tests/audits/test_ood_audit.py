@@ -364,3 +364,36 @@ def test_the_readme_example_folder_loads():
     images, names = load_image_folder(REPO / "tests" / "fixtures" / "ood-images")
     assert images.shape == (15, 1, 28, 28) and names[0] == "mnist-digits.npy[0]"
     assert names[-1] == "notmnist-letters.npy[9]" and 0 <= float(images.min()) and float(images.max()) <= 1
+
+
+def _user_classifier_file(tmp_path, side: int):
+    """A 3-class classifier of ``side`` x ``side`` grey images, saved as a torch.export program."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(side * side, 3)).eval()
+    example = (torch.zeros(2, 1, side, side),)
+    program = torch.export.export(net, example, dynamic_shapes=({0: torch.export.Dim("n", min=1)},))
+    torch.export.save(program, str(tmp_path / "clf.pt2"))
+    return net, tmp_path / "clf.pt2"
+
+
+def test_score_folder_adds_a_users_classifiers_max_p_column(tiny_models, mnist, mnist_fixture_dir, tmp_path):
+    net, path = _user_classifier_file(tmp_path, 28)
+    report = score_folder(_folder(tmp_path, mnist), num_reference=20, data_dir=mnist_fixture_dir, iwae_samples=2,
+                          device="cpu", models={"vae": tiny_models["vae"]}, classifier=str(path))
+    with torch.no_grad():
+        expected = 1 - torch.softmax(net(mnist[:4]), -1).max(-1).values  # the files hold test digits 0-3
+    images = report.metrics["images"]
+    assert [e["1 - max p"] for e in images] == pytest.approx(expected.tolist(), abs=1e-3)  # 8-bit round trip
+    assert all(0 <= e["1 - max p percentile"] <= 1 for e in images)
+
+
+def test_score_folder_names_the_shapes_of_a_classifier_that_cannot_take_the_images(tiny_models, mnist, tmp_path):
+    _, path = _user_classifier_file(tmp_path, 32)
+    folder, models = _folder(tmp_path, mnist), {"vae": tiny_models["vae"]}
+    with pytest.raises(InvalidInputError, match=r"the folder's images are \(1, 28, 28\) .* \(1, 32, 32\)"):
+        score_folder(folder, num_reference=0, device="cpu", models=models, classifier=str(path))
+    report = score_folder(folder, num_reference=0, iwae_samples=2, device="cpu", models=models, classifier=str(path),
+                          resize=True)
+    assert len(report.metrics["images"]) == 4
+    with pytest.raises(InvalidInputError, match="'lenet-classifier' or .* model card is needed; 'mnist-vae' is"):
+        score_folder(folder, num_reference=0, device="cpu", models=models, classifier="mnist-vae")
