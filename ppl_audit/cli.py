@@ -59,6 +59,29 @@ class _Progress:
         self._bars.clear()
 
 
+def _parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,28,28"`` -> ``(1, 28, 28)``."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"input shape must be three positive integers C,H,W, got {text!r}")
+    return shape
+
+
+def _add_user_classifier_flags(p: argparse.ArgumentParser, images: str) -> None:
+    """The flags that describe a classifier of your own (a .onnx or .pt2 file, or package.module:factory)."""
+    p.add_argument("--resize", action="store_true",
+                   help=f"adapt {images} to your classifier's input size and channels")
+    p.add_argument("--input-shape", type=_parse_shape, default=None,
+                   help="C,H,W your classifier takes, where the model does not fix it")
+    p.add_argument("--output", default="auto", choices=("auto", "logits", "probabilities"),
+                   help="what your classifier returns (default: auto, decided on a probe batch)")
+    p.add_argument("--weights", default=None,
+                   help="a .safetensors state dict for the module your package.module:factory returns")
+
+
 def _parse_names(text: str) -> tuple[str, ...]:
     """``"cat,dog"`` -> ``("cat", "dog")``; argparse turns the error into a one-line usage error."""
     names = tuple(n.strip() for n in text.split(","))
@@ -133,8 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--class-names", type=_parse_names, default=None,
                     help="a classifier of your own's classes, comma-separated, in output order (default: its "
                          "metadata)")
-    ls.add_argument("--resize", action="store_true",
-                    help="adapt the world's images to your classifier's input size and channels")
+    _add_user_classifier_flags(ls, "the world's images")
     _add_common(ls, out_default=None)
     _add_data_dir(ls)
 
@@ -154,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     ood.add_argument("--classifier", default="",
                      help="add the column 1 - max p of a classifier: a model card, or one of your own (.onnx, "
                           ".pt2 or package.module:factory)")
-    ood.add_argument("--resize", action="store_true",
-                     help="adapt the 28 x 28 grey images to your classifier's input size and channels")
+    _add_user_classifier_flags(ood, "the 28 x 28 grey images")
     ood.add_argument("--reference", type=int, default=2000,
                      help="MNIST test digits scored as the reference for percentiles (0: none; default %(default)s)")
     ood.add_argument("--out", required=True, help="output folder of the report")
@@ -263,7 +284,9 @@ def _ood(args, progress) -> int:
     seed = check_seed(args.seed, "--seed", maximum=MAX_SEED)
     report = score_folder(args.images, vae_ensemble=args.ensemble, gan_ensemble=args.gan_ensemble,
                           num_reference=args.reference, seed=seed, device=args.device, cache=args.cache_dir,
-                          data_dir=args.data_dir, progress=progress, classifier=args.classifier, resize=args.resize)
+                          data_dir=args.data_dir, progress=progress, classifier=args.classifier, resize=args.resize,
+                          classifier_options={"input_shape": args.input_shape, "output": args.output,
+                                              "weights": args.weights})
     path = write_report(report, out, force=args.force)
     if args.quiet:
         print(path)
@@ -309,6 +332,9 @@ def _command(args, progress) -> int:
             classifier=args.classifier,
             classes=args.class_names,
             resize=args.resize,
+            input_shape=args.input_shape,
+            output=args.output,
+            weights=args.weights,
         )
         module, seed = levelset_audit, 0
     if args.device is not None:

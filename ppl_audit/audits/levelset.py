@@ -33,7 +33,7 @@ from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.audits import worlds as registry
-from ppl_audit.classifiers.external import check_input_compatible
+from ppl_audit.classifiers.external import OUTPUT_MODES, check_input_compatible
 from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, USER, WORLDS  # noqa: F401 (WORLDS re-exported)
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_sigma, validate_target
@@ -56,7 +56,7 @@ from ppl_audit.sampling import (
     sample_level_set,
     smc_plan,
 )
-from ppl_audit.validators import check_count, check_fits_in_memory
+from ppl_audit.validators import check_count, check_fits_in_memory, is_positive_int
 
 if TYPE_CHECKING:
     from ppl_audit.sampling import LevelSetResult
@@ -218,6 +218,12 @@ class LevelSetAuditSpec:
     resize : bool
         For a classifier of your own: adapt each world's images to its input
         (size and channels); without it, a mismatch is an error naming both shapes.
+    input_shape : tuple of int, optional
+        For a classifier of your own that does not fix it: the ``(C, H, W)`` it takes.
+    output : str
+        For a classifier of your own: ``"logits"``, ``"probabilities"`` or ``"auto"`` (decided on a probe).
+    weights : str, optional
+        For a ``package.module:factory`` classifier: a ``.safetensors`` state dict for its module.
 
     Examples
     --------
@@ -240,6 +246,9 @@ class LevelSetAuditSpec:
     sampler_options: dict[str, Any] = field(default_factory=dict)
     classes: tuple[str, ...] | None = None
     resize: bool = False
+    input_shape: tuple[int, ...] | None = None
+    output: str = "auto"
+    weights: str | None = None
 
     def __post_init__(self):
         for name in ("title", "classifier", "device", "method", "data_dir"):
@@ -315,15 +324,26 @@ class LevelSetAuditSpec:
             object.__setattr__(self, "classes", tuple(self.classes))
         if not isinstance(self.resize, bool):
             raise InvalidInputError(f"resize must be true or false, got {self.resize!r}")
+        if self.input_shape is not None:
+            if isinstance(self.input_shape, str) or len(self.input_shape) != 3 or not all(
+                    is_positive_int(d) for d in self.input_shape):
+                raise InvalidInputError(f"input_shape must be three positive integers (C, H, W), "
+                                        f"got {self.input_shape!r}")
+            object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        if self.output not in OUTPUT_MODES:
+            raise InvalidInputError(f"output must be one of {', '.join(OUTPUT_MODES)}, got {self.output!r}")
+        if self.weights is not None and not (isinstance(self.weights, str) and self.weights):
+            raise InvalidInputError(f"weights must be the path of a .safetensors file, got {self.weights!r}")
         if self.classifier is not None:
             family = registry.classifier_family(self.classifier)
         elif self.worlds is not None:
             family = registry.family_of_worlds(self.worlds)
         else:
             family = HOUSE_ROCKET
-        if family != USER and (self.classes is not None or self.resize):
-            raise InvalidInputError(f"classes and resize apply to a classifier of your own, not to {family!r} "
-                                    "model cards, whose classes are known")
+        given = [name for name, default in USER_CLASSIFIER_FIELDS.items() if getattr(self, name) != default]
+        if family != USER and given:
+            raise InvalidInputError(f"{', '.join(given)} apply to a classifier of your own, not to {family!r} "
+                                    "model cards, which know their classes and input")
         if family == USER:
             for name, what in (("classifier", "the classifier of your own to audit (a .onnx or .pt2 file, or "
                                               "package.module:factory)"),
@@ -349,9 +369,11 @@ class LevelSetAuditSpec:
         """JSON-safe form (what the provenance records and hashes); a user's model settings only when set,
         so that the built-in audits' reports read as before."""
         d = dataclasses.asdict(self) | {"targets": [dataclasses.asdict(t) for t in self.targets]}
-        return {k: v for k, v in d.items() if k not in ("classes", "resize") or v not in (None, False)}
+        return {k: v for k, v in d.items() if k not in USER_CLASSIFIER_FIELDS or v != USER_CLASSIFIER_FIELDS[k]}
 
 
+#: the spec's fields for a classifier of your own, with their defaults (a built-in audit leaves them so)
+USER_CLASSIFIER_FIELDS = {"classes": None, "resize": False, "input_shape": None, "output": "auto", "weights": None}
 SPEC = LevelSetAuditSpec  # the [audit] table's dataclass (audits.spec.spec_from_toml)
 SPEC_ARRAYS = {"targets": TargetSpec}  # [[targets]]: the file's arrays of tables and their dataclass
 
@@ -508,7 +530,8 @@ def _checked_classifier(spec: LevelSetAuditSpec, classifier, loading: dict[str, 
     A user's classifier that names its own classes completes a spec that named none.
     """
     if classifier is None:
-        user = {"class_names": spec.classes, "resize": spec.resize} if spec.family == USER else {}
+        user = ({"class_names": spec.classes, "resize": spec.resize, "input_shape": spec.input_shape,
+                 "output": spec.output, "weights": spec.weights} if spec.family == USER else {})
         classifier = registry.load_classifier(spec.classifier, **loading, **user)
     given_names = getattr(classifier, "class_names", None)  # a plain callable has none: the world's are used
     if spec.family == USER and spec.classes is None and given_names is not None:

@@ -624,16 +624,18 @@ def _load_folder_ensembles(vae_ensemble: str, gan_ensemble: str, **loading):
     return {k: t.module for k, t in trained.items()}, cards
 
 
-def _load_folder_classifier(classifier: str, resize: bool, **loading):
+def _load_folder_classifier(classifier: str, resize: bool, options: dict[str, Any], **loading):
     """``(classifier, card)``: a model card's classifier, or a user's model file or entry point, that can take
     the folder's 28 x 28 grey images (``resize`` adapts them to a user's model)."""
     from ppl_audit.classifiers.external import check_input_compatible, is_model_source, load_classifier_file
 
     if is_model_source(classifier):
-        model, card = load_classifier_file(classifier, resize=resize, device=loading["device"]), {"file": classifier}
-    elif resize:
-        raise InvalidInputError("resize applies to a classifier of your own (.onnx, .pt2 or package.module:factory), "
-                                f"not to model card {classifier!r}")
+        options = {k: v for k, v in options.items() if v is not None}
+        model = load_classifier_file(classifier, resize=resize, device=loading["device"], **options)
+        card = {"file": classifier}
+    elif resize or any(v not in (None, "auto") for v in options.values()):
+        raise InvalidInputError("resize, input_shape, output and weights apply to a classifier of your own (.onnx, "
+                                f".pt2 or package.module:factory), not to model card {classifier!r}")
     else:
         trained = load_model(classifier, kind=FOLDER_CLASSIFIER_KINDS, **loading)
         model, card = trained.model, {"card": trained.card.name, "recipe_hash": trained.card.recipe_hash}
@@ -706,6 +708,7 @@ def evaluate_folder(
     models: dict[str, Any] | None = None,
     classifier: str = "",
     resize: bool = False,
+    classifier_options: dict[str, Any] | None = None,
 ) -> FolderResults:
     """Score every image of a folder, and MNIST reference digits, with every column; nothing is drawn.
 
@@ -732,7 +735,7 @@ def evaluate_folder(
     loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
     model = None
     if classifier:
-        model, cards["classifier"] = _load_folder_classifier(classifier, resize, **loading)
+        model, cards["classifier"] = _load_folder_classifier(classifier, resize, classifier_options or {}, **loading)
     if models is None:
         models, ensemble_cards = _load_folder_ensembles(vae_ensemble, gan_ensemble, **loading)
         cards.update(ensemble_cards)
@@ -781,6 +784,7 @@ def score_folder(
     models: dict[str, Any] | None = None,
     classifier: str = "",
     resize: bool = False,
+    classifier_options: dict[str, Any] | None = None,
 ) -> Report:
     """Score every image of a folder against trained ensembles (``ppl-audit ood``).
 
@@ -808,6 +812,9 @@ def score_folder(
         ``package.module:factory``): adds the column ``1 - max p`` (``""``: none).
     resize : bool
         Adapt the 28 x 28 grey images to a classifier of your own that takes another shape.
+    classifier_options : dict, optional
+        For a classifier of your own: ``input_shape``, ``output`` and ``weights``, as
+        :func:`~ppl_audit.classifiers.external.load_classifier_file` takes them.
 
     Raises
     ------
@@ -819,7 +826,7 @@ def score_folder(
     return present_folder(evaluate_folder(
         folder, vae_ensemble=vae_ensemble, gan_ensemble=gan_ensemble, num_reference=num_reference,
         iwae_samples=iwae_samples, seed=seed, device=device, cache=cache, data_dir=data_dir, progress=progress,
-        models=models, classifier=classifier, resize=resize))
+        models=models, classifier=classifier, resize=resize, classifier_options=classifier_options))
 
 
 __all__ = ["SPEC", "EnsembleScorer", "FolderResults", "KIND", "OodAuditSpec", "OodResults", "PAPER_BEST_AUROC", "ROWS",

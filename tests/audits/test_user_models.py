@@ -227,3 +227,30 @@ def test_a_registered_world_is_audited_by_name(monkeypatch):
     for bad in ("house-rocket", "../up", ""):
         with pytest.raises(InvalidInputError, match="needs a safe name"):
             registry.register_world(bad, make)
+
+
+def test_an_entry_point_with_weights_and_a_declared_input_is_audited(user_models, tmp_path, capsys, monkeypatch):
+    from safetensors.torch import save_file
+
+    (tmp_path / "user_nets.py").write_text(
+        "import torch\n\n\ndef build():\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 2))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(3)
+    save_file(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 2)).state_dict(),
+              str(tmp_path / "w.safetensors"))
+    common = ["levelset", "--classifier", "user_nets:build", "--class-names", "rocket,house", "--resize",
+              "--target", "0.5,0.5", *CLI_SIZES]
+    status, err = _audit([*common, "--out", tmp_path / "A"], capsys)  # a Linear fixes no image shape
+    assert_user_error(status, err, "input_shape")
+    status, err = _audit([*common, "--weights", tmp_path / "w.safetensors", "--input-shape", "1,28,28",
+                          "--output", "logits", "--out", tmp_path / "OUT"], capsys)
+    assert status == 0, err
+    spec = json.loads((tmp_path / "OUT" / "report.json").read_text())["provenance"]["spec"]
+    assert spec["input_shape"] == [1, 28, 28] and spec["output"] == "logits" and spec["weights"].endswith("w.safetensors")
+
+
+def test_the_user_classifier_flags_do_not_apply_to_model_cards(tmp_path, capsys):
+    status, err = _audit(["levelset", "--output", "logits", "--target", "0.5,0.5", "--out", tmp_path / "OUT",
+                          *CLI_SIZES], capsys)
+    assert_user_error(status, err, "output apply to a classifier of your own")
