@@ -151,6 +151,19 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def best_time(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn()``, after one untimed warm-up call (allocators, caches)."""
+    import time
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def print_table(columns: list[str], rows: list[list]) -> None:
     """Print rows under their column names, floats to 4 significant digits."""
     cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in rows]

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
-from _common import one_seed, parse, parser, print_table, set_threads, skip, write_results
+from _common import best_time, one_seed, parse, parser, print_table, set_threads, skip, write_results
 
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.classifiers.external import load_classifier_file
@@ -30,16 +29,6 @@ from ppl_audit.classifiers.external import load_classifier_file
 GOAL_RATIO = 1.5  # the bar
 CLASS_NAMES = ("rocket", "house")
 QUICK = {"batch_sizes": [8, 32], "repeats": 1}
-
-
-def _best(fn, repeats: int) -> float:
-    fn()  # warm-up: onnxruntime allocates its arena, torch its buffers
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main(argv=None) -> int:
@@ -70,8 +59,8 @@ def main(argv=None) -> int:
         x = torch.rand(n, 1, 64, 64, generator=generator)
         with torch.no_grad():
             gap = float((native.probs(x) - external.probs(x)).abs().max())
-            t_torch = _best(lambda: native.probs(x), args.repeats)
-            t_onnx = _best(lambda: external.probs(x), args.repeats)
+            t_torch = best_time(lambda: native.probs(x), args.repeats)
+            t_onnx = best_time(lambda: external.probs(x), args.repeats)
         ratio = t_onnx / t_torch
         rows.append({"batch": n, "torch_seconds": round(t_torch, 4), "onnx_seconds": round(t_onnx, 4),
                      "ratio": round(ratio, 3), "meets_goal": bool(ratio <= GOAL_RATIO),

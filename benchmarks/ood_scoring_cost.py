@@ -16,12 +16,12 @@ Run (from the repository root):
 
 from __future__ import annotations
 
-import time
 
 import torch
 
 
-from _common import missing_cards, one_seed, parse, parser, print_table, quick_data_dir, set_threads, skip, write_results
+from _common import (best_time, missing_cards, one_seed, parse, parser, print_table, quick_data_dir, set_threads, skip,
+                     write_results)
 
 from ppl_audit.audits.ood import EnsembleScorer
 from ppl_audit.data import load_dataset
@@ -31,16 +31,6 @@ GOAL_RATIO = 2.0  # the issue's bar
 IWAE_SAMPLES = 16
 CARDS = ("mnist-vae-ensemble", "mnist-gan-ensemble")  # the loaders' defaults, checked before a quick run
 QUICK = {"num_images": 100, "repeats": 1}  # the tests' 100 digits, timed once
-
-
-def _best(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main(argv=None) -> int:
@@ -84,10 +74,10 @@ def main(argv=None) -> int:
     vae_only = EnsembleScorer(vae, iwae_samples=s)
     full = EnsembleScorer(vae, gan=gan, iwae_samples=s)
     seconds = {
-        "raw VAE passes": _best(raw_vae, args.repeats),
-        "raw VAE + critic passes": _best(lambda: (raw_vae(), raw_critics()), args.repeats),
-        "scorer, VAE columns (rate, log p, WAIC)": _best(lambda: vae_only.score(x), args.repeats),
-        "scorer, all columns": _best(lambda: full.score(x), args.repeats),
+        "raw VAE passes": best_time(raw_vae, args.repeats),
+        "raw VAE + critic passes": best_time(lambda: (raw_vae(), raw_critics()), args.repeats),
+        "scorer, VAE columns (rate, log p, WAIC)": best_time(lambda: vae_only.score(x), args.repeats),
+        "scorer, all columns": best_time(lambda: full.score(x), args.repeats),
     }
     pairs = {"scorer, VAE columns (rate, log p, WAIC)": "raw VAE passes",
              "scorer, all columns": "raw VAE + critic passes"}
