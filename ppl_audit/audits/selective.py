@@ -48,6 +48,7 @@ from ppl_audit.training import load_model
 from ppl_audit.validators import is_positive_int
 
 KIND = "selective"
+NUM_DIGITS = 10  # the test set's labels: MNIST's digits
 OOD_SETS = ("omniglot", "notmnist", "fashion-mnist")  # out-of-distribution sets the data folder offers
 SET_TITLES = {"omniglot": "Omniglot", "notmnist": "notMNIST", "fashion-mnist": "Fashion-MNIST"}
 #: MNIST test accuracy (%) in Wang et al. (synthesis classifiers and 1-NN)
@@ -72,7 +73,8 @@ class SelectiveAuditSpec:
     ----------
     title : str
     cnn : str
-        LeNet card (kind ``lenet-classifier``); also labels the hybrids.
+        The LeNet-5's model card, or a classifier of your own of MNIST digits (a ``.onnx`` or
+        ``.pt2`` file, or ``package.module:factory``) audited in its place; it also labels the hybrids.
     class_vae, class_gan : str
         Per-class generator cards (``""`` skips that synthesis classifier and its hybrid).
     sdim : str
@@ -528,19 +530,41 @@ def evaluate(
                             seconds=time.perf_counter() - start)
 
 
+def _users_classifier(source: str, device):
+    """``(classifier, card entry)`` of a classifier of the user's (``cnn`` = a file or entry point) that takes
+    MNIST's 28 x 28 grey digits and names ten classes."""
+    from ppl_audit.classifiers.external import check_input_compatible, load_classifier_file
+
+    model = load_classifier_file(source, device=device)
+    check_input_compatible((1, 28, 28), model, what="MNIST's digits")
+    if model.num_classes != NUM_DIGITS:
+        raise InvalidInputError(f"classifier {source} has {model.num_classes} classes; the selective audit's "
+                                f"test set is labelled with the {NUM_DIGITS} digits")
+    return model, {"file": source}
+
+
 def _load_models(spec: SelectiveAuditSpec, *, cache, data_dir, device, progress):
+    from ppl_audit.classifiers.external import is_model_source
+
     loading = dict(cache=cache, data_dir=data_dir, device=device, progress=progress)
-    trained = {"cnn": load_model(spec.cnn, kind="lenet-classifier", **loading)}
+    users = {}
+    if is_model_source(spec.cnn):
+        users["cnn"] = _users_classifier(spec.cnn, device)
+        trained = {}
+    else:
+        trained = {"cnn": load_model(spec.cnn, kind="lenet-classifier", **loading)}
     for key in ("class_vae", "class_gan"):
         card = getattr(spec, key)
         if card:
             trained[key] = load_model(card, kind=("class-vae", "class-gan"), **loading)
     if spec.sdim:
         trained["sdim"] = load_model(spec.sdim, kind="sdim-classifier", **loading)
-    models: dict[str, Any] = {key: t.model for key, t in trained.items()}
-    cards = {k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash,
-                 **{m: v for m, v in t.metrics.items() if isinstance(v, (int, float)) and "seconds" not in m}}
-             for k, t in trained.items()}
+    models: dict[str, Any] = {key: model for key, (model, _) in users.items()}
+    models.update({key: t.model for key, t in trained.items()})
+    cards = {key: card for key, (_, card) in users.items()}
+    cards.update({k: {"card": t.card.name, "recipe_hash": t.card.recipe_hash,
+                      **{m: v for m, v in t.metrics.items() if isinstance(v, (int, float)) and "seconds" not in m}}
+                  for k, t in trained.items()})
     return models, cards
 
 

@@ -282,3 +282,31 @@ def test_cli_refuses_a_bad_selective_audit_file_with_exit_status_2(tmp_path, cap
     assert status == 2
     assert "ood_sets" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _export(tmp_path, side: int, classes: int):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(side * side, classes)).eval()
+    program = torch.export.export(net, (torch.zeros(2, 1, side, side),),
+                                  dynamic_shapes=({0: torch.export.Dim("n", min=1)},))
+    torch.export.save(program, str(tmp_path / f"clf{side}x{classes}.pt2"))
+    return net, str(tmp_path / f"clf{side}x{classes}.pt2")
+
+
+def test_a_users_digit_classifier_takes_the_cnns_place(tmp_path):
+    net, path = _export(tmp_path, 28, 10)
+    spec = SelectiveAuditSpec(cnn=path, class_vae="", class_gan="", sdim="", device="cpu")
+    models, cards = selective._load_models(spec, cache=None, data_dir=None, device=torch.device("cpu"), progress=None)
+    assert set(models) == {"cnn"} and cards == {"cnn": {"file": path}}
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(models["cnn"].probs(x), torch.softmax(net(x), -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("side,classes,message", [(32, 10, r"MNIST's digits are \(1, 28, 28\)"),
+                                                  (28, 3, "has 3 classes; the selective audit's test set")])
+def test_a_users_classifier_that_cannot_stand_for_the_cnn_is_one_line(side, classes, message, tmp_path):
+    _, path = _export(tmp_path, side, classes)
+    spec = SelectiveAuditSpec(cnn=path, class_vae="", class_gan="", sdim="", device="cpu")
+    with pytest.raises(InvalidInputError, match=message):
+        selective._load_models(spec, cache=None, data_dir=None, device=torch.device("cpu"), progress=None)
