@@ -777,6 +777,23 @@ def _latent_box(latent) -> tuple[float, float] | None:
     raise InvalidInputError(f"latent must be 'normal' or ('uniform', low, high) with low < high, got {latent!r}")
 
 
+def _metadata_latent(name: str, meta: dict):
+    """The latent a decoder file names in its metadata key ``latent`` (``normal`` or ``uniform,LOW,HIGH``), or None."""
+    text = meta.get("latent")
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        latent = "normal" if parts == ["normal"] else ("uniform", float(parts[1]), float(parts[2]))
+        if latent != "normal" and (parts[0] != "uniform" or len(parts) != 3):
+            raise ValueError(text)
+        _latent_box(latent)
+    except (ValueError, IndexError, InvalidInputError):
+        raise AuditFileError(f"{name}: metadata latent {text[:80]!r} is not 'normal' or 'uniform,LOW,HIGH' with "
+                             "LOW < HIGH") from None
+    return latent
+
+
 class _CallableModule(nn.Module):
     """A plain callable decoder as a parameterless module (a black box for gradients)."""
 
@@ -801,7 +818,9 @@ def load_prior_file(source, *, latent_dim: int | None = None, latent="normal",
     latent_dim : int, optional
         ``D``; read from the model's input where static (or an entry point's ``latent_dim`` attribute).
     latent : "normal" or ("uniform", low, high)
-        The latent prior: ``N(0, I_D)`` (default) or the uniform box ``[low, high]^D``.
+        The latent prior: ``N(0, I_D)`` (default) or the uniform box ``[low, high]^D``. An ONNX
+        file may name its own in the metadata key ``latent`` (``normal`` or ``uniform,LOW,HIGH``),
+        which applies unless ``latent`` is given otherwise.
     image_shape : (int, int, int), optional
         ``(C, H, W)``; default the decoded probe batch's shape.
     device : str or torch.device
@@ -823,9 +842,12 @@ def load_prior_file(source, *, latent_dim: int | None = None, latent="normal",
     >>> prior.decode(prior.sample(4)).shape  # doctest: +SKIP
     torch.Size([4, 1, 28, 28])
     """
-    box = _latent_box(latent)
+    _latent_box(latent)  # a bad argument fails before the file is read
     device = resolve_device(device)
-    model, name, dims, differentiable, _ = _open(source, None, device)
+    model, name, dims, differentiable, meta = _open(source, None, device)
+    if latent == "normal":
+        latent = _metadata_latent(name, meta) or latent
+    box = _latent_box(latent)
     if dims is None and isinstance(getattr(model, "latent_dim", None), int):
         dims = [None, model.latent_dim]
     if dims is not None and len(dims) != 2:

@@ -328,6 +328,18 @@ def test_uniform_latent_prior(entry_module, files):
     assert bool(((res.latents >= -2) & (res.latents <= 2)).all())
 
 
+@needs_onnx
+def test_an_onnx_decoder_names_its_uniform_latent_in_its_metadata(tmp_path):
+    path = export_onnx(tiny_decoder(), torch.zeros(2, 2), tmp_path / "box.onnx", metadata={"latent": "uniform,-2,2"})
+    z = load_prior_file(path).sample(200, generator=torch.Generator().manual_seed(0))
+    assert bool(((z >= -2) & (z <= 2)).all()) and float(z.std()) > 0.9  # a uniform on [-2, 2] has std 1.15
+    assert float(load_prior_file(path, latent=("uniform", 0.0, 1.0)).sample(50).max()) <= 1  # an argument wins
+    for bad in ("uniform,2,-2", "cauchy", "uniform,a,b"):
+        path = export_onnx(tiny_decoder(), torch.zeros(2, 2), tmp_path / "bad.onnx", metadata={"latent": bad})
+        with pytest.raises(AuditFileError, match="is not 'normal' or 'uniform,LOW,HIGH'"):
+            load_prior_file(path)
+
+
 def test_decoder_outside_the_unit_interval_is_one_line(tmp_path):
     path = export_pt2(tiny_decoder(sigmoid=False), torch.zeros(2, 2), tmp_path / "raw.pt2")
     with pytest.raises(ModelOutputError) as exc:
