@@ -107,7 +107,8 @@ def _source_kind(source) -> str:
         suffix = Path(text).suffix.lower()
         if suffix in MODEL_FILE_SUFFIXES:
             if not Path(text).is_file():
-                raise AuditFileError(f"model file {text} does not exist")
+                why = "is not a file" if Path(text).exists() else "does not exist"
+                raise AuditFileError(f"model file {text} {why}")
             return suffix[1:]
         if isinstance(source, str) and ENTRY_POINT.match(text):
             return "entry"

@@ -18,7 +18,7 @@ Examples
 True
 """
 
-from ppl_audit.data.folder import load_image_folder
+from ppl_audit.data.folder import load_image_folder, load_labelled_arrays
 from ppl_audit.data.datasets import (
     DATA_ENV,
     DATASETS,
@@ -49,6 +49,7 @@ from ppl_audit.data.transforms import (
 
 __all__ = [
     "load_image_folder",
+    "load_labelled_arrays",
     "DATASETS",
     "DATA_ENV",
     "GAUSSIAN_NOISE_MEAN",

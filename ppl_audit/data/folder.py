@@ -121,6 +121,49 @@ def _read_array(path: Path, side: int) -> tuple[np.ndarray, list[str]]:
     return (np.concatenate(images) if images else np.zeros((0, side, side), np.float32)), names
 
 
+def load_labelled_arrays(path: str | os.PathLike, *, side: int = 28,
+                         num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labelled images a user gives: an ``.npz`` with arrays ``images`` and ``labels`` (never unpickled).
+
+    ``images`` as :func:`load_image_folder` reads arrays (``(N, side, side)`` or ``(N, 1, side, side)``,
+    values in ``[0, 1]`` or ``[0, 255]``); ``labels`` ``(N,)`` integers in ``0 .. num_classes - 1``.
+
+    Raises
+    ------
+    DataNotFoundError
+        The file does not exist.
+    DataFileError
+        It is not a pickle-free ``.npz``, lacks either array, or holds values out of range.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = f"{tempfile.mkdtemp()}/test.npz"; np.savez(f, images=np.zeros((3, 28, 28), np.uint8), labels=[0, 1, 9])
+    >>> images, labels = load_labelled_arrays(f)
+    >>> images.shape, labels.tolist()
+    (torch.Size([3, 1, 28, 28]), [0, 1, 9])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"labelled data {path} does not exist (an .npz with arrays images and labels)")
+    try:
+        arrays = _load_npz(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as exc:
+        raise DataFileError(f"{path}: not a readable .npz without pickles ({str(exc)[:200] or type(exc).__name__})"
+                            ) from None
+    if set(arrays) != {"images", "labels"}:
+        raise DataFileError(f"{path}: expected exactly the arrays 'images' and 'labels', got {sorted(arrays)}")
+    images = _as_grey(arrays["images"], f"{path}[images]", side)
+    labels = np.asarray(arrays["labels"])
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer) or (
+            labels.size and (labels.min() < 0 or labels.max() >= num_classes)):
+        raise DataFileError(f"{path}[labels]: expected {len(images)} integers in 0..{num_classes - 1}, got "
+                            f"shape {labels.shape} of {labels.dtype}")
+    if not len(images):
+        raise DataFileError(f"{path}: holds no image")
+    return torch.from_numpy(images[:, None].copy()), torch.from_numpy(labels.astype(np.int64))
+
+
 def load_image_folder(folder: str | os.PathLike, *, side: int = 28) -> tuple[torch.Tensor, list[str]]:
     """All images of a folder (not recursive), sorted by file name.
 
@@ -174,4 +217,4 @@ def load_image_folder(folder: str | os.PathLike, *, side: int = 28) -> tuple[tor
     return torch.from_numpy(stacked[:, None].copy()), names
 
 
-__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "load_image_folder"]
+__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "load_image_folder", "load_labelled_arrays"]

@@ -310,3 +310,25 @@ def test_a_users_classifier_that_cannot_stand_for_the_cnn_is_one_line(side, clas
     spec = SelectiveAuditSpec(cnn=path, class_vae="", class_gan="", sdim="", device="cpu")
     with pytest.raises(InvalidInputError, match=message):
         selective._load_models(spec, cache=None, data_dir=None, device=torch.device("cpu"), progress=None)
+
+
+def test_a_users_labelled_digits_replace_mnists_test_set(mnist_fixture_dir, tmp_path):
+    import numpy as np
+
+    from ppl_audit.data import DataFileError, load_dataset
+
+    test = load_dataset("mnist", "test", data_dir=mnist_fixture_dir, limit=12)
+    path = tmp_path / "mine.npz"
+    np.savez(path, images=(test.images[:, 0].numpy() * 255).round().astype(np.uint8), labels=test.labels.numpy())
+    spec = SelectiveAuditSpec(test_data=str(path), num_in=10, ood_sets=("omniglot",), device="cpu")
+    (digits, labels), ood = selective._load_images(spec, None, {"omniglot": torch.rand(3, 1, 28, 28)})
+    assert digits.shape == (10, 1, 28, 28) and labels.tolist() == test.labels[:10].tolist()
+    assert torch.allclose(digits, test.images[:10], atol=1 / 255)  # 8-bit round trip
+    np.savez(tmp_path / "bad.npz", images=np.zeros((2, 28, 28)), labels=np.array([0, 10]))
+    np.savez(tmp_path / "pickled.npz", images=np.zeros((2, 28, 28)), labels=np.array([0, None], dtype=object))
+    for name, message in (("bad.npz", r"expected 2 integers in 0..9"), ("pickled.npz", "without pickles")):
+        with pytest.raises(DataFileError, match=message):
+            selective._load_images(dataclasses.replace(spec, test_data=str(tmp_path / name)), None,
+                                   {"omniglot": torch.rand(3, 1, 28, 28)})
+    with pytest.raises(InvalidInputError, match="test_data must be the path of an .npz file"):
+        SelectiveAuditSpec(test_data="digits.csv")
