@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 
-from ppl_audit.audits import gwin, levelset, ood, selective
+from ppl_audit.audits import calibration, gwin, levelset, ood, selective
 from ppl_audit.audits.spec import DEFAULT_SEED, read_toml, spec_from_toml
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.report import Report, check_output_dir, write_report
 
-AUDIT_KINDS = {levelset.KIND: levelset, gwin.KIND: gwin, ood.KIND: ood, selective.KIND: selective}
+AUDIT_KINDS = {levelset.KIND: levelset, gwin.KIND: gwin, ood.KIND: ood, selective.KIND: selective,
+               calibration.KIND: calibration}
 
 
 def load_audit_file(path: str | os.PathLike):

@@ -109,9 +109,17 @@ class _ClassMixture(TorchDistribution):
             z = torch.cat([z, self.low + (self.high - self.low) * u[..., 1 + self._num_tn :].to(z.dtype)], -1)
         return z
 
-    def log_prob(self, value):
+    def _joint_log_prob(self, value):
+        """``log p(c, z_tn)`` per class ``(..., 2)``; the uniform coordinates do not depend on the class."""
         z_tn = value[..., : self._num_tn].unsqueeze(-2)  # (..., 1, Dn)
-        per_class = self._components().log_prob(z_tn).sum(-1) + self.class_probs.log()
+        return self._components().log_prob(z_tn).sum(-1) + self.class_probs.log()
+
+    def class_posterior(self, value):
+        """``P(c | z)`` ``(..., 2)`` (rocket, house): Bayes' rule on the mixture's own densities."""
+        return torch.softmax(self._joint_log_prob(value), dim=-1)
+
+    def log_prob(self, value):
+        per_class = self._joint_log_prob(value)
         logp = torch.logsumexp(per_class, dim=-1)
         if self.low.numel():
             z_u = value[..., self._num_tn :]
@@ -212,6 +220,21 @@ class HouseRocketWorld(Prior):
         """
         u = check_unit_cube(u, self.unit_cube_dim, type(self).__name__)
         return self.distribution().from_unit_cube(u.to(self._loc.device)).to(u.device)
+
+    def class_posterior(self, z: torch.Tensor) -> torch.Tensor:
+        """``P(class | z)`` ``(N, 2)`` over :attr:`class_names`: the world's labels, from its own densities.
+
+        The renders depend on ``z`` alone, so this is also the Bayes-optimal ``P(class | image)``: what a
+        perfectly calibrated classifier would say, and what a calibration audit checks against.
+
+        Examples
+        --------
+        >>> world = HouseRocketWorld()
+        >>> p = world.class_posterior(torch.tensor([[10.0, 30.0, 5.0], [20.0, 10.0, 12.0]]))
+        >>> p.argmax(-1).tolist()  # a tall thin shape is a rocket, a wide low one a house
+        [0, 1]
+        """
+        return self.distribution().class_posterior(z.to(self._loc.device))
 
     def sample_with_class(self, n: int, *, generator: torch.Generator | None = None):
         """Draw ``n`` latents with their classes: ``(z (n, D), c (n,))``."""

@@ -1,0 +1,253 @@
+"""The level-set calibration audit: where the classifier says ``p``, how often is the class really there?
+
+The level-set paper's first "next step" (Booth et al. 2020, Sec. 6). For a grid of targets along a pair
+of classes (``P(B) = 0.1, ..., 0.9`` against ``A``), each level set is sampled from a *labelled* prior: one
+that knows, for every latent, the Bayes posterior of its true class (:meth:`class_posterior`; the
+house/rocket world computes it from its own densities). Averaged over a level set's samples, that
+posterior is the frequency ``q`` with which images the classifier calls ``p`` truly are ``B``; a
+calibrated classifier has ``q = p``. Each independent SMC run gives one estimate of ``q``, so their
+spread gives the interval. The reliability diagram draws ``q`` over ``p``.
+
+An image is a deterministic function of the latent here, so the true class's frequency given the image
+is the class posterior given the latent, and averaging it (rather than drawing a class per sample) is the
+Rao-Blackwellised estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ppl_audit._device import resolve_device
+from ppl_audit.audits import worlds as registry
+from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
+from ppl_audit.errors import InvalidInputError
+from ppl_audit.progress import ProgressFn
+from ppl_audit.provenance import library_versions
+from ppl_audit.report import Report, Section, Table
+from ppl_audit.report import figures
+from ppl_audit.sampling import sample_level_set
+from ppl_audit.validators import check_count
+
+KIND = "calibration"
+DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # P(B) along the pair, the issue's grid
+DEFAULT_CONCENTRATION = 1000.0  # a tight level set: its predictions stay within ~0.02 of the target
+INTERVAL_Z = 1.96  # a 95% normal interval over the runs' estimates
+MAX_PARTICLES = 1_000_000
+MAX_GRID = 99
+
+
+@dataclass(frozen=True)
+class CalibrationAuditSpec:
+    """Settings of a calibration audit.
+
+    Parameters
+    ----------
+    title : str
+    world : str
+        A labelled world (one whose prior gives each latent's class posterior): ``house-rocket``,
+        ``house-rocket-circle``, or a name given to :func:`ppl_audit.audits.worlds.register_world`.
+    classifier : str
+        The classifier's model card (or a classifier of your own with ``classes``).
+    classes : tuple of str, optional
+        For a classifier of your own: its class names.
+    pair : tuple of str
+        ``(A, B)``: the targets put ``P(B) = p`` and ``P(A) = 1 - p``. Default the world's two classes.
+    grid : tuple of float
+        The values of ``p``, each in (0, 1).
+    concentration : float
+    num_particles : int
+        SMC particles per level set (split into independent runs, whose spread gives the interval).
+    device : str
+    """
+
+    title: str = "Calibration of the house/rocket classifier on level sets"
+    world: str = "house-rocket"
+    classifier: str = "house-rocket-cnn"
+    classes: tuple[str, ...] | None = None
+    pair: tuple[str, ...] | None = None
+    grid: tuple[float, ...] = DEFAULT_GRID
+    concentration: float = DEFAULT_CONCENTRATION
+    num_particles: int = 2000
+    device: str = "auto"
+
+    def __post_init__(self):
+        for name in ("title", "world", "classifier", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if isinstance(self.grid, (str, bytes)) or not 1 <= len(self.grid) <= MAX_GRID or not all(
+                isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1 for p in self.grid):
+            raise InvalidInputError(f"grid must list 1 to {MAX_GRID} probabilities strictly between 0 and 1, "
+                                    f"got {self.grid!r}")
+        object.__setattr__(self, "grid", tuple(float(p) for p in self.grid))
+        if not isinstance(self.concentration, (int, float)) or isinstance(self.concentration, bool) or not (
+                math.isfinite(self.concentration) and self.concentration > 0):
+            raise InvalidInputError(f"concentration must be a number > 0, got {self.concentration!r}")
+        check_count(self.num_particles, "num_particles", MAX_PARTICLES, why="the documented bound")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        if self.pair is not None:
+            if isinstance(self.pair, str) or len(self.pair) != 2 or self.pair[0] == self.pair[1]:
+                raise InvalidInputError(f"pair must name two different classes (A, B), got {self.pair!r}")
+            object.__setattr__(self, "pair", tuple(self.pair))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (what the provenance records and hashes)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+SPEC = CalibrationAuditSpec
+
+
+@dataclass(frozen=True)
+class CalibrationPoint:
+    """One level set of the grid: the target ``p``, the true-class frequency ``q`` and its interval."""
+
+    p: float
+    q: float
+    q_low: float
+    q_high: float
+    run_estimates: tuple[float, ...]
+    mean_prediction: float
+    converged: bool
+
+
+@dataclass(frozen=True)
+class CalibrationResults:
+    """What :func:`evaluate` measured, before any figure is drawn."""
+
+    spec: CalibrationAuditSpec
+    seed: int
+    class_names: tuple[str, ...]
+    pair: tuple[int, int]
+    points: tuple[CalibrationPoint, ...]
+    timings: dict[str, float]
+
+    @property
+    def max_gap(self) -> float:
+        """The largest ``|q - p|`` over the grid."""
+        return max(abs(pt.q - pt.p) for pt in self.points)
+
+
+def check_labelled(world) -> None:
+    """Refuse a prior that cannot say each latent's class (no ``class_posterior``)."""
+    if not callable(getattr(world, "class_posterior", None)):
+        raise InvalidInputError(f"a calibration audit needs a labelled prior (one with class_posterior(z)); "
+                                f"{getattr(world, 'name', type(world).__name__)!r} has none")
+
+
+def _pair_indices(spec: CalibrationAuditSpec, class_names: tuple[str, ...]) -> tuple[int, int]:
+    pair = spec.pair or class_names[:2]
+    missing = [c for c in pair if c not in class_names]
+    if missing:
+        raise InvalidInputError(f"pair {list(pair)} names classes {missing} the classifier does not have "
+                                f"({list(class_names)})")
+    return class_names.index(pair[0]), class_names.index(pair[1])
+
+
+def _target(p: float, pair: tuple[int, int], num_classes: int, floor: float = 1e-3) -> list[float]:
+    """``P(B) = p`` and ``P(A) = 1 - p``, other classes at ``floor`` (the Dirichlet needs interior targets)."""
+    rest = floor * (num_classes - 2)
+    target = [floor] * num_classes
+    target[pair[0]], target[pair[1]] = (1 - p) * (1 - rest), p * (1 - rest)
+    return target
+
+
+def _point(world, samples, p: float, pair_b: int, world_b: int) -> CalibrationPoint:
+    """``q`` per independent run from the runs' final particles, then their mean and 95% interval."""
+    chain = samples.chain
+    final = chain.final_position
+    runs = chain.superchains or 1
+    with torch.no_grad():
+        posterior = world.class_posterior(final.to(world.device))[:, world_b].double().cpu()
+    per_run = posterior.reshape(runs, -1).mean(1)
+    q = float(per_run.mean())
+    se = float(per_run.std(unbiased=True) / math.sqrt(runs)) if runs > 1 else float("nan")
+    return CalibrationPoint(p=p, q=q, q_low=max(0.0, q - INTERVAL_Z * se), q_high=min(1.0, q + INTERVAL_Z * se),
+                            run_estimates=tuple(round(float(v), 6) for v in per_run),
+                            mean_prediction=float(samples.probs[:, pair_b].mean()),
+                            converged=bool(samples.metrics.get("converged")))
+
+
+def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,
+             cache: str | None = None, classifier=None, world=None, data_dir: str | None = None) -> CalibrationResults:
+    """Sample the grid's level sets and estimate each one's true-class frequency (no rendering).
+
+    ``classifier`` and ``world`` may be given ready-made instead of by name.
+    """
+    seed = validate_seed(seed)
+    start = time.perf_counter()
+    device = resolve_device(spec.device)
+    world = world if world is not None else registry.load_world(spec.world, device=device, cache=cache,
+                                                                   data_dir=data_dir)
+    check_labelled(world)
+    if classifier is None:
+        user = {"class_names": spec.classes} if registry.classifier_family(spec.classifier) == registry.USER else {}
+        classifier = registry.load_classifier(spec.classifier, device=device, cache=cache, data_dir=data_dir, **user)
+    class_names = tuple(getattr(classifier, "class_names", None) or world.class_names)
+    pair = _pair_indices(spec, class_names)
+    world_b = tuple(world.class_names).index(class_names[pair[1]]) if class_names[pair[1]] in world.class_names \
+        else None
+    if world_b is None:
+        raise InvalidInputError(f"class {class_names[pair[1]]!r} is not one of the world's classes "
+                                f"{list(world.class_names)}: the world cannot say how often it is true")
+    points = []
+    for i, p in enumerate(spec.grid):
+        samples = sample_level_set(world, classifier, _target(p, pair, len(class_names)),
+                                   concentration=spec.concentration, num_particles=spec.num_particles,
+                                   method="smc", seed=seed * 1000 + i, device=device, class_names=class_names,
+                                   progress=progress)
+        points.append(_point(world, samples, p, pair[1], world_b))
+    return CalibrationResults(spec=spec, seed=seed, class_names=class_names, pair=pair, points=tuple(points),
+                              timings={"total_seconds": time.perf_counter() - start})
+
+
+def present(results: CalibrationResults) -> Report:
+    """The reliability diagram over level sets, the table of ``p``, ``q`` and intervals, and the verdict."""
+    spec, a, b = results.spec, *(results.class_names[i] for i in results.pair)
+    rows = [[pt.p, round(pt.q, 4), round(pt.q_low, 4), round(pt.q_high, 4), round(pt.mean_prediction, 4),
+             pt.q_low <= pt.p <= pt.q_high, pt.converged] for pt in results.points]
+    table = Table("calibration", f"P({b}) said by the classifier (p) and true on its level set (q)",
+                  ["p", "q", "q 95% low", "q 95% high", "mean prediction", "p within interval", "converged"], rows)
+    grid = list(spec.grid)
+    figure = figures.xy_plot(
+        "reliability", f"Reliability over level sets: {b} against {a}",
+        f"For each target p, the frequency q with which the level set's images truly are {b} (the prior's "
+        "class posterior averaged over its samples), with its 95% interval over independent SMC runs; the "
+        "diagonal is a calibrated classifier.",
+        {"q (level sets)": (grid, [pt.q for pt in results.points]),
+         "q 95% low": (grid, [pt.q_low for pt in results.points]),
+         "q 95% high": (grid, [pt.q_high for pt in results.points]), "calibrated": (grid, grid)},
+        xlabel=f"p = classifier's P({b})", ylabel=f"q = true frequency of {b}", step=False)
+    outside = [pt.p for pt in results.points if not pt.q_low <= pt.p <= pt.q_high]
+    verdict = (f"Largest gap |q - p| = {results.max_gap:.3f}; "
+               + (f"p lies outside q's 95% interval at p = {outside}: miscalibrated there." if outside else
+                  "p lies within q's 95% interval everywhere: calibrated on this world, to the runs' precision."))
+    section = Section("calibration", "Calibration on level sets", paragraphs=[verdict], tables=[table],
+                      figures=[figure],
+                      warnings=[f"Level set p = {pt.p} did not pass its convergence check; its q is uncertain."
+                                for pt in results.points if not pt.converged])
+    spec_dict = spec.to_dict()
+    return Report(kind=KIND, title=spec.title, summary=[
+        f"Level sets of {spec.classifier} on the labelled world {spec.world!r}, at concentration "
+        f"{spec.concentration:g}: {verdict}"],
+        metrics={"max_gap": round(results.max_gap, 6), "points": [pt.__dict__ for pt in results.points]},
+        sections=[section],
+        provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+                    "versions": library_versions("numpy", "matplotlib")},
+        timings=dict(results.timings))
+
+
+def run(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,
+        cache: str | None = None, classifier=None, world=None, data_dir: str | None = None) -> Report:
+    """``present(evaluate(spec, ...))``: the calibration audit's report."""
+    return present(evaluate(spec, seed=seed, progress=progress, cache=cache, classifier=classifier, world=world,
+                            data_dir=data_dir))
+
+
+__all__ = ["CalibrationAuditSpec", "CalibrationPoint", "CalibrationResults", "DEFAULT_GRID", "KIND", "SPEC",
+           "check_labelled", "evaluate", "present", "run"]
