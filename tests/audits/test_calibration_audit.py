@@ -8,8 +8,10 @@ logit divided by a temperature ``T``, so that where it says ``p`` the truth is `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,3 +109,12 @@ def test_the_audit_file_is_read(tmp_path):
     path.write_text('[audit]\nkind = "calibration"\ngrid = [0.25, 0.75]\npair = ["rocket", "house"]\n')
     module, spec, seed = load_audit_file(path)
     assert module is calibration and spec.grid == (0.25, 0.75) and spec.pair == ("rocket", "house")
+
+
+def test_the_analyses_file_smoke_runs(tiny_classifier):
+    path = Path(__file__).resolve().parents[2] / "analyses" / "house-rocket-calibration.toml"
+    module, spec, seed = load_audit_file(path)
+    assert module is calibration and spec.grid == tuple(round(0.1 * k, 1) for k in range(1, 10))
+    report = module.run(dataclasses.replace(spec, grid=(0.5,), num_particles=256, device="cpu"), seed=seed,
+                        classifier=tiny_classifier)
+    assert report.kind == "calibration" and [pt["p"] for pt in report.metrics["points"]] == [0.5]
