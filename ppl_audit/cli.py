@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 
+from ppl_audit.classifiers.external import OUTPUT_MODES
 from ppl_audit.errors import InvalidInputError, PplAuditError
 from ppl_audit.levelset import RELAXATIONS
 from ppl_audit.sampling import DEFAULT_METHOD, METHODS
@@ -76,7 +77,7 @@ def _add_user_classifier_flags(p: argparse.ArgumentParser, images: str) -> None:
                    help=f"adapt {images} to your classifier's input size and channels")
     p.add_argument("--input-shape", type=_parse_shape, default=None,
                    help="C,H,W your classifier takes, where the model does not fix it")
-    p.add_argument("--output", default="auto", choices=("auto", "logits", "probabilities"),
+    p.add_argument("--output", default="auto", choices=OUTPUT_MODES,
                    help="what your classifier returns (default: auto, decided on a probe batch)")
     p.add_argument("--weights", default=None,
                    help="a .safetensors state dict for the module your package.module:factory returns")

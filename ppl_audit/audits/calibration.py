@@ -30,14 +30,13 @@ from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
-from ppl_audit.sampling import sample_level_set
+from ppl_audit.sampling import MAX_PARTICLES, sample_level_set
 from ppl_audit.validators import check_count
 
 KIND = "calibration"
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # P(B) along the pair, the issue's grid
 DEFAULT_CONCENTRATION = 1000.0  # a tight level set: its predictions stay within ~0.02 of the target
 INTERVAL_Z = 1.96  # a 95% normal interval over the runs' estimates
-MAX_PARTICLES = 1_000_000
 MAX_GRID = 99
 
 
@@ -190,11 +189,10 @@ def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: 
         classifier = registry.load_classifier(spec.classifier, device=device, cache=cache, data_dir=data_dir, **user)
     class_names = tuple(getattr(classifier, "class_names", None) or world.class_names)
     pair = _pair_indices(spec, class_names)
-    world_b = tuple(world.class_names).index(class_names[pair[1]]) if class_names[pair[1]] in world.class_names \
-        else None
-    if world_b is None:
+    if class_names[pair[1]] not in world.class_names:
         raise InvalidInputError(f"class {class_names[pair[1]]!r} is not one of the world's classes "
                                 f"{list(world.class_names)}: the world cannot say how often it is true")
+    world_b = tuple(world.class_names).index(class_names[pair[1]])
     points = []
     for i, p in enumerate(spec.grid):
         samples = sample_level_set(world, classifier, _target(p, pair, len(class_names)),

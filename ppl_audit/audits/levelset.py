@@ -268,6 +268,7 @@ class LevelSetAuditSpec:
             if not self.worlds:
                 raise InvalidInputError("worlds must name at least one world")
         family = self._check_user_fields()
+        object.__setattr__(self, "_family", family)  # derived once: a card's family is read from its file
         defaults = {"classifier": registry.DEFAULT_CLASSIFIERS.get(family),
                     "worlds": registry.DEFAULT_WORLDS.get(family), "targets": DEFAULT_TARGETS_BY_FAMILY.get(family),
                     "title": DEFAULT_TITLES.get(family, f"Level-set audit of {self.classifier}")}
@@ -286,9 +287,9 @@ class LevelSetAuditSpec:
         if self.method not in METHODS:
             raise InvalidInputError(f"unknown method {self.method!r}; available: {', '.join(METHODS)}")
         check_run_size(self.method, self.num_particles, self.num_steps, _checked_options(self))
-        num_classes = len(registry.CLASS_NAMES.get(family) or self.classes or self.targets[0].probabilities)
+        classes = registry.CLASS_NAMES.get(family) or self.classes or self.targets[0].probabilities
         check_fits_in_memory(estimate_run_bytes(self.method, self.num_particles, self.num_steps, WORLD_LATENT_DIM_BOUND,
-                                                num_classes, self.sampler_options)
+                                                len(classes), self.sampler_options)
                              + PRIOR_SAMPLE_BYTES * self.num_prior_samples, f"a {self.method} run per target")
         for world in self.worlds:
             if not registry.families_agree(family, registry.world_family(world)):  # raises for unknown worlds
@@ -307,7 +308,6 @@ class LevelSetAuditSpec:
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"target names must be unique, got {names}")
-        classes = registry.CLASS_NAMES.get(family) or self.classes or self.targets[0].probabilities
         for t in self.targets:
             if len(t.probabilities) != len(classes):
                 raise InvalidInputError(
@@ -356,7 +356,7 @@ class LevelSetAuditSpec:
     @property
     def family(self) -> str:
         """``"house-rocket"``, ``"mnist"`` or ``"user"``: the family of the classifier (a user's fits any world)."""
-        return registry.classifier_family(self.classifier)
+        return self._family
 
     @property
     def class_names(self) -> tuple[str, ...]:

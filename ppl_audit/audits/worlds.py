@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ppl_audit.classifiers.external import MODEL_FILE_SUFFIXES
-from ppl_audit.classifiers.external import is_model_source as is_user_model
+from ppl_audit.classifiers.external import is_model_source
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.paths import SAFE_NAME_RULE, is_safe_name
 from ppl_audit.priors.base import Prior
@@ -92,7 +92,7 @@ def world_label(world: str) -> str:
     >>> world_label("house-rocket"), world_label("models/My Decoder.onnx"), world_label("pkg.dec:build")
     ('house-rocket', 'My_Decoder', 'pkg.dec-build')
     """
-    if not is_user_model(world):
+    if not is_model_source(world):
         return world
     stem = Path(world).stem if Path(world).suffix.lower() in MODEL_FILE_SUFFIXES else world.replace(":", "-")
     return re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:64] or "prior"
@@ -111,7 +111,7 @@ def world_family(world: str) -> str:
     >>> world_family("mnist-gan"), world_family("house-rocket-circle")
     ('mnist', 'house-rocket')
     """
-    if is_user_model(world) or world in _REGISTERED_WORLDS:
+    if is_model_source(world) or world in _REGISTERED_WORLDS:
         return USER
     if world in DECODER_PRIORS:
         return MNIST
@@ -142,7 +142,7 @@ def classifier_family(classifier: str) -> str:
     """
     if classifier == MNIST_CLASSIFIER:
         return MNIST
-    if is_user_model(classifier):
+    if is_model_source(classifier):
         return USER
     from ppl_audit.cards import load_card
 
@@ -192,11 +192,12 @@ def load_classifier(name: str, *, device, cache: str | None = None, data_dir: st
     :func:`~ppl_audit.classifiers.external.load_classifier_file` takes
     (``class_names``, ``resize``); ignored for model cards.
     """
-    if classifier_family(name) == USER:
+    family = classifier_family(name)
+    if family == USER:
         from ppl_audit.classifiers.external import load_classifier_file
 
         return load_classifier_file(name, device=device, **user)
-    kind = LENET_KIND if classifier_family(name) == MNIST else HOUSE_ROCKET_KIND
+    kind = LENET_KIND if family == MNIST else HOUSE_ROCKET_KIND
     return load_model(name, cache=cache, data_dir=data_dir, device=str(device), progress=progress, kind=kind).model
 
 
@@ -218,7 +219,6 @@ __all__ = [
     "WORLDS",
     "classifier_family",
     "families_agree",
-    "is_user_model",
     "world_label",
     "family_of_worlds",
     "load_classifier",

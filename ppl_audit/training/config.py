@@ -16,8 +16,9 @@ def card_config(cls, card: ModelCard, tables: Sequence[str]):
 
     Every key of the named tables must be a field of ``cls`` (a typo is an
     error, never a silent default); fields the card leaves out keep their
-    defaults, and a field without a default is a required key; lists become tuples. ``cls.__post_init__`` validates and raises
-    ``ValueError`` naming the field; that becomes an
+    defaults, and a field without a default is a required key; lists become
+    tuples. ``cls.__post_init__`` validates and raises ``ValueError`` naming
+    the field; that becomes an
     :class:`~ppl_audit.errors.AuditFileError` naming the card.
 
     Examples

@@ -198,7 +198,7 @@ def check_model_fits(trainer: Trainer, card: ModelCard) -> int:
     return count
 
 
-def _load_cached(trainer: Trainer, card: ModelCard, module: nn.Module, path: Path):
+def _load_cached(card: ModelCard, module: nn.Module, path: Path):
     """``(module, info)`` from a verified cache entry, or None (with a warning) when it is unusable."""
     try:
         state, info = load_weights(path)
@@ -297,7 +297,7 @@ def load_model(
     module = trainer.build(card)  # validates the card before any file is touched
     path = card.cache_path(cache_dir(cache))
     check_cache_entry_place(path, card.name)
-    loaded = _load_cached(trainer, card, module, path) if path.exists() and not retrain else None
+    loaded = _load_cached(card, module, path) if path.exists() and not retrain else None
     if loaded is None:
         if path.exists() and retrain:
             logger.info("retraining %s although %s exists", card.name, path)

@@ -34,7 +34,7 @@ def three_class_classifier() -> TorchClassifier:
 @pytest.mark.parametrize("name,user", [("clf.onnx", True), ("dir/p.PT2", True), ("pkg.models:build", True),
                                        ("house-rocket-cnn", False), ("mnist-vae", False), ("a:b:c", False)])
 def test_what_names_a_model_of_the_users(name, user):
-    assert registry.is_user_model(name) is user
+    assert registry.is_model_source(name) is user
 
 
 def test_a_users_classifier_audits_a_built_in_world_under_its_own_class_names(tmp_path):
