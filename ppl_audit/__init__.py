@@ -15,7 +15,8 @@ from ppl_audit.classifiers import CallableClassifier, Classifier, TorchClassifie
 from ppl_audit.detectors.base import Detector
 from ppl_audit.inference.result import SamplingResult
 from ppl_audit.levelset import LevelSet
-from ppl_audit.priors import DecoderPrior, HouseRocketWorld, Prior, make_world
+from ppl_audit.priors import ClassMixturePrior, DecoderPrior, HouseRocketWorld, Prior, make_world
+from ppl_audit.region_mass import ConfidentRegion, sample_confident_region
 from ppl_audit.sampling import LevelSetResult, sample_level_set
 from ppl_audit.training import load_model
 
@@ -33,7 +34,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "CallableClassifier",
+    "ClassMixturePrior",
     "Classifier",
+    "ConfidentRegion",
     "DecoderPrior",
     "Detector",
     "HouseRocketWorld",
@@ -48,5 +51,6 @@ __all__ = [
     "load_model",
     "make_world",
     "run_audit",
+    "sample_confident_region",
     "sample_level_set",
 ]

@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ls, out_default=None)
     _add_data_dir(ls)
 
-    run = sub.add_parser("run", help="run a declarative audit file", description="Run an audit file (TOML).")
+    run = sub.add_parser("run", aliases=["audit"], help="run a declarative audit file (alias: audit)",
+                         description="Run an audit file (TOML); a classifier audit's file runs several as one report.")
     run.add_argument("audit_file", help="path to an audit file, e.g. analyses/house-rocket.toml")
     _add_common(run, out_default=None)
     _add_data_dir(run)
@@ -310,7 +311,7 @@ def _command(args, progress) -> int:
         return _train(args, progress)
     if args.command == "ood":
         return _ood(args, progress)
-    if args.command == "run":
+    if args.command in ("run", "audit"):
         from ppl_audit.audits import load_audit_file
 
         module, spec, seed = load_audit_file(args.audit_file)

@@ -29,7 +29,7 @@ from ppl_audit.metrics import (
     target_confidence,
 )
 from ppl_audit.priors.base import Prior
-from ppl_audit.priors.decoder import LOG_2PI
+from ppl_audit.priors.base import standard_normal_log_prob
 from ppl_audit.progress import ProgressFn
 from ppl_audit.validators import check_count, check_fits_in_memory, check_real, check_seed, is_int, is_positive_int
 
@@ -336,14 +336,11 @@ def _smc_in_normal_space(prior: Prior, log_likelihood, names, settings: dict) ->
     """
     dim = prior.normal_dim
 
-    def log_prior(u):
-        return -0.5 * u.square().sum(-1) - 0.5 * dim * LOG_2PI
-
     def sample(n, generator):
         return torch.randn(n, dim, generator=generator, device=generator.device if generator is not None else None)
 
-    return _smc_through(prior.from_normal, log_prior, sample, tuple(f"u{i}" for i in range(dim)), "normal",
-                        log_likelihood, names, settings)
+    return _smc_through(prior.from_normal, standard_normal_log_prob, sample, tuple(f"u{i}" for i in range(dim)),
+                        "normal", log_likelihood, names, settings)
 
 
 def _smc_through(to_latent, log_prior, sample, space_names, space: str, log_likelihood, names,

@@ -26,7 +26,7 @@ LAYERS = (
     ("classifiers",),
     ("levelset", "inference"),
     ("generative", "detectors", "adversarial"),
-    ("sampling",),
+    ("sampling", "region_mass"),  # region_mass: rare-event masses of confident regions, on the SMC engine
     ("audits",),
     ("cli", "__main__", "__init__"),
 )

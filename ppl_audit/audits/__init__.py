@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 
-from ppl_audit.audits import calibration, gwin, levelset, ood, selective
+from ppl_audit.audits import calibration, classifier, confidently_wrong, gwin, levelset, novel_class, ood
+from ppl_audit.audits import selective, sweep
 from ppl_audit.audits.spec import DEFAULT_SEED, read_toml, spec_from_toml
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.report import Report, check_output_dir, write_report
 
-AUDIT_KINDS = {levelset.KIND: levelset, gwin.KIND: gwin, ood.KIND: ood, selective.KIND: selective,
-               calibration.KIND: calibration}
+AUDIT_KINDS = {module.KIND: module for module in (levelset, gwin, ood, selective, calibration, confidently_wrong,
+                                                 novel_class, sweep, classifier)}
 
 
 def load_audit_file(path: str | os.PathLike):
@@ -35,6 +36,8 @@ def load_audit_file(path: str | os.PathLike):
         raise AuditFileError(f"{path}: [audit] kind = {kind!r} is unknown; known kinds: {', '.join(AUDIT_KINDS)}")
     module = AUDIT_KINDS[kind]
     spec, seed = spec_from_toml(module.SPEC, doc, str(path), arrays=getattr(module, "SPEC_ARRAYS", None))
+    if hasattr(module, "bind_to_file"):  # a kind whose settings name files relative to its own
+        spec = module.bind_to_file(spec, path)
     return module, spec, seed
 
 
@@ -45,8 +48,8 @@ def run_audit(audit, *, seed: int | None = None, out: str | os.PathLike | None =
     Parameters
     ----------
     audit : path-like or spec
-        An audit file (``analyses/*.toml``) or a spec of one of the kinds
-        (``LevelSetAuditSpec``, ``OodAuditSpec``, ``GwinAuditSpec``, ``SelectiveAuditSpec``).
+        An audit file (``analyses/*.toml``) or a spec of one of the kinds (``LevelSetAuditSpec``,
+        ``OodAuditSpec``, ``CalibrationAuditSpec``, ``ConfidentlyWrongAuditSpec``, ``ClassifierAuditSpec``, ...).
     seed : int, optional
         Seeds every draw (default: the file's ``seed``, else 0).
     out : path-like, optional

@@ -139,7 +139,8 @@ def check_labelled(world) -> None:
                                 f"{getattr(world, 'name', type(world).__name__)!r} has none")
 
 
-def _pair_indices(spec: CalibrationAuditSpec, class_names: tuple[str, ...]) -> tuple[int, int]:
+def pair_indices(spec, class_names: tuple[str, ...]) -> tuple[int, int]:
+    """The classifier's indices of ``spec.pair`` (default its first two classes), else a one-line error."""
     pair = spec.pair or class_names[:2]
     missing = [c for c in pair if c not in class_names]
     if missing:
@@ -148,7 +149,7 @@ def _pair_indices(spec: CalibrationAuditSpec, class_names: tuple[str, ...]) -> t
     return class_names.index(pair[0]), class_names.index(pair[1])
 
 
-def _target(p: float, pair: tuple[int, int], num_classes: int, floor: float = 1e-3) -> list[float]:
+def pair_target(p: float, pair: tuple[int, int], num_classes: int, floor: float = 1e-3) -> list[float]:
     """``P(B) = p`` and ``P(A) = 1 - p``, other classes at ``floor`` (the Dirichlet needs interior targets)."""
     rest = floor * (num_classes - 2)
     target = [floor] * num_classes
@@ -172,6 +173,16 @@ def _point(world, samples, p: float, pair_b: int, world_b: int) -> CalibrationPo
                             converged=bool(samples.metrics.get("converged")))
 
 
+def load_audited(spec, device, cache, data_dir, world=None, classifier=None):
+    """``(world, classifier)`` of a spec with ``world``, ``classifier`` and ``classes``; given ones are kept."""
+    if world is None:
+        world = registry.load_world(spec.world, device=device, cache=cache, data_dir=data_dir)
+    if classifier is None:
+        user = {"class_names": spec.classes} if registry.classifier_family(spec.classifier) == registry.USER else {}
+        classifier = registry.load_classifier(spec.classifier, device=device, cache=cache, data_dir=data_dir, **user)
+    return world, classifier
+
+
 def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,
              cache: str | None = None, classifier=None, world=None, data_dir: str | None = None) -> CalibrationResults:
     """Sample the grid's level sets and estimate each one's true-class frequency (no rendering).
@@ -181,21 +192,17 @@ def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: 
     seed = validate_seed(seed)
     start = time.perf_counter()
     device = resolve_device(spec.device)
-    world = world if world is not None else registry.load_world(spec.world, device=device, cache=cache,
-                                                                   data_dir=data_dir)
+    world, classifier = load_audited(spec, device, cache, data_dir, world, classifier)
     check_labelled(world)
-    if classifier is None:
-        user = {"class_names": spec.classes} if registry.classifier_family(spec.classifier) == registry.USER else {}
-        classifier = registry.load_classifier(spec.classifier, device=device, cache=cache, data_dir=data_dir, **user)
     class_names = tuple(getattr(classifier, "class_names", None) or world.class_names)
-    pair = _pair_indices(spec, class_names)
+    pair = pair_indices(spec, class_names)
     if class_names[pair[1]] not in world.class_names:
         raise InvalidInputError(f"class {class_names[pair[1]]!r} is not one of the world's classes "
                                 f"{list(world.class_names)}: the world cannot say how often it is true")
     world_b = tuple(world.class_names).index(class_names[pair[1]])
     points = []
     for i, p in enumerate(spec.grid):
-        samples = sample_level_set(world, classifier, _target(p, pair, len(class_names)),
+        samples = sample_level_set(world, classifier, pair_target(p, pair, len(class_names)),
                                    concentration=spec.concentration, num_particles=spec.num_particles,
                                    method="smc", seed=seed * 1000 + i, device=device, class_names=class_names,
                                    progress=progress)
@@ -248,4 +255,4 @@ def run(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: Progr
 
 
 __all__ = ["CalibrationAuditSpec", "CalibrationPoint", "CalibrationResults", "DEFAULT_GRID", "KIND", "SPEC",
-           "check_labelled", "evaluate", "present", "run"]
+           "check_labelled", "evaluate", "load_audited", "pair_indices", "pair_target", "present", "run"]

@@ -2,7 +2,10 @@
 
 A *world* is a named prior over images: the built-in house/rocket renderers
 (``house-rocket``, ``house-rocket-circle``) or the MNIST decoder priors
-(``mnist-vae``, ``mnist-gan``: a decoder from a 5-d standard normal latent).
+(``mnist-vae``, ``mnist-gan``: a decoder from a 5-d standard normal latent), and
+the labelled mixtures of per-class digit generators (``mnist-class-vae``,
+``mnist-class-gan``), which know each sample's true digit, and ``notmnist-vae``
+(letters: a class no digit classifier saw).
 Each world belongs to a *family*, and the classifier of an audit must be of
 the same family: the house/rocket CNN (any house/rocket model card, by name
 or path) or MNIST's LeNet-5 (``mnist-lenet5``, or any card of kind
@@ -41,7 +44,10 @@ MNIST = "mnist"
 USER = "user"  # a model file or entry point the user gives: any classes, any world
 FAMILIES = (HOUSE_ROCKET, MNIST, USER)
 DECODER_PRIORS = ("mnist-vae", "mnist-gan")  # decoder-prior cards; the paper's Table 1 rows
-WORLDS = tuple(HOUSE_ROCKET_WORLDS) + DECODER_PRIORS
+# Per-class generator cards: as worlds, the labelled mixture of their ten digit generators
+CLASS_MIXTURE_PRIORS = ("mnist-class-vae", "mnist-class-gan")
+NOVEL_CLASS_PRIORS = ("notmnist-vae",)  # 28 x 28 decoder priors of classes MNIST's classifiers never saw
+WORLDS = tuple(HOUSE_ROCKET_WORLDS) + DECODER_PRIORS + CLASS_MIXTURE_PRIORS + NOVEL_CLASS_PRIORS
 MNIST_CLASSIFIER = "mnist-lenet5"  # the model card of the classifier of the paper's MNIST experiments
 LENET_KIND = "lenet-classifier"  # [model] kind of LeNet cards: any such card is an MNIST classifier
 HOUSE_ROCKET_KIND = "house-rocket-classifier"
@@ -113,7 +119,7 @@ def world_family(world: str) -> str:
     """
     if is_model_source(world) or world in _REGISTERED_WORLDS:
         return USER
-    if world in DECODER_PRIORS:
+    if world in DECODER_PRIORS + CLASS_MIXTURE_PRIORS + NOVEL_CLASS_PRIORS:
         return MNIST
     if world in HOUSE_ROCKET_WORLDS:
         return HOUSE_ROCKET
@@ -180,6 +186,12 @@ def load_world(name: str, *, device, cache: str | None = None, data_dir: str | o
         return make_world(name, device=device)
     from ppl_audit.priors import DECODER_KINDS
 
+    if name in CLASS_MIXTURE_PRIORS:
+        from ppl_audit.priors.class_mixture import class_mixture_prior
+
+        return class_mixture_prior(load_model(name, cache=cache, data_dir=data_dir, device=str(device),
+                                              progress=progress, kind=("class-vae", "class-gan")),
+                                   CLASS_NAMES[MNIST])
     return load_model(name, cache=cache, data_dir=data_dir, device=str(device), progress=progress,
                       kind=DECODER_KINDS).model
 
@@ -202,6 +214,7 @@ def load_classifier(name: str, *, device, cache: str | None = None, data_dir: st
 
 
 __all__ = [
+    "CLASS_MIXTURE_PRIORS",
     "CLASS_NAMES",
     "DECODER_PRIORS",
     "DEFAULT_CLASSIFIERS",
@@ -215,6 +228,7 @@ __all__ = [
     "MODEL_FILE_SUFFIXES",
     "USER",
     "MNIST_CLASSIFIER",
+    "NOVEL_CLASS_PRIORS",
     "PAPER_ROWS",
     "WORLDS",
     "classifier_family",

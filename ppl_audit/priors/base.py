@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import pyro
@@ -10,7 +11,19 @@ from pyro.distributions import TorchDistribution
 
 from ppl_audit.validators import LATENT_SITE, PARTICLE_PLATE  # noqa: F401 - the contract's site names
 
+LOG_2PI = math.log(2 * math.pi)  # normaliser of the standard normal density
 UNIT_CUBE_EPS = 1e-12  # faces of the unit cube map to these quantiles: ndtri(0) = -inf would leave z infinite
+
+
+def standard_normal_log_prob(u: torch.Tensor) -> torch.Tensor:
+    """``log N(u; 0, I)`` summed over the last axis.
+
+    Examples
+    --------
+    >>> round(float(standard_normal_log_prob(torch.zeros(1, 2))), 4)
+    -1.8379
+    """
+    return -0.5 * u.square().sum(-1) - 0.5 * u.shape[-1] * LOG_2PI
 
 
 def check_unit_cube(u, dim: int, owner: str) -> torch.Tensor:
@@ -125,10 +138,56 @@ class Prior(ABC):
             return pyro.sample(LATENT_SITE, d)
 
 
+class StandardNormalPrior(Prior):
+    """A prior whose whole latent is ``N(0, I_D)``: its own standard-normal transform, with the exact density.
+
+    Subclasses set :attr:`device` and :attr:`latent_names` and provide :meth:`decode` and
+    ``_check_latents(z, batched)`` (raising on a badly shaped or typed latent).
+    """
+
+    device: torch.device = torch.device("cpu")
+
+    def _check_latents(self, z: torch.Tensor, *, batched: bool) -> None:
+        raise NotImplementedError
+
+    def distribution(self) -> TorchDistribution:
+        """``N(0, I_D)`` on :attr:`device`, event shape ``(D,)``."""
+        import pyro.distributions as dist
+
+        d = self.latent_dim
+        return dist.Normal(torch.zeros(d, device=self.device), torch.ones(d, device=self.device)).to_event(1)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` latents ``(n, D)`` on :attr:`device`, drawn with ``generator`` (on any device) if given."""
+        from ppl_audit.errors import InvalidInputError
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidInputError(f"n must be a non-negative integer, got {n!r}")
+        source = generator.device if generator is not None else self.device
+        return torch.randn(n, self.latent_dim, generator=generator, device=source).to(self.device)
+
+    @property
+    def normal_dim(self) -> int:
+        """``D``: the latent already is standard normal."""
+        return self.latent_dim
+
+    def from_normal(self, u: torch.Tensor) -> torch.Tensor:
+        """The identity: ``z ~ N(0, I_D)`` is its own standard-normal transform."""
+        self._check_latents(u, batched=True)
+        return u
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Exact ``log N(z; 0, I_D)``, shape ``z.shape[:-1]``, on ``z``'s device."""
+        self._check_latents(z, batched=False)
+        return standard_normal_log_prob(z)
+
+
 __all__ = [
     "LATENT_SITE",
     "PARTICLE_PLATE",
     "UNIT_CUBE_EPS",
     "Prior",
+    "StandardNormalPrior",
     "check_unit_cube",
+    "standard_normal_log_prob",
 ]

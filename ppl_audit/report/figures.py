@@ -378,6 +378,48 @@ def errorbar_plot(
     return Figure(name, title, caption, png_bytes(fig), data)
 
 
+def rate_plot(
+    name: str,
+    title: str,
+    caption: str,
+    labels: Sequence[str],
+    rates: Sequence[float | None],
+    intervals: Sequence[tuple[float, float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+) -> Figure:
+    """Rates on a log scale, one per label: a point with its interval, or a downward triangle at an upper bound.
+
+    ``rates[i]`` is ``None`` where only the bound ``intervals[i][1]`` is known.
+
+    Examples
+    --------
+    >>> fig = rate_plot("r", "t", "c", ["a", "b"], [1e-3, None], [(5e-4, 2e-3), (0.0, 1e-6)], xlabel="k", ylabel="rate")
+    >>> fig.data["rate"], fig.data["upper_bound_only"]
+    ([0.001, None], [False, True])
+    """
+    fig = MplFigure(figsize=(6.0, 3.2))
+    ax = fig.add_subplot(1, 1, 1)
+    floor = min([v for lo_hi in intervals for v in lo_hi if v and v > 0] or [1e-12])
+    for i, (rate, (low, high)) in enumerate(zip(rates, intervals)):
+        if rate is None:
+            ax.plot([i], [max(high, floor)], marker="v", color="grey", linestyle="none")
+        else:
+            ax.errorbar([i], [rate], yerr=[[rate - max(low, floor / 10)], [high - rate]], marker="o", color="C0",
+                        capsize=3, linestyle="none")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(labels)), [str(label) for label in labels])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    data = {"labels": [str(label) for label in labels], "rate": [None if r is None else float(r) for r in rates],
+            "low": [float(lo) for lo, _ in intervals], "high": [float(hi) for _, hi in intervals],
+            "upper_bound_only": [r is None for r in rates]}
+    return Figure(name, title, caption, png_bytes(fig), data)
+
+
 def value_histograms(
     name: str,
     title: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -9,8 +10,9 @@ from typing import Iterator
 
 import torch
 
+from ppl_audit.errors import InvalidInputError
 from ppl_audit.training.config import CardConfig, check_field
-from ppl_audit.validators import is_positive_int
+from ppl_audit.validators import is_int, is_positive_int
 
 EVAL_CHUNK = 1000  # images per evaluation pass: large enough to be fast, small enough for any memory
 DEFAULT_TRAIN_SPLIT, DEFAULT_TEST_SPLIT = "train", "test"  # [data] train_split / test_split defaults
@@ -28,6 +30,9 @@ class DataConfig(CardConfig):
         Splits to train and evaluate on (tests train on the fixture's test split).
     num_train, num_test : int, optional
         Keep only the first N images of a split (all when absent).
+    test_start : int
+        Where the test images start in their split. Set it to ``num_train`` when both come from one split
+        (notMNIST has only its test split staged), so that the model is never tested on its training images.
     """
 
     dataset: str = "mnist"
@@ -35,6 +40,7 @@ class DataConfig(CardConfig):
     test_split: str = DEFAULT_TEST_SPLIT
     num_train: int | None = None
     num_test: int | None = None
+    test_start: int = 0
 
     TABLES = ("data",)
     POSITIVE_INTEGERS = ()
@@ -44,6 +50,12 @@ class DataConfig(CardConfig):
         for name in ("num_train", "num_test"):
             value = getattr(self, name)
             check_field(value is None or is_positive_int(value), name, value, "a positive integer (or absent: all)")
+        check_field(is_int(self.test_start) and self.test_start >= 0, "test_start", self.test_start,
+                    "a non-negative integer")
+        if self.train_split == self.test_split and self.test_start and (
+                self.num_train is None or self.test_start < self.num_train):
+            check_field(False, "test_start", self.test_start, f"at least num_train ({self.num_train}) when the "
+                        "train and test splits are one, so that no test image was trained on")
 
 
 def load_training_data(data: DataConfig, data_dir=None, device="cpu"):
@@ -64,7 +76,14 @@ def load_training_data(data: DataConfig, data_dir=None, device="cpu"):
     from ppl_audit.data import load_dataset
 
     train = load_dataset(data.dataset, data.train_split, data_dir=data_dir, limit=data.num_train)
-    test = load_dataset(data.dataset, data.test_split, data_dir=data_dir, limit=data.num_test)
+    test = load_dataset(data.dataset, data.test_split, data_dir=data_dir,
+                        limit=None if data.num_test is None else data.test_start + data.num_test)
+    if data.test_start:
+        if data.test_start >= len(test):
+            raise InvalidInputError(f"[data] test_start = {data.test_start} leaves no test images: split "
+                                    f"{data.test_split!r} of {data.dataset!r} has {len(test)}")
+        labels = None if test.labels is None else test.labels[data.test_start:]
+        test = dataclasses.replace(test, images=test.images[data.test_start:], labels=labels)
     return train.to(device), test.to(device)
 
 

@@ -17,33 +17,14 @@ import pytest
 import torch
 
 from ppl_audit.audits import calibration, load_audit_file
+from tests.labelled_world import LatentImageWorld, bayes_classifier
 from ppl_audit.audits.calibration import CalibrationAuditSpec
-from ppl_audit.classifiers import CallableClassifier
 from ppl_audit.errors import InvalidInputError
-from ppl_audit.priors import HouseRocketWorld, make_world
+from ppl_audit.priors import make_world
 from ppl_audit.report import write_report
 
 GRID = (0.3, 0.7)
 SETTINGS = dict(grid=GRID, concentration=1000.0, num_particles=1024, device="cpu")
-
-
-class LatentImageWorld(HouseRocketWorld):
-    """House/rocket latents as 1 x 1 x 3 "images" in (0, 1): the classifier can invert them exactly."""
-
-    image_shape = (1, 1, 3)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return (z / (1 + z)).reshape(len(z), 1, 1, 3)
-
-
-def bayes_classifier(world: HouseRocketWorld, temperature: float = 1.0) -> CallableClassifier:
-    def probs(x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(len(x), 3).double()
-        p = world.class_posterior((x / (1 - x)).float()).double().clamp(1e-9, 1 - 1e-9)
-        house = torch.sigmoid((p[:, 1].log() - p[:, 0].log()) / temperature)
-        return torch.stack([1 - house, house], -1).float()
-
-    return CallableClassifier(probs, ("rocket", "house"))
 
 
 def _logit(p: float) -> float:

@@ -26,7 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 ANALYSES = sorted(p for p in (REPO / "analyses").glob("*.toml") if 'kind = "levelset"' in p.read_text())
 SMOKE_TESTED_ELSEWHERE = {"mnist-gwin.toml": "test_gwin_audit.py", "mnist-ood.toml": "test_ood_audit.py",
                           "mnist-selective.toml": "test_selective_audit.py",
-                          "house-rocket-calibration.toml": "test_calibration_audit.py"}
+                          "house-rocket-calibration.toml": "test_calibration_audit.py",
+                          "mnist-confidently-wrong.toml": "test_confident_region_audits.py",
+                          "mnist-novel-class.toml": "test_confident_region_audits.py",
+                          "mnist-sweep.toml": "test_sweep_audit.py",
+                          "mnist-lenet5-audit.toml": "test_classifier_audit.py",
+                          "house-rocket-audit.toml": "test_classifier_audit.py"}
 FAST_YIELD_DRAWS = 500
 # num_steps >= 8 keeps 4 post-warm-up draws per particle, ArviZ's minimum for its diagnostics.
 TINY = dict(num_particles=32, num_steps=8, num_samples=32, num_prior_samples=50, device="cpu")

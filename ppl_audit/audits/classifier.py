@@ -1,0 +1,219 @@
+"""One report per classifier: every audit family a file names, run on one classifier, under one verdict table.
+
+The file lists its parts as other audit files (``[[parts]] file = "mnist-confidently-wrong.toml"``, relative
+to the file itself). Each part runs with this file's seed, and with this file's classifier wherever the part
+audits one (the OoD and rejection audits bring their own models). The report opens with a verdict table,
+one row per part: the family, its finding, its key figure and whether its samplers passed their checks, in
+words. Each part's own report follows as a section, its figures renamed after the part so that none collide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
+from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.progress import ProgressFn
+from ppl_audit.provenance import library_versions
+from ppl_audit.report import Report, Section, Table
+
+KIND = "classifier"
+MAX_PARTS = 16
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One part: an audit file, relative to the classifier audit's file (or absolute)."""
+
+    file: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.file, str) or not self.file.endswith(".toml"):
+            raise InvalidInputError(f"a part's file must name an audit file (.toml), got {self.file!r}")
+
+
+@dataclass(frozen=True)
+class ClassifierAuditSpec:
+    """Settings of a classifier audit.
+
+    Parameters
+    ----------
+    title : str
+    classifier : str
+        The classifier every part that audits one is run on (a model card, or a model of your own).
+    parts : tuple of PartSpec
+        The audit files to run, in order (``[[parts]]``), 1 to :data:`MAX_PARTS`.
+    device : str, optional
+        Run every part there (default: each part's own ``device``).
+    folder : str
+        Where relative part files are found: the audit file's folder, filled in when the file is read.
+    """
+
+    title: str = "Audit of the MNIST LeNet-5"
+    classifier: str = "mnist-lenet5"
+    parts: tuple[PartSpec, ...] = ()
+    device: str | None = None
+    folder: str = "."
+
+    def __post_init__(self):
+        for name in ("title", "classifier", "folder"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise InvalidInputError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if not 1 <= len(self.parts) <= MAX_PARTS:
+            raise InvalidInputError(f"a classifier audit needs 1 to {MAX_PARTS} [[parts]], got {len(self.parts)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (what the provenance records and hashes); the folder is where the file was, not what
+        it asks, so it is left out."""
+        return {"title": self.title, "classifier": self.classifier, "parts": [p.file for p in self.parts],
+                "device": self.device}
+
+
+SPEC = ClassifierAuditSpec
+SPEC_ARRAYS = {"parts": PartSpec}
+
+
+def bind_to_file(spec: ClassifierAuditSpec, path: Path) -> ClassifierAuditSpec:
+    """The spec read from ``path``: relative part files are found beside it."""
+    return dataclasses.replace(spec, folder=str(Path(path).resolve().parent))
+
+
+def load_parts(spec: ClassifierAuditSpec) -> list[tuple[Any, Any]]:
+    """``(module, spec)`` of every part, its classifier set to the audit's; any unreadable part is named first.
+
+    Raises
+    ------
+    AuditFileError
+        A part file is missing or invalid, or is itself a classifier audit.
+    """
+    from ppl_audit.audits import load_audit_file
+
+    loaded = []
+    for part in spec.parts:
+        path = Path(part.file) if Path(part.file).is_absolute() else Path(spec.folder) / part.file
+        module, part_spec, _ = load_audit_file(path)
+        if module.KIND == KIND:
+            raise AuditFileError(f"part {part.file}: a classifier audit cannot contain another")
+        fields = {f.name for f in dataclasses.fields(part_spec)}
+        if "classifier" in fields:
+            part_spec = dataclasses.replace(part_spec, classifier=spec.classifier)
+        if spec.device is not None and "device" in fields:
+            part_spec = dataclasses.replace(part_spec, device=spec.device)
+        loaded.append((module, part_spec))
+    return loaded
+
+
+def _converged(metrics) -> tuple[int, int]:
+    """How many ``converged`` flags anywhere in ``metrics`` are true, of how many."""
+    if isinstance(metrics, dict):
+        pairs = [_converged(v) for k, v in metrics.items() if k != "converged"]
+        own = [(int(metrics["converged"]), 1)] if isinstance(metrics.get("converged"), bool) else []
+        return sum(p[0] for p in pairs + own), sum(p[1] for p in pairs + own)
+    if isinstance(metrics, (list, tuple)):
+        pairs = [_converged(v) for v in metrics]
+        return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    return 0, 0
+
+
+def _key_figure(report: Report) -> str:
+    m = report.metrics
+    if report.kind in ("confidently-wrong", "novel-class"):
+        rates = {k: v for k, v in m["rates"].items() if v is not None}
+        if not rates:
+            return f"every rate below {max(m['upper_bounds'].values()):.1e}"
+        worst = max(rates, key=rates.get)
+        return f"highest rate {rates[worst]:.1e} (class {worst})"
+    if report.kind == "calibration":
+        return f"largest |q - p| = {m['max_gap']:.3f}"
+    if report.kind == "ood":
+        return f"AUROC at or above the paper's on {m['rows_at_or_above_paper']} of {m['rows_compared']} sets"
+    ok, total = _converged(m)
+    return f"{ok} of {total} level sets converged" if total else "-"
+
+
+def _trust(report: Report) -> str:
+    """Whether the part's samplers passed their checks, in words."""
+    ok, total = _converged(report.metrics)
+    if "all_checks_passed" in report.metrics:
+        return "trusted: every SMC check passed" if report.metrics["all_checks_passed"] else \
+            "not trusted: some SMC checks failed (see its warnings)"
+    if total:
+        return "trusted: every level set converged" if ok == total else \
+            f"not trusted: {total - ok} of {total} level sets did not converge"
+    return "measured on data (no sampler to check)"
+
+
+def _first_sentence(text: str, limit: int = 240) -> str:
+    sentence = re.split(r"(?<=[.:;])\s", text.strip(), maxsplit=1)[0]
+    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
+
+
+def _renamed(section: Section, prefix: str) -> Section:
+    """The section with its name and its figures' names prefixed, subsections too, so that parts never collide."""
+    return dataclasses.replace(
+        section, name=f"{prefix}_{section.name}",
+        figures=[dataclasses.replace(f, name=f"{prefix}_{f.name}") for f in section.figures],
+        subsections=[_renamed(s, prefix) for s in section.subsections])
+
+
+def _part_name(report: Report, taken: set[str]) -> str:
+    name, i = re.sub(r"[^a-z0-9]+", "_", report.kind.lower()), 2
+    while name in taken:
+        name, i = f"{re.sub(r'[^a-z0-9]+', '_', report.kind.lower())}_{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def present(spec: ClassifierAuditSpec, seed: int, reports: list[Report], seconds: float) -> Report:
+    """The verdict table, then each part's report as a section."""
+    taken: set[str] = set()
+    names = [_part_name(r, taken) for r in reports]
+    rows = [[r.kind, r.title, _first_sentence(r.summary[0]) if r.summary else "", _key_figure(r), _trust(r),
+             sum(len(s.warnings) for s in _walk(r.sections))] for r in reports]
+    verdict = Table("verdict", "Verdict: one row per audit family",
+                    ["family", "audit", "finding", "key figure", "trust", "warnings"], rows)
+    untrusted = [r.kind for r in reports if _trust(r).startswith("not trusted")]
+    headline = (f"{spec.classifier}: {len(reports)} audit families; "
+                + (f"not trusted: {', '.join(untrusted)} (see their warnings)." if untrusted else
+                   "every sampler passed its checks."))
+    sections = [Section("verdict", "Verdict", paragraphs=[headline], tables=[verdict])]
+    for name, r in zip(names, reports):
+        sections.append(Section(name, r.title, paragraphs=list(r.summary),
+                                subsections=[_renamed(s, name) for s in r.sections]))
+    spec_dict = spec.to_dict()
+    return Report(kind=KIND, title=spec.title, summary=[headline],
+                  metrics={"verdict": [dict(zip(verdict.columns, row)) for row in rows],
+                           "parts": {name: r.metrics for name, r in zip(names, reports)}},
+                  sections=sections,
+                  provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+                              "parts": {name: r.provenance for name, r in zip(names, reports)},
+                              "versions": library_versions("numpy", "matplotlib")},
+                  timings={"total_seconds": seconds,
+                           **{f"{name}_seconds": r.timings.get("total_seconds", 0.0) for name, r in
+                              zip(names, reports)}})
+
+
+def _walk(sections):
+    for s in sections:
+        yield s
+        yield from _walk(s.subsections)
+
+
+def run(spec: ClassifierAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,
+        cache: str | None = None, data_dir: str | None = None, **_unused) -> Report:
+    """Run every part (all are read before any runs), then :func:`present` them as one report."""
+    seed = validate_seed(seed)
+    start = time.perf_counter()
+    parts = load_parts(spec)
+    reports = [module.run(part, seed=seed, progress=progress, cache=cache, data_dir=data_dir)
+               for module, part in parts]
+    return present(spec, seed, reports, time.perf_counter() - start)
+
+
+__all__ = ["ClassifierAuditSpec", "KIND", "MAX_PARTS", "PartSpec", "SPEC", "SPEC_ARRAYS", "bind_to_file",
+           "load_parts", "present", "run"]
