@@ -64,6 +64,20 @@ def count_distinct(latents: torch.Tensor) -> int:
     return int(torch.unique(latents, dim=0).shape[0])
 
 
+def first_of_each_distinct(rows: torch.Tensor) -> torch.Tensor:
+    """The index of each distinct row's first occurrence in ``rows`` ``(n, D)``, in the order of
+    :func:`torch.unique` (draws with replacement repeat rows).
+
+    Examples
+    --------
+    >>> first_of_each_distinct(torch.tensor([[1.0], [0.0], [1.0]])).tolist()
+    [1, 0]
+    """
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    return torch.full((int(inverse.max()) + 1,), len(rows), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(rows)), reduce="amin")
+
+
 # --- Out-of-distribution detection metrics ------------------------------------------------------
 
 OOD_TPR_LEVEL = 0.95  # the OoD literature's operating point: catch 95% of the out-of-distribution inputs

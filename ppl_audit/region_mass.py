@@ -27,13 +27,14 @@ from typing import Any, Sequence
 
 import torch
 
-from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.classifiers.base import as_classifier, check_probabilities
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.metrics import first_of_each_distinct
 from ppl_audit.priors.base import Prior
 from ppl_audit.priors.base import standard_normal_log_prob
 from ppl_audit.progress import ProgressFn
+from ppl_audit.sampling import smc_checks, smc_plan
 from ppl_audit.validators import check_count, check_seed
 
 DEFAULT_CONFIDENCE = 0.99  # the issue's "called k with 99% confidence"
@@ -177,7 +178,6 @@ def sample_confident_region(prior: Prior, classifier, class_index: int, *, confi
         or particle counts that do not split into at least 2 runs of 8.
     """
     from ppl_audit.inference.smc import run_smc
-    from ppl_audit.sampling import smc_plan
 
     names = class_names or getattr(prior, "class_names", None)
     clf = as_classifier(classifier, names)
@@ -223,10 +223,7 @@ def _region(prior: Prior, chain, class_index: int, confidence: float, evaluation
     bound = float(soft.mean() + INTERVAL_Z * soft.std(unbiased=True) / math.sqrt(runs))
     estimable = bool(rate > 0 and se <= MAX_RELATIVE_ERROR * rate and (inside > 0).double().mean() >= 0.5)
     latents, found = _finds(prior, chain, class_index, confidence)
-    distinct = min(torch.unique(r, dim=0).shape[0] / r.shape[0]
-                   for r in chain.final_position.reshape(runs, -1, chain.final_position.shape[-1]))
-    checks = {**diagnostics.smc_checks(chain.info["log_evidence"], chain.acceptance_rate, distinct),
-              "estimable": estimable}
+    checks = {**smc_checks(chain), "estimable": estimable}
     true = prior.class_of(latents) if callable(getattr(prior, "class_of", None)) and len(latents) else None
     return ConfidentRegion(
         class_index=class_index, confidence=confidence, rate=rate if estimable else float("nan"), rate_se=se,
@@ -243,10 +240,8 @@ def _finds(prior: Prior, chain, class_index: int, confidence: float) -> tuple[to
     keep = final_p[:, class_index] >= confidence
     u, p = final_u[keep], final_p[keep]
     if len(u):
-        u, index = torch.unique(u, dim=0, return_inverse=True)
-        first = torch.full((len(u),), len(index), dtype=torch.long).scatter_reduce(
-            0, index, torch.arange(len(index)), reduce="amin")
-        p = p[first]
+        first = first_of_each_distinct(u)
+        u, p = u[first], p[first]
     order = torch.argsort(p[:, class_index], descending=True, stable=True)
     with torch.no_grad():
         z = prior.from_normal(u[order].to(getattr(prior, "device", u.device))).cpu() if len(u) else u

@@ -293,10 +293,10 @@ def _run_smc_once(level_set: LevelSet, prior: Prior, runs: int, particles_per_ru
 def _smc_summary(chain: SamplingResult) -> dict[str, Any]:
     """The diagnostics summary an SMC result's report is judged by (its verdict, its ESS per superchain)."""
     return diagnostics.summarize(chain.to_arviz(), superchains=chain.superchains, chains_independent=False,
-                                 smc=_smc_checks(chain))
+                                 smc=smc_checks(chain))
 
 
-def _smc_checks(chain: SamplingResult) -> dict[str, Any]:
+def smc_checks(chain: SamplingResult) -> dict[str, Any]:
     """:func:`~ppl_audit.diagnostics.smc_checks` of an SMC result (its runs are its superchains)."""
     runs = chain.superchains or 1
     final = chain.final_position.reshape(runs, -1, chain.final_position.shape[-1])

@@ -162,9 +162,11 @@ def _renamed(section: Section, prefix: str) -> Section:
 
 
 def _part_name(report: Report, taken: set[str]) -> str:
-    name, i = re.sub(r"[^a-z0-9]+", "_", report.kind.lower()), 2
+    """The part's kind as a name (``confidently_wrong``), numbered from 2 when the kind repeats."""
+    base = re.sub(r"[^a-z0-9]+", "_", report.kind.lower())
+    name, i = base, 2
     while name in taken:
-        name, i = f"{re.sub(r'[^a-z0-9]+', '_', report.kind.lower())}_{i}", i + 1
+        name, i = f"{base}_{i}", i + 1
     taken.add(name)
     return name
 
@@ -177,7 +179,7 @@ def present(spec: ClassifierAuditSpec, seed: int, reports: list[Report], seconds
              sum(len(s.warnings) for s in _walk(r.sections))] for r in reports]
     verdict = Table("verdict", "Verdict: one row per audit family",
                     ["family", "audit", "finding", "key figure", "trust", "warnings"], rows)
-    untrusted = [r.kind for r in reports if _trust(r).startswith("not trusted")]
+    untrusted = [row[0] for row in rows if row[4].startswith("not trusted")]
     headline = (f"{spec.classifier}: {len(reports)} audit families; "
                 + (f"not trusted: {', '.join(untrusted)} (see their warnings)." if untrusted else
                    "every sampler passed its checks."))

@@ -20,6 +20,7 @@ from ppl_audit._device import resolve_device
 from ppl_audit.audits.calibration import load_audited, pair_indices, pair_target
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.metrics import first_of_each_distinct
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.report import Report, Section, Table
@@ -128,7 +129,7 @@ class SweepResults:
 def _step(world, samples, p: float, pair_b: int, world_b: int | None, shown: int) -> SweepStep:
     """Summarise one level set: mean prediction, true share of B where the world knows it, closest samples."""
     probs_b = samples.probs[:, pair_b]
-    first = _first_of_each_distinct(samples.latents)
+    first = first_of_each_distinct(samples.latents)
     order = first[torch.argsort((probs_b[first] - p).abs(), stable=True)][:shown]
     true_share = None
     if world_b is not None:
@@ -139,19 +140,6 @@ def _step(world, samples, p: float, pair_b: int, world_b: int | None, shown: int
                      sd_b=float(probs_b.double().std()) if len(probs_b) > 1 else 0.0, true_share_b=true_share,
                      images=samples.images[order].cpu(), image_probs_b=tuple(float(v) for v in probs_b[order]),
                      converged=bool(samples.metrics.get("converged")), delta=float(samples.metrics["delta"]))
-
-
-def _first_of_each_distinct(x: torch.Tensor) -> torch.Tensor:
-    """The index of each distinct row's first occurrence in ``x`` (draws with replacement repeat rows).
-
-    Examples
-    --------
-    >>> _first_of_each_distinct(torch.tensor([[1.0], [0.0], [1.0]])).tolist()
-    [1, 0]
-    """
-    _, inverse = torch.unique(x, dim=0, return_inverse=True)
-    return torch.full((int(inverse.max()) + 1,), len(x), dtype=torch.long).scatter_reduce(
-        0, inverse, torch.arange(len(x)), reduce="amin")
 
 
 def _world_class(world, name: str) -> int | None:
