@@ -28,7 +28,7 @@ import torch
 
 __all__ = ["SCHEMA_VERSION", "REPO", "FIXTURE_DATA", "parser", "parse", "one_seed", "results_path",
            "write_results", "stamp", "RESULTS", "machine", "print_table", "line_progress", "skip", "quick_data_dir", "missing_cards",
-           "set_threads"]
+           "set_threads", "tests_module"]
 
 SCHEMA_VERSION = 1  # bump when a key every results file carries changes meaning
 REPO = Path(__file__).resolve().parents[1]
@@ -75,11 +75,15 @@ def parser(script: str, doc: str | None, *, seeds=(0,)) -> argparse.ArgumentPars
     return p
 
 
-def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse ``argv`` (default ``sys.argv[1:]``) and keep it, so that the results record what made them."""
+def parse(p: argparse.ArgumentParser, argv=None, *, quick: dict | None = None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and keep it, so that the results record what made them; a
+    ``--quick`` run takes the script's ``quick`` sizes (``{flag's dest: value}``) over the flags'."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.argv = argv
+    if args.quick:
+        for key, value in (quick or {}).items():
+            setattr(args, key, value)
     return args
 
 
@@ -145,6 +149,16 @@ def machine() -> dict:
     }
 
 
+def tests_module(name: str):
+    """A module of the test suite's own, e.g. ``labelled_world`` (worlds with known answers, which a benchmark
+    checks against as its tests do)."""
+    import importlib
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"tests.{name}")
+
+
 def set_threads(threads: int | None) -> None:
     """Pin torch's intra-op threads when asked (timings on a shared machine), else leave torch's default."""
     if threads is not None:
@@ -167,7 +181,7 @@ def best_time(fn, repeats: int) -> float:
 def print_table(columns: list[str], rows: list[list]) -> None:
     """Print rows under their column names, floats to 4 significant digits."""
     cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]  # rows may be none
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in cells:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))

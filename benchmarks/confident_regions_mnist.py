@@ -15,14 +15,18 @@ decoded and classified in the same run), whose hit count gives a rate with a bin
 z-score ``(mean SMC rate - reference) / combined SE`` is printed where the reference has at least
 ``MIN_REFERENCE_HITS`` hits; below that its rate is only a bound.
 
-A second table compares random-walk moves with the default (fitted-mixture independent moves) on one
-digit, at equal particles: relative standard error, seconds and evaluations, and variance x evaluations,
-the figure that says which move buys precision more cheaply.
+A second table compares move settings (``--move-settings``: random-walk moves, the default fitted-mixture
+independent moves, and fewer moves per stage) on one digit (``--move-digit``), at equal particles:
+rate, relative standard error, the spread of log-evidence over runs, seconds and evaluations, and variance x
+evaluations and x seconds, the figures that say which setting buys precision more cheaply. ``--skip-rates``
+runs that table alone.
 
 Run (from the repository root; models cached by ``ppl-audit run analyses/mnist-confidently-wrong.toml`` and
 ``analyses/mnist-novel-class.toml``):
       .venv/bin/python benchmarks/confident_regions_mnist.py --data-dir DATA --seeds 0 1 2
       .venv/bin/python benchmarks/confident_regions_mnist.py --audit novel-class --data-dir DATA --seeds 0 1 2
+      .venv/bin/python benchmarks/confident_regions_mnist.py --skip-rates --move-digit 3 \
+          --move-settings fitted "fitted, moved 0.5" "fitted, 4 moves" --name confidently_wrong_moves
 """
 
 from __future__ import annotations
@@ -75,8 +79,8 @@ def class_row(prior, classifier, k: int, name: str, seeds, args) -> dict:
     hits, draws = reference_rate(prior, classifier, k, args.reference_draws, seeds[0])
     ok = [x for x in rates if not math.isnan(x)]
     mean = statistics.fmean(ok) if ok else float("nan")
-    ref = hits / draws
-    ref_se = math.sqrt(max(hits, 1)) / draws
+    ref = hits / draws if draws else float("nan")  # --reference-draws 0: no reference
+    ref_se = math.sqrt(max(hits, 1)) / draws if draws else float("nan")
     se_of_mean = math.sqrt(sum(s * s for s in ses)) / len(ses)
     z = (mean - ref) / math.hypot(se_of_mean, ref_se) if hits >= MIN_REFERENCE_HITS and ok else None
     return {"class": name, "rates": rates, "mean_rate": mean,
@@ -85,19 +89,28 @@ def class_row(prior, classifier, k: int, name: str, seeds, args) -> dict:
             "reference_hits": hits, "reference_draws": draws, "reference_rate": ref, "z_vs_reference": z}
 
 
+MOVE_SETTINGS = {  # name: SMC options; "fitted" is the default (sampling.smc_plan's level-set settings)
+    "rw": {"move": "rw"},
+    "fitted": {},
+    "fitted, moved 0.5": {"min_moved_fraction": 0.5},
+    "fitted, 4 moves": {"min_moved_fraction": 0.0},
+}
+
+
 def move_rows(prior, classifier, k: int, args) -> list[dict]:
-    """Random-walk against fitted independent moves on one digit, same particles and seeds."""
+    """Move settings (``--move-settings``) on one digit, same particles and seeds: precision per cost."""
     rows = []
-    for move in ("rw", "independent"):
+    for name in args.move_settings:
         for seed in args.seeds:
             start = time.perf_counter()
             r = sample_confident_region(prior, classifier, k, num_particles=args.particles, num_runs=args.runs,
-                                        seed=seed * 1000 + k, move=move)
+                                        seed=seed * 1000 + k, **MOVE_SETTINGS[name])
             rel = r.rate_se / r.rate if r.rate > 0 else float("nan")
-            rows.append({"move": move, "seed": seed, "rate": r.rate, "relative_se": rel,
+            seconds = time.perf_counter() - start
+            rows.append({"move": name, "seed": seed, "rate": r.rate, "relative_se": rel,
                          "log_evidence_sd": r.checks["log_evidence_sd"], "evaluations": r.num_evaluations,
-                         "seconds": time.perf_counter() - start,
-                         "variance_x_evaluations": rel * rel * r.num_evaluations})
+                         "seconds": seconds, "variance_x_evaluations": rel * rel * r.num_evaluations,
+                         "variance_x_seconds": rel * rel * seconds})
     return rows
 
 
@@ -111,6 +124,21 @@ def _priors(args, names):
     return lambda k: mixture_without(generators, names, k, card)
 
 
+def _rounded(x: float, digits: int):
+    """``x`` rounded, or "-" where the rate was not estimable (its relative error is NaN)."""
+    return "-" if math.isnan(x) else round(x, digits)
+
+
+def _print_rates(args, rows) -> None:
+    print(f"\n{args.audit} rates, P(k) >= {CONFIDENCE} under {PRIOR_CARDS[args.audit]} "
+          f"({args.particles} particles in {args.runs} runs, seeds {args.seeds})")
+    print_table(["k", "mean rate", "sd over seeds", "mean run SE", "reference", "ref hits", "z", "s/estimate"],
+                [[r["class"], f"{r['mean_rate']:.2e}", f"{r['seed_sd']:.1e}" if r["seed_sd"] else "-",
+                  f"{r['mean_run_se']:.1e}", f"{r['reference_rate']:.2e}", r["reference_hits"],
+                  "-" if r["z_vs_reference"] is None else round(r["z_vs_reference"], 2),
+                  round(r["seconds_per_estimate"], 1)] for r in rows])
+
+
 def main(argv=None) -> int:
     p = parser(__file__, __doc__, seeds=(0, 1, 2))
     p.add_argument("--audit", choices=sorted(PRIOR_CARDS), default="confidently-wrong")
@@ -119,12 +147,12 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=8)
     p.add_argument("--reference-draws", type=int, default=400_000)
     p.add_argument("--move-digit", default="0", help="the digit of the moves table ('' to skip it)")
+    p.add_argument("--move-settings", nargs="+", choices=sorted(MOVE_SETTINGS), default=["rw", "fitted"],
+                   help="the moves table's rows")
+    p.add_argument("--skip-rates", action="store_true", help="the moves table only")
     p.add_argument("--threads", type=int, default=None)
-    args = parse(p, argv)
+    args = parse(p, argv, quick=QUICK)
     set_threads(args.threads)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
     if args.name == Path(__file__).stem:
         args.name = RESULTS_NAMES[args.audit]
     missing = missing_cards(args, ("mnist-lenet5", PRIOR_CARDS[args.audit]))
@@ -135,28 +163,24 @@ def main(argv=None) -> int:
     names = tuple(classifier.class_names)
     prior_for = _priors(args, names)
     rows = []
-    for name in args.classes:
+    for name in [] if args.skip_rates else args.classes:
         prior = prior_for(name)
         rows.append(class_row(prior, classifier, names.index(name), name, args.seeds, args))
         r = rows[-1]
         print(f"{name}: rates {['%.2e' % x for x in r['rates']]} reference {r['reference_hits']}/"
               f"{r['reference_draws']} z {r['z_vs_reference']}", flush=True)
-    print(f"\n{args.audit} rates, P(k) >= {CONFIDENCE} under {PRIOR_CARDS[args.audit]} "
-          f"({args.particles} particles in {args.runs} runs, seeds {args.seeds})")
-    print_table(["k", "mean rate", "sd over seeds", "mean run SE", "reference", "ref hits", "z", "s/estimate"],
-                [[r["class"], f"{r['mean_rate']:.2e}", f"{r['seed_sd']:.1e}" if r["seed_sd"] else "-",
-                  f"{r['mean_run_se']:.1e}", f"{r['reference_rate']:.2e}", r["reference_hits"],
-                  "-" if r["z_vs_reference"] is None else round(r["z_vs_reference"], 2),
-                  round(r["seconds_per_estimate"], 1)] for r in rows])
+    _print_rates(args, rows)
     moves = []
     if args.move_digit:
         prior = prior_for(args.move_digit)
         moves = move_rows(prior, classifier, names.index(args.move_digit), args)
         print(f"\nMoves on digit {args.move_digit}")
-        print_table(["move", "seed", "rate", "rel SE", "sd log Z", "evaluations", "s", "rel SE^2 x evals"],
-                    [[m["move"], m["seed"], f"{m['rate']:.2e}", round(m["relative_se"], 3),
+        print_table(["move", "seed", "rate", "rel SE", "sd log Z", "evaluations", "s", "rel SE^2 x evals",
+                     "rel SE^2 x s"],
+                    [[m["move"], m["seed"], f"{m['rate']:.2e}", _rounded(m["relative_se"], 3),
                       round(m["log_evidence_sd"], 2), m["evaluations"], round(m["seconds"], 1),
-                      round(m["variance_x_evaluations"])] for m in moves])
+                      _rounded(m["variance_x_evaluations"], 0), _rounded(m["variance_x_seconds"], 3)]
+                     for m in moves])
     write_results(args, {"audit": args.audit, "seeds": args.seeds, "confidence": CONFIDENCE,
                          "particles": args.particles,
                          "runs": args.runs, "rows": rows, "moves": moves})

@@ -161,11 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ls, out_default=None)
     _add_data_dir(ls)
 
-    run = sub.add_parser("run", aliases=["audit"], help="run a declarative audit file (alias: audit)",
+    run = sub.add_parser("run", help="run a declarative audit file",
                          description="Run an audit file (TOML); a classifier audit's file runs several as one report.")
     run.add_argument("audit_file", help="path to an audit file, e.g. analyses/house-rocket.toml")
     _add_common(run, out_default=None)
     _add_data_dir(run)
+
+    audit = sub.add_parser(
+        "audit", help="one report per classifier: an audit file, or flags naming the models",
+        description="Run an audit file as `run` does, or, with --classifier instead of a file, every audit "
+                    "family the named models allow, into one report: level sets and a graded sweep on the "
+                    "priors, calibration on labelled priors, confidently-wrong rates on class mixtures, "
+                    "novel-class rates on --novel-prior.")
+    audit.add_argument("audit_file", nargs="?", default=None, help="an audit file (or give --classifier)")
+    audit.add_argument("--classifier", default=None,
+                       help="model card, .onnx or .pt2 file, or package.module:factory to audit")
+    audit.add_argument("--class-names", type=_parse_names, default=None,
+                       help="a classifier of your own's classes, comma-separated")
+    audit.add_argument("--prior", action="append", default=[], metavar="PRIOR",
+                       help="a prior (world) to audit on; repeat for several (default: the classifier "
+                            "family's)")
+    audit.add_argument("--novel-prior", action="append", default=[], metavar="PRIOR",
+                       help="a prior of a class the classifier never saw (novel-class audit); repeatable")
+    audit.add_argument("--title", default=None, help="the report's title")
+    _add_common(audit, out_default=None)
+    _add_data_dir(audit)
 
     ood = sub.add_parser("ood", help="score a folder of images with the generative-ensemble OoD detectors",
                          description="Score every 28 x 28 grey image of a folder (PNG/JPEG, or .npy/.npz arrays) "
@@ -297,6 +317,26 @@ def _ood(args, progress) -> int:
     return 0
 
 
+def _audit_from_args(args):
+    """``(module, spec, seed)`` of ``ppl-audit audit``: its file, or the parts its model flags allow."""
+    from ppl_audit.audits import classifier as classifier_audit
+    from ppl_audit.audits import load_audit_file
+    from ppl_audit.audits.plan import spec_from_models
+
+    flags = [name for name, value in (("--classifier", args.classifier), ("--class-names", args.class_names),
+                                      ("--prior", args.prior), ("--novel-prior", args.novel_prior),
+                                      ("--title", args.title)) if value]
+    if args.audit_file is not None:
+        if flags:
+            raise InvalidInputError(f"give an audit file or model flags, not both (got the file and {flags[0]})")
+        return load_audit_file(args.audit_file)
+    if args.classifier is None:
+        raise InvalidInputError("name an audit file or a classifier (--classifier CARD_OR_FILE)")
+    spec = spec_from_models(args.classifier, priors=args.prior, novel_priors=args.novel_prior,
+                            class_names=args.class_names, title=args.title)
+    return classifier_audit, spec, 0
+
+
 def _command(args, progress) -> int:
     import dataclasses
 
@@ -311,7 +351,9 @@ def _command(args, progress) -> int:
         return _train(args, progress)
     if args.command == "ood":
         return _ood(args, progress)
-    if args.command in ("run", "audit"):
+    if args.command == "audit":
+        module, spec, seed = _audit_from_args(args)
+    elif args.command == "run":
         from ppl_audit.audits import load_audit_file
 
         module, spec, seed = load_audit_file(args.audit_file)

@@ -382,7 +382,26 @@ __all__ = [
     "reference_percentiles",
     "risk_coverage",
     "roc_points",
+    "runs_interval_factor",
     "selective_risk",
     "target_class",
     "target_confidence",
 ]
+
+
+def runs_interval_factor(runs: int, level: float = 0.95) -> float:
+    """Half-width of a ``level`` interval for the mean of ``runs`` independent runs, in standard errors.
+
+    Student's t with ``runs - 1`` degrees of freedom: with 8 runs it is 2.36, where the normal 1.96 would
+    give intervals about 17% too narrow.
+
+    Examples
+    --------
+    >>> round(runs_interval_factor(8), 3), round(runs_interval_factor(1000), 2)
+    (2.365, 1.96)
+    """
+    from scipy.stats import t  # scipy comes with scikit-learn, a dependency
+
+    if runs < 2:
+        return math.inf
+    return float(t.ppf(0.5 + level / 2, runs - 1))

@@ -30,7 +30,7 @@ import torch
 from ppl_audit._device import resolve_device
 from ppl_audit.classifiers.base import as_classifier, check_probabilities
 from ppl_audit.errors import InvalidInputError
-from ppl_audit.metrics import first_of_each_distinct
+from ppl_audit.metrics import first_of_each_distinct, runs_interval_factor
 from ppl_audit.priors.base import Prior
 from ppl_audit.priors.base import standard_normal_log_prob
 from ppl_audit.progress import ProgressFn
@@ -48,7 +48,7 @@ MAX_PARTICLES = 1 << 17
 # An estimate is reported when its relative standard error is at most this, and at least half the runs
 # reached R; otherwise only the upper bound is (too few draws inside R to say more).
 MAX_RELATIVE_ERROR = 0.5
-INTERVAL_Z = 1.96  # 95% normal intervals and bounds over the runs
+INTERVAL_LEVEL = 0.95  # intervals and bounds over the runs: Student's t (metrics.runs_interval_factor)
 PREDICT_CHUNK = 1024  # images decoded and classified per pass
 GALLERY_SIZE = 16
 
@@ -66,7 +66,8 @@ class ConfidentRegion:
     rate_se : float
         Its standard error, from the runs' spread.
     upper_bound : float
-        A 95% upper bound on the mass (the soft indicator's evidence plus 1.96 standard errors).
+        The upper end of a 95% interval on the mass: the soft indicator's evidence plus Student's t
+        standard errors over the runs (2.36 for 8 runs).
     run_rates, run_log_evidence, run_share_inside : tuple of float
         Each run's estimate, its ``log Z`` and its share of final draws inside the region.
     latents, probs : torch.Tensor
@@ -102,7 +103,8 @@ class ConfidentRegion:
         """A 95% interval on the rate (``(0, upper_bound)`` when only the bound is known)."""
         if not self.estimable:
             return 0.0, self.upper_bound
-        return max(0.0, self.rate - INTERVAL_Z * self.rate_se), self.rate + INTERVAL_Z * self.rate_se
+        half = runs_interval_factor(len(self.run_rates), INTERVAL_LEVEL) * self.rate_se
+        return max(0.0, self.rate - half), self.rate + half
 
 
 def margin(probs: torch.Tensor, class_index: int) -> torch.Tensor:
@@ -220,14 +222,15 @@ def _region(prior: Prior, chain, class_index: int, confidence: float, evaluation
     per_run = log_z.exp() * inside
     rate, se = float(per_run.mean()), float(per_run.std(unbiased=True) / math.sqrt(runs))
     soft = log_z.exp()
-    bound = float(soft.mean() + INTERVAL_Z * soft.std(unbiased=True) / math.sqrt(runs))
+    factor = runs_interval_factor(runs, INTERVAL_LEVEL)
+    bound = float(soft.mean() + factor * soft.std(unbiased=True) / math.sqrt(runs))
     estimable = bool(rate > 0 and se <= MAX_RELATIVE_ERROR * rate and (inside > 0).double().mean() >= 0.5)
     latents, found = _finds(prior, chain, class_index, confidence)
     checks = {**smc_checks(chain), "estimable": estimable}
     true = prior.class_of(latents) if callable(getattr(prior, "class_of", None)) and len(latents) else None
     return ConfidentRegion(
         class_index=class_index, confidence=confidence, rate=rate if estimable else float("nan"), rate_se=se,
-        upper_bound=max(bound, rate + INTERVAL_Z * se), run_rates=tuple(float(v) for v in per_run),
+        upper_bound=max(bound, rate + factor * se), run_rates=tuple(float(v) for v in per_run),
         run_log_evidence=tuple(float(v) for v in log_z), run_share_inside=tuple(float(v) for v in inside),
         latents=latents, probs=found, true_classes=true, checks=checks, num_evaluations=evaluations,
         seconds=seconds)

@@ -139,7 +139,8 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     """Runs and move settings of an SMC level-set run: independent moves from fitted
     mixtures when ``num_particles`` makes at least :data:`SMC_MIN_FITTED_RUNS` runs of
     :data:`SMC_FITTED_PARTICLES_PER_RUN`, random-walk moves otherwise. Settings given in
-    ``options`` win.
+    ``options`` win; ``min_particles_per_run`` asks for fewer, larger runs (an estimate that averages
+    over a run's particles is biased by O(1 / particles per run), which the runs' spread does not show).
 
     Examples
     --------
@@ -149,10 +150,18 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     10
     >>> smc_plan(256, {"move": "independent", "min_moved_fraction": 0.0})
     (16, {'move': 'independent', 'min_moved_fraction': 0.0, 'slow_ess_fraction': 0.8})
+    >>> smc_plan(4000, {"min_particles_per_run": 500})[0]  # fewer, larger runs: 8 of 500
+    8
     """
-    fitted_runs = smc_run_count(num_particles, SMC_FITTED_PARTICLES_PER_RUN)
+    options = dict(options)
+    per_run = options.pop("min_particles_per_run", 1)
+    if isinstance(per_run, bool) or not isinstance(per_run, int) or not 1 <= per_run <= num_particles:
+        raise InvalidInputError(f"smc option min_particles_per_run must be an integer in 1..{num_particles}, "
+                                f"got {per_run!r}")
+    fitted_runs = smc_run_count(num_particles, max(per_run, SMC_FITTED_PARTICLES_PER_RUN))
     move = options.get("move", "independent" if fitted_runs >= SMC_MIN_FITTED_RUNS else "rw")
-    runs = fitted_runs if move != "rw" and fitted_runs >= SMC_MIN_FITTED_RUNS else smc_run_count(num_particles)
+    runs = (fitted_runs if move != "rw" and fitted_runs >= SMC_MIN_FITTED_RUNS else
+            smc_run_count(num_particles, max(per_run, SMC_MIN_PARTICLES_PER_RUN)))
     plan = {"move": move, "min_moved_fraction": SMC_MIN_MOVED_FRACTION, "slow_ess_fraction": SMC_SLOW_ESS_FRACTION,
             **({"num_moves": SMC_RW_MOVES} if move == "rw" else {})}
     return runs, {**plan, **options}
@@ -361,7 +370,7 @@ SAMPLER_ARGUMENTS_SET_BY_ENGINE = frozenset({
     "extras_fn", "log_density_fn", "num_steps",
 })
 # Options sample_level_set itself reads before the backend: name -> annotation (as a backend's would read).
-ENGINE_OPTIONS = {"smc": {"space": "str", "max_rounds": "int"}}
+ENGINE_OPTIONS = {"smc": {"space": "str", "max_rounds": "int", "min_particles_per_run": "int"}}
 # Python types an option's annotation names; an annotation naming anything else is left to the backend.
 _ANNOTATION_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
                      "torch.Tensor": (torch.Tensor,)}

@@ -180,3 +180,12 @@ def test_smc_rounds_option_is_checked():
     with pytest.raises(InvalidInputError, match="max_rounds"):
         pa.sample_level_set(pa.HouseRocketWorld(), lambda x: torch.full((len(x), 2), 0.5), [0.5, 0.5],
                             num_particles=64, options={"max_rounds": 0}, device="cpu")
+
+
+def test_smc_min_particles_per_run_makes_fewer_larger_runs():
+    from ppl_audit.sampling import smc_plan
+
+    assert smc_plan(4000, {})[0] == 16 and smc_plan(4000, {"min_particles_per_run": 500})[0] == 8
+    with pytest.raises(InvalidInputError, match="min_particles_per_run must be an integer in 1..64"):
+        pa.sample_level_set(pa.HouseRocketWorld(), lambda x: torch.full((len(x), 2), 0.5), [0.5, 0.5],
+                            num_particles=64, options={"min_particles_per_run": 65}, device="cpu")

@@ -1,8 +1,10 @@
 """One report per classifier: every audit family a file names, run on one classifier, under one verdict table.
 
 The file lists its parts as other audit files (``[[parts]] file = "mnist-confidently-wrong.toml"``, relative
-to the file itself). Each part runs with this file's seed, and with this file's classifier wherever the part
-audits one (the OoD and rejection audits bring their own models). The report opens with a verdict table,
+to the file itself), or inline (``[[parts]] kind = "sweep"`` with its keys under ``[parts.settings]``: what
+``ppl-audit audit --classifier ...`` builds, :mod:`ppl_audit.audits.plan`). Each part runs with this file's
+seed, and with this file's classifier wherever the part audits one (the OoD and rejection audits bring their
+own models). The report opens with a verdict table,
 one row per part: the family, its finding, its key figure and whether its samplers passed their checks, in
 words. Each part's own report follows as a section, its figures renamed after the part so that none collide.
 """
@@ -28,13 +30,30 @@ MAX_PARTS = 16
 
 @dataclass(frozen=True)
 class PartSpec:
-    """One part: an audit file, relative to the classifier audit's file (or absolute)."""
+    """One part: an audit file (relative to the classifier audit's file, or absolute), or an audit given inline
+    by its ``kind`` and ``settings`` (the keys of that kind's ``[audit]`` table, and its arrays of tables)."""
 
     file: str = ""
+    kind: str = ""
+    settings: dict | None = None
 
     def __post_init__(self):
+        if self.kind:
+            if self.file or not isinstance(self.kind, str):
+                raise InvalidInputError(f"a part names an audit file or a kind, not both (file {self.file!r}, "
+                                        f"kind {self.kind!r})")
+            if self.settings is not None and not isinstance(self.settings, dict):
+                raise InvalidInputError(f"a part's settings must be a table, got {self.settings!r}")
+            return
         if not isinstance(self.file, str) or not self.file.endswith(".toml"):
             raise InvalidInputError(f"a part's file must name an audit file (.toml), got {self.file!r}")
+        if self.settings is not None:
+            raise InvalidInputError(f"part {self.file}: settings go with an inline part (kind = ...), "
+                                    "not with an audit file")
+
+    def to_dict(self) -> dict[str, Any] | str:
+        """The file's name, or the inline audit's kind and settings."""
+        return self.file or {"kind": self.kind, "settings": dict(self.settings or {})}
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,7 @@ class ClassifierAuditSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (what the provenance records and hashes); the folder is where the file was, not what
         it asks, so it is left out."""
-        return {"title": self.title, "classifier": self.classifier, "parts": [p.file for p in self.parts],
+        return {"title": self.title, "classifier": self.classifier, "parts": [p.to_dict() for p in self.parts],
                 "device": self.device}
 
 
@@ -94,11 +113,14 @@ def load_parts(spec: ClassifierAuditSpec) -> list[tuple[Any, Any]]:
     from ppl_audit.audits import load_audit_file
 
     loaded = []
-    for part in spec.parts:
-        path = Path(part.file) if Path(part.file).is_absolute() else Path(spec.folder) / part.file
-        module, part_spec, _ = load_audit_file(path)
+    for i, part in enumerate(spec.parts):
+        if part.kind:
+            module, part_spec = _inline_part(part, i)
+        else:
+            path = Path(part.file) if Path(part.file).is_absolute() else Path(spec.folder) / part.file
+            module, part_spec, _ = load_audit_file(path)
         if module.KIND == KIND:
-            raise AuditFileError(f"part {part.file}: a classifier audit cannot contain another")
+            raise AuditFileError(f"part {part.file or part.kind}: a classifier audit cannot contain another")
         fields = {f.name for f in dataclasses.fields(part_spec)}
         if "classifier" in fields:
             part_spec = dataclasses.replace(part_spec, classifier=spec.classifier)
@@ -106,6 +128,23 @@ def load_parts(spec: ClassifierAuditSpec) -> list[tuple[Any, Any]]:
             part_spec = dataclasses.replace(part_spec, device=spec.device)
         loaded.append((module, part_spec))
     return loaded
+
+
+def _inline_part(part: PartSpec, index: int):
+    """``(module, spec)`` of an inline part, checked as its kind's audit file would be."""
+    from ppl_audit.audits import AUDIT_KINDS
+    from ppl_audit.audits.spec import spec_from_toml
+
+    if part.kind not in AUDIT_KINDS:
+        raise AuditFileError(f"part {index + 1}: kind = {part.kind!r} is unknown; known kinds: "
+                             f"{', '.join(AUDIT_KINDS)}")
+    module = AUDIT_KINDS[part.kind]
+    arrays = getattr(module, "SPEC_ARRAYS", None) or {}
+    settings = dict(part.settings or {})
+    doc = {"audit": {"kind": part.kind, **{k: v for k, v in settings.items() if k not in arrays}},
+           **{k: v for k, v in settings.items() if k in arrays}}
+    spec, _ = spec_from_toml(module.SPEC, doc, f"part {index + 1} ({part.kind})", arrays=arrays)
+    return module, spec
 
 
 def _converged(metrics) -> tuple[int, int]:
@@ -132,6 +171,13 @@ def _key_figure(report: Report) -> str:
         return f"largest |q - p| = {m['max_gap']:.3f}"
     if report.kind == "ood":
         return f"AUROC at or above the paper's on {m['rows_at_or_above_paper']} of {m['rows_compared']} sets"
+    if report.kind == "gwin":
+        return (f"BNN accuracy {m['bnn_accuracy_percent']:.2f}%; rejected-subset accuracy at or above the paper's "
+                f"at {m['at_or_above_paper_count']} of {m['paper_comparisons']} thresholds")
+    cnn = m.get("methods", {}).get("CNN") if report.kind == "selective" else None
+    if cnn:
+        return (f"classifier AURC {cnn['aurc']:.4f}; {cnn['ood_at_max_confidence']} out-of-distribution images "
+                "at its maximum confidence")
     ok, total = _converged(m)
     return f"{ok} of {total} level sets converged" if total else "-"
 
