@@ -157,3 +157,22 @@ def test_a_confidence_class_the_classifier_lacks_is_named():
     spec = CalibrationAuditSpec(**SETTINGS, mode="confidence", confidence_classes=("ship",))
     with pytest.raises(InvalidInputError, match=r"name classes \['ship'\] the classifier does not have"):
         calibration.evaluate(spec, world=world, classifier=bayes_classifier(world))
+
+
+def test_the_mnist_analyses_file_smoke_runs():
+    # Untrained tiny generators and a brightness classifier in place of the cached models: the file's
+    # settings (a labelled class mixture, confidence mode over its classes) run end to end.
+    from ppl_audit.generative.class_generators import ClassGAN
+    from ppl_audit.priors import ClassMixturePrior
+    from tests.audits.test_confident_region_audits import brightness_classifier
+
+    path = Path(__file__).resolve().parents[2] / "analyses" / "mnist-calibration.toml"
+    module, spec, seed = load_audit_file(path)
+    assert module is calibration and spec.mode == "confidence" and spec.world == "mnist-class-vae"
+    ten = tuple(str(d) for d in range(10))
+    world = ClassMixturePrior(ClassGAN(classes=10, latent_dim=2, generator_hidden=(8,), critic_hidden=(8,),
+                                       seed=0), ten)
+    report = module.run(dataclasses.replace(spec, confidence_classes=("7",), grid=(0.5,), num_particles=1000,
+                                            device="cpu"), seed=seed, world=world,
+                        classifier=brightness_classifier(ten))
+    assert [(pt["class_name"], pt["p"]) for pt in report.metrics["points"]] == [("7", 0.5)]

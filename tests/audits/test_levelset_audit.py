@@ -27,6 +27,7 @@ ANALYSES = sorted(p for p in (REPO / "analyses").glob("*.toml") if 'kind = "leve
 SMOKE_TESTED_ELSEWHERE = {"mnist-gwin.toml": "test_gwin_audit.py", "mnist-ood.toml": "test_ood_audit.py",
                           "mnist-selective.toml": "test_selective_audit.py",
                           "house-rocket-calibration.toml": "test_calibration_audit.py",
+                          "mnist-calibration.toml": "test_calibration_audit.py",
                           "mnist-confidently-wrong.toml": "test_confident_region_audits.py",
                           "mnist-novel-class.toml": "test_confident_region_audits.py",
                           "mnist-sweep.toml": "test_sweep_audit.py",
