@@ -26,7 +26,7 @@ import torch
 
 from ppl_audit._device import resolve_device
 from ppl_audit.audits import worlds as registry
-from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
+from ppl_audit.audits.spec import DEFAULT_SEED, spec_fields, spec_hash, validate_seed
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.metrics import runs_interval_factor
 from ppl_audit.progress import ProgressFn
@@ -138,7 +138,7 @@ class CalibrationAuditSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (what the provenance records and hashes)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        return spec_fields(self)
 
 
 SPEC = CalibrationAuditSpec
@@ -228,11 +228,10 @@ def confidence_indices(spec, class_names: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(class_names.index(c) for c in wanted)
 
 
-def _curves(spec, class_names: tuple[str, ...]):
+def _curves(spec, class_names: tuple[str, ...], pair: tuple[int, int] | None):
     """``[(k, target_of_p)]``: the audited class of each curve and how its targets are made."""
     num = len(class_names)
-    if spec.mode == "pair":
-        pair = pair_indices(spec, class_names)
+    if pair is not None:
         return [(pair[1], lambda p: pair_target(p, pair, num))]
     return [(k, lambda p, k=k: confidence_target(p, k, num)) for k in confidence_indices(spec, class_names)]
 
@@ -290,7 +289,8 @@ def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: 
     world, classifier = load_audited(spec, device, cache, data_dir, world, classifier)
     check_labelled(world)
     class_names = tuple(getattr(classifier, "class_names", None) or world.class_names)
-    curves = _curves(spec, class_names)
+    pair = pair_indices(spec, class_names) if spec.mode == "pair" else None
+    curves = _curves(spec, class_names, pair)
     world_index = {k: _world_index(world, class_names[k]) for k, _ in curves}  # all checked before sampling
     points = []
     for j, (k, target_of) in enumerate(curves):
@@ -301,7 +301,6 @@ def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: 
                                        seed=_unit_seed(seed, i, j, len(class_names), spec.mode), device=device,
                                        class_names=class_names, progress=progress)
             points.append(_point(world, samples, p, class_names[k], k, world_index[k]))
-    pair = pair_indices(spec, class_names) if spec.mode == "pair" else None
     return CalibrationResults(spec=spec, seed=seed, class_names=class_names, pair=pair, points=tuple(points),
                               timings={"total_seconds": time.perf_counter() - start})
 

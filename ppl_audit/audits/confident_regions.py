@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from ppl_audit.audits.spec import spec_hash
+from ppl_audit.audits.spec import spec_fields, spec_hash
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.priors.base import Prior
 from ppl_audit.progress import ProgressFn
@@ -92,7 +92,7 @@ class RegionAuditSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (what the provenance records and hashes)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        return spec_fields(self)
 
 
 @dataclass(frozen=True)

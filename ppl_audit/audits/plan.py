@@ -27,8 +27,7 @@ CONFIDENCE_GRID = (0.5, 0.9)  # two levels per class keep a 10-class calibration
 LABELLED_WORLDS = tuple(registry.HOUSE_ROCKET_WORLDS) + registry.CLASS_MIXTURE_PRIORS
 
 
-def _class_names(classifier: str, class_names: Sequence[str] | None) -> tuple[str, ...]:
-    family = registry.classifier_family(classifier)
+def _class_names(classifier: str, family: str, class_names: Sequence[str] | None) -> tuple[str, ...]:
     if family != registry.USER:
         return registry.CLASS_NAMES[family]
     if not class_names or len(class_names) < 2:
@@ -37,9 +36,9 @@ def _class_names(classifier: str, class_names: Sequence[str] | None) -> tuple[st
     return tuple(class_names)
 
 
-def _levelset_settings(classifier: str, priors: tuple[str, ...], names: tuple[str, ...]) -> dict:
+def _levelset_settings(family: str, priors: tuple[str, ...], names: tuple[str, ...]) -> dict:
     settings = {"worlds": list(priors)}
-    if registry.classifier_family(classifier) == registry.USER:
+    if family == registry.USER:
         settings["classes"] = list(names)
         settings["targets"] = [{"name": "ambiguous", "probabilities": [1 / len(names)] * len(names)}]
     return settings
@@ -66,8 +65,8 @@ def plan_parts(classifier: str, *, priors: Sequence[str] = (), novel_priors: Seq
     >>> [p.kind for p in plan_parts("house-rocket-cnn", priors=["house-rocket"])]
     ['levelset', 'calibration', 'sweep']
     """
-    names = _class_names(classifier, class_names)
-    family, label = registry.classifier_family(classifier), registry.world_label(classifier)
+    family, label = registry.classifier_family(classifier), registry.world_label(classifier)  # reads the card once
+    names = _class_names(classifier, family, class_names)
     priors = tuple(priors) or tuple(registry.DEFAULT_WORLDS.get(family, ()))
     if not priors:
         raise InvalidInputError(f"classifier {classifier!r} has no built-in priors: name at least one (--prior)")
@@ -75,7 +74,7 @@ def plan_parts(classifier: str, *, priors: Sequence[str] = (), novel_priors: Seq
         registry.world_family(world)  # an unknown name is one line here, before any part is built
     user = {"classes": list(names)} if family == registry.USER else {}
     parts = [PartSpec(kind="levelset", settings={"title": f"Level sets of {label}",
-                                                  **_levelset_settings(classifier, priors, names)})]
+                                                  **_levelset_settings(family, priors, names)})]
     parts += [PartSpec(kind="calibration", settings={"title": f"Calibration of {label} on {w}", **user,
                                                      **_calibration_settings(w, names)})
               for w in priors if w in LABELLED_WORLDS]

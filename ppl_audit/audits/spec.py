@@ -138,6 +138,21 @@ def _array_of_tables(cls, items, name: str, source: str) -> tuple:
     return tuple(cls(**dataclass_kwargs(cls, item, f"{source} [[{name}]] #{i + 1}")) for i, item in enumerate(items))
 
 
+def spec_fields(spec) -> dict[str, Any]:
+    """A flat spec dataclass as JSON-safe data: its fields, tuples as lists (what a ``to_dict`` returns).
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Toy:
+    ...     grid: tuple = (0.5,)
+    >>> spec_fields(Toy())
+    {'grid': [0.5]}
+    """
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()}
+
+
 def spec_hash(spec_dict: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a spec: what the report's provenance cites."""
     return hashlib.sha256(json.dumps(spec_dict, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -148,6 +163,7 @@ __all__ = [
     "MAX_SEED",
     "check_keys",
     "dataclass_kwargs",
+    "spec_fields",
     "spec_from_toml",
     "read_toml",
     "spec_hash",

@@ -18,7 +18,7 @@ import torch
 
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.calibration import load_audited, pair_indices, pair_target
-from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
+from ppl_audit.audits.spec import DEFAULT_SEED, spec_fields, spec_hash, validate_seed
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.metrics import first_of_each_distinct
 from ppl_audit.progress import ProgressFn
@@ -94,7 +94,7 @@ class SweepAuditSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (what the provenance records and hashes)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        return spec_fields(self)
 
 
 SPEC = SweepAuditSpec
