@@ -231,13 +231,13 @@ def smc_checks(log_evidence, final_acceptance: float, distinct_share_min: float)
     sd = float(np.std(np.asarray(log_evidence, dtype=np.float64), ddof=1)) if len(log_evidence) > 1 else float("nan")
     failed = []
     if len(log_evidence) > 1 and not sd <= LOG_EVIDENCE_SD_THRESHOLD:
-        failed.append(f"the runs' log evidence spreads by sd {sd:.2f} (> {LOG_EVIDENCE_SD_THRESHOLD} nat): they put "
+        failed.append(f"the runs' log evidence spreads by sd {beyond(sd, LOG_EVIDENCE_SD_THRESHOLD, 2)} (> {LOG_EVIDENCE_SD_THRESHOLD} nat): they put "
                       "different mass on the level set's regions")
     if not distinct_share_min >= MIN_DISTINCT_SHARE:
-        failed.append(f"a run keeps only {distinct_share_min:.0%} distinct particles (< {MIN_DISTINCT_SHARE:.0%}): "
+        failed.append(f"a run keeps only {beyond(100 * distinct_share_min, 100 * MIN_DISTINCT_SHARE, 0)}% distinct particles (< {MIN_DISTINCT_SHARE:.0%}): "
                       "most are copies of a few ancestors")
     if not final_acceptance >= MIN_FINAL_ACCEPTANCE:
-        failed.append(f"the moves at the posterior accept {final_acceptance:.1%} (< {MIN_FINAL_ACCEPTANCE:.0%}): "
+        failed.append(f"the moves at the posterior accept {beyond(100 * final_acceptance, 100 * MIN_FINAL_ACCEPTANCE, 1)}% (< {MIN_FINAL_ACCEPTANCE:.0%}): "
                       "the final draws barely move")
     return {"log_evidence_sd": sd, "final_acceptance": float(final_acceptance),
             "distinct_share_min": float(distinct_share_min), "failed": failed, "passed": not failed}
@@ -324,6 +324,9 @@ def summarize(idata, superchains: int | None = None, *, chains_independent: bool
     return out
 
 
+SMC_ADVISED_ROUNDS = 3  # the rounds a failed SMC verdict suggests: one more than the level sets' default
+
+
 def convergence_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
     """Whether the run passes its convergence check, and why, in plain words.
 
@@ -343,15 +346,15 @@ def convergence_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
         return False, (
             f"Not converged: split R-hat {rhat:.4f} (threshold {RHAT_THRESHOLD}) and bulk ESS {ess:.0f} "
             f"(threshold {ESS_THRESHOLD}): the chains disagree or are too short for trustworthy summaries; "
-            "run more steps (--steps, num_steps)."
+            "run more steps (--steps N; in an audit file, num_steps)."
         )
     value, k = summary["nested_rhat_max"], summary["superchains"]
     per_run = summary.get("ess_per_superchain_min")
     failed = []
     if not value <= NESTED_RHAT_THRESHOLD:
-        worth = f", each worth about {per_run:.0f} effective particles" if per_run is not None else ""
-        failed.append(f"nested R-hat reaches {value:.4f} (> {NESTED_RHAT_THRESHOLD}, which asks for about 50 "
-                      f"effective particles in each of the {k} independent groups{worth})")
+        worth = f"; these were worth about {per_run:.0f} each" if per_run is not None else ""
+        failed.append(f"nested R-hat reaches {beyond(value, NESTED_RHAT_THRESHOLD)} (> {NESTED_RHAT_THRESHOLD}, "
+                      f"which asks for about 50 effective particles in each of the {k} independent runs{worth})")
     smc = summary.get("smc")
     if smc is not None:
         failed += smc["failed"]
@@ -362,10 +365,27 @@ def convergence_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
             f"groups of chains agree about the posterior" + (f" (ESS {ess:.0f}, from their spread)" if ess else "")
             + ("; the SMC runs agree on the evidence and their moves renew the particles." if smc else ".")
         )
-    advice = ("raise the particles (--particles, num_particles) or the SMC rounds (sampler option max_rounds): "
+    advice = ("raise the particles (--particles N; in an audit file, num_particles) or the SMC rounds "
+              f"(--sampler-option max_rounds={SMC_ADVISED_ROUNDS}; in an audit file, sampler_options.max_rounds): "
               "larger runs, and superchains of more runs, are worth more effective particles each"
-              if smc is not None else "run more steps or particles (--steps, --particles)")
+              if smc is not None else "run more steps or particles (--steps N, --particles N; in an audit file, "
+                                      "num_steps, num_particles)")
     return False, "Not converged: " + "; ".join(failed) + f". The means and spreads cannot be trusted yet; {advice}."
+
+
+def beyond(value: float, threshold: float, digits: int = 4) -> str:
+    """``value`` with enough decimals to show which side of ``threshold`` it is on.
+
+    Examples
+    --------
+    >>> beyond(1.01004, 1.01), beyond(1.0153, 1.01)
+    ('1.01004', '1.0153')
+    """
+    text = f"{value:.{digits}f}"
+    while float(text) == threshold and digits < 12:
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text
 
 
 def save_netcdf(result, path) -> None:

@@ -32,6 +32,7 @@ import torch
 from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
+from ppl_audit.audits import levelset_findings as findings
 from ppl_audit.audits import worlds as registry
 from ppl_audit.classifiers.external import OUTPUT_MODES, check_input_compatible
 from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, USER, WORLDS  # noqa: F401 (WORLDS re-exported)
@@ -42,8 +43,8 @@ from ppl_audit.paths import MAX_NAME_LENGTH, is_safe_name
 from ppl_audit.priors.house_rocket import CLASS_NAMES
 from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn
-from ppl_audit.report import Figure, Report, Section, Table
-from ppl_audit.report import figures
+from ppl_audit.report import Figure, Report, Section, Table, Verdict
+from ppl_audit.report import figures, galleries
 from ppl_audit.sampling import (
     DEFAULT_METHOD,
     MAX_PARTICLES,
@@ -394,12 +395,16 @@ class TargetResult:
     metrics : dict
         The sampler's metrics (JSON-safe) and the comparisons the report makes:
         ``ambiguous_yield_vs_prior`` for house/rocket worlds; ``paper_delta``,
-        ``paper_concentration`` and ``delta_at_or_below_paper`` for MNIST priors.
+        ``paper_concentration`` and ``delta_at_or_below_paper`` for MNIST priors;
+        ``world_label_share`` and ``world_label_contradictions`` on a labelled world.
+    world_labels : torch.Tensor or None
+        ``(n,)`` each sample's ``P(top class | z)`` under the world's own labels; ``None`` without labels.
     """
 
     target: TargetSpec
     samples: LevelSetResult
     metrics: dict[str, Any]
+    world_labels: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -424,6 +429,8 @@ class WorldResult:
         Prior draws behind ``prior_yield``.
     targets : tuple of TargetResult
         In the order of ``spec.targets``.
+    prior_images : torch.Tensor or None
+        Images of the first :data:`GRID_IMAGES` prior draws, shown beside the level sets' samples.
     """
 
     name: str
@@ -436,6 +443,7 @@ class WorldResult:
     prior_yield: float | None
     yield_prior_draws: int | None
     targets: tuple[TargetResult, ...]
+    prior_images: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -585,7 +593,9 @@ def _evaluate_world(spec, w_index, world_name, world, classifier, *, seed, devic
         )
         timings[f"{world_name}/{target.name}_seconds"] = time.perf_counter() - t0
         metrics = _target_metrics(spec.family, world_name, target, samples, prior_yield)
-        targets.append(TargetResult(target=target, samples=samples, metrics=metrics))
+        shares = findings.world_label_shares(world, spec.class_names, target.probabilities, samples.latents.to(device))
+        metrics.update(findings.world_label_metrics(shares))
+        targets.append(TargetResult(target=target, samples=samples, metrics=metrics, world_labels=shares))
     return WorldResult(
         name=registry.world_label(world_name),
         latent_names=tuple(world.latent_names),
@@ -597,7 +607,14 @@ def _evaluate_world(spec, w_index, world_name, world, classifier, *, seed, devic
         prior_yield=prior_yield,
         yield_prior_draws=YIELD_PRIOR_DRAWS if spec.family == HOUSE_ROCKET else None,
         targets=tuple(targets),
+        prior_images=_decoded(world, prior_z[:GRID_IMAGES], device),
     )
+
+
+def _decoded(world, latents: torch.Tensor, device) -> torch.Tensor:
+    """The world's images of ``latents``, on the CPU (deterministic: no random numbers drawn)."""
+    with torch.no_grad():
+        return world.decode(latents.to(device)).cpu()
 
 
 def _prior_draws(spec: LevelSetAuditSpec, world, classifier, gen: torch.Generator):
@@ -680,12 +697,14 @@ def present(results: LevelSetResults) -> Report:
         table1, table1_json = _table1_section(spec, results_json)
         sections.insert(0, table1)
         metrics["table_1"] = table1_json
+    verdict = _verdict(results)
     timings = dict(results.timings)
     timings["total_seconds"] = timings["total_seconds"] + time.perf_counter() - start  # drawing is run time too
     spec_dict = spec.to_dict()
     return Report(
         kind=KIND,
         title=spec.title,
+        verdict=verdict,
         summary=_summary(spec),
         metrics={"classifier": dict(results.classifier_info), **metrics, "worlds": results_json},
         sections=sections,
@@ -698,6 +717,47 @@ def present(results: LevelSetResults) -> Report:
         },
         timings=timings,
     )
+
+
+def _verdict(results: LevelSetResults) -> Verdict:
+    """One row per world and target; three images: the ambiguous samples closest to their targets (converged
+    level sets first), then confident samples that the world's labels put in another class."""
+    spec, class_names = results.spec, list(results.spec.class_names)
+    rows, ambiguous, candidates, contradictions = [], [], [], 0
+    for world in results.worlds:
+        for result in world.targets:
+            target, samples, m = result.target, result.samples, result.metrics
+            row = findings.row(world.name, target.name, target.probabilities, m, samples.diagnostics, class_names)
+            rows.append(row)
+            ambiguous.append(not findings.is_confident(target.probabilities))
+            contradictions += m.get("world_label_contradictions") or 0
+            candidates += _highlight_candidates(world, result, row, class_names)
+    info = results.classifier_info
+    audited = {"classifier": spec.classifier, "source": info.get("card") or spec.classifier,
+               "accuracy": info.get("test_accuracy"), "priors": [w.name for w in results.worlds]}
+    return findings.verdict(rows, ambiguous, contradictions, audited, findings.pick_highlights(candidates))
+
+
+def _highlight_candidates(world: WorldResult, result: TargetResult, row, class_names) -> list:
+    """``(priority, draw)`` pairs for :func:`~ppl_audit.audits.levelset_findings.pick_highlights`."""
+    target, samples = result.target, result.samples
+    key = _target_key(world, target)
+    label = ((lambda p: _label(float(p[HOUSE]))) if class_names == list(CLASS_NAMES)
+             else (lambda p: _top_two_label(p, class_names)))
+    if not findings.is_confident(target.probabilities):
+        best = int(findings.ranked_distinct(samples.latents, samples.probs, target.probabilities)[0])
+        why = f"The sample closest to target {list(target.probabilities)} ({row.trust})."
+        priority = 0 if row.trusted else 1
+        return [(priority, lambda: findings.highlight(key, row.item, samples.images[best], label(samples.probs[best]),
+                                                      why))]
+    if result.world_labels is None or not bool((result.world_labels < 0.5).any()):
+        return []
+    wrong = (result.world_labels < 0.5).nonzero().flatten()
+    k = _top_class(target)
+    best = int(wrong[samples.probs[wrong, k].argmax()])
+    why = (f"Called '{class_names[k]}' with P = {float(samples.probs[best, k]):.3f}, but another class by the "
+           "world's own labels.")
+    return [(2, lambda: findings.highlight(key, row.item, samples.images[best], label(samples.probs[best]), why))]
 
 
 def _summary(spec: LevelSetAuditSpec) -> list[str]:
@@ -800,26 +860,43 @@ def _percent(value: float | None) -> float | None:
 
 def _target_key(world: WorldResult, target: TargetSpec) -> str:
     """Name of a target's section, and prefix of its figures' names."""
-    return f"{world.name}_{target.name}".replace("-", "_")
+    return findings.target_key(world.name, target.name)
 
 
 def _top_class(target: TargetSpec) -> int:
-    return int(torch.argmax(torch.tensor(target.probabilities)))
+    return findings.top_class(target.probabilities)
 
 
-def _grid_figure(key, world: WorldResult, target: TargetSpec, samples, labels, caption, note) -> Figure:
-    """The first ``len(labels)`` samples' images, each with its label."""
-    n_show = len(labels)
-    return figures.image_grid(
+def _grid_figure(key, world: WorldResult, result: TargetResult, label, caption, note) -> Figure:
+    """The distinct samples closest to the target, ranked, beside prior draws; ``label(p)`` names each.
+
+    Samples that the world's own labels put in another class than the target's top class are drawn
+    with red labels (:func:`~ppl_audit.audits.levelset_findings.contradiction_note`).
+    """
+    target, samples = result.target, result.samples
+    order = findings.ranked_distinct(samples.latents, samples.probs, target.probabilities)[:GRID_IMAGES]
+    distance = findings.distance_to_target(samples.probs[order].cpu(), target.probabilities)
+    flagged = ([bool(result.world_labels[i] < 0.5) for i in order] if result.world_labels is not None
+               else [False] * len(order))
+    prior = world.prior_images if world.prior_images is not None else samples.images[:0]
+    return galleries.ranked_gallery(
         f"{key}_samples",
-        f"{world.name}: samples for target '{target.name}'",
-        caption,
-        samples.images[:n_show],
-        labels,
+        f"{world.name}: samples for target '{target.name}', closest first, beside prior draws",
+        caption + " Left: distinct samples ranked by their closeness to the target (the mean absolute deviation "
+        "of the prediction per class); right: prior draws with the same labels. Click to enlarge.",
+        samples.images[order],
+        [f"#{r + 1} {label(samples.probs[i])}" for r, i in enumerate(order.tolist())],
+        prior,
+        [label(p) for p in world.prior_probs[: prior.shape[0]]],
+        flagged=flagged,
         data={
             "latent_names": list(world.latent_names),
-            "latents": figures.rounded(samples.latents[:n_show]),
-            "probs": figures.rounded(samples.probs[:n_show]),
+            "sample_indices": order.tolist(),
+            "distance_to_target": figures.rounded(distance),
+            "latents": figures.rounded(samples.latents[order]),
+            "probs": figures.rounded(samples.probs[order]),
+            "contradicts_world_label": flagged,
+            "prior_probs": figures.rounded(world.prior_probs[: prior.shape[0]]),
             "note": note,
         },
     )
@@ -829,12 +906,10 @@ def _house_rocket_target_section(world: WorldResult, result: TargetResult, class
     """A target on a house/rocket world: latent pairs over the prior (Figure 3), P(target class) against the prior."""
     target, samples, m = result.target, result.samples, result.metrics
     key, k = _target_key(world, target), _top_class(target)
-    n_show = min(GRID_IMAGES, samples.images.shape[0])
     grid = _grid_figure(
-        key, world, target, samples,
-        [_label(float(p)) for p in samples.probs[:n_show, HOUSE]],
-        f"{n_show} of the {samples.images.shape[0]} level-set samples with the classifier's P(house) "
-        f"(target P(house) = {target.probabilities[HOUSE]}, concentration {target.concentration:g}).",
+        key, world, result, lambda p: _label(float(p[HOUSE])),
+        f"Level-set samples with the classifier's P(house) (target P(house) = {target.probabilities[HOUSE]}, "
+        f"concentration {target.concentration:g}; {samples.images.shape[0]} samples).",
         "images are the world's renders of these latents (ppl_audit.make_world(name).decode)",
     )
     latent_fig = figures.latent_pairs(
@@ -863,7 +938,7 @@ def _house_rocket_target_section(world: WorldResult, result: TargetResult, class
         f"{100 * m['fraction_in_ambiguous_band']:.1f}% of samples have P({class_names[k]}) within "
         f"{AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}."
     )
-    return _target_section(world, result, [grid, latent_fig, prediction_fig], paragraph, [])
+    return _target_section(world, result, class_names, [grid, latent_fig, prediction_fig], paragraph, [])
 
 
 def _user_world_section(world: WorldResult) -> Section:
@@ -890,13 +965,11 @@ def _mnist_target_section(world: WorldResult, result: TargetResult, class_names,
     """A target under an MNIST prior: a PCA embedding of the latents (Figure 4), the prediction per class."""
     target, samples, m = result.target, result.samples, result.metrics
     key, k = _target_key(world, target), _top_class(target)
-    n_show = min(GRID_IMAGES, samples.images.shape[0])
     grid = _grid_figure(
-        key, world, target, samples,
-        [_top_two_label(p, class_names) for p in samples.probs[:n_show]],
-        f"{n_show} of the {samples.images.shape[0]} level-set samples, each with its two most probable "
-        f"classes (target {list(target.probabilities)}, concentration {target.concentration:g}); "
-        "the paper's Figures 4 and 5.",
+        key, world, result, lambda p: _top_two_label(p, class_names),
+        f"Level-set samples, each with its two most probable classes (target {list(target.probabilities)}, "
+        f"concentration {target.concentration:g}; {samples.images.shape[0]} samples); the paper's Figures 4 "
+        "and 5.",
         image_source,
     )
     latent_fig = figures.latent_embedding(
@@ -928,7 +1001,8 @@ def _mnist_target_section(world: WorldResult, result: TargetResult, class_names,
         f"mean {m['mean_confidence']:.3f}, minimum {m['min_confidence']:.3f}, maximum "
         f"{m['max_confidence']:.3f}; {m['num_distinct']} distinct of {m['num_samples']} kept samples."
     )
-    return _target_section(world, result, [grid, latent_fig, prediction_fig], paragraph, _mnist_warnings(m))
+    return _target_section(world, result, class_names, [grid, latent_fig, prediction_fig], paragraph,
+                           _mnist_warnings(m))
 
 
 def _mnist_warnings(m: dict[str, Any]) -> list[str]:
@@ -938,31 +1012,39 @@ def _mnist_warnings(m: dict[str, Any]) -> list[str]:
         warnings.append(
             f"Only {m['num_distinct']} distinct of {m['num_samples']} kept samples (< "
             f"{MIN_DISTINCT_FRACTION:.0%}): the particles collapsed onto few points, so the level set is "
-            "under-explored (the paper's GAN runs kept fewer than 10)."
+            "under-explored (the paper's GAN runs kept fewer than 10); more particles (--particles N; in an "
+            "audit file, num_particles) keep more."
         )
     if m["delta_at_or_below_paper"] is False:
         warnings.append(
             f"Delta {100 * m['delta']:.2f}% is above the paper's {100 * m['paper_delta']:.2f}%: the samples match "
-            "the target less closely than the paper's; raise the concentration."
+            "the target less closely than the paper's; raise the target's concentration (in an audit file, "
+            "[[targets]] concentration; on the command line, levelset --concentration)."
         )
     return warnings
 
 
-def _target_section(world: WorldResult, result: TargetResult, family_figures: list[Figure], paragraph: str,
-                    family_warnings: list[str]) -> Section:
+def _target_section(world: WorldResult, result: TargetResult, class_names, family_figures: list[Figure],
+                    paragraph: str, family_warnings: list[str]) -> Section:
     """What every family's target section shares: the sampler's figures, diagnostics, warnings and verdict."""
     target, samples, m = result.target, result.samples, result.metrics
     key = _target_key(world, target)
     method_figures = _method_figures(key, world.name, target, samples)
     warnings = _common_warnings(target, samples, m) + family_warnings
+    note = findings.contradiction_note(m, class_names, target.probabilities)
+    # A failed verdict is a warning, shown once in full; the paragraph then only points to it.
+    verdict = (samples.diagnostics["verdict"] if samples.diagnostics["converged"] else
+               "not converged; the warning above names each check that failed and the setting that would help.")
     return Section(
         key,
         f"{world.name}: target '{target.name}'",
-        paragraphs=[paragraph, f"Sampler '{m['method']}': {samples.diagnostics['verdict']}"],
+        paragraphs=[*([note] if note else []), paragraph, f"Sampler '{m['method']}': {verdict}"],
         metrics={"target": list(target.probabilities), "concentration": target.concentration, **m},
         tables=[_diagnostics_table(key, samples.diagnostics["per_latent"])],
         figures=[*family_figures, *method_figures],
         warnings=warnings,
+        files=[findings.samples_csv(key, world.name, target.name, world.latent_names, class_names,
+                                    samples.latents, samples.probs, target.probabilities)],
     )
 
 
@@ -1029,12 +1111,14 @@ def _common_warnings(target: TargetSpec, samples, m: dict[str, Any]) -> list[str
         warnings.append(samples.diagnostics["verdict"])
     if m["ess_bulk_min"] < ESS_WARN:
         warnings.append(
-            f"Bulk ESS is only {m['ess_bulk_min']:.0f} (< {ESS_WARN}): posterior means are noisy; run more particles or steps."
+            f"Bulk ESS is only {m['ess_bulk_min']:.0f} (< {ESS_WARN}): posterior means are noisy; run more particles "
+            "(--particles N; in an audit file, num_particles) or, for MCMC, more steps (--steps N, num_steps)."
         )
     if target.probabilities[k] >= 0.9 and m["mean_confidence"] < 0.9:
         warnings.append(
             f"Mean confidence {m['mean_confidence']:.3f} is far below the target {target.probabilities[k]}: the "
-            "classifier rarely reaches this prediction on the world, or the sampler has not found where it does."
+            "classifier rarely reaches this prediction on the world, or the sampler has not found where it does; "
+            "more particles (--particles N; in an audit file, num_particles) search more widely."
         )
     return warnings
 
@@ -1044,8 +1128,7 @@ TARGET_SECTIONS = {HOUSE_ROCKET: _house_rocket_target_section, MNIST: _mnist_tar
                    USER: _user_target_section}
 SUMMARY_COLUMNS = {  # a world's summary table: one row per target
     HOUSE_ROCKET: ["target", "target_probabilities", "concentration", "delta", "mean_confidence", "min_confidence",
-                   "acceptance_rate", "num_distinct", "rhat_max", "ess_bulk_min", "ambiguous_per_1000_evaluations",
-                   "ambiguous_yield_vs_prior"],
+                   "num_distinct", "ambiguous_yield_vs_prior", "nested_rhat_max", "ess_bulk_min", "converged"],
     MNIST: ["target", "target_probabilities", "concentration", "delta", "paper_delta", "mean_confidence",
             "min_confidence", "acceptance_rate", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min",
             "converged"],

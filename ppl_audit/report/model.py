@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1  # bump when a key of report.json changes meaning or disappears
+# Bump when a key of report.json changes meaning or disappears. 2: the verdict block, section files
+# (data/NAME.csv) and the level-set summary's nested R-hat and convergence columns.
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,27 @@ class Table:
     rows: list[list[Any]]
 
 
+@dataclass(frozen=True)
+class DataFile:
+    """A file of data behind a section (the samples of a level set, say), written as ``data/NAME.EXT``.
+
+    Parameters
+    ----------
+    name : str
+        File stem, unique within the report, like a figure's.
+    title : str
+        What the link says.
+    text : str
+        The file's contents (CSV: a header row, then one row per record).
+    extension : str, default "csv"
+    """
+
+    name: str
+    title: str
+    text: str
+    extension: str = "csv"
+
+
 @dataclass
 class Section:
     """A titled part of a report (for example one world, or one target).
@@ -66,6 +89,68 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     subsections: list["Section"] = field(default_factory=list)
+    files: list[DataFile] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    """One line of a verdict: a target, or an audit family.
+
+    Parameters
+    ----------
+    item : str
+        What was audited (``"house-rocket: ambiguous"``, ``"calibration"``).
+    finding : str
+        What was found, in words.
+    key_figure : str
+        The one number that says it, with its unit.
+    trusted : bool or None
+        Whether every check of the sampler behind it passed; ``None`` where nothing was sampled.
+    trust : str
+        The same in words, with the figure that decided it.
+    section : str
+        Name of the section that holds the details (the row links there); empty for none.
+    """
+
+    item: str
+    finding: str
+    key_figure: str
+    trusted: bool | None
+    trust: str
+    section: str = ""
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """An image that shows a finding, and the section that explains it."""
+
+    figure: Figure
+    section: str = ""
+
+
+@dataclass
+class Verdict:
+    """The report's first screen: what was audited, one row per target or family, and the images that show it.
+
+    Parameters
+    ----------
+    headline : str
+        One sentence: how many results can be trusted, and what was found.
+    audited : dict
+        ``classifier`` (name), ``source`` (model card or file), ``accuracy`` (on its test data, or
+        ``None``) and ``priors`` (list of names).
+    rows : list of VerdictRow
+    highlights : list of Highlight
+        At most :data:`MAX_HIGHLIGHTS`.
+    """
+
+    headline: str
+    audited: dict[str, Any] = field(default_factory=dict)
+    rows: list[VerdictRow] = field(default_factory=list)
+    highlights: list[Highlight] = field(default_factory=list)
+
+
+MAX_HIGHLIGHTS = 3  # the verdict's screen shows three images, no more
 
 
 @dataclass
@@ -98,13 +183,26 @@ class Report:
     provenance: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    verdict: Verdict | None = None
 
     def iter_figures(self):
-        """Yield every figure of every section, depth first."""
+        """Yield every figure: the verdict's highlights, then every section's, depth first."""
 
         def walk(sections):
             for section in sections:
                 yield from section.figures
+                yield from walk(section.subsections)
+
+        if self.verdict is not None:
+            yield from (h.figure for h in self.verdict.highlights)
+        yield from walk(self.sections)
+
+    def iter_files(self):
+        """Yield every section's data files, depth first."""
+
+        def walk(sections):
+            for section in sections:
+                yield from section.files
                 yield from walk(section.subsections)
 
         yield from walk(self.sections)
@@ -122,9 +220,14 @@ class Report:
 
 
 __all__ = [
+    "MAX_HIGHLIGHTS",
     "SCHEMA_VERSION",
+    "DataFile",
     "Figure",
+    "Highlight",
     "Report",
     "Section",
     "Table",
+    "Verdict",
+    "VerdictRow",
 ]

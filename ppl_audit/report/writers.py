@@ -11,12 +11,22 @@
       figures/
         NAME.png        the rendered figure
         NAME.json       {"name", "title", "caption", "data", "schema_version"}
+      data/
+        NAME.csv        a section's data (a level set's samples: latents, class probabilities)
 
 ``report.json`` keys
     ``schema_version``, ``kind``, ``title``, ``summary`` (list of paragraphs),
-    ``metrics``, ``provenance``, ``sections`` and ``warnings``. Each section is
-    ``{"name", "title", "paragraphs", "metrics", "tables", "figures",
-    "warnings", "subsections"}``, subsections recursively; a table is
+    ``verdict``, ``metrics``, ``provenance``, ``sections`` and ``warnings``.
+    ``verdict`` is ``null`` or ``{"headline", "audited", "rows",
+    "highlights", "warnings"}``: ``audited`` holds ``classifier``, ``source``,
+    ``accuracy`` and ``priors``; a row is ``{"item", "finding", "key_figure",
+    "trusted", "trust", "section"}`` (``trusted`` is ``null`` where nothing
+    was sampled); a highlight is ``{"name", "title", "caption", "file",
+    "section"}``; a warning is ``{"section", "line"}``, the first sentence of
+    a section's warning. Each section is ``{"name", "title", "paragraphs",
+    "metrics", "tables", "figures", "files", "warnings", "subsections"}``,
+    subsections recursively; a file is ``{"name", "title", "file":
+    "data/NAME.csv"}``; a table is
     ``{"name", "title", "columns", "rows"}``; a figure is ``{"name", "title",
     "caption", "file": "figures/NAME.png", "data_file": "figures/NAME.json"}``.
     ``warnings`` is the flat list of every section's warnings, depth first, as
@@ -45,21 +55,34 @@ it holds nothing but what ppl-audit wrote there (:mod:`ppl_audit.report.folder`)
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
 import json
-import math
 import os
 import pathlib
-import re
 import shutil
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
+from ppl_audit.report.common import (
+    DATA_DIR,
+    FIGURES_DIR,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_MD,
+    TIMINGS_JSON,
+    check_report,
+    data_file,
+    figure_data_file,
+    figure_file,
+    flatten,
+    format_value,
+    heading_level,
+    headline_rows,
+    is_number,
+    seconds_text,
+    to_jsonable,
+    warning_entries,
+)
 from ppl_audit.report.folder import (
     check_output_dir,
     merge_into,
@@ -67,6 +90,7 @@ from ppl_audit.report.folder import (
     replace_folder,
     write_manifest,
 )
+from ppl_audit.report.html import report_to_html
 from ppl_audit.report.model import Figure, Report, Section, Table
 
 __all__ = [
@@ -78,160 +102,14 @@ __all__ = [
     "write_report",
 ]
 
-REPORT_JSON = "report.json"
-TIMINGS_JSON = "timings.json"
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-FIGURES_DIR = "figures"
-
-NAN_STR, POS_INF_STR, NEG_INF_STR = "nan", "inf", "-inf"  # JSON has no non-finite numbers
-SIGNIFICANT_DIGITS = 4  # enough to read a metric, short enough for a table cell
-LIST_HEAD, LIST_TAIL = 3, 2  # items kept at each end when a long list is shortened
-LIST_MAX_SHOWN = LIST_HEAD + LIST_TAIL + 1  # lists up to this length are shown whole
-MAX_CELL_CHARS = 200  # a table cell longer than this is cut (the JSON keeps it all)
-MAX_HEADING_LEVEL = 6  # Markdown and HTML stop at ######
-FIGURE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # a file stem, no dots or slashes
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 # --------------------------------------------------------------------------- JSON
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert ``obj`` into JSON-safe Python containers.
-
-    Parameters
-    ----------
-    obj : object
-        ``None``, ``bool``, ``int``, ``float``, ``str``, numpy scalars and
-        arrays, torch tensors (detached and moved to the CPU), lists, tuples,
-        mappings with ``str`` keys, :class:`pathlib.PurePath` (becomes ``str``)
-        and dataclass instances (through :func:`dataclasses.asdict`), nested
-        in any way.
-
-    Returns
-    -------
-    object
-        The same value made of ``dict``/``list``/``str``/``int``/``float``/
-        ``bool``/``None`` only. Non-finite floats become the strings
-        ``"nan"``, ``"inf"`` and ``"-inf"``.
-
-    Raises
-    ------
-    TypeError
-        For a value with no JSON form (bytes, sets, complex numbers, a mapping
-        with a non-string key, arbitrary objects).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> to_jsonable({"a": np.float32(0.5), "b": (1, np.int64(2)), "c": float("nan")})
-    {'a': 0.5, 'b': [1, 2], 'c': 'nan'}
-    """
-    if obj is None or isinstance(obj, bool):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return _float(float(obj))
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
-    if torch is not None and isinstance(obj, torch.Tensor):
-        return to_jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, Mapping):
-        out = {}
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise TypeError(
-                    f"cannot write a mapping key of type {type(key).__name__} ({key!r}) "
-                    "to JSON: keys must be str"
-                )
-            out[str(key)] = to_jsonable(value)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(item) for item in obj]
-    if isinstance(obj, pathlib.PurePath):
-        return str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    raise TypeError(
-        f"cannot write a value of type {type(obj).__module__}.{type(obj).__qualname__} "
-        f"to JSON: {_short_repr(obj)}"
-    )
-
-
-def _float(value: float) -> float | str:
-    if math.isnan(value):
-        return NAN_STR
-    if math.isinf(value):
-        return POS_INF_STR if value > 0 else NEG_INF_STR
-    return value
-
-
-def _short_repr(obj: Any, limit: int = 80) -> str:
-    text = repr(obj)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _dumps(obj: Any) -> bytes:
     """Serialise with the report's JSON conventions (see the module docstring)."""
     text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
     return (text + "\n").encode("utf-8")
-
-
-def _figure_file(figure: Figure) -> str:
-    return f"{FIGURES_DIR}/{figure.name}.png"
-
-
-def _figure_data_file(figure: Figure) -> str:
-    return f"{FIGURES_DIR}/{figure.name}.json"
-
-
-def _check_report(report: Report) -> None:
-    """Raise ``ValueError`` for figure names that cannot be files or collide, and bad tables."""
-    seen: dict[str, str] = {}
-    for figure in report.iter_figures():
-        if not isinstance(figure.name, str) or not FIGURE_NAME_RE.match(figure.name):
-            raise ValueError(
-                f"figure name {figure.name!r} cannot be a file stem: use letters, digits, "
-                "'_' and '-' only (for example 'trace_plot')"
-            )
-        if not isinstance(figure.png, (bytes, bytearray, memoryview)):
-            raise ValueError(
-                f"figure {figure.name!r}: png must be bytes, got {type(figure.png).__name__}"
-            )
-        if not bytes(figure.png[: len(PNG_SIGNATURE)]) == PNG_SIGNATURE:
-            raise ValueError(f"figure {figure.name!r}: png does not start with the PNG signature")
-        key = figure.name.lower()  # case-insensitive file systems would merge these files
-        if key in seen:
-            raise ValueError(
-                f"duplicate figure name {figure.name!r} (already used by {seen[key]!r}): "
-                "figure names must be unique across the report"
-            )
-        seen[key] = figure.name
-    for _, section in _walk(report.sections):
-        for table in section.tables:
-            for i, row in enumerate(table.rows):
-                if len(row) != len(table.columns):
-                    raise ValueError(
-                        f"table {table.name!r} in section {section.name!r}: row {i} has "
-                        f"{len(row)} cells but there are {len(table.columns)} columns"
-                    )
-
-
-def _walk(
-    sections: list[Section], path: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], Section]]:
-    """Yield ``(path of names, section)`` depth first."""
-    for section in sections:
-        here = (*path, section.name)
-        yield here, section
-        yield from _walk(section.subsections, here)
 
 
 def _table_dict(table: Table) -> dict[str, Any]:
@@ -255,27 +133,39 @@ def _section_dict(section: Section) -> dict[str, Any]:
                 "name": figure.name,
                 "title": figure.title,
                 "caption": figure.caption,
-                "file": _figure_file(figure),
-                "data_file": _figure_data_file(figure),
+                "file": figure_file(figure),
+                "data_file": figure_data_file(figure),
             }
             for figure in section.figures
         ],
+        "files": [{"name": f.name, "title": f.title, "file": data_file(f)} for f in section.files],
         "warnings": list(section.warnings),
         "subsections": [_section_dict(sub) for sub in section.subsections],
     }
 
 
+def _verdict_dict(report: Report) -> dict[str, Any] | None:
+    verdict = report.verdict
+    if verdict is None:
+        return None
+    return {
+        "headline": verdict.headline,
+        "audited": verdict.audited,
+        "rows": [dataclasses.asdict(row) for row in verdict.rows],
+        "highlights": [{"name": h.figure.name, "title": h.figure.title, "caption": h.figure.caption,
+                        "file": figure_file(h.figure), "section": h.section} for h in verdict.highlights],
+        "warnings": [{"section": w["section"], "line": w["line"]} for w in warning_entries(report)],
+    }
+
+
 def _report_dict(report: Report) -> dict[str, Any]:
-    warnings = [
-        {"section": "/".join(path), "section_title": section.title, "message": message}
-        for path, section in _walk(report.sections)
-        for message in section.warnings
-    ]
+    warnings = [{k: w[k] for k in ("section", "section_title", "message")} for w in warning_entries(report)]
     return {
         "schema_version": report.schema_version,
         "kind": report.kind,
         "title": report.title,
         "summary": list(report.summary),
+        "verdict": _verdict_dict(report),
         "metrics": report.metrics,
         "provenance": report.provenance,
         "sections": [_section_dict(section) for section in report.sections],
@@ -303,8 +193,8 @@ def report_to_json_bytes(report: Report) -> bytes:
     Raises
     ------
     ValueError
-        If two figures share a name, a figure name is not a valid file stem,
-        or a table row does not match its columns.
+        If two figures (or data files) share a name, a name is not a valid
+        file stem, or a table row does not match its columns.
     TypeError
         If a value has no JSON form.
 
@@ -315,7 +205,7 @@ def report_to_json_bytes(report: Report) -> bytes:
     >>> json.loads(data)["metrics"]
     {'x': 'inf'}
     """
-    _check_report(report)
+    check_report(report)
     return _dumps(_report_dict(report))
 
 
@@ -333,99 +223,6 @@ def _figure_json_bytes(report: Report, figure: Figure) -> bytes:
             "data": figure.data,
         }
     )
-
-
-# ------------------------------------------------------------------ text helpers
-
-
-def format_value(value: Any) -> str:
-    """Format one value for a human-readable table cell.
-
-    Parameters
-    ----------
-    value : object
-        Anything :func:`to_jsonable` accepts.
-
-    Returns
-    -------
-    str
-        ``None`` as ``"n/a"``, booleans as ``"true"``/``"false"``, integers as
-        they are, floats with 4 significant digits (non-finite ones as
-        ``"nan"``, ``"inf"``, ``"-inf"``), long lists shortened to their ends
-        with their length, and anything longer than 200 characters cut.
-
-    Examples
-    --------
-    >>> format_value(0.123456), format_value(12), format_value(None)
-    ('0.1235', '12', 'n/a')
-    >>> format_value(list(range(10)))
-    '[0, 1, 2, …, 8, 9] (n=10)'
-    """
-    text = _format(to_jsonable(value))
-    if len(text) > MAX_CELL_CHARS:
-        text = text[: MAX_CELL_CHARS - 1] + "…"
-    return text
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.{SIGNIFICANT_DIGITS}g}"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        if len(value) <= LIST_MAX_SHOWN:
-            return "[" + ", ".join(_format(item) for item in value) + "]"
-        head = [_format(item) for item in value[:LIST_HEAD]]
-        tail = [_format(item) for item in value[-LIST_TAIL:]]
-        return "[" + ", ".join([*head, "…", *tail]) + f"] (n={len(value)})"
-    if isinstance(value, dict):
-        items = [f"{key}: {_format(item)}" for key, item in list(value.items())[:LIST_MAX_SHOWN]]
-        if len(value) > LIST_MAX_SHOWN:
-            items.append(f"… (n={len(value)})")
-        return "{" + ", ".join(items) + "}"
-    return str(value)  # unreachable after to_jsonable; kept for safety
-
-
-HEADLINE_DEPTH = 3  # headline tables show keys this deep; the sections and report.json hold the rest
-
-
-def _flatten(mapping: Mapping[str, Any], prefix: str = "", max_depth: int | None = None) -> list[tuple[str, Any]]:
-    """Flatten nested dicts into ``(dotted.key, value)`` rows, in insertion order.
-
-    With ``max_depth``, dicts nested deeper are left out (the caller says where they are).
-    """
-    rows: list[tuple[str, Any]] = []
-    for key, value in mapping.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            if max_depth is None or max_depth > 1:
-                rows.extend(_flatten(value, dotted, None if max_depth is None else max_depth - 1))
-        else:
-            rows.append((dotted, value))
-    return rows
-
-
-def _headline_rows(metrics: Mapping[str, Any]) -> list[list[Any]]:
-    rows = [[k, v] for k, v in _flatten(to_jsonable(metrics), max_depth=HEADLINE_DEPTH)]
-    hidden = len(_flatten(to_jsonable(metrics))) - len(rows)
-    if hidden:
-        rows.append(["…", f"{hidden} more values in the sections below and in report.json"])
-    return rows
-
-
-def _is_number(value: Any) -> bool:
-    value = to_jsonable(value)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _heading_level(depth: int) -> int:
-    return min(2 + depth, MAX_HEADING_LEVEL)
 
 
 # -------------------------------------------------------------------- Markdown
@@ -448,7 +245,7 @@ def _md_cell(text: Any) -> str:
 def _md_table(columns: list[str], rows: list[list[Any]]) -> list[str]:
     lines = [
         "| " + " | ".join(_md_cell(column) for column in columns) + " |",
-        "| " + " | ".join("---:" if rows and all(_is_number(r[i]) for r in rows) else "---"
+        "| " + " | ".join("---:" if rows and all(is_number(r[i]) for r in rows) else "---"
                           for i in range(len(columns))) + " |",
     ]
     for row in rows:
@@ -457,12 +254,46 @@ def _md_table(columns: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _md_key_values(mapping: Mapping[str, Any], key_title: str = "metric") -> list[str]:
-    rows = [[key, value] for key, value in _flatten(to_jsonable(mapping))]
+    rows = [[key, value] for key, value in flatten(to_jsonable(mapping))]
     return _md_table([key_title, "value"], rows)
 
 
+def _md_link_text(text: Any) -> str:
+    return _md_line(text).replace("[", "\\[").replace("]", "\\]")
+
+
+def _md_figure(figure: Figure) -> list[str]:
+    lines = [f"![{_md_link_text(figure.title)}]({figure_file(figure)})", ""]
+    caption = f"*{_md_line(figure.caption)}* " if figure.caption else ""
+    return lines + [f"{caption}([data]({figure_data_file(figure)}))", ""]
+
+
+def _md_verdict(report: Report) -> list[str]:
+    """The verdict: headline, what was audited, one row per target or family, warnings in a line each, images."""
+    verdict = report.verdict
+    lines = ["## Verdict", "", f"**{_md_line(verdict.headline)}**", ""]
+    lines += [f"- {_md_line(key)}: {_md_line(format_value(value))}" for key, value in _audited_items(verdict.audited)]
+    lines.append("")
+    if verdict.rows:
+        lines += _md_table(["item", "finding", "key figure", "trust"],
+                           [[r.item, r.finding, r.key_figure, r.trust] for r in verdict.rows]) + [""]
+    warnings = warning_entries(report)
+    if warnings:
+        lines += [f"**Warnings** ({len(warnings)}, each in full in its section):", ""]
+        lines += [f"- {_md_line(w['section_title'])}: {_md_line(w['line'])}" for w in warnings] + [""]
+    for highlight in verdict.highlights:
+        lines += _md_figure(highlight.figure)
+    return lines
+
+
+def _audited_items(audited: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(label, value)`` of the verdict's ``audited`` block, in reading order, unknowns left out."""
+    labels = {"classifier": "classifier", "source": "model", "accuracy": "test accuracy", "priors": "priors"}
+    return [(labels.get(key, key), value) for key, value in audited.items() if value not in (None, "", [])]
+
+
 def _md_section(section: Section, depth: int) -> list[str]:
-    lines = ["#" * _heading_level(depth) + " " + _md_line(section.title), ""]
+    lines = ["#" * heading_level(depth) + " " + _md_line(section.title), ""]
     for warning in section.warnings:
         lines += [f"> **Warning**: {_md_line(warning)}", ""]
     for paragraph in section.paragraphs:
@@ -474,10 +305,9 @@ def _md_section(section: Section, depth: int) -> list[str]:
         lines += (_md_table(list(table.columns), [list(r) for r in table.rows]) if table.rows
                   else ["_(no rows)_"]) + [""]
     for figure in section.figures:
-        alt = _md_line(figure.title).replace("[", "\\[").replace("]", "\\]")
-        lines += [f"![{alt}]({_figure_file(figure)})", ""]
-        if figure.caption:
-            lines += [f"*{_md_line(figure.caption)}*", ""]
+        lines += _md_figure(figure)
+    if section.files:
+        lines += ["Data: " + " · ".join(f"[{_md_link_text(f.title)}]({data_file(f)})" for f in section.files), ""]
     for sub in section.subsections:
         lines += _md_section(sub, depth + 1)
     return lines
@@ -486,8 +316,9 @@ def _md_section(section: Section, depth: int) -> list[str]:
 def report_to_markdown(report: Report) -> str:
     """Render a report as Markdown (the ``report.md`` of :func:`write_report`).
 
-    The page holds the title, the summary, every warning near the top, the
-    headline metrics (nested keys dotted), each section with its paragraphs,
+    The page holds the title, links to the report's other files, the verdict
+    (or, without one, every warning's first sentence) near the top, the
+    summary, the headline metrics (nested keys dotted), each section with its paragraphs,
     metrics, tables and figures (linked as ``figures/NAME.png``), and the
     provenance and timings at the end. Text is written as it is, except that
     ``<`` is backslash-escaped so that it never becomes raw HTML.
@@ -508,18 +339,21 @@ def report_to_markdown(report: Report) -> str:
     >>> print(report_to_markdown(Report(kind="demo", title="Demo")).splitlines()[0])
     # Demo
     """
-    _check_report(report)
+    check_report(report)
     lines = [f"# {_md_line(report.title)}", "",
              f"Audit kind: `{report.kind}` · schema version {report.schema_version}", ""]
+    lines += ["Files: [report.json](report.json) · [report.md](report.md) · [report.html](report.html) · "
+              "[timings.json](timings.json)", ""]
+    if report.verdict is not None:
+        lines += _md_verdict(report)
     for paragraph in report.summary:
         lines += [_md(paragraph), ""]
-    warnings = list(report.iter_warnings())
-    if warnings:
+    warnings = warning_entries(report)
+    if warnings and report.verdict is None:
         lines += ["## Warnings", ""]
-        for title, message in warnings:
-            lines += [f"> **Warning** ({_md_line(title)}): {_md_line(message)}", ""]
+        lines += [f"- {_md_line(w['section_title'])}: {_md_line(w['line'])}" for w in warnings] + [""]
     if report.metrics:
-        lines += ["## Metrics", ""] + _md_table(["metric", "value"], _headline_rows(report.metrics)) + [""]
+        lines += ["## Metrics", ""] + _md_table(["metric", "value"], headline_rows(report.metrics)) + [""]
     for section in report.sections:
         lines += _md_section(section, 0)
     lines += ["## Provenance", ""]
@@ -530,202 +364,10 @@ def report_to_markdown(report: Report) -> str:
     lines += ["## Timings", ""]
     if report.timings:
         lines += _md_table(["stage", "seconds"],
-                           [[stage, _seconds(value)] for stage, value in report.timings.items()])
+                           [[stage, seconds_text(value)] for stage, value in report.timings.items()])
     else:
         lines += ["_(none recorded)_"]
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def _seconds(value: Any) -> str:
-    value = to_jsonable(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{float(value):.2f}"
-    return format_value(value)
-
-
-# ------------------------------------------------------------------------ HTML
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
-  line-height:1.5;color:#1f2328;background:#fff;max-width:1100px;margin:0 auto;
-  padding:1.5rem 2rem 4rem}
-h1,h2,h3,h4,h5,h6{line-height:1.25;margin:1.6em 0 .5em}
-h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}
-h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em}
-.meta{color:#59636e}
-code{background:#f3f5f7;padding:0 .25em;border-radius:3px}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
-caption{caption-side:top;text-align:left;font-weight:600;padding:.2em 0}
-th,td{border:1px solid #c9d1d9;padding:.3em .6em;text-align:left;vertical-align:top}
-th{background:#f3f5f7}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-.warning,.warnings{border:2px solid #d29922;border-left-width:8px;background:#fff8e5;
-  padding:.5em 1em;margin:1em 0;border-radius:4px}
-.warnings h2{border:0;margin:.2em 0;color:#9a6700}
-.warning strong,.warnings strong{color:#9a6700}
-figure{margin:1.2em 0}
-figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
-figcaption{font-style:italic;color:#59636e;font-size:.92em;margin-top:.3em}
-nav.toc{background:#f6f8fa;border:1px solid #d0d7de;border-radius:4px;
-  padding:.4em 1.2em;margin:1em 0}
-nav.toc h2{border:0;margin:.3em 0;font-size:1.1em}
-nav.toc ul{margin:.2em 0;padding-left:1.2em}
-""".strip()
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _anchors(report: Report) -> dict[int, str]:
-    """Unique HTML ids for every section, keyed by ``id(section)``."""
-    used = {"warnings", "metrics", "provenance", "timings", "contents"}
-    anchors: dict[int, str] = {}
-    for path, section in _walk(report.sections):
-        slug = re.sub(r"[^a-z0-9_-]+", "-", "-".join(path).lower()).strip("-")
-        base = "sec-" + (slug or "section")
-        anchor, n = base, 2
-        while anchor in used:
-            anchor, n = f"{base}-{n}", n + 1
-        used.add(anchor)
-        anchors[id(section)] = anchor
-    return anchors
-
-
-def _html_table(columns: list[str], rows: list[list[Any]], caption: str | None = None) -> list[str]:
-    out = ["<table>"]
-    if caption:
-        out.append(f"<caption>{_e(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr></thead>")
-    out.append("<tbody>")
-    for row in rows:
-        cells = "".join(
-            f'<td class="num">{_e(format_value(cell))}</td>' if _is_number(cell)
-            else f"<td>{_e(format_value(cell))}</td>"
-            for cell in row
-        )
-        out.append(f"<tr>{cells}</tr>")
-    out += ["</tbody>", "</table>"]
-    return out
-
-
-def _html_key_values(mapping: Mapping[str, Any], key_title: str = "metric") -> list[str]:
-    return _html_table([key_title, "value"], [[k, v] for k, v in _flatten(to_jsonable(mapping))])
-
-
-def _html_toc(sections: list[Section], anchors: dict[int, str]) -> list[str]:
-    out = ["<ul>"]
-    for section in sections:
-        out.append(f'<li><a href="#{anchors[id(section)]}">{_e(section.title)}</a>')
-        if section.subsections:
-            out += _html_toc(section.subsections, anchors)
-        out.append("</li>")
-    out.append("</ul>")
-    return out
-
-
-def _html_section(section: Section, depth: int, anchors: dict[int, str]) -> list[str]:
-    level = _heading_level(depth)
-    out = [f'<section id="{anchors[id(section)]}">', f"<h{level}>{_e(section.title)}</h{level}>"]
-    for warning in section.warnings:
-        out.append(
-            f'<div class="warning" role="note"><strong>Warning:</strong> {_e(warning)}</div>'
-        )
-    out += [f"<p>{_e(p)}</p>" for p in section.paragraphs]
-    if section.metrics:
-        out += _html_key_values(section.metrics)
-    for table in section.tables:
-        if table.rows:
-            out += _html_table(list(table.columns), [list(r) for r in table.rows], table.title)
-        else:
-            out.append(f"<p><strong>{_e(table.title)}</strong>: <em>no rows</em></p>")
-    for figure in section.figures:
-        data = base64.b64encode(bytes(figure.png)).decode("ascii")
-        out += [
-            f'<figure id="fig-{_e(figure.name)}">',
-            f'<img src="data:image/png;base64,{data}" alt="{_e(figure.title)}">',
-            f"<figcaption><strong>{_e(figure.title)}.</strong> {_e(figure.caption)}</figcaption>",
-            "</figure>",
-        ]
-    for sub in section.subsections:
-        out += _html_section(sub, depth + 1, anchors)
-    out.append("</section>")
-    return out
-
-
-def report_to_html(report: Report) -> str:
-    """Render a report as one self-contained HTML page (``report.html``).
-
-    The page has the same content as :func:`report_to_markdown`, plus a table
-    of contents; figures are inlined as ``data:image/png;base64`` images and
-    the style sheet is inline, so the file needs nothing else (no network, no
-    neighbouring files). All text is escaped with :func:`html.escape`.
-
-    Parameters
-    ----------
-    report : Report
-        The report to render.
-
-    Returns
-    -------
-    str
-        The HTML document.
-
-    Examples
-    --------
-    >>> from ppl_audit.report.model import Report
-    >>> "<h1>A &amp; B</h1>" in report_to_html(Report(kind="demo", title="A & B"))
-    True
-    """
-    _check_report(report)
-    anchors = _anchors(report)
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(report.title)}</title>",
-        f"<style>\n{_CSS}\n</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{_e(report.title)}</h1>",
-        f'<p class="meta">Audit kind: <code>{_e(report.kind)}</code> · '
-        f"schema version {_e(report.schema_version)}</p>",
-    ]
-    out += [f"<p>{_e(p)}</p>" for p in report.summary]
-    warnings = list(report.iter_warnings())
-    if warnings:
-        out += ['<div class="warnings" id="warnings" role="alert">', "<h2>Warnings</h2>", "<ul>"]
-        out += [f"<li><strong>{_e(title)}:</strong> {_e(msg)}</li>" for title, msg in warnings]
-        out += ["</ul>", "</div>"]
-    out += ['<nav class="toc" id="contents">', "<h2>Contents</h2>", "<ul>"]
-    if report.metrics:
-        out.append('<li><a href="#metrics">Metrics</a></li>')
-    out.append("<li>Sections")
-    out += _html_toc(report.sections, anchors) if report.sections else []
-    out.append("</li>")
-    out += ['<li><a href="#provenance">Provenance</a></li>',
-            '<li><a href="#timings">Timings</a></li>',
-            "</ul>", "</nav>"]
-    if report.metrics:
-        out += ['<section id="metrics">', "<h2>Metrics</h2>", *_html_table(["metric", "value"], _headline_rows(report.metrics)),
-                "</section>"]
-    for section in report.sections:
-        out += _html_section(section, 0, anchors)
-    out += ['<section id="provenance">', "<h2>Provenance</h2>"]
-    if report.provenance:
-        out += _html_key_values(report.provenance, "key")
-    else:
-        out.append("<p><em>none recorded</em></p>")
-    out += ["</section>", '<section id="timings">', "<h2>Timings</h2>"]
-    if report.timings:
-        out += _html_table(["stage", "seconds"],
-                           [[stage, _seconds(value)] for stage, value in report.timings.items()])
-    else:
-        out.append("<p><em>none recorded</em></p>")
-    out += ["</section>", "</body>", "</html>"]
-    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------- folder
@@ -739,8 +381,12 @@ def _write_files(report: Report, folder: pathlib.Path) -> None:
     (folder / REPORT_JSON).write_bytes(report_to_json_bytes(report))
     (folder / TIMINGS_JSON).write_bytes(_timings_json_bytes(report))
     for figure in report.iter_figures():
-        (folder / _figure_file(figure)).write_bytes(bytes(figure.png))
-        (folder / _figure_data_file(figure)).write_bytes(_figure_json_bytes(report, figure))
+        (folder / figure_file(figure)).write_bytes(bytes(figure.png))
+        (folder / figure_data_file(figure)).write_bytes(_figure_json_bytes(report, figure))
+    if any(True for _ in report.iter_files()):
+        (folder / DATA_DIR).mkdir()
+    for file in report.iter_files():
+        (folder / data_file(file)).write_text(file.text, encoding="utf-8", newline="\n")
     (folder / REPORT_MD).write_text(report_to_markdown(report), encoding="utf-8", newline="\n")
     (folder / REPORT_HTML).write_text(report_to_html(report), encoding="utf-8", newline="\n")
 
@@ -799,7 +445,7 @@ def write_report(
     >>> shutil.rmtree(parent)
     """
     out = check_output_dir(out_dir, overwrite=overwrite, force=force)
-    _check_report(report)  # fail before touching the disk
+    check_report(report)  # fail before touching the disk
     tmp = new_temporary(out)
     try:
         _write_files(report, tmp)

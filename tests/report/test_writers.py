@@ -21,8 +21,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ppl_audit.errors import InvalidInputError  # noqa: E402
-from ppl_audit.report import folder, writers  # noqa: E402
-from ppl_audit.report.model import Figure, Report, Section, Table  # noqa: E402
+from ppl_audit.report import common, folder, writers  # noqa: E402
+from ppl_audit.report.model import SCHEMA_VERSION, Figure, Report, Section, Table  # noqa: E402
 from ppl_audit.report.writers import (  # noqa: E402
     format_value,
     report_to_html,
@@ -89,8 +89,9 @@ def test_folder_layout_and_json(tmp_path, png):
     text = (out / "report.json").read_text(encoding="utf-8")
     assert text.endswith("}\n")
     data = json.loads(text)
-    assert data["schema_version"] == 1
-    assert set(data) == {"schema_version", "kind", "title", "summary", "metrics",
+    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["verdict"] is None  # this report has none; the audits' reports do
+    assert set(data) == {"schema_version", "kind", "title", "summary", "verdict", "metrics",
                          "provenance", "sections", "warnings"}
     assert "seconds" not in text and "timings" not in text and "sampling" not in text
     assert data["metrics"]["accuracy"] == pytest.approx(0.9876543)
@@ -112,7 +113,7 @@ def test_folder_layout_and_json(tmp_path, png):
                                  "message": "R-hat above 1.01 for z[2]"}]
 
     timings = json.loads((out / "timings.json").read_text())
-    assert timings == {"schema_version": 1, "seconds": {"sampling": 1.23456, "render": 0.5}}
+    assert timings == {"schema_version": SCHEMA_VERSION, "seconds": {"sampling": 1.23456, "render": 0.5}}
     figure = json.loads((out / "figures/trace.json").read_text())
     assert figure["title"] == "Trace" and figure["caption"] == "Mixing of z."
     assert figure["data"] == {"z": [0.0, 1.0, 2.0, 3.0], "chain": [0, 1]}
@@ -135,12 +136,13 @@ def test_html_is_self_contained_and_escaped(tmp_path, png):
     lowered = page.lower()
     for external in ['src="http', "src='http", 'href="http', "href='http", "@import", "url(", "<link"]:
         assert external not in lowered
-    assert "<script>" not in page
+    # the page's one script is its own (open collapsed sections, enlarge figures); titles stay escaped
+    assert page.count("<script") == 1 and "<script src" not in page
     assert "World &lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "first world &amp; its targets" in page
     assert 'href="#sec-world_a"' in page and 'id="sec-world_a"' in page
     assert 'href="#sec-world_a-chains"' in page and 'id="sec-world_a-chains"' in page
-    assert "R-hat above 1.01 for z[2]" in page and 'class="warnings"' in page
+    assert "R-hat above 1.01 for z[2]" in page and 'class="warning-list"' in page
     assert "<style>" in page
 
 
@@ -152,7 +154,8 @@ def test_markdown_content(tmp_path, png):
     assert "![Level set](figures/levelset.png)" in md
     assert "![Trace](figures/trace.png)" in md
     assert "*Mixing of z.*" in md
-    assert "> **Warning** (Chains): R-hat above 1.01 for z[2]" in md
+    assert "- Chains: R-hat above 1.01 for z[2]" in md  # a line at the top
+    assert md.count("> **Warning**: R-hat above 1.01 for z[2]") == 1  # in full once, at its section
     assert md.index("## Warnings") < md.index("## World")
     assert "### Chains" in md
     assert "| accuracy | 0.9877 |" in md
@@ -396,7 +399,7 @@ def test_format_value():
     assert format_value("text") == "text"
     assert format_value([1.0, 2.0]) == "[1, 2]"
     assert format_value(np.arange(100)) == "[0, 1, 2, …, 98, 99] (n=100)"
-    assert len(format_value(["x" * 100] * 5)) <= writers.MAX_CELL_CHARS
+    assert len(format_value(["x" * 100] * 5)) <= common.MAX_CELL_CHARS
 
 
 def test_docstring_examples_run():
