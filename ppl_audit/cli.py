@@ -17,6 +17,7 @@ from ppl_audit.levelset import RELAXATIONS
 from ppl_audit.sampling import DEFAULT_METHOD, METHODS
 from ppl_audit.validators import check_seed
 
+PROGRESS_SMOOTHING = 0.05  # tqdm's weight of the latest rate in its time-left estimate (see _Progress)
 EXIT_USAGE = 2  # argparse's own status for bad arguments; we use it for every user error
 DEFAULT_DEMO_OUT = "reports/demo"
 DEFAULT_TRAIN_OUT = "reports/train-{name}"  # `train` writes its report here unless --out or --no-report
@@ -48,7 +49,11 @@ class _Progress:
         bar = self._bars.get(task)
         if bar is None or done < bar.n:  # a new task, or one that runs again (one search per generator)
             self.close()
-            bar = self._bars[task] = self._tqdm(total=total, desc=task, file=sys.stderr, leave=False, mininterval=0.5)
+            # smoothing: tqdm's default (0.3) weighs the last half-second of steps at 30%, so on a shared
+            # machine the time left swings by 2x with the neighbours' load; 0.05 averages over ~10 s of
+            # updates, steady enough to read yet quick to follow a lasting change.
+            bar = self._bars[task] = self._tqdm(total=total, desc=task, file=sys.stderr, leave=False,
+                                                mininterval=0.5, smoothing=PROGRESS_SMOOTHING)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -110,6 +115,12 @@ def _add_common(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
     p.add_argument("--cache-dir", default=None, help="weights cache (default: $PPL_AUDIT_CACHE or ~/.cache/ppl-audit)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_no_train(p)
+
+
+def _add_no_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-train", action="store_true",
+                   help="make a model missing from the cache an error instead of training it first")
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -207,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     ood.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     ood.add_argument("--cache-dir", default=None, help="weights cache folder")
     ood.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_no_train(ood)
     _add_data_dir(ood)
 
     train = sub.add_parser("train", help="build a model card's weights into the cache",
@@ -392,6 +404,31 @@ def _command(args, progress) -> int:
     return _run_audit(module, spec, seed, args, progress)
 
 
+def _training_notices(args):
+    """The hook that states, before a model trains, what it is and how long it takes here (or refuses).
+
+    The notice is kept under ``--quiet``: ``--quiet`` silences progress that repeats, but a model
+    training for minutes that the user did not ask for is the one thing a quiet run must still say,
+    once, on stderr (stdout keeps only the report's path for scripts), with the way to avoid it.
+    """
+    from ppl_audit.classifiers.external import is_model_source
+    from ppl_audit.training.cost import cost_notices
+
+    planned, hints = [], {}
+    if args.command == "ood":  # its models are known from the flags: the first notice names them all
+        planned = [args.ensemble]
+        hints[args.ensemble] = "--ensemble names another VAE-ensemble card (the likelihood columns need one)"
+        if args.gan_ensemble:
+            planned.append(args.gan_ensemble)
+            hints[args.gan_ensemble] = "leave out --gan-ensemble (only the critic columns need it)"
+        if args.classifier and not is_model_source(args.classifier):
+            planned.append(args.classifier)
+            hints[args.classifier] = "leave out --classifier (only the 1 - max p column needs it)"
+    return cost_notices(lambda line: print(line, file=sys.stderr, flush=True),
+                        refuse=getattr(args, "no_train", False), hints=hints, planned=planned,
+                        way_out=args.command != "train")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ppl-audit`` console script; returns the exit status."""
     parser = build_parser()
@@ -404,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.captureWarnings(True)
     progress = None if args.quiet else _Progress()
     try:
-        return _command(args, progress)
+        from ppl_audit.training import before_training
+
+        with before_training(_training_notices(args)):
+            return _command(args, progress)
     except PplAuditError as exc:
         print(f"ppl-audit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

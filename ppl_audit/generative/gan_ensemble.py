@@ -506,6 +506,23 @@ def _report_sections(trained: TrainedModel, data_dir=None) -> list:
     return [Section("samples", "Samples of each member", figures=[figure])]
 
 
+def _total_steps(card: ModelCard, member_steps: int) -> int:
+    """Critic batches of the whole ensemble, given member 0's joint-training batches (the timed task).
+
+    Every member trains on the same data for as long, then fine-tunes its critic for
+    ``finetune_critic_steps`` critic-only batches, each a little cheaper than a joint batch (no generator
+    step every ``critic_steps``): counting them as joint batches errs long by at most that difference.
+
+    Examples
+    --------
+    >>> from ppl_audit.cards import load_card
+    >>> _total_steps(load_card("mnist-gan-ensemble"), 2811)
+    16555
+    """
+    config = GANEnsembleConfig.from_card(card)
+    return config.members * (member_steps + config.finetune_critic_steps)
+
+
 TRAINER = Trainer(
     kind=KIND,
     build=build_gan_ensemble,
@@ -513,6 +530,7 @@ TRAINER = Trainer(
     headline=("test_critic_gap", "mean critic gap over members, test images - generated"),
     report_sections=_report_sections,
     description="K WGAN-GP GANs of 28 x 28 images, critics fine-tuned against frozen generators (Choi & Jang)",
+    total_steps=_total_steps,
 )
 
 __all__ = [

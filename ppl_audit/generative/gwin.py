@@ -849,6 +849,7 @@ TRAINER = Trainer(
     description="conditional WGAN-GP generator that re-maps inputs a Bayesian classifier rejects (GWIN)",
     pin=pin,
     needs_cache=True,
+    timed_task=TRAINING_TASK,  # its first task is the classifier's confidence pass, not a training step
 )
 
 __all__ = [

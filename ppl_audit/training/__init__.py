@@ -1,9 +1,10 @@
 """Card -> train -> cache: one mechanism for every model the toolkit builds.
 
-The package has four rooms: :mod:`~ppl_audit.training.registry` (kinds -> trainers),
+The package has five rooms: :mod:`~ppl_audit.training.registry` (kinds -> trainers),
 :mod:`~ppl_audit.training.loader` (:func:`load_model` and the cache checks),
-:mod:`~ppl_audit.training.config` and :mod:`~ppl_audit.training.loop` (what every trainer shares), and
-:mod:`~ppl_audit.training.report` (the training report). Model modules register their trainer;
+:mod:`~ppl_audit.training.config` and :mod:`~ppl_audit.training.loop` (what every trainer shares),
+:mod:`~ppl_audit.training.report` (the training report) and :mod:`~ppl_audit.training.cost` (what
+training a missing card will take on this machine, measured before it starts). Model modules register their trainer;
 nothing here imports a model module except by the lazy names in ``BUILTIN_TRAINERS``.
 
 A model card's ``[model] kind`` names a :class:`Trainer` in a registry. The
@@ -56,6 +57,7 @@ from ppl_audit.training.loader import (
     TRAINING_BYTES_PER_PARAMETER,
     TrainedModel,
     as_card,
+    before_training,
     check_cache_destination,
     check_cache_entry_place,
     check_expected,
@@ -93,6 +95,7 @@ __all__ = [
     "TrainedModel",
     "Trainer",
     "as_card",
+    "before_training",
     "card_config",
     "check_adversarial_fields",
     "check_cache_destination",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -210,10 +212,42 @@ def _load_cached(card: ModelCard, module: nn.Module, path: Path):
     return module, info
 
 
+#: ``hook(trainer, card, path=, cache=, data_dir=, device=)``, called just before a model is trained.
+BeforeTrainingHook = Callable[..., None]
+# A context variable, not a load_model argument: audits reach load_model many calls deep, and the
+# command line, which alone may print, must hear of every training without threading a parameter
+# through each audit. The library itself stays silent (no hook is set outside a `before_training` block).
+_BEFORE_TRAINING: ContextVar[BeforeTrainingHook | None] = ContextVar("before_training", default=None)
+
+
+@contextmanager
+def before_training(hook: BeforeTrainingHook | None) -> Iterator[None]:
+    """Call ``hook`` before every model :func:`load_model` trains inside the block (``None``: none).
+
+    The hook may raise (a :class:`~ppl_audit.errors.PplAuditError` to refuse training) or print a notice.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> with before_training(lambda trainer, card, **where: seen.append(card.name)):
+    ...     pass
+    >>> seen
+    []
+    """
+    token = _BEFORE_TRAINING.set(hook)
+    try:
+        yield
+    finally:
+        _BEFORE_TRAINING.reset(token)
+
+
 def _train_and_save(trainer: Trainer, card: ModelCard, path: Path, *, cache, data_dir, device, progress):
     """``(module, info)`` freshly trained, checked against ``[expected]`` and saved to ``path``."""
     check_cache_destination(path)  # before, not after, training
     resolve_device(device)
+    hook = _BEFORE_TRAINING.get()
+    if hook is not None:  # after the checks above: a notice never precedes an error they would raise
+        hook(trainer, card, path=path, cache=cache, data_dir=data_dir, device=device)
     extra = {"cache": cache} if trainer.needs_cache else {}
     result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)
     info = {"card": card.name, "recipe_hash": card.recipe_hash, "recipe": card.recipe, "metrics": result.metrics,
@@ -312,12 +346,14 @@ def load_model(
 
 
 __all__ = [
+    "BeforeTrainingHook",
     "EXPECTED_MAX_PREFIX",
     "EXPECTED_MIN_PREFIX",
     "SECONDS_SUFFIX",
     "TRAINING_BYTES_PER_PARAMETER",
     "TrainedModel",
     "as_card",
+    "before_training",
     "check_cache_destination",
     "check_cache_entry_place",
     "check_expected",

@@ -90,6 +90,16 @@ class Trainer:
         The trainer's version, part of every card's recipe hash: bump it when
         the training code changes what it builds. ``None``: the built-in
         kind's version, or 1 for a new kind.
+    timed_task : str, optional
+        The progress task whose steps the cost estimate times before training
+        (:mod:`~ppl_audit.training.cost`). ``None``: the first task ``train``
+        reports. Name it when a trainer first reports a pass that is not
+        training (GWIN's confidence pass over the training images).
+    total_steps : callable, optional
+        ``total_steps(card, timed_total) -> int``: the whole training in steps
+        of the timed task, given that task's own total, for a trainer that
+        reports several tasks in turn (a GAN ensemble trains its members one
+        after another). ``None``: the timed task is the whole training.
     """
 
     kind: str
@@ -102,6 +112,8 @@ class Trainer:
     needs_cache: bool = False
     wrap: Callable[["TrainedModel"], Any] | None = None
     version: int | None = None
+    timed_task: str | None = None
+    total_steps: Callable[[ModelCard, int], int] | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or not self.kind:
