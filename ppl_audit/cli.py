@@ -10,6 +10,8 @@ import argparse
 import logging
 import sys
 import time
+import tomllib
+from typing import Any
 
 from ppl_audit.classifiers.external import OUTPUT_MODES
 from ppl_audit.errors import InvalidInputError, PplAuditError
@@ -118,6 +120,47 @@ def _add_common(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     _add_no_train(p)
 
 
+def _add_sampler_overrides(p: argparse.ArgumentParser, *, particles: bool = True) -> None:
+    """``--particles`` and ``--sampler-option``: the settings a report's convergence warnings name."""
+    if particles:
+        p.add_argument("--particles", type=int, default=None,
+                       help="particles of every level set (the audit file's num_particles; default: the audit's)")
+    p.add_argument("--sampler-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="a sampler option, e.g. max_rounds=3 (the audit file's sampler_options); repeatable")
+
+
+def _sampler_option(text: str) -> tuple[str, Any]:
+    """``"max_rounds=3"`` -> ``("max_rounds", 3)``: the value read as a TOML value, else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InvalidInputError(f"--sampler-option takes KEY=VALUE, e.g. max_rounds=3, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
+def _with_overrides(module, spec, args):
+    """``spec`` with ``--particles`` and ``--sampler-option`` applied; the spec checks them as it checks a file."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(spec)}
+    changes: dict[str, Any] = {}
+    particles = getattr(args, "particles", None) if args.command != "levelset" else None
+    if particles is not None:
+        if "num_particles" not in fields:
+            raise InvalidInputError(f"--particles does not apply to an audit of kind {module.KIND!r}"
+                                    + ("; set num_particles in its parts" if module.KIND == "classifier" else ""))
+        changes["num_particles"] = particles
+    options = [_sampler_option(text) for text in getattr(args, "sampler_option", None) or []]
+    if options:
+        if "sampler_options" not in fields:
+            raise InvalidInputError(f"--sampler-option does not apply to an audit of kind {module.KIND!r}")
+        changes["sampler_options"] = {**dict(spec.sampler_options), **dict(options)}
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
 def _add_no_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-train", action="store_true",
                    help="make a model missing from the cache an error instead of training it first")
@@ -143,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "out-of-distribution circle variant) with default settings; trains and "
                                       "caches the classifier on first use.")
     _add_common(demo, out_default=DEFAULT_DEMO_OUT)
+    _add_sampler_overrides(demo)
 
     ls = sub.add_parser("levelset", help="sample one level set of a built-in world or MNIST prior",
                         description="Sample inputs whose classifier prediction matches --target.")
@@ -170,12 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "metadata)")
     _add_user_classifier_flags(ls, "the world's images")
     _add_common(ls, out_default=None)
+    _add_sampler_overrides(ls, particles=False)
     _add_data_dir(ls)
 
     run = sub.add_parser("run", help="run a declarative audit file",
                          description="Run an audit file (TOML); a classifier audit's file runs several as one report.")
     run.add_argument("audit_file", help="path to an audit file, e.g. analyses/house-rocket.toml")
     _add_common(run, out_default=None)
+    _add_sampler_overrides(run)
     _add_data_dir(run)
 
     audit = sub.add_parser(
@@ -196,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a prior of a class the classifier never saw (novel-class audit); repeatable")
     audit.add_argument("--title", default=None, help="the report's title")
     _add_common(audit, out_default=None)
+    _add_sampler_overrides(audit)
     _add_data_dir(audit)
 
     ood = sub.add_parser("ood", help="score a folder of images with the generative-ensemble OoD detectors",
@@ -399,6 +446,7 @@ def _command(args, progress) -> int:
         if not hasattr(spec, "method"):
             raise InvalidInputError(f"--method does not apply to an audit of kind {module.KIND!r}")
         spec = dataclasses.replace(spec, method=args.method)
+    spec = _with_overrides(module, spec, args)
     if args.seed is not None:
         seed = check_seed(args.seed, "--seed", maximum=MAX_SEED)
     return _run_audit(module, spec, seed, args, progress)

@@ -68,6 +68,7 @@ SMC_SLOW_ESS_FRACTION = 0.8
 # A level set that fails its checks gets a second round of runs twice as large (3x the first round's cost):
 # larger runs are worth more effective particles each (README, "Samplers"; levelset_smc_levers.py).
 SMC_MAX_ROUNDS = 2
+SMC_ROUNDS_LIMIT = 5  # each round doubles the run size: the fifth's runs are 16x the first's
 # No round is added below this many effective particles per superchain (nested R-hat above ~1.1): the runs
 # then disagree about where the level set is, which more runs do not fix; a precision shortfall they do.
 SMC_ROUND_MIN_EFFECTIVE_PARTICLES = 5.0
@@ -256,8 +257,7 @@ def _run_smc_rounds(level_set: LevelSet, prior: Prior, num_particles: int, gener
 
     runs, options = smc_plan(num_particles, options)
     max_rounds = options.pop("max_rounds", SMC_MAX_ROUNDS)
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or not 1 <= max_rounds <= 5:
-        raise InvalidInputError(f"smc option max_rounds must be an integer in 1..5, got {max_rounds!r}")
+    _check_max_rounds(max_rounds)
     size = num_particles // runs
     results = [_run_smc_once(level_set, prior, runs, size, generator, device, dict(options), progress)]
     pooled = results[0]
@@ -420,6 +420,11 @@ def _option_value_ok(annotation: str, value) -> bool:
     return any(isinstance(value, _ANNOTATION_TYPES[n]) for n in names)
 
 
+def _check_max_rounds(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= SMC_ROUNDS_LIMIT:
+        raise InvalidInputError(f"smc option max_rounds must be an integer in 1..{SMC_ROUNDS_LIMIT}, got {value!r}")
+
+
 def check_sampler_options(method: str, options, what: str = "options") -> dict[str, Any]:
     """A copy of ``options`` once every name is a setting of ``method`` and every value has its type.
 
@@ -449,6 +454,8 @@ def check_sampler_options(method: str, options, what: str = "options") -> dict[s
     for name, value in options.items():
         if not _option_value_ok(taken[name], value):
             raise InvalidInputError(f"{what} {name} of method {method!r} must be {taken[name]}, got {value!r}"[:300])
+    if method == "smc" and "max_rounds" in options:  # before any work, not when the rounds start
+        _check_max_rounds(options["max_rounds"])
     return dict(options)
 
 

@@ -225,6 +225,31 @@ def test_run_audit_file(tmp_path, tiny_card_file, tiny_classifier, capsys):
     assert [p.name for p in (tmp_path / "reports").iterdir()] == ["tiny"]
 
 
+def test_run_takes_the_settings_a_warning_names(tmp_path, tiny_card_file, tiny_classifier, capsys):
+    """--particles and --sampler-option override the file's num_particles and sampler_options."""
+    audit = _audit_file(tmp_path / "tiny.toml", tiny_card_file)
+    out = tmp_path / "r"
+    status, _, err = run_cli(["run", audit, "--out", out, "--particles", "48", "--method", "smc",
+                              "--sampler-option", "max_rounds=1", "--sampler-option", "move=rw", "--quiet"], capsys)
+    assert status == 0, err
+    spec = json.loads((out / "report.json").read_text())["provenance"]["spec"]
+    assert spec["num_particles"] == 48 and spec["sampler_options"] == {"max_rounds": 1, "move": "rw"}
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--sampler-option", "max_rounds"], ["--sampler-option takes KEY=VALUE", "max_rounds"]),
+    (["--sampler-option", "max_rounds=9"], ["max_rounds", "1..5", "9"]),
+    (["--sampler-option", "nonsense=1"], ["nonsense"]),
+    (["--particles", "0"], ["num_particles"]),
+])
+def test_bad_overrides_are_one_line_before_any_work(tmp_path, tiny_card_file, tiny_classifier, flags, needles,
+                                                   capsys):
+    audit = _audit_file(tmp_path / "tiny.toml", tiny_card_file)
+    status, _, err = run_cli(["run", audit, "--out", tmp_path / "OUT", *flags], capsys)
+    assert_user_error(status, err, *needles)
+    assert_nothing_written(tmp_path)
+
+
 BAD_AUDIT_FILES = {
     "typo": ('[audit]\nkind = "levelset"\nnum_particle = 3\n', ["unknown key", "num_particle"]),
     "unknown-kind": ('[audit]\nkind = "nope"\n', ["kind", "nope"]),

@@ -31,6 +31,7 @@ from ppl_audit.errors import InvalidInputError
 from ppl_audit.metrics import runs_interval_factor
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
+from ppl_audit.audits.verdict import with_verdict
 from ppl_audit.report import Figure, Report, Section, Table
 from ppl_audit.report import figures
 from ppl_audit.sampling import MAX_PARTICLES, sample_level_set
@@ -356,7 +357,7 @@ def present(results: CalibrationResults) -> Report:
                                 "its q is uncertain." for pt in results.points if not pt.converged])
     spec_dict = spec.to_dict()
     gaps = {name: round(max(abs(pt.q - pt.p) for pt in points), 6) for name, points in results.curves.items()}
-    return Report(kind=KIND, title=spec.title, summary=[
+    return with_verdict(Report(kind=KIND, title=spec.title, summary=[
         f"Level sets of {spec.classifier} on the labelled world {spec.world!r} ({what}), at concentration "
         f"{spec.concentration:g}: {verdict}"],
         metrics={"max_gap": round(results.max_gap, 6), "max_gap_by_class": gaps,
@@ -364,7 +365,7 @@ def present(results: CalibrationResults) -> Report:
         sections=[section],
         provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                     "versions": library_versions("numpy", "matplotlib")},
-        timings=dict(results.timings))
+        timings=dict(results.timings)))
 
 
 def run(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,

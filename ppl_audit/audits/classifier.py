@@ -22,7 +22,9 @@ from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
-from ppl_audit.report import Report, Section, Table
+from ppl_audit.audits.verdict import audited, family_row
+from ppl_audit.report import Highlight, Report, Section, Verdict
+from ppl_audit.report.model import MAX_HIGHLIGHTS
 
 KIND = "classifier"
 MAX_PARTS = 16
@@ -147,58 +149,6 @@ def _inline_part(part: PartSpec, index: int):
     return module, spec
 
 
-def _converged(metrics) -> tuple[int, int]:
-    """How many ``converged`` flags anywhere in ``metrics`` are true, of how many."""
-    if isinstance(metrics, dict):
-        pairs = [_converged(v) for k, v in metrics.items() if k != "converged"]
-        own = [(int(metrics["converged"]), 1)] if isinstance(metrics.get("converged"), bool) else []
-        return sum(p[0] for p in pairs + own), sum(p[1] for p in pairs + own)
-    if isinstance(metrics, (list, tuple)):
-        pairs = [_converged(v) for v in metrics]
-        return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
-    return 0, 0
-
-
-def _key_figure(report: Report) -> str:
-    m = report.metrics
-    if report.kind in ("confidently-wrong", "novel-class"):
-        rates = {k: v for k, v in m["rates"].items() if v is not None}
-        if not rates:
-            return f"every rate below {max(m['upper_bounds'].values()):.1e}"
-        worst = max(rates, key=rates.get)
-        return f"highest rate {rates[worst]:.1e} (class {worst})"
-    if report.kind == "calibration":
-        return f"largest |q - p| = {m['max_gap']:.3f}"
-    if report.kind == "ood":
-        return f"AUROC at or above the paper's on {m['rows_at_or_above_paper']} of {m['rows_compared']} sets"
-    if report.kind == "gwin":
-        return (f"BNN accuracy {m['bnn_accuracy_percent']:.2f}%; rejected-subset accuracy at or above the paper's "
-                f"at {m['at_or_above_paper_count']} of {m['paper_comparisons']} thresholds")
-    cnn = m.get("methods", {}).get("CNN") if report.kind == "selective" else None
-    if cnn:
-        return (f"classifier AURC {cnn['aurc']:.4f}; {cnn['ood_at_max_confidence']} out-of-distribution images "
-                "at its maximum confidence")
-    ok, total = _converged(m)
-    return f"{ok} of {total} level sets converged" if total else "-"
-
-
-def _trust(report: Report) -> str:
-    """Whether the part's samplers passed their checks, in words."""
-    ok, total = _converged(report.metrics)
-    if "all_checks_passed" in report.metrics:
-        return "trusted: every SMC check passed" if report.metrics["all_checks_passed"] else \
-            "not trusted: some SMC checks failed (see its warnings)"
-    if total:
-        return "trusted: every level set converged" if ok == total else \
-            f"not trusted: {total - ok} of {total} level sets did not converge"
-    return "measured on data (no sampler to check)"
-
-
-def _first_sentence(text: str, limit: int = 240) -> str:
-    sentence = re.split(r"(?<=[.:;])\s", text.strip(), maxsplit=1)[0]
-    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
-
-
 def _renamed(section: Section, prefix: str) -> Section:
     """The section with its name and its figures' names prefixed, subsections too, so that parts never collide."""
     return dataclasses.replace(
@@ -218,24 +168,28 @@ def _part_name(report: Report, taken: set[str]) -> str:
 
 
 def present(spec: ClassifierAuditSpec, seed: int, reports: list[Report], seconds: float) -> Report:
-    """The verdict table, then each part's report as a section."""
+    """The verdict (one row per part), then each part's report as a section."""
     taken: set[str] = set()
     names = [_part_name(r, taken) for r in reports]
-    rows = [[r.kind, r.title, _first_sentence(r.summary[0]) if r.summary else "", _key_figure(r), _trust(r),
-             sum(len(s.warnings) for s in _walk(r.sections))] for r in reports]
-    verdict = Table("verdict", "Verdict: one row per audit family",
-                    ["family", "audit", "finding", "key figure", "trust", "warnings"], rows)
-    untrusted = [row[0] for row in rows if row[4].startswith("not trusted")]
+    rows = [family_row(r, name) for name, r in zip(names, reports)]
+    warnings = [sum(len(s.warnings) for s in _walk(r.sections)) for r in reports]
+    untrusted = [row.item for row in rows if row.trusted is False]
     headline = (f"{spec.classifier}: {len(reports)} audit families; "
                 + (f"not trusted: {', '.join(untrusted)} (see their warnings)." if untrusted else
                    "every sampler passed its checks."))
-    sections = [Section("verdict", "Verdict", paragraphs=[headline], tables=[verdict])]
-    for name, r in zip(names, reports):
-        sections.append(Section(name, r.title, paragraphs=list(r.summary),
-                                subsections=[_renamed(s, name) for s in r.sections]))
+    sections = [Section(name, r.title, paragraphs=list(r.summary), subsections=[_renamed(s, name) for s in r.sections])
+                for name, r in zip(names, reports)]
+    # each part's first image, renamed after the part like its sections
+    firsts = [(name, r.verdict.highlights[0]) for name, r in zip(names, reports) if r.verdict and r.verdict.highlights]
+    highlights = [Highlight(dataclasses.replace(h.figure, name=f"{name}_{h.figure.name}"),
+                            f"{name}_{h.section}" if h.section else name) for name, h in firsts]
+    verdict = Verdict(headline=headline, audited={**audited(reports[0]), "classifier": spec.classifier}, rows=rows,
+                      highlights=highlights[:MAX_HIGHLIGHTS])
     spec_dict = spec.to_dict()
-    return Report(kind=KIND, title=spec.title, summary=[headline],
-                  metrics={"verdict": [dict(zip(verdict.columns, row)) for row in rows],
+    return Report(kind=KIND, title=spec.title, summary=[headline], verdict=verdict,
+                  metrics={"verdict": [{"family": r.kind, "audit": r.title, "finding": row.finding,
+                                        "key figure": row.key_figure, "trust": row.trust, "warnings": n}
+                                       for r, row, n in zip(reports, rows, warnings)],
                            "parts": {name: r.metrics for name, r in zip(names, reports)}},
                   sections=sections,
                   provenance={"seed": seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),

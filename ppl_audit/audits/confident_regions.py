@@ -31,6 +31,7 @@ from ppl_audit.region_mass import (
     ConfidentRegion,
     sample_confident_region,
 )
+from ppl_audit.audits.verdict import with_verdict
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
 from ppl_audit.validators import check_count
@@ -258,7 +259,7 @@ def present(results: RegionResults) -> Report:
     overview, verdict = _overview(results)
     sections = [overview] + [_class_section(f, results.class_names, spec, wording) for f in results.findings]
     spec_dict = spec.to_dict()
-    return Report(
+    return with_verdict(Report(
         kind=wording.kind, title=spec.title,
         summary=[f"{spec.classifier} audited with {wording.prior}: for each class k, {wording.inputs} that the "
                  f"classifier calls k with at least {spec.confidence:g} confidence. {verdict}"],
@@ -268,7 +269,7 @@ def present(results: RegionResults) -> Report:
         sections=sections,
         provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                     "versions": library_versions("numpy", "matplotlib")},
-        timings=dict(results.timings))
+        timings=dict(results.timings)))
 
 
 __all__ = ["ClassFinding", "RegionAuditSettings", "RegionResults", "Wording", "audited_classes", "present",

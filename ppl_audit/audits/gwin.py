@@ -44,6 +44,7 @@ from ppl_audit.classifiers.bayesian_lenet import (
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.provenance import library_versions
 from ppl_audit.progress import ProgressFn, report
+from ppl_audit.audits.verdict import with_verdict
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
 from ppl_audit.training import load_model
@@ -605,7 +606,7 @@ def present(results: GwinResults) -> Report:
         "paper_comparisons": len(paper_met),
     }
     spec_dict = dataclasses.asdict(spec)
-    return Report(
+    return with_verdict(Report(
         kind=KIND,
         title=spec.title,
         summary=[
@@ -618,7 +619,7 @@ def present(results: GwinResults) -> Report:
                     "versions": library_versions("numpy", "matplotlib"),
                     "device": results.device},
         timings={**results.timings, "total_seconds": time.perf_counter() - results.started},
-    )
+    ))
 
 
 def run(

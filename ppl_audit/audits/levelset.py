@@ -729,7 +729,8 @@ def _verdict(results: LevelSetResults) -> Verdict:
             target, samples, m = result.target, result.samples, result.metrics
             row = findings.row(world.name, target.name, target.probabilities, m, samples.diagnostics, class_names)
             rows.append(row)
-            ambiguous.append(not findings.is_confident(target.probabilities))
+            ambiguous.append(None if findings.is_confident(target.probabilities) else
+                             findings.reached(m, target.probabilities))
             contradictions += m.get("world_label_contradictions") or 0
             candidates += _highlight_candidates(world, result, row, class_names)
     info = results.classifier_info

@@ -25,7 +25,9 @@ from ppl_audit.report.galleries import single_image
 from ppl_audit.report.model import MAX_HIGHLIGHTS
 
 CONFIDENT_TARGET = 0.9  # a target whose top class has at least this probability asks for confident inputs
-REACHED_DELTA = 0.05  # a level set "reaches" its target when its samples stray under 5 points per class on average
+# A many-class level set "reaches" its target when its samples stray under 5 points of probability per class
+# on average (two-class targets are read by the ambiguous band instead).
+REACHED_DELTA = 0.05
 CSV_DIGITS = 6  # significant digits in a samples CSV: more than the figures show, less than float noise
 
 
@@ -130,23 +132,36 @@ def samples_csv(key: str, world_name: str, target_name: str, latent_names: Seque
 # --------------------------------------------------------------------------- verdict
 
 
+def _in_band(target: Sequence[float]) -> bool:
+    """A two-class target inside the ambiguous band: its samples are read by the band, not by Delta."""
+    return len(target) == 2 and min(target) >= AMBIGUOUS_BAND[0]
+
+
+def reached(m: dict[str, Any], target: Sequence[float]) -> bool:
+    """Whether a non-confident level set found inputs at its target: a sample in the ambiguous band for a
+    50/50 target, else samples within :data:`REACHED_DELTA` of the target per class on average."""
+    if _in_band(target):
+        return round(m["fraction_in_ambiguous_band"] * m["num_samples"]) >= 1
+    return m["delta"] <= REACHED_DELTA
+
+
 def finding(m: dict[str, Any], class_names: Sequence[str], target: Sequence[float]) -> str:
     """What the level set shows, in words."""
-    k = top_class(target)
-    name = class_names[k]
+    name = class_names[top_class(target)]
     if is_confident(target):
         text = f"mean P({name}) {m['mean_confidence']:.3f}, lowest {m['min_confidence']:.3f}"
         count = m.get("world_label_contradictions")
         if count:
             text += f"; {count} of {m['num_samples']} samples are not '{name}' by the world's labels"
         return text
-    reached = m["delta"] <= REACHED_DELTA
-    text = (f"ambiguous inputs found: the samples stray {m['delta']:.3f} per class from the target on average"
-            if reached else f"the target is not reached: the samples stray {m['delta']:.3f} per class on average")
-    if len(target) == 2 and reached:
-        text += (f"; {m['fraction_in_ambiguous_band']:.0%} have P({name}) within "
-                 f"{AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}")
-    return text
+    stray = f"the samples stray {m['delta']:.3f} per class from the target on average"
+    if _in_band(target):  # either class's probability reads the same on a 50/50 target
+        band = f"both classes' probabilities within {AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}"
+        return (f"ambiguous inputs found: {m['fraction_in_ambiguous_band']:.0%} of samples have {band}"
+                if reached(m, target) else f"no ambiguous inputs: no sample has {band}")
+    if reached(m, target):
+        return f"inputs at the target found: {stray}"
+    return f"loosely matched: {stray} (over {REACHED_DELTA}; a higher concentration asks for closer matches)"
 
 
 def key_figure(m: dict[str, Any]) -> str:
@@ -175,15 +190,18 @@ def row(world_name: str, target_name: str, target: Sequence[float], m: dict[str,
                       section=target_key(world_name, target_name))
 
 
-def headline(rows: Sequence[VerdictRow], ambiguous: Sequence[bool], contradictions: int) -> str:
-    """``"5 of 8 level sets did not converge ...; ambiguous inputs found on 2 of 4 ambiguous targets."``"""
+def headline(rows: Sequence[VerdictRow], ambiguous: Sequence[bool | None], contradictions: int) -> str:
+    """``"5 of 8 level sets did not converge ...; ambiguous inputs found on 2 of 4 ambiguous targets."``
+
+    ``ambiguous`` holds, per row, ``None`` for a confident target, else whether its inputs were found
+    (:func:`reached`).
+    """
     bad = sum(not r.trusted for r in rows)
     text = (f"All {len(rows)} level sets converged" if not bad else
             f"{bad} of {len(rows)} level sets did not converge: their samples cannot be trusted yet")
-    found = [r for r, a in zip(rows, ambiguous) if a]
+    found = [a for a in ambiguous if a is not None]
     if found:
-        hits = sum(r.finding.startswith("ambiguous inputs found") for r in found)
-        text += f"; ambiguous inputs found on {hits} of {len(found)} ambiguous targets"
+        text += f"; ambiguous inputs found on {sum(found)} of {len(found)} ambiguous targets"
     if contradictions:
         text += f"; {contradictions} confident samples are another class by the world's labels"
     return text + "."
@@ -208,6 +226,6 @@ def verdict(rows: list[VerdictRow], ambiguous: list[bool], contradictions: int, 
 
 __all__ = [
     "CONFIDENT_TARGET", "REACHED_DELTA", "contradiction_note", "distance_to_target", "finding", "headline",
-    "highlight", "is_confident", "key_figure", "pick_highlights", "ranked_distinct", "row", "samples_csv", "target_key",
+    "highlight", "is_confident", "key_figure", "reached", "pick_highlights", "ranked_distinct", "row", "samples_csv", "target_key",
     "top_class", "trust", "verdict", "world_label_metrics", "world_label_shares",
 ]

@@ -28,6 +28,7 @@ from ppl_audit.audits.ood import (
 from ppl_audit.audits.spec import spec_hash
 from ppl_audit.metrics import OOD_POSITIVE_CLASS, OOD_SCORE_SIGN
 from ppl_audit.provenance import library_versions
+from ppl_audit.audits.verdict import with_verdict
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
 
@@ -216,7 +217,7 @@ def present(results: OodResults) -> Report:
     met = [r["at_or_above_paper"] for r in results.rows.values()]
     columns = results.columns
     spec_dict = dataclasses.asdict(results.spec)
-    return Report(
+    return with_verdict(Report(
         kind=KIND,
         title=results.spec.title,
         summary=[f"Best AUROC at or above the paper's best MNIST figure on {sum(met)} of {len(met)} "
@@ -231,7 +232,7 @@ def present(results: OodResults) -> Report:
         provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                     "versions": library_versions(*VERSIONS), "device": results.device},
         timings={**results.timings, "total_seconds": time.perf_counter() - results.started},
-    )
+    ))
 
 
 # --------------------------------------------------------------------------- a folder of images
@@ -288,7 +289,7 @@ def present_folder(results: FolderResults) -> Report:
     >>> report = present_folder(evaluate_folder("my-digits/", data_dir="/path/to/data"))  # doctest: +SKIP
     """
     spec_dict = results.options
-    return Report(
+    return with_verdict(Report(
         kind="ood-folder",
         title=f"Out-of-distribution scores of {results.folder}",
         summary=[f"{len(results.names)} images scored by {', '.join(results.columns)}."],
@@ -298,7 +299,7 @@ def present_folder(results: FolderResults) -> Report:
         provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                     "versions": library_versions(*VERSIONS), "device": results.device},
         timings={"total_seconds": time.perf_counter() - results.started},
-    )
+    ))
 
 
 __all__ = ["present", "present_folder"]

@@ -42,6 +42,7 @@ from ppl_audit.errors import InvalidInputError
 from ppl_audit.metrics import risk_coverage
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
+from ppl_audit.audits.verdict import with_verdict
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
 from ppl_audit.training import load_model
@@ -706,11 +707,11 @@ def present(results: SelectiveResults) -> Report:
     metrics = _metrics(results)
     # the total counts the rendering too, as it did when one function did both
     timings = {**results.timings, "total_seconds": results.seconds + time.perf_counter() - start}
-    return Report(kind=KIND, title=spec.title, summary=_summary(results), metrics=metrics, sections=sections,
+    return with_verdict(Report(kind=KIND, title=spec.title, summary=_summary(results), metrics=metrics, sections=sections,
                   provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                               "versions": library_versions("numpy", "matplotlib"),
                               "device": results.device},
-                  timings=timings)
+                  timings=timings))
 
 
 def _summary(results: SelectiveResults) -> list[str]:

@@ -23,6 +23,7 @@ from ppl_audit.errors import InvalidInputError
 from ppl_audit.metrics import first_of_each_distinct
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
+from ppl_audit.audits.verdict import with_verdict
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
 from ppl_audit.sampling import MAX_PARTICLES, sample_level_set
@@ -220,13 +221,13 @@ def present(results: SweepResults) -> Report:
                       warnings=[f"Step P({b}) = {p:g} did not pass its convergence check: raise num_particles."
                                 for p in failed])
     spec_dict = spec.to_dict()
-    return Report(kind=KIND, title=spec.title, summary=[summary],
+    return with_verdict(Report(kind=KIND, title=spec.title, summary=[summary],
                   metrics={"steps": [{"p": s.p, "mean_probs": list(s.mean_probs), "true_share_b": s.true_share_b,
                                       "converged": s.converged, "delta": s.delta} for s in results.steps]},
                   sections=[section],
                   provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
                               "versions": library_versions("numpy", "matplotlib")},
-                  timings=dict(results.timings))
+                  timings=dict(results.timings)))
 
 
 def run(spec: SweepAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,

@@ -280,6 +280,12 @@ def _section(section: Section, depth: int, anchors: dict[int, str]) -> list[str]
         out = [f'<details class="section" id="{anchors[id(section)]}">', f"<summary>{heading}{note}</summary>"]
     out += [f'<div class="warning" role="note"><strong>Warning:</strong> {_e(w)}</div>' for w in section.warnings]
     out += [f"<p>{_e(p)}</p>" for p in section.paragraphs]
+    # what a reader looks at first (figures, the data behind them), then the numbers for analysts
+    for figure in section.figures:
+        out += _figure(figure)
+    if section.files:
+        links = " · ".join(f'<a href="{_e(data_file(f))}" download>{_e(f.title)}</a>' for f in section.files)
+        out.append(f'<p class="files">Data: {links}</p>')
     if section.metrics:
         out += _html_key_values(section.metrics)
     for table in section.tables:
@@ -287,11 +293,6 @@ def _section(section: Section, depth: int, anchors: dict[int, str]) -> list[str]
             out += _html_table(list(table.columns), [list(r) for r in table.rows], table.title)
         else:
             out.append(f"<p><strong>{_e(table.title)}</strong>: <em>no rows</em></p>")
-    if section.files:
-        links = " · ".join(f'<a href="{_e(data_file(f))}" download>{_e(f.title)}</a>' for f in section.files)
-        out.append(f'<p class="files">Data: {links}</p>')
-    for figure in section.figures:
-        out += _figure(figure)
     for sub in section.subsections:
         out += _section(sub, depth + 1, anchors)
     out.append("</section>" if depth == 0 else "</details>")

@@ -298,16 +298,16 @@ def _md_section(section: Section, depth: int) -> list[str]:
         lines += [f"> **Warning**: {_md_line(warning)}", ""]
     for paragraph in section.paragraphs:
         lines += [_md(paragraph), ""]
+    for figure in section.figures:  # figures first, as in the HTML page; the numbers follow
+        lines += _md_figure(figure)
+    if section.files:
+        lines += ["Data: " + " · ".join(f"[{_md_link_text(f.title)}]({data_file(f)})" for f in section.files), ""]
     if section.metrics:
         lines += _md_key_values(section.metrics) + [""]
     for table in section.tables:
         lines += [f"**{_md_line(table.title)}**", ""]
         lines += (_md_table(list(table.columns), [list(r) for r in table.rows]) if table.rows
                   else ["_(no rows)_"]) + [""]
-    for figure in section.figures:
-        lines += _md_figure(figure)
-    if section.files:
-        lines += ["Data: " + " · ".join(f"[{_md_link_text(f.title)}]({data_file(f)})" for f in section.files), ""]
     for sub in section.subsections:
         lines += _md_section(sub, depth + 1)
     return lines

@@ -82,7 +82,7 @@ def training_report(trained: TrainedModel, *, data_dir=None) -> Report:
     >>> [s.name for s in report.sections]  # doctest: +SKIP
     ['expectations', 'curves', 'samples', 'latent_traversal']
     """
-    from ppl_audit.report import Report, Section, Table
+    from ppl_audit.report import Report, Section, Table, Verdict, VerdictRow
 
     card, info = trained.card, trained.info
     metrics = dict(info.get("metrics", {}))
@@ -103,9 +103,19 @@ def training_report(trained: TrainedModel, *, data_dir=None) -> Report:
     trainer = trained.trainer
     if trainer.report_sections is not None:
         sections += list(trainer.report_sections(trained, data_dir=data_dir))
-    headline_key = trainer.headline[0]
+    headline_key, headline_label = trainer.headline
+    value = metrics.get(headline_key, float("nan"))
+    met = f"{len(problems)} expectation(s) of the card not met" if problems else "every expectation of the card met"
+    verdict = Verdict(
+        headline=f"{card.name}: {headline_label} {value:.4f}; {met}.",
+        audited={"classifier": None, "source": f"model card {card.name} ({card.kind})", "accuracy": None,
+                 "priors": []},
+        rows=[VerdictRow(item=card.name, finding=met, key_figure=f"{headline_label} {value:.4f}",
+                         trusted=not problems, trust="met its card's expectations" if not problems else
+                         "missed its card's expectations (see the warnings)", section="expectations")])
     return Report(
         kind="training",
+        verdict=verdict,
         title=f"Training report: {card.name}",
         summary=[card.description or card.name,
                  f"Kind {card.kind!r}, recipe hash {card.recipe_hash}; headline: {trainer.headline[1]} "

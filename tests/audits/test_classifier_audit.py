@@ -32,10 +32,18 @@ def test_one_report_opens_with_a_verdict_row_per_part(tmp_path, tiny_card_file, 
     top = _tiny_files(tmp_path, str(tiny_card_file))
     report = run_audit(top)
     doc = json.loads((write_report(report, tmp_path / "r") / "report.json").read_text())
-    assert doc["kind"] == "classifier" and doc["sections"][0]["name"] == "verdict"
+    assert doc["kind"] == "classifier" and [s["name"] for s in doc["sections"]] == ["levelset", "sweep"]
     rows = doc["metrics"]["verdict"]
     assert [r["family"] for r in rows] == ["levelset", "sweep"]
     assert all(r["trust"] and r["key figure"] for r in rows)
+    # the verdict block: one row per part, linked to the part's section; the parts' first images
+    verdict = doc["verdict"]
+    assert [r["item"] for r in verdict["rows"]] == ["levelset", "sweep"]
+    assert [r["section"] for r in verdict["rows"]] == ["levelset", "sweep"]
+    assert [r["trust"] for r in verdict["rows"]] == [r["trust"] for r in rows]
+    assert verdict["audited"]["classifier"] == str(tiny_card_file)
+    assert 1 <= len(verdict["highlights"]) <= 3
+    assert all((tmp_path / "r" / h["file"]).is_file() for h in verdict["highlights"])
     # every part ran on the audit's classifier, with the audit's seed
     assert all(p["seed"] == 3 for p in doc["provenance"]["parts"].values())
     assert doc["provenance"]["parts"]["levelset"]["spec"]["classifier"] == str(tiny_card_file)

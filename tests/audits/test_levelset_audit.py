@@ -124,6 +124,55 @@ def test_figures_named_in_entries_exist_in_their_sections(two_target_report):
     summary = world_section.tables[0]
     assert [row[0] for row in summary.rows] == ["house", "ambiguous"]
     assert [row[1] for row in summary.rows] == [[0.001, 0.999], [0.5, 0.5]]
+    # the statistics the verdict uses, not ArviZ's split R-hat over thousands of short chains
+    assert {"nested_rhat_max", "converged"} <= set(summary.columns) and "rhat_max" not in summary.columns
+
+
+def test_verdict_has_a_row_per_target_linked_to_its_section(two_target_report, tmp_path):
+    report = two_target_report
+    verdict = report.verdict
+    entries = report.metrics["worlds"]["house-rocket"]["targets"]
+    assert [r.item for r in verdict.rows] == ["house-rocket: house", "house-rocket: ambiguous"]
+    sections = {s.name for s in _sections(report.sections)}
+    assert [r.section for r in verdict.rows] == ["house_rocket_house", "house_rocket_ambiguous"]
+    assert all(r.section in sections for r in verdict.rows)
+    for row, name in zip(verdict.rows, ["house", "ambiguous"]):
+        assert row.trusted is entries[name]["converged"]
+        assert row.trust.startswith("converged" if row.trusted else "not converged")
+    bad = sum(not r.trusted for r in verdict.rows)
+    assert verdict.headline.startswith("All 2 level sets converged" if not bad else f"{bad} of 2 level sets")
+    assert "ambiguous inputs found on" in verdict.headline
+    assert verdict.audited["source"] == report.metrics["classifier"]["card"]
+    assert verdict.audited["priors"] == ["house-rocket"]
+    assert 1 <= len(verdict.highlights) <= 3 and verdict.highlights[0].section == "house_rocket_ambiguous"
+    doc = json.loads((write_report(report, tmp_path / "out") / "report.json").read_text())
+    assert [r["key_figure"] for r in doc["verdict"]["rows"]] == [r.key_figure for r in verdict.rows]
+    assert [w["section"] for w in doc["verdict"]["warnings"]] == [w["section"] for w in doc["warnings"]]
+
+
+def test_gallery_ranks_distinct_samples_by_closeness_beside_prior_draws(two_target_report):
+    section = next(s for s in _sections(two_target_report.sections) if s.name == "house_rocket_ambiguous")
+    data = section.figures[0].data
+    distance = data["distance_to_target"]
+    assert distance == sorted(distance) and len(distance) <= levelset.GRID_IMAGES
+    assert len(set(map(tuple, data["latents"]))) == len(data["latents"])  # distinct samples only
+    for probs, d in zip(data["probs"], distance):  # the per-sample term of Delta, from the shown predictions
+        assert d == pytest.approx(sum(abs(p - 0.5) for p in probs) / 2, abs=2e-4)
+    assert len(data["prior_probs"]) == min(levelset.GRID_IMAGES, TINY["num_prior_samples"])
+
+
+def test_world_labels_and_samples_csv(two_target_report, tmp_path):
+    entries = two_target_report.metrics["worlds"]["house-rocket"]["targets"]
+    for entry in entries.values():  # the house/rocket world is labelled: its own class posterior is known
+        assert 0 <= entry["world_label_share"] <= 1
+        assert 0 <= entry["world_label_contradictions"] <= entry["num_samples"]
+    out = write_report(two_target_report, tmp_path / "out")
+    lines = (out / "data" / "house_rocket_house_samples.csv").read_text().splitlines()
+    assert lines[0] == "rank,sample,distance_to_target,w,h,t,p_rocket,p_house"
+    assert len(lines) == 1 + TINY["num_samples"]
+    ranks = [int(line.split(",")[0]) for line in lines[1:]]
+    distances = [float(line.split(",")[2]) for line in lines[1:]]
+    assert ranks == list(range(1, TINY["num_samples"] + 1)) and distances == sorted(distances)
 
 
 def test_provenance_and_timings(two_target_report):
