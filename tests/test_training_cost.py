@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ppl_audit import cli, training
-from ppl_audit.cards import TRAINER_VERSIONS, load_card, parse_card
+from ppl_audit.cards import TRAINER_VERSIONS, load_card
 from ppl_audit.errors import AuditFileError
 from ppl_audit.training import Trainer, TrainResult, cost, registry
 from ppl_audit.training.cost import Calibration, TrainingEstimate, TrainingNotices

@@ -50,8 +50,8 @@ def distance_to_target(probs: torch.Tensor, target: Sequence[float]) -> torch.Te
 
     Examples
     --------
-    >>> distance_to_target(torch.tensor([[0.5, 0.5], [0.9, 0.1]]), [0.5, 0.5]).tolist()
-    [0.0, 0.4000000059604645]
+    >>> distance_to_target(torch.tensor([[0.5, 0.5], [0.75, 0.25]]), [0.5, 0.5]).tolist()
+    [0.0, 0.25]
     """
     t = torch.as_tensor(target, dtype=probs.dtype, device=probs.device)
     return (probs - t).abs().mean(-1)
@@ -94,8 +94,8 @@ def world_label_metrics(shares: torch.Tensor | None) -> dict[str, Any]:
 
     Examples
     --------
-    >>> world_label_metrics(torch.tensor([1.0, 0.2, 0.9]))
-    {'world_label_share': 0.7000000000000001, 'world_label_contradictions': 1}
+    >>> world_label_metrics(torch.tensor([1.0, 0.25, 0.75], dtype=torch.float64))
+    {'world_label_share': 0.6666666666666666, 'world_label_contradictions': 1}
     """
     if shares is None:
         return {"world_label_share": None, "world_label_contradictions": None}
@@ -213,13 +213,21 @@ def highlight(key: str, item: str, image: torch.Tensor, label: str, why: str) ->
 
 
 def pick_highlights(candidates: Sequence[tuple[float, Callable[[], Highlight]]]) -> list[Highlight]:
-    """The :data:`MAX_HIGHLIGHTS` candidates of lowest priority value, drawn only when chosen."""
-    chosen = sorted(range(len(candidates)), key=lambda i: (candidates[i][0], i))[:MAX_HIGHLIGHTS]
-    return [candidates[i][1]() for i in sorted(chosen, key=lambda i: (candidates[i][0], i))]
+    """The :data:`~ppl_audit.report.model.MAX_HIGHLIGHTS` candidates of lowest priority (ties: first
+    given first), drawn only once chosen: rendering an image costs more than ranking it.
+
+    Examples
+    --------
+    >>> pick_highlights([(1, lambda: "b"), (0, lambda: "a"), (2, lambda: "c"), (0, lambda: "d")])
+    ['a', 'd', 'b']
+    """
+    order = sorted(range(len(candidates)), key=lambda i: (candidates[i][0], i))
+    return [candidates[i][1]() for i in order[:MAX_HIGHLIGHTS]]
 
 
-def verdict(rows: list[VerdictRow], ambiguous: list[bool], contradictions: int, audited: dict[str, Any],
+def verdict(rows: list[VerdictRow], ambiguous: list[bool | None], contradictions: int, audited: dict[str, Any],
             highlights: list[Highlight]) -> Verdict:
+    """The level-set audit's verdict (see :func:`headline` for ``ambiguous``)."""
     return Verdict(headline=headline(rows, ambiguous, contradictions), audited=audited, rows=rows,
                    highlights=highlights)
 
