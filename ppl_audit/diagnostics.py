@@ -409,30 +409,108 @@ def load_netcdf(path):
     return _arviz().from_netcdf(str(path))
 
 
-def trace_and_rank_png(idata, *, max_chains: int = 8) -> tuple[bytes, bytes]:
-    """ArviZ trace plot and rank plot of the latents, as PNG bytes.
+TRACE_ROW_INCHES = 1.6  # height of a trace plot's row (one latent): ArviZ's default 2 made 6 latents 12 in tall
+RANK_ROW_INCHES = 2.1  # height of a rank plot's row: room for the chains' bands and their labels
 
-    Only the first ``max_chains`` chains are drawn: thousands of lines are
-    unreadable, and rank plots need few chains to show disagreement.
+
+def _fix_margins(fig, rows: int, *, left: float, right: float, top: float, bottom: float, row_gap: float,
+                 column_gap: float = 0.0) -> None:
+    """Place a figure's grid of ``rows`` rows with margins and gaps given in inches."""
+    width, height = fig.get_size_inches()
+    axes_height = (height - top - bottom - (rows - 1) * row_gap) / rows
+    columns = max(1, round(len(fig.axes) / rows))
+    axes_width = (width - left - right - (columns - 1) * column_gap) / columns
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        hspace=row_gap / axes_height, wspace=column_gap / axes_width)
+
+
+def trace_and_rank_png(idata, *, max_chains: int = 8, chains=None, chain_labels=None) -> tuple[bytes, bytes]:
+    """ArviZ trace plot and rank plot of the latents, one labelled row per latent, as PNG bytes.
+
+    Each latent coordinate is its own row, titled with its name (``w``, ``h``, ...), as ArviZ lays
+    out scalar variables: in the trace plot the density of the chains shown (left) beside every
+    chain's draws (right), with a legend naming the chains; in the rank plot each chain's rank
+    histogram in its own band. Figures grow with the number of latents, and the rows keep room
+    between them for the tick labels and the next title, so no text runs into the row above.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With ``posterior.z`` shaped ``(chain, draw, latent)`` (:func:`to_inference_data`).
+    max_chains : int, default 8
+        Chains drawn when ``chains`` is not given: the first ones. Thousands of lines are
+        unreadable, and rank plots need few chains to show disagreement.
+    chains : sequence of int, optional
+        The chains to draw, by index (for example one from each independent run).
+    chain_labels : sequence of str, optional
+        One label per chain drawn, for the trace plot's legend and the rank plot's bands
+        (default: the chain indices).
+
+    Returns
+    -------
+    trace_png, rank_png : bytes
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ppl_audit.inference import MCMCConfig, run_mh
+    >>> res = run_mh(lambda z: -0.5 * (z ** 2).sum(-1), torch.zeros(4, 2), MCMCConfig(20))
+    >>> trace_png, rank_png = trace_and_rank_png(res.to_arviz(), chains=[0, 2], chain_labels=["a", "b"])
+    >>> trace_png[:4] == rank_png[:4] == b"\\x89PNG"
+    True
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from ppl_audit.report.figures import png_bytes
 
     az = _arviz()
-    subset = idata.posterior.isel(chain=slice(0, max_chains))
+    posterior = idata.posterior
+    picked = list(range(min(max_chains, posterior.sizes["chain"]))) if chains is None else [int(c) for c in chains]
+    labels = [str(c) for c in picked] if chain_labels is None else [str(label) for label in chain_labels]
+    if not picked or len(labels) != len(picked):
+        raise InvalidInputError(f"trace_and_rank_png needs at least one chain and one label per chain, got chains "
+                                f"{picked} and labels {labels}")
+    subset = posterior[[LATENT_VAR]].isel(chain=picked)
+    rows = subset.sizes[LATENT_DIM]
+    labeller = az.labels.NoVarLabeller()  # a row's title is the latent's name alone, not "z\nw"
+    # Margins fixed in inches, not constrained layout (which took a third of the drawing time): room
+    # between rows for the x tick labels and the next row's title.
+    no_layout = {"constrained_layout": False}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # combined: one density over the chains shown; a chain that never moved has none of its own
-        axes = az.plot_trace(subset, var_names=[LATENT_VAR], compact=True, combined=True)
-        fig = np.ravel(axes)[0].figure
+        axes = az.plot_trace(subset, var_names=[LATENT_VAR], compact=False, combined=True, labeller=labeller,
+                             figsize=(12.0, TRACE_ROW_INCHES * rows + 1.3), backend_kwargs=no_layout)
+        axes = np.atleast_2d(axes)
+        fig = axes[0, 0].figure
+        for ax in axes.flat:
+            ax.title.set_fontsize(11)
+            ax.tick_params(labelsize=9)
+        axes[-1, 0].set_xlabel("value (density of the chains shown)", fontsize=9)
+        axes[-1, 1].set_xlabel("kept draw", fontsize=9)
+        _fix_margins(fig, rows, left=0.3, right=0.2, top=0.35, bottom=1.05, row_gap=0.6, column_gap=0.6)
+        lines = axes[0, 1].get_lines()[: len(picked)]  # ArviZ draws one line per chain, in order
+        fig.legend([Line2D([], [], color=line.get_color()) for line in lines], labels, title="chain",
+                   loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 8), fontsize=8,
+                   title_fontsize=8)
         trace_png = png_bytes(fig)
         plt.close(fig)
-        axes = az.plot_rank(subset, var_names=[LATENT_VAR])
-        fig = np.ravel(axes)[0].figure
+        axes = az.plot_rank(subset, var_names=[LATENT_VAR], labeller=labeller, grid=(rows, 1),
+                            figsize=(9.0, RANK_ROW_INCHES * rows + 0.5), backend_kwargs=no_layout)
+        axes = np.ravel(axes)
+        for ax in axes:  # ArviZ numbers the bands 0..n-1: name them as the trace plot's legend does
+            ax.set_yticks(ax.get_yticks()[: len(labels)], labels, fontsize=7)
+            ax.set_ylabel("chain", fontsize=9)
+            ax.set_xlabel(ax.get_xlabel(), fontsize=9)
+            ax.title.set_fontsize(11)
+            ax.tick_params(axis="x", labelsize=9)
+        fig = axes[0].figure
+        longest = max(len(label) for label in labels)
+        _fix_margins(fig, rows, left=0.45 + 0.06 * longest, right=0.2, top=0.35, bottom=0.5, row_gap=0.85)
         rank_png = png_bytes(fig)
         plt.close(fig)
     return trace_png, rank_png
@@ -566,7 +644,9 @@ __all__ = [
     "NESTED_RHAT_THRESHOLD",
     "PARETO_K_THRESHOLD",
     "RHAT_THRESHOLD",
+    "RANK_ROW_INCHES",
     "TAIL_QUANTILES",
+    "TRACE_ROW_INCHES",
     "arviz_version",
     "convergence_verdict",
     "ensemble_waic_loo",

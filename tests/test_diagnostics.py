@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from ppl_audit import diagnostics
+from ppl_audit.errors import InvalidInputError
 from ppl_audit.inference import MCMCConfig, run_mh
+from tests.figure_checks import capture_figures, overlapping_texts
 
 
 def test_nested_rhat_hand_computed():
@@ -59,6 +61,43 @@ def test_trace_and_rank_plots_are_pngs():
                  generator=torch.Generator().manual_seed(0))
     trace_png, rank_png = diagnostics.trace_and_rank_png(res.to_arviz())
     assert trace_png[:4] == rank_png[:4] == b"\x89PNG"
+
+
+SIX_LATENTS = ("w", "h", "t", "r", "cx", "cy")  # the house-rocket-circle world's
+
+
+def test_trace_and_rank_plots_have_one_labelled_row_per_latent(monkeypatch):
+    drawn = capture_figures(monkeypatch)
+    res = run_mh(lambda z: -0.5 * (z**2).sum(-1), torch.zeros(16, 6), MCMCConfig(40),
+                 generator=torch.Generator().manual_seed(0), latent_names=SIX_LATENTS)
+    chains, labels = [0, 4, 8, 12], ["run 0", "run 1", "run 2", "run 3"]
+    diagnostics.trace_and_rank_png(res.to_arviz(), chains=chains, chain_labels=labels)
+    trace, rank = drawn
+    # Trace: a (latent x [density, draws]) grid, each row titled with its latent's name alone.
+    rows = {}
+    for ax in trace.axes:
+        rows.setdefault(round(ax.get_position().y0, 3), []).append(ax.get_title())
+    assert [titles for _, titles in sorted(rows.items(), reverse=True)] == [[n, n] for n in SIX_LATENTS]
+    assert [t.get_text() for t in trace.legends[0].get_texts()] == labels  # the chains are named
+    assert len(trace.axes[1].get_lines()) == len(chains)  # the draws panel: one line per chain
+    # Rank: one row per latent, one band per chain, named as in the trace's legend.
+    assert [ax.get_title() for ax in rank.axes] == list(SIX_LATENTS)
+    assert len({round(ax.get_position().x0, 3) for ax in rank.axes}) == 1
+    assert [t.get_text() for t in rank.axes[0].get_yticklabels()] == labels
+    for fig in (trace, rank):
+        assert overlapping_texts(fig) == []
+        assert fig.get_size_inches()[1] > 6  # grows with the latents: 6 rows of readable height
+
+
+def test_trace_and_rank_plots_default_to_the_first_chains(monkeypatch):
+    drawn = capture_figures(monkeypatch)
+    res = run_mh(lambda z: -0.5 * (z**2).sum(-1), torch.zeros(12, 1), MCMCConfig(20),
+                 generator=torch.Generator().manual_seed(0))
+    diagnostics.trace_and_rank_png(res.to_arviz(), max_chains=3)
+    assert [t.get_text() for t in drawn[0].legends[0].get_texts()] == ["0", "1", "2"]
+    assert [ax.get_title() for ax in drawn[1].axes] == ["z0"]
+    with pytest.raises(InvalidInputError, match="one label per chain"):
+        diagnostics.trace_and_rank_png(res.to_arviz(), chains=[0, 1], chain_labels=["a"])
 
 
 def _hand_elpd_waic(log_lik, ddof):

@@ -917,20 +917,23 @@ def _house_rocket_target_section(world: WorldResult, result: TargetResult, class
         f"{key}_latents",
         f"{world.name}: level-set samples over prior samples, target '{target.name}'",
         f"Black crosses: the {samples.latents.shape[0]} level-set samples; dots: {world.prior_latents.shape[0]} "
-        "prior samples coloured by the classifier's P(house) (the paper's Figure 3, as pairwise panels).",
+        f"prior samples coloured by the classifier's P(house); one panel per pair of the {world.latent_dim} "
+        "latents (the paper's Figure 3, as a corner plot of pairwise panels).",
         world.latent_names,
         world.prior_latents,
         world.prior_probs[:, HOUSE],
         samples.latents,
         score_label="P(house)",
     )
-    prediction_fig = figures.score_histogram(
+    prediction_fig = figures.score_histogram(  # P(house), as the grid's labels and the latents' colours
         f"{key}_confidence",
-        f"{world.name}: P({class_names[k]}) of samples vs prior, target '{target.name}'",
-        f"Distribution of the target class's probability; the target is {target.probabilities[k]}.",
-        {"level-set samples": samples.probs[:, k], "prior": world.prior_probs[:, k]},
-        xlabel=f"P({class_names[k]})",
+        f"{world.name}: P(house) of samples vs prior, target '{target.name}'",
+        f"Distribution of the classifier's P(house), the class the figures beside it use; the target's P(house) "
+        f"is {target.probabilities[HOUSE]} (dashed line).",
+        {"level-set samples": samples.probs[:, HOUSE], "prior": world.prior_probs[:, HOUSE]},
+        xlabel="P(house)",
         band=AMBIGUOUS_BAND,
+        target=target.probabilities[HOUSE],
     )
     paragraph = (
         f"Target {list(target.probabilities)} over classes {list(class_names)} at concentration "
@@ -1050,42 +1053,104 @@ def _target_section(world: WorldResult, result: TargetResult, class_names, famil
 
 
 def _method_figures(key: str, world_name: str, target: TargetSpec, samples) -> list[Figure]:
-    """The sampler's acceptance per step, SMC's tempering schedule, ArviZ trace and rank plots."""
+    """The sampler's acceptance per step, SMC's tempering schedule, ArviZ trace and rank plots.
+
+    SMC has no warm-up: its ``acceptance_per_step`` holds, round by round (several when
+    :func:`~ppl_audit.inference.smc.pool_runs` pooled rounds), the tempering stages' moves, then
+    the ``chain.trace.shape[1]`` kept draws at the posterior. The acceptance plot marks where each
+    round's tempering moves end and its kept draws start; the tempering plot draws every run,
+    coloured by round. Trace and rank plots draw one chain from each of the first independent
+    runs (superchains), one row per latent.
+    """
     chain = samples.chain
+    info = chain.info
+    smc = "tempering_schedule" in info
+    num_draws = chain.trace.shape[1]
+    acceptance = chain.acceptance_per_step
     method_figures = []
-    if chain.acceptance_per_step:
+    if smc:
+        schedules = info["tempering_schedule"]
+        rounds = int(info.get("rounds", 1))
+        run_rounds = [i % rounds for i in range(len(schedules))]  # pooled runs: run k of round i at k * rounds + i
+        # a round's stages: its longest run's (a schedule starts at beta = 0 and stops at its first 1)
+        stages = [max((len(s) - 1 for s in schedules[i::rounds]), default=0) for i in range(rounds)]
+        moves, ess = list(info.get("moves_per_stage", [])), list(info.get("ess_per_stage", []))
+        adds_up = (sum(stages) == len(moves) == len(ess)
+                   and sum(moves) + rounds * num_draws == len(acceptance))
+        if adds_up:
+            firsts = [sum(stages[:i]) for i in range(rounds)]  # each round's first stage
+            tempering_moves = [int(sum(moves[a:a + n])) for a, n in zip(firsts, stages)]
+            round_starts = [sum(tempering_moves[:i]) + i * num_draws for i in range(rounds)]
+            kept_starts = [s + m for s, m in zip(round_starts, tempering_moves)]
+            ess_rounds = [ess[a:a + n] for a, n in zip(firsts, stages)]
+        else:  # a layout this code does not know: mark only the last round's kept draws, which end the list
+            round_starts, kept_starts, ess_rounds = [0], [len(acceptance) - num_draws], [ess]
+        vlines = {"tempering moves end, kept draws start": kept_starts}
+        if len(round_starts) > 1:
+            vlines["next round starts"] = round_starts[1:]
+    elif chain.num_warmup:
+        vlines = {"end of warm-up": [chain.num_warmup]}
+    else:
+        vlines = {}
+    if acceptance:
+        if smc:
+            several = len(round_starts) > 1
+            caption = ("Mean acceptance over all particles of every MH move: "
+                       + (f"in each of the {len(round_starts)} rounds, " if several else "")
+                       + f"the tempering stages' moves, then the {num_draws} kept draws at the posterior. "
+                       + ("Dashed lines mark where each round's" if several else "The dashed line marks where the")
+                       + " tempering moves end and the kept draws start (SMC discards no warm-up)"
+                       + ("; dotted, where a round of larger runs starts." if several else "."))
+        else:
+            caption = ("Mean acceptance over all particles; the proposal adapts until the dashed line (end of "
+                       "warm-up), whose draws are discarded." if vlines else "Mean acceptance over all particles.")
         method_figures.append(figures.line_plot(
             f"{key}_acceptance",
             f"{world_name}: acceptance per step, target '{target.name}'",
-            ("Mean acceptance over all particles of every MH move: the tempering stages' moves, then the "
-             f"{chain.trace.shape[1]} kept draws at the posterior."
-             if "tempering_schedule" in chain.info else
-             "Mean acceptance over all particles; the proposal adapts until the dashed line."),
-            {"acceptance rate": chain.acceptance_per_step},
-            xlabel="step",
+            caption,
+            {"acceptance rate": acceptance},
+            xlabel="MH move (tempering stages, then kept draws)" if smc else "step",
             ylabel="acceptance",
-            vline=chain.num_warmup,
+            vlines=vlines,
         ))
-    if "tempering_schedule" in chain.info:
-        schedules = chain.info["tempering_schedule"]
-        method_figures.append(figures.line_plot(
+    if smc:
+        per_round = len(schedules) // rounds
+        method_figures.append(figures.tempering_plot(
             f"{key}_tempering",
             f"{world_name}: SMC tempering schedule and ESS, target '{target.name}'",
-            "Inverse temperature beta per stage for each independent SMC run (prior at 0, posterior at 1), "
-            "and the mean ESS fraction of the particles before each resampling.",
-            {**{f"beta, run {i}": sched for i, sched in enumerate(schedules[:4])},
-             "ESS fraction": chain.info.get("ess_per_stage", [])},
-            xlabel="stage",
-            ylabel="beta / ESS fraction",
+            f"Left: inverse temperature beta per stage of every one of the {len(schedules)} independent SMC runs "
+            "(prior at 0, posterior at 1)"
+            + (f", coloured by round ({rounds} rounds of {per_round} runs, each round's runs twice the size of the "
+               "last's)" if rounds > 1 else "")
+            + ". Right: the mean ESS fraction of the particles before each resampling"
+            + (", per round." if len(ess_rounds) > 1 else "."),
+            schedules,
+            run_rounds,
+            ess_rounds,
         ))
-    trace_png, rank_png = diagnostics.trace_and_rank_png(samples.to_arviz(), max_chains=TRACE_CHAINS)
+    # One chain from each independent run (superchain) first: the rank plot then compares runs.
+    num_chains, groups = chain.num_chains, chain.superchains or 1
+    size = num_chains // groups
+    order = [k * size + j for j in range(size) for k in range(groups)] if num_chains % groups == 0 else []
+    picked = (order or list(range(num_chains)))[:TRACE_CHAINS]
+    if smc and order:
+        labels = [f"run {c // size}" + (f", particle {c % size}" if c % size else "") for c in picked]
+        which = (f"particle 0 of SMC runs 0-{len(picked) - 1} (of {groups})" if len(picked) <= groups else
+                 f"particles 0-{len(picked) - 1} of the one SMC run" if groups == 1 else
+                 f"particles taken in turn from each of the {groups} SMC runs")
+    else:
+        labels = [f"chain {c}" for c in picked]
+        which = f"chains {', '.join(str(c) for c in picked)} of {num_chains}"
+    trace_png, rank_png = diagnostics.trace_and_rank_png(samples.to_arviz(), chains=picked, chain_labels=labels)
+    data = {"latent_names": list(chain.latent_names), "chains": picked, "chain_labels": labels,
+            "draws": figures.rounded(chain.trace[picked]), "note": "draws: (chain, draw, latent), the chains drawn"}
     method_figures += [
-        Figure(f"{key}_trace", f"{world_name}: trace of {TRACE_CHAINS} chains, target '{target.name}'",
-               "ArviZ trace plot of the kept draws of the first chains: densities left, draws right.", trace_png,
-               {"chains": TRACE_CHAINS, "note": "drawn from the run's InferenceData"}),
-        Figure(f"{key}_rank", f"{world_name}: rank plot of {TRACE_CHAINS} chains, target '{target.name}'",
-               "ArviZ rank plot: chains that explore the same posterior give flat, similar histograms.", rank_png,
-               {"chains": TRACE_CHAINS, "note": "drawn from the run's InferenceData"}),
+        Figure(f"{key}_trace", f"{world_name}: trace of {len(picked)} chains, target '{target.name}'",
+               f"ArviZ trace plot, one row per latent: the {num_draws} kept draws of {which}; left, the density "
+               "of these chains together, right, each chain's draws.", trace_png, data),
+        Figure(f"{key}_rank", f"{world_name}: rank plot of {len(picked)} chains, target '{target.name}'",
+               f"ArviZ rank plot, one row per latent, of the same chains ({which}): chains that explore the same "
+               "posterior give flat, similar histograms.", rank_png, dict(data)),
     ]
     return method_figures
 

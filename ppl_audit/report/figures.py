@@ -15,6 +15,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.report.model import Figure
@@ -73,6 +74,10 @@ def image_grid(
     return Figure(name, title, caption, png_bytes(fig), data or {})
 
 
+PAIR_PANEL_INCHES = 2.8  # side of one panel of the latent pairs' corner plot
+PAIR_PANEL_INCHES_MANY = 2.3  # ... with 4 or more columns, so that 6 latents (5 columns) fit 1,300 px
+
+
 def latent_pairs(
     name: str,
     title: str,
@@ -88,22 +93,92 @@ def latent_pairs(
     """Posterior samples (black) over prior samples coloured by a score, one panel per latent pair.
 
     The level-set paper's Figure 3 shows the same in 3-D; pairwise panels are
-    easier to read and work for any number of latents.
+    easier to read and work for any number of latents. The panels form a
+    corner plot: pair ``(i, j)`` sits in column ``i`` and row ``j - 1``, so each
+    column shares its x latent and each row its y latent, and every latent
+    appears (6 latents: 15 panels on a 5 x 5 grid).
+
+    Parameters
+    ----------
+    name, title, caption : str
+    latent_names : sequence of str
+        ``D`` names, one per column of the latents.
+    prior_latents : torch.Tensor, (N, D)
+    prior_score : torch.Tensor, (N,)
+        The score the prior dots are coloured by, on ``[0, 1]``.
+    sample_latents : torch.Tensor, (n, D)
+    score_label : str
+        The colour bar's label, for example ``"P(house)"``.
+    pairs : sequence of (int, int), optional
+        Pairs ``(i, j)`` with ``i < j`` to draw; default every pair.
+
+    Returns
+    -------
+    Figure
+        ``data`` holds the names, the pairs drawn, the score's label and the latents and scores.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> fig = latent_pairs("p", "t", "c", ["a", "b", "c", "d"], torch.rand(20, 4, generator=g),
+    ...                    torch.rand(20, generator=g), torch.rand(5, 4, generator=g), score_label="P(x)")
+    >>> len(fig.data["pairs"]), sorted({i for p in fig.data["pairs"] for i in p})
+    (6, [0, 1, 2, 3])
     """
     d = prior_latents.shape[1]
-    pairs = list(pairs) if pairs is not None else [(i, j) for i in range(min(d, 3)) for j in range(i + 1, min(d, 3))]
-    fig = MplFigure(figsize=(4.2 * len(pairs), 3.9))
+    if d < 2:
+        raise InvalidInputError(f"latent pairs need at least 2 latents, got {d}")
+    pairs = [(int(i), int(j)) for i, j in pairs] if pairs is not None else [
+        (i, j) for i in range(d) for j in range(i + 1, d)]
+    if not pairs or any(not 0 <= i < j < d for i, j in pairs):
+        raise InvalidInputError(f"pairs must be (i, j) with 0 <= i < j < {d}, got {pairs}")
+    cols = sorted({i for i, _ in pairs})
+    rows = sorted({j for _, j in pairs})
+    side = PAIR_PANEL_INCHES if len(cols) < 4 else PAIR_PANEL_INCHES_MANY  # 5 columns stay under 1,300 px
+    # Fixed margins in inches (constrained layout took half the drawing time on 15 panels): room for
+    # the outer tick labels and latent names, the title above, the colour bar's column on the right.
+    left, right, bottom, top, gap = 0.7, 1.1, 0.6, 0.45, 0.12
+    width, height = side * len(cols) + left + right, side * len(rows) + bottom + top
+    fig = MplFigure(figsize=(width, height))
+    grid = fig.add_gridspec(len(rows), len(cols), left=left / width, right=1 - right / width,
+                            bottom=bottom / height, top=1 - top / height, wspace=gap, hspace=gap)
     pl, ps, sl = (t.detach().cpu().numpy() for t in (prior_latents, prior_score, sample_latents))
+    both = np.concatenate([pl, sl])
+    low, high = both.min(axis=0), both.max(axis=0)
+    pad = 0.04 * np.where(high > low, high - low, 1.0)
+    limits = np.stack([low - pad, high + pad], axis=1)  # one range per latent, shared by its row and column
     mappable = None
-    for k, (i, j) in enumerate(pairs):
-        ax = fig.add_subplot(1, len(pairs), k + 1)
-        mappable = ax.scatter(pl[:, i], pl[:, j], c=ps, cmap="coolwarm", vmin=0, vmax=1, s=5, alpha=0.6, linewidths=0)
-        ax.scatter(sl[:, i], sl[:, j], c="black", s=7, marker="x", linewidths=0.7, label="level-set samples")
-        ax.set_xlabel(latent_names[i])
-        ax.set_ylabel(latent_names[j])
-    fig.axes[0].legend(loc="upper right", fontsize=7)
-    if mappable is not None:
-        fig.colorbar(mappable, ax=fig.axes, label=score_label, shrink=0.85)
+    panels = []
+    for i, j in pairs:
+        r, c = rows.index(j), cols.index(i)
+        ax = fig.add_subplot(grid[r, c])
+        mappable = ax.scatter(pl[:, i], pl[:, j], c=ps, cmap="coolwarm", vmin=0, vmax=1, s=4, alpha=0.6,
+                              linewidths=0)
+        ax.scatter(sl[:, i], sl[:, j], c="black", s=6, marker="x", linewidths=0.6, label="level-set samples")
+        ax.set_xlim(*limits[i])
+        ax.set_ylim(*limits[j])
+        # Ticks and names on the outer edge only, as in a corner plot: the bottom panel of a column, the first
+        # of a row (inner panels have none, which also halves the drawing time of 15 panels).
+        on_bottom = r == len(rows) - 1 or (i, rows[r + 1]) not in pairs
+        on_left = c == 0 or (cols[c - 1], j) not in pairs
+        for shown, axis, label in ((on_bottom, ax.xaxis, latent_names[i]), (on_left, ax.yaxis, latent_names[j])):
+            if shown:
+                axis.set_major_locator(MaxNLocator(nbins=4))
+                axis.set_label_text(label, fontsize=9)
+            else:
+                axis.set_major_locator(NullLocator())
+        ax.tick_params(labelsize=7)
+        panels.append(ax)
+    handles, labels = panels[0].get_legend_handles_labels()
+    if (cols[-1], rows[0]) in pairs:  # no empty corner: the legend goes in the first panel
+        panels[0].legend(handles, labels, loc="upper right", fontsize=7)
+    else:  # the empty top-right corner of the grid holds it
+        corner = fig.add_subplot(grid[0, -1])
+        corner.set_axis_off()
+        corner.legend(handles, labels, loc="upper right", fontsize=8, markerscale=1.5)
+    bar_height = min(side * len(rows), 4.0) / height
+    bar = fig.add_axes(((width - right + 0.2) / width, 1 - top / height - bar_height, 0.15 / width, bar_height))
+    fig.colorbar(mappable, cax=bar, label=score_label)
     fig.suptitle(title, fontsize=10)
     data = {
         "latent_names": list(latent_names),
@@ -125,12 +200,41 @@ def score_histogram(
     xlabel: str,
     band: tuple[float, float] | None = None,
     bins: int = 40,
+    target: float | None = None,
 ) -> Figure:
-    """Density histograms of one score for several groups, on ``[0, 1]``."""
+    """Density histograms of one score for several groups, on ``[0, 1]``.
+
+    Parameters
+    ----------
+    name, title, caption : str
+    series : dict of str to torch.Tensor
+        Each group's scores (1-D).
+    xlabel : str
+        The score's name, for example ``"P(house)"``; say the class, so that the histogram and
+        the figures beside it use one class convention.
+    band : (float, float), optional
+        A band to shade (for example the ambiguous band).
+    bins : int, default 40
+    target : float, optional
+        The score the samples aim at, drawn as a dashed red line.
+
+    Returns
+    -------
+    Figure
+        ``data``: ``bin_edges``, ``counts`` per group, ``xlabel``, ``band`` and ``target``.
+
+    Examples
+    --------
+    >>> fig = score_histogram("h", "t", "c", {"a": torch.tensor([0.1, 0.9])}, xlabel="P(house)", target=0.5)
+    >>> fig.data["counts"]["a"][0], fig.data["xlabel"], fig.data["target"]
+    (0, 'P(house)', 0.5)
+    """
     fig = MplFigure(figsize=(6.0, 3.4))
     ax = fig.add_subplot(1, 1, 1)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    data = {"bin_edges": np.round(edges, DATA_DECIMALS).tolist(), "counts": {}}
+    data = {"bin_edges": np.round(edges, DATA_DECIMALS).tolist(), "counts": {}, "xlabel": xlabel,
+            "band": None if band is None else [float(b) for b in band],
+            "target": None if target is None else float(target)}
     for label, values in series.items():
         v = values.detach().cpu().numpy()
         counts, _ = np.histogram(v, bins=edges)
@@ -138,6 +242,8 @@ def score_histogram(
         ax.hist(v, bins=edges, density=True, alpha=0.55, label=f"{label} (n={len(v)})")
     if band is not None:
         ax.axvspan(*band, color="grey", alpha=0.15, label=f"band {band[0]:.2f}-{band[1]:.2f}")
+    if target is not None:
+        ax.axvline(target, color="tab:red", linestyle="--", linewidth=1, label=f"target {xlabel} = {target:g}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.set_yscale("log")
@@ -145,6 +251,9 @@ def score_histogram(
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return Figure(name, title, caption, png_bytes(fig), data)
+
+
+VLINE_STYLES = ("--", ":", "-.")  # line_plot's vertical lines: one style per label
 
 
 def line_plot(
@@ -156,20 +265,122 @@ def line_plot(
     xlabel: str,
     ylabel: str,
     vline: float | None = None,
+    vlines: dict[str, Sequence[float]] | None = None,
 ) -> Figure:
-    """Lines over a step index (for example acceptance rate per MCMC step)."""
-    fig = MplFigure(figsize=(6.0, 3.0))
+    """Lines over a step index (for example acceptance rate per MCMC step), with labelled vertical lines.
+
+    Parameters
+    ----------
+    name, title, caption : str
+    series : dict of str to sequence of float
+        Each line's values at steps ``0, 1, ...``.
+    xlabel, ylabel : str
+    vline : float, optional
+        Shorthand for ``vlines={"end of warm-up": [vline]}``.
+    vlines : dict of str to sequence of float, optional
+        Vertical lines at these steps, one legend entry (and line style) per label: where a phase
+        ends, for example ``{"kept draws start": [155]}``.
+
+    Returns
+    -------
+    Figure
+        ``data``: ``series`` and ``vlines`` (label to steps), as drawn.
+
+    Examples
+    --------
+    >>> fig = line_plot("a", "t", "c", {"acc": [0.5, 0.4, 0.3]}, xlabel="step", ylabel="acceptance", vline=1)
+    >>> fig.data["vlines"]
+    {'end of warm-up': [1.0]}
+    """
+    marks = dict(vlines or {})
+    if vline is not None:
+        marks.setdefault("end of warm-up", [vline])
+    marks = {label: [float(x) for x in xs] for label, xs in marks.items() if len(xs)}
+    fig = MplFigure(figsize=(8.0 if marks else 6.0, 3.0))
     ax = fig.add_subplot(1, 1, 1)
     for label, ys in series.items():
         ax.plot(np.arange(len(ys)), ys, label=label, linewidth=1)
-    if vline is not None:
-        ax.axvline(vline, color="grey", linestyle="--", linewidth=0.8, label="end of warm-up")
+    for k, (label, xs) in enumerate(marks.items()):
+        for n, x in enumerate(xs):
+            ax.axvline(x, color="black" if k == 0 else "grey", linestyle=VLINE_STYLES[k % len(VLINE_STYLES)],
+                       linewidth=0.9, label=label if n == 0 else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    if marks:  # outside, on the right: the lines' labels are long and the curve runs across the whole panel
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    data = {"series": {k: rounded(v) for k, v in series.items()}, "vline": vline}
+    data = {"series": {k: rounded(v) for k, v in series.items()}, "vlines": marks}
+    return Figure(name, title, caption, png_bytes(fig), data)
+
+
+def tempering_plot(
+    name: str,
+    title: str,
+    caption: str,
+    schedules: Sequence[Sequence[float]],
+    run_groups: Sequence[int],
+    ess_per_stage: Sequence[Sequence[float]],
+    *,
+    group_label: str = "round",
+) -> Figure:
+    """Every SMC run's tempering schedule (left) and the ESS fraction per stage (right).
+
+    Each run is one thin line, coloured by its group (the round it ran in), so that all of them
+    are drawn however many there are; the legend counts the runs of each group.
+
+    Parameters
+    ----------
+    name, title, caption : str
+    schedules : sequence of sequence of float
+        One schedule per run: its inverse temperatures ``beta`` from 0 to 1, stage by stage.
+    run_groups : sequence of int
+        The group (round) of every run, ``0, 1, ...``.
+    ess_per_stage : sequence of sequence of float
+        Per group: the mean ESS fraction of its runs' particles before each resampling.
+    group_label : str, default "round"
+
+    Returns
+    -------
+    Figure
+        ``data``: ``schedules``, ``run_groups``, ``ess_per_stage`` and ``group_label``, as drawn.
+
+    Examples
+    --------
+    >>> fig = tempering_plot("t", "t", "c", [[0.0, 0.5, 1.0], [0.0, 0.4, 1.0]], [0, 0], [[0.6, 0.7]])
+    >>> len(fig.data["schedules"]), fig.data["run_groups"]
+    (2, [0, 0])
+    """
+    if len(run_groups) != len(schedules):
+        raise InvalidInputError(f"tempering_plot needs one group per run, got {len(run_groups)} for "
+                                f"{len(schedules)} runs")
+    groups = sorted(set(int(g) for g in run_groups))
+    fig = MplFigure(figsize=(9.0, 3.4))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.83, wspace=0.25)  # fixed: quicker than a layout engine
+    left, right = fig.subplots(1, 2)
+    for g in groups:
+        runs = [i for i, rg in enumerate(run_groups) if int(rg) == g]
+        for n, i in enumerate(runs):
+            left.plot(np.arange(len(schedules[i])), schedules[i], color=f"C{g}", alpha=0.5, linewidth=0.8,
+                      label=f"{group_label} {g + 1}: {len(runs)} runs" if n == 0 else None)
+    for g, ess in enumerate(ess_per_stage):
+        right.plot(np.arange(1, len(ess) + 1), ess, color=f"C{g}", marker="o", markersize=3, linewidth=1,
+                   label=f"{group_label} {g + 1}")
+    left.set_xlabel("stage")
+    left.set_ylabel("inverse temperature beta")
+    left.set_title(f"every run's schedule ({len(schedules)} runs)", fontsize=9)
+    right.set_xlabel("stage")
+    right.set_ylabel("ESS fraction before resampling")
+    right.set_ylim(0, 1.05)
+    right.set_title("mean over the runs still tempering", fontsize=9)
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # stages are whole numbers
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    data = {"group_label": group_label, "schedules": [rounded(s) for s in schedules],
+            "run_groups": [int(g) for g in run_groups], "ess_per_stage": [rounded(e) for e in ess_per_stage]}
     return Figure(name, title, caption, png_bytes(fig), data)
 
 
@@ -468,7 +679,7 @@ def value_histograms(
         counts, _ = np.histogram(clipped, bins=edges)
         data["counts"][label] = counts.tolist()
         data["clipped"][label] = int(((v < low) | (v > high)).sum())
-        ax.hist(clipped, bins=edges, density=True, alpha=0.5, label=f"{label} (n={len(v)})", histtype="stepfilled")
+        ax.hist(clipped, bins=edges, density=True, alpha=0.5, label=f"{label} (n={len(v)})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.legend(fontsize=6, ncol=2)
@@ -599,7 +810,10 @@ __all__ = [
     "DPI",
     "MONTAGE_DPI_SCALE",
     "MONTAGE_GAP",
+    "PAIR_PANEL_INCHES",
+    "PAIR_PANEL_INCHES_MANY",
     "SYMLOG_SPAN",
+    "VLINE_STYLES",
     "class_profile",
     "errorbar_plot",
     "explanation_figure",
@@ -613,6 +827,7 @@ __all__ = [
     "principal_components",
     "rounded",
     "score_histogram",
+    "tempering_plot",
     "value_histograms",
     "xy_plot",
 ]

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from ppl_audit.errors import InvalidInputError
 from ppl_audit.report import figures
+from tests.figure_checks import capture_figures, overlapping_texts
 
 
 def test_principal_components_match_the_covariance_eigenvectors():
@@ -63,3 +65,78 @@ def test_class_profile_data():
     assert fig.data["mean"] == pytest.approx([0.2, 0.8])
     assert fig.data["target"] == [0.25, 0.75]
     assert fig.data["q05"][0] <= fig.data["mean"][0] <= fig.data["q95"][0]
+
+
+# --------------------------------------------------------------------------- figures a reader can read (issue 25)
+
+SIX_LATENTS = ["w", "h", "t", "r", "cx", "cy"]  # the house-rocket-circle world's
+
+
+@pytest.mark.parametrize("names", [SIX_LATENTS, ["w", "h", "t"]])
+def test_latent_pairs_draw_every_pair_of_every_latent(monkeypatch, names):
+    drawn = capture_figures(monkeypatch)
+    gen = torch.Generator().manual_seed(0)
+    d = len(names)
+    fig = figures.latent_pairs("pairs", "Title", "c", names, torch.rand(200, d, generator=gen),
+                               torch.rand(200, generator=gen), torch.rand(30, d, generator=gen), score_label="P(house)")
+    expected = [[i, j] for i in range(d) for j in range(i + 1, d)]
+    assert fig.data["pairs"] == expected and fig.data["latent_names"] == names
+    (mpl,) = drawn
+    panels = [ax for ax in mpl.axes if ax.collections and not hasattr(ax, "_colorbar")]
+    assert len(panels) == len(expected)  # one panel per pair: 15 for six latents
+    # Every latent is named on the corner's outer edge: x below the bottom row, y left of the first column.
+    assert {ax.get_xlabel() for ax in panels} - {""} == set(names[:-1])
+    assert {ax.get_ylabel() for ax in panels} - {""} == set(names[1:])
+    for ax, (i, j) in zip(panels, expected):  # each panel draws the pair its data names
+        prior, samples = ax.collections[:2]
+        assert np.allclose(prior.get_offsets()[:, 0], np.array(fig.data["prior_latents"])[:, i], atol=1e-4)
+        assert np.allclose(samples.get_offsets()[:, 1], np.array(fig.data["sample_latents"])[:, j], atol=1e-4)
+    assert overlapping_texts(mpl) == []
+    assert mpl.get_size_inches()[0] * figures.DPI <= 1400  # fits the page at 1,400 px
+
+
+def test_latent_pairs_reject_bad_pairs():
+    with pytest.raises(InvalidInputError, match="pairs must be"):
+        figures.latent_pairs("p", "t", "c", ["a", "b"], torch.rand(5, 2), torch.rand(5), torch.rand(2, 2),
+                             score_label="s", pairs=[(1, 0)])
+
+
+def test_line_plot_labels_its_vertical_lines_and_records_them(monkeypatch):
+    drawn = capture_figures(monkeypatch)
+    fig = figures.line_plot("acc", "t", "c", {"acceptance rate": [0.3] * 60}, xlabel="move", ylabel="acc",
+                            vlines={"kept draws start": [20, 50], "next round starts": [30]})
+    assert fig.data["vlines"] == {"kept draws start": [20.0, 50.0], "next round starts": [30.0]}
+    ax = drawn[0].axes[0]
+    vertical = [line.get_xdata()[0] for line in ax.get_lines()[1:]]
+    assert vertical == [20, 50, 30]  # drawn where the data says
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "acceptance rate", "kept draws start", "next round starts"]  # one legend entry per label
+    warm = figures.line_plot("acc", "t", "c", {"a": [0.5, 0.4]}, xlabel="step", ylabel="a", vline=1)
+    assert warm.data["vlines"] == {"end of warm-up": [1.0]}
+    assert figures.line_plot("acc", "t", "c", {"a": [0.5]}, xlabel="s", ylabel="a").data["vlines"] == {}
+
+
+def test_tempering_plot_draws_every_run(monkeypatch):
+    drawn = capture_figures(monkeypatch)
+    schedules = [[0.0, 0.1 * (r + 1), 1.0] for r in range(8)] + [[0.0, 0.2, 0.6, 1.0] for _ in range(8)]
+    groups = [r % 2 for r in range(16)]
+    fig = figures.tempering_plot("temp", "t", "c", schedules, groups, [[0.5, 0.9], [0.6, 0.7, 0.95]])
+    assert len(fig.data["schedules"]) == 16 and fig.data["run_groups"] == groups
+    beta, ess = drawn[0].axes
+    assert len(beta.get_lines()) == 16  # every run, not the first four
+    assert [t.get_text() for t in beta.get_legend().get_texts()] == ["round 1: 8 runs", "round 2: 8 runs"]
+    assert [list(line.get_ydata()) for line in ess.get_lines()] == [[0.5, 0.9], [0.6, 0.7, 0.95]]
+    assert overlapping_texts(drawn[0]) == []
+    with pytest.raises(InvalidInputError, match="one group per run"):
+        figures.tempering_plot("temp", "t", "c", schedules, groups[:3], [])
+
+
+def test_score_histogram_records_its_class_and_target(monkeypatch):
+    drawn = capture_figures(monkeypatch)
+    fig = figures.score_histogram("h", "t", "c", {"samples": torch.tensor([0.1, 0.2, 0.95])}, xlabel="P(house)",
+                                  band=(0.45, 0.55), target=0.999, bins=10)
+    assert (fig.data["xlabel"], fig.data["band"], fig.data["target"]) == ("P(house)", [0.45, 0.55], 0.999)
+    assert fig.data["counts"]["samples"] == [0, 1, 1, 0, 0, 0, 0, 0, 0, 1]
+    ax = drawn[0].axes[0]
+    assert ax.get_xlabel() == "P(house)"
+    assert "target P(house) = 0.999" in [t.get_text() for t in ax.get_legend().get_texts()]
