@@ -720,45 +720,58 @@ def present(results: LevelSetResults) -> Report:
 
 
 def _verdict(results: LevelSetResults) -> Verdict:
-    """One row per world and target; three images: the ambiguous samples closest to their targets (converged
-    level sets first), then confident samples that the world's labels put in another class."""
+    """One row per world and target, and three images (:func:`_highlight_candidates`)."""
     spec, class_names = results.spec, list(results.spec.class_names)
     rows, ambiguous, candidates, contradictions = [], [], [], 0
     for world in results.worlds:
+        first = _closest_converged_ambiguous(world)
         for result in world.targets:
             target, samples, m = result.target, result.samples, result.metrics
             row = findings.row(world.name, target.name, target.probabilities, m, samples.diagnostics, class_names)
             rows.append(row)
-            ambiguous.append(None if findings.is_confident(target.probabilities) else
-                             findings.reached(m, target.probabilities))
-            contradictions += m.get("world_label_contradictions") or 0
-            candidates += _highlight_candidates(world, result, row, class_names)
+            confident = findings.is_confident(target.probabilities)
+            ambiguous.append(None if confident else findings.reached(m, target.probabilities))
+            contradictions += (m.get("world_label_contradictions") or 0) if confident else 0
+            candidates += _highlight_candidates(world, result, row, class_names, first=target.name == first)
     info = results.classifier_info
     audited = {"classifier": spec.classifier, "source": info.get("card") or spec.classifier,
                "accuracy": info.get("test_accuracy"), "priors": [w.name for w in results.worlds]}
     return findings.verdict(rows, ambiguous, contradictions, audited, findings.pick_highlights(candidates))
 
 
-def _highlight_candidates(world: WorldResult, result: TargetResult, row, class_names) -> list:
-    """``(priority, draw)`` pairs for :func:`~ppl_audit.audits.levelset_findings.pick_highlights`."""
+# Highlight priorities (lower first): each world's closest converged ambiguous sample, then the most
+# confident contradicted sample, then the other converged ambiguous targets, then the unconverged ones.
+_FIRST_AMBIGUOUS, _CONTRADICTED, _MORE_AMBIGUOUS, _UNCONVERGED = 0, 1, 2, 3
+
+
+def _closest_converged_ambiguous(world: WorldResult) -> str | None:
+    """The name of the world's converged non-confident target whose samples sit closest to it (least Delta)."""
+    converged = [(t.metrics["delta"], t.target.name) for t in world.targets
+                 if t.samples.diagnostics["converged"] and not findings.is_confident(t.target.probabilities)]
+    return min(converged)[1] if converged else None
+
+
+def _highlight_candidates(world: WorldResult, result: TargetResult, row, class_names, *, first: bool) -> list:
+    """``(priority, draw)`` pairs for :func:`~ppl_audit.audits.levelset_findings.pick_highlights`; ``first``
+    marks the world's :func:`_closest_converged_ambiguous` target."""
     target, samples = result.target, result.samples
     key = _target_key(world, target)
     label = ((lambda p: _label(float(p[HOUSE]))) if class_names == list(CLASS_NAMES)
              else (lambda p: _top_two_label(p, class_names)))
     if not findings.is_confident(target.probabilities):
         best = int(findings.ranked_distinct(samples.latents, samples.probs, target.probabilities)[0])
-        why = f"The sample closest to target {list(target.probabilities)} ({row.trust})."
-        priority = 0 if row.trusted else 1
-        return [(priority, lambda: findings.highlight(key, row.item, samples.images[best], label(samples.probs[best]),
-                                                      why))]
+        why = f"closest to target {list(target.probabilities)}" + ("" if row.trusted else " (not converged)")
+        priority = _FIRST_AMBIGUOUS if first else _MORE_AMBIGUOUS if row.trusted else _UNCONVERGED
+        return [(priority, lambda: findings.highlight(key, row.item, samples.images[best],
+                                                      label(samples.probs[best]), why))]
     if result.world_labels is None or not bool((result.world_labels < 0.5).any()):
         return []
     wrong = (result.world_labels < 0.5).nonzero().flatten()
     k = _top_class(target)
     best = int(wrong[samples.probs[wrong, k].argmax()])
-    why = (f"Called '{class_names[k]}' with P = {float(samples.probs[best, k]):.3f}, but another class by the "
-           "world's own labels.")
-    return [(2, lambda: findings.highlight(key, row.item, samples.images[best], label(samples.probs[best]), why))]
+    why = f"called '{class_names[k]}' (P = {float(samples.probs[best, k]):.3f}); another class by the world's labels"
+    return [(_CONTRADICTED, lambda: findings.highlight(key, row.item, samples.images[best], label(samples.probs[best]),
+                                                       why))]
 
 
 def _summary(spec: LevelSetAuditSpec) -> list[str]:
@@ -904,9 +917,9 @@ def _grid_figure(key, world: WorldResult, result: TargetResult, label, caption, 
 
 
 def _house_rocket_target_section(world: WorldResult, result: TargetResult, class_names) -> Section:
-    """A target on a house/rocket world: latent pairs over the prior (Figure 3), P(target class) against the prior."""
+    """A target on a house/rocket world: latent pairs over the prior (Figure 3), P(house) against the prior."""
     target, samples, m = result.target, result.samples, result.metrics
-    key, k = _target_key(world, target), _top_class(target)
+    key = _target_key(world, target)
     grid = _grid_figure(
         key, world, result, lambda p: _label(float(p[HOUSE])),
         f"Level-set samples with the classifier's P(house) (target P(house) = {target.probabilities[HOUSE]}, "
@@ -939,7 +952,8 @@ def _house_rocket_target_section(world: WorldResult, result: TargetResult, class
         f"Target {list(target.probabilities)} over classes {list(class_names)} at concentration "
         f"{target.concentration:g}: Delta = {m['delta']:.4f}, mean confidence {m['mean_confidence']:.3f}, "
         f"minimum {m['min_confidence']:.3f}; {m['num_distinct']} distinct of {m['num_samples']} samples; "
-        f"{100 * m['fraction_in_ambiguous_band']:.1f}% of samples have P({class_names[k]}) within "
+        # two classes: P(top class) is in the symmetric band exactly when P(house) is (the section's convention)
+        f"{100 * m['fraction_in_ambiguous_band']:.1f}% of samples have P(house) within "
         f"{AMBIGUOUS_BAND[0]}-{AMBIGUOUS_BAND[1]}."
     )
     return _target_section(world, result, class_names, [grid, latent_fig, prediction_fig], paragraph, [])

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ppl_audit.diagnostics import NESTED_RHAT_THRESHOLD, RHAT_THRESHOLD, beyond
 from ppl_audit.metrics import AMBIGUOUS_BAND, first_of_each_distinct
 from ppl_audit.report import DataFile, Highlight, Verdict, VerdictRow
 from ppl_audit.report.galleries import single_image
@@ -174,7 +175,8 @@ def key_figure(m: dict[str, Any]) -> str:
 def trust(diagnostics: dict[str, Any]) -> str:
     """Converged or not, with the statistic that decided it."""
     nested = diagnostics.get("nested_rhat_max")
-    figure = f"nested R-hat {nested:.4f}" if nested is not None else f"split R-hat {diagnostics['rhat_max']:.4f}"
+    figure = (f"nested R-hat {beyond(nested, NESTED_RHAT_THRESHOLD)}" if nested is not None else
+              f"split R-hat {beyond(diagnostics['rhat_max'], RHAT_THRESHOLD)}")
     if diagnostics["converged"]:
         return f"converged ({figure})"
     failed = (diagnostics.get("smc") or {}).get("failed") or []

@@ -62,7 +62,7 @@ nav.toc .fail{color:#cf222e}
 @media (max-width:900px){.layout{grid-template-columns:minmax(0,1fr)}
   nav.toc{position:static;max-height:none;border-right:0;border-bottom:1px solid #d0d7de}}
 h1,h2,h3,h4,h5,h6{line-height:1.25;margin:1.4em 0 .5em}
-h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em;margin-top:.6em}
+h1{border-bottom:2px solid #d0d7de;padding-bottom:.2em;margin:.5em 0 .2em;font-size:1.7em}
 h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em}
 .meta{color:#59636e}
 code{background:#f3f5f7;padding:0 .25em;border-radius:3px}
@@ -77,18 +77,24 @@ tr.fail td{background:#ffebe9}
 .badge.ok{background:#dafbe1;color:#116329}
 .badge.fail{background:#ffebe9;color:#a40e26}
 .badge.na{background:#eaeef2;color:#424a53}
-.verdict{border:2px solid #d0d7de;border-radius:6px;padding:.2em 1.2em 1em;margin:1em 0 1.5em}
-.verdict h2{margin-top:.6em}
-.verdict .headline{font-size:1.15em;font-weight:600}
-.verdict dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.1em 1em;margin:.4em 0}
-.verdict dt{color:#59636e}
-.verdict dd{margin:0}
+.verdict{border:2px solid #d0d7de;border-radius:6px;padding:.1em 1.2em .8em;margin:.6em 0 1.5em}
+.verdict h2{margin:.4em 0 .3em}
+.verdict .headline{font-size:1.1em;font-weight:600;margin:.3em 0}
+.verdict .audited{color:#424a53;margin:.3em 0 .6em}
+.verdict .audited b{color:#1f2328;font-weight:600}
+.verdict-body{display:flex;gap:1.2rem;align-items:flex-start}
+.verdict-body>.table-wrap{flex:1 1 auto;margin-top:0}
 .warning{border:2px solid #d29922;border-left-width:8px;background:#fff8e5;
   padding:.5em 1em;margin:1em 0;border-radius:4px}
 .warning strong,.warning-list strong{color:#9a6700}
 ul.warning-list{border-left:6px solid #d29922;background:#fff8e5;padding:.4em 1em .4em 2em;border-radius:4px}
-.highlights{display:flex;gap:1rem;flex-wrap:wrap}
-.highlights figure{flex:1 1 12rem;max-width:32%;margin:.4em 0}
+.verdict td .badge{white-space:normal}
+.highlights{flex:0 0 8.5rem;width:8.5rem;min-width:0;display:flex;flex-direction:column;gap:.3rem}
+.highlights figure{margin:0;min-width:0;max-width:100%}
+.highlights figcaption{font-size:.75em;line-height:1.25;margin-top:0}
+.highlights .why{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+@media (max-width:1100px){.verdict-body{flex-direction:column}.highlights{flex-direction:row;flex-wrap:wrap}
+  .highlights figure{flex:1 1 12rem}}
 figure{margin:1.2em 0}
 figure img{max-width:100%;height:auto;border:1px solid #d0d7de;cursor:zoom-in}
 figcaption{font-style:italic;color:#59636e;font-size:.92em;margin-top:.3em}
@@ -190,22 +196,31 @@ def _figure(figure: Figure) -> list[str]:
     ]
 
 
+def _highlight(figure: Figure, anchor: str | None) -> list[str]:
+    """A verdict image: small, enlarging on a click; its caption names the item (linked) and says why on hover."""
+    data = base64.b64encode(bytes(figure.png)).decode("ascii")
+    name = f'<a href="#{anchor}">{_e(figure.title)}</a>' if anchor else _e(figure.title)
+    return [f'<figure id="fig-{_e(figure.name)}" title="{_e(figure.caption)}">',
+            f'<img src="data:image/png;base64,{data}" alt="{_e(figure.title)}: {_e(figure.caption)}">',
+            f'<figcaption>{name}<span class="why">{_e(figure.caption)}</span></figcaption>', "</figure>"]
+
+
 def _audited(audited: Mapping[str, Any]) -> list[str]:
-    labels = {"classifier": "Classifier", "source": "Model", "accuracy": "Test accuracy", "priors": "Priors"}
+    """One line: what was audited (unknown entries left out)."""
+    labels = {"classifier": "Classifier", "source": "model", "accuracy": "test accuracy", "priors": "priors"}
     items = [(labels.get(k, k), v) for k, v in audited.items() if v not in (None, "", [])]
     if not items:
         return []
-    out = ["<dl>"]
-    for label, value in items:
-        text = ", ".join(map(str, value)) if isinstance(value, list) else format_value(value)
-        out += [f"<dt>{_e(label)}</dt>", f"<dd>{_e(text)}</dd>"]
-    return out + ["</dl>"]
+    parts = [f"{_e(label)} <b>{_e(', '.join(map(str, value)) if isinstance(value, list) else format_value(value))}</b>"
+             for label, value in items]
+    return [f'<p class="audited">{" · ".join(parts)}</p>']
 
 
 def _verdict(report: Report, verdict: Verdict, by_name: dict[str, str]) -> list[str]:
     """The first screen: headline, what was audited, the rows, one line per warning, the highlights."""
     out = ['<section id="verdict" class="verdict">', "<h2>Verdict</h2>",
            f'<p class="headline">{_e(verdict.headline)}</p>', *_audited(verdict.audited)]
+    out.append('<div class="verdict-body">')
     if verdict.rows:
         out += ['<div class="table-wrap">', "<table>",
                 "<thead><tr><th>item</th><th>finding</th><th>key figure</th><th>trust</th></tr></thead>", "<tbody>"]
@@ -216,13 +231,13 @@ def _verdict(report: Report, verdict: Verdict, by_name: dict[str, str]) -> list[
             out.append(f"<tr{css}><td>{item}</td><td>{_e(row.finding)}</td><td>{_e(row.key_figure)}</td>"
                        f"<td>{_badge(row.trusted, row.trust)}</td></tr>")
         out += ["</tbody>", "</table>", "</div>"]
-    out += _warning_lines(report, by_name)
-    if verdict.highlights:
+    if verdict.highlights:  # beside the rows, so that both fit the first screen
         out.append('<div class="highlights">')
         for highlight in verdict.highlights:
-            out += _figure(highlight.figure)
+            out += _highlight(highlight.figure, by_name.get(highlight.section))
         out.append("</div>")
-    return out + ["</section>"]
+    out.append("</div>")
+    return out + _warning_lines(report, by_name) + ["</section>"]
 
 
 def _warning_lines(report: Report, by_name: dict[str, str]) -> list[str]:

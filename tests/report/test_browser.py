@@ -60,7 +60,9 @@ def test_verdict_is_the_first_screen(page):
     rows = page.locator("#verdict tbody tr")
     assert rows.count() == len(TARGETS)
     # The three images, or as many as the findings give, sit on the first screen beside the table.
-    assert page.locator("#verdict .highlights img").count() >= 1
+    images = page.locator("#verdict .highlights img")
+    assert images.count() >= 1
+    assert all(images.nth(i).bounding_box()["y"] + 40 < VIEWPORT["height"] for i in range(images.count()))
 
 
 def test_nothing_is_wider_than_the_page(page):
