@@ -17,6 +17,12 @@ Those six make one round of runs. Then:
 * ``rw-covariance``: the random-walk moves scaled by each run's particle covariance, not its sds;
 * ``default-rounds`` (the default): ``unconstrained-moved-0.9-slow-0.8``, then, while the checks fail,
   up to two more rounds that double the independent runs, each superchain pooling more runs.
+* ``waste-free-P{P}[-N{particles}][-one-round]``: waste-free SMC (Dau & Chopin 2022, sampler option
+  ``chain_length = P``): each stage resamples ``M / P`` chain starts per run, moves each ``P - 1`` times and
+  keeps every state. A stage then costs ``M (P - 1) / P`` evaluations per run instead of ``M`` per move
+  (4-30 moves), so the same budget buys more particles: ``-N4000`` runs 4,000 particles (8 runs of 500)
+  instead of the demo's 1,000, with 5 final moves instead of 20 (the same 20,000 final evaluations);
+  ``-N16000`` 16,000 particles with 2 final moves (about the default first round's evaluations).
 
 Columns: nested R-hat, the ESS from the spread of the independent runs' means (the honest one) and
 per run, the sd of the runs' log evidence, the moves' acceptance at the posterior, whether the
@@ -55,6 +61,15 @@ CONFIGS = {
     "rw-covariance": {"rw_covariance": True, **ONE_ROUND},
     "default-rounds": {},
 }
+WASTE_FREE_FINAL_DRAWS = 5  # x 4,000 particles: the default's 20 final moves x 1,000
+CONFIGS["waste-free-P5"] = {"chain_length": 5}  # the demo's 1,000 particles: 25 chains of 5 per run
+for _p in (10, 25):
+    CONFIGS[f"waste-free-P{_p}-N4000"] = {"chain_length": _p, "particles": 4000,
+                                          "num_final_draws": WASTE_FREE_FINAL_DRAWS}
+    CONFIGS[f"waste-free-P{_p}-N4000-one-round"] = {**CONFIGS[f"waste-free-P{_p}-N4000"], **ONE_ROUND}
+# 16,000 particles (200 chains of 10 per run), 2 final moves: about the default's first round in evaluations
+CONFIGS["waste-free-P10-N16000-one-round"] = {"chain_length": 10, "particles": 16000, "num_final_draws": 2,
+                                              **ONE_ROUND}
 QUICK = {"particles": 64, "configs": ("default-rounds",)}  # the default sampler alone: ~10 s on 2 cores
 
 
@@ -81,10 +96,14 @@ def main(argv=None) -> int:
         for target in targets:
             for seed in args.seeds:
                 for config, options in configs.items():
+                    options = dict(options)
+                    # a configuration's own particle count (waste-free: more particles at a like budget)
+                    n = particles if args.quick or args.particles else options.pop("particles", particles)
+                    options.pop("particles", None)
                     start = time.perf_counter()
                     res = sample_level_set(prior, classifier, target.probabilities,
-                                           concentration=target.concentration, num_particles=particles, seed=seed,
-                                           options=dict(options), device="cpu")
+                                           concentration=target.concentration, num_particles=n, seed=seed,
+                                           options=options, device="cpu")
                     m, d = res.metrics, res.diagnostics
                     rows.append([world, target.name, seed, config, round(m["nested_rhat_max"], 4),
                                  round(m["ess_bulk_min"], 1), round(d["ess_per_superchain_min"], 1),

@@ -189,3 +189,13 @@ def test_smc_min_particles_per_run_makes_fewer_larger_runs():
     with pytest.raises(InvalidInputError, match="min_particles_per_run must be an integer in 1..64"):
         pa.sample_level_set(pa.HouseRocketWorld(), lambda x: torch.full((len(x), 2), 0.5), [0.5, 0.5],
                             num_particles=64, options={"min_particles_per_run": 65}, device="cpu")
+
+
+def test_smc_chain_length_is_a_sampler_option_and_is_checked():
+    from ppl_audit.sampling import check_sampler_options
+
+    assert check_sampler_options("smc", {"chain_length": 4}) == {"chain_length": 4}
+    # 64 particles make 4 runs of 16: 3 divides none
+    with pytest.raises(InvalidInputError, match=r"chain_length must be an integer >= 2 that divides particles_per_run \(16\)"):
+        pa.sample_level_set(pa.HouseRocketWorld(), lambda x: torch.full((len(x), 2), 0.5), [0.5, 0.5],
+                            num_particles=64, options={"chain_length": 3}, device="cpu")

@@ -25,6 +25,14 @@ One stage (Del Moral et al. 2006; Jasra et al. 2011; Chopin & Papaspiliopoulos
 When every run is at ``beta = 1``, ``num_final_draws`` more moves at the
 posterior are the draws.
 
+Waste-free SMC (Dau & Chopin 2022; ``chain_length = P``) changes steps 3-4:
+each run resamples only ``M0 = M / P`` starting points, runs an MCMC chain of
+``P - 1`` moves from each, and keeps all ``M0 * P`` states of the chains (the
+starts included) as its next ``M`` particles, instead of keeping only the last
+state of every particle's moves. The moves' proposals are fitted to the run's
+weighted particles before resampling, so a chain's proposal never depends on
+its own states.
+
 The code reads in that order: :class:`SMCConfig` holds and checks the
 settings, :func:`init` builds the :class:`SMCState` (what persists between
 stages), :func:`step` is one stage (steps 1-4 above, reporting a
@@ -131,6 +139,7 @@ class SMCConfig:
     proposal_inflation: float = PROPOSAL_INFLATION
     defensive_weight: float = DEFENSIVE_WEIGHT
     rw_covariance: bool = False
+    chain_length: int | None = None
 
     def __post_init__(self):
         # The checks run in the order run_smc has always run them: with several bad
@@ -168,6 +177,18 @@ class SMCConfig:
         slow = self.slow_ess_fraction
         if isinstance(slow, bool) or not target <= slow < 1:
             raise InvalidInputError(f"slow_ess_fraction must be in [target_ess_fraction, 1), got {slow!r}")
+        p = self.chain_length
+        # At least 2 chains per run: the random-walk scale is the spread of a run's chain starts.
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 2 or m % p or m // p < 2):
+            raise InvalidInputError(
+                f"chain_length must be an integer >= 2 that divides particles_per_run ({m}) into at least 2 "
+                f"chains per run, got {p!r}"
+            )
+
+    @property
+    def num_chains(self) -> int:
+        """Chains (``M0 = M / P``) each run's waste-free stage starts; ``M`` without ``chain_length``."""
+        return self.particles_per_run // (self.chain_length or 1)
 
     @property
     def num_particles(self) -> int:
@@ -468,33 +489,83 @@ class _MoveTally:
     evaluations: torch.Tensor  # () likelihood evaluations of the stage's moves
 
 
+def _tally(rates: list[torch.Tensor], is_rw: list[bool], step_evaluations: list, dev) -> _MoveTally:
+    """The :class:`_MoveTally` of a stage's moves from each move's per-run acceptance ``(R,)``."""
+    accepted = torch.zeros_like(rates[0])
+    rw_accepted = torch.zeros_like(rates[0])
+    evaluations = torch.zeros((), device=dev, dtype=torch.long)
+    for rate, rw, evals in zip(rates, is_rw, step_evaluations):
+        evaluations = evaluations + evals
+        if rw:
+            rw_accepted = rw_accepted + rate
+        accepted = accepted + rate
+    return _MoveTally(accepted, rw_accepted, sum(is_rw), tuple(rate.mean() for rate in rates), evaluations)
+
+
 def _move(generator, state: mh.MHState, move_target: _MoveTarget, proposals: Proposals,
           config: SMCConfig) -> tuple[mh.MHState, _MoveTally]:
     """``num_moves`` moves, then more (up to ``max_moves``) until ``min_moved_fraction`` of every run moved."""
     runs, m = config.num_runs, config.particles_per_run
-    dev = state.position.device
-    accepted = torch.zeros(runs, device=dev, dtype=torch.float64)
-    rw_accepted = torch.zeros(runs, device=dev, dtype=torch.float64)
-    evaluations = torch.zeros((), device=dev, dtype=torch.long)
-    rw_moves, per_move = 0, []
-    moved = torch.zeros(runs * m, device=dev, dtype=torch.bool)
+    rates, is_rw, step_evaluations = [], [], []
+    moved = torch.zeros(runs * m, device=state.position.device, dtype=torch.bool)
     for j in range(config.max_moves):
-        state, step_accepted, step_evaluations, is_rw = _one_move(generator, j, state, move_target, proposals, config)
+        state, step_accepted, evaluations, rw = _one_move(generator, j, state, move_target, proposals, config)
         moved |= step_accepted
-        evaluations = evaluations + step_evaluations
-        rate = step_accepted.view(runs, m).to(torch.float64).mean(dim=1)
-        if is_rw:
-            rw_accepted = rw_accepted + rate
-            rw_moves += 1
-        per_move.append(rate.mean())
-        accepted = accepted + rate
+        rates.append(step_accepted.view(runs, m).to(torch.float64).mean(dim=1))
+        is_rw.append(rw)
+        step_evaluations.append(evaluations)
         # Keep moving until enough particles of every run have left their resampled copy:
         # with low acceptance a fixed count would leave runs collapsed onto few ancestors.
         if config.num_moves <= j + 1 < config.max_moves and (
             float(moved.view(runs, m).to(torch.float64).mean(dim=1).min()) >= config.min_moved_fraction
         ):
             break
-    return state, _MoveTally(accepted, rw_accepted, rw_moves, tuple(per_move), evaluations)
+    return state, _tally(rates, is_rw, step_evaluations, state.position.device)
+
+
+def _chain_proposals(generator, state: SMCState, log_w: torch.Tensor, starts: torch.Tensor,
+                     config: SMCConfig) -> Proposals:
+    """A waste-free stage's proposals for the chains started at rows ``starts`` of ``state``.
+
+    The mixtures are cross-fitted to each run's particles weighted by ``log_w`` (R, M), before
+    resampling: a chain proposes from the half of its run that its start was not drawn from, so
+    its proposal never depends on its own states. The random-walk scales are the starts' spread.
+    """
+    fitted, group = None, None
+    if config.move in FITTED_MOVES:
+        fitted, slot_group = kernel.cross_fitted_mixture(
+            generator, state.particles, config.num_runs,
+            num_components=config.num_fitted_components(state.particles.shape[1]),
+            inflation=config.proposal_inflation, defensive_weight=config.defensive_weight, log_weights=log_w,
+        )
+        group = slot_group[starts]
+    scale = _random_walk_scale(state.particles[starts], state.log_scale_factor, config.num_runs, config.rw_covariance)
+    return Proposals(scale, fitted, group)
+
+
+def _waste_free_moves(generator, state: SMCState, log_w: torch.Tensor, beta: torch.Tensor, target: TemperedTarget,
+                      config: SMCConfig) -> tuple[torch.Tensor, torch.Tensor, _MoveTally]:
+    """Steps 3-4 of waste-free SMC: ``(positions (N, D), extras (N, 2 + E), tally)`` of every run's
+    ``M0`` chains of ``P`` states (the start, then ``P - 1`` moves), run-major, each chain contiguous."""
+    runs, m, m0 = config.num_runs, config.particles_per_run, config.num_chains
+    offsets = (torch.arange(runs, device=beta.device) * m).unsqueeze(-1)
+    starts = (kernel.systematic_resample(generator, log_w, m0) + offsets).flatten()  # (R * M0,)
+    proposals = _chain_proposals(generator, state, log_w, starts, config)
+    beta_chains = beta.repeat_interleave(m0)
+    move_target = _MoveTarget.at(target, beta_chains)
+    chain = target.mh_state(state.particles[starts], state.extras[starts], beta_chains)
+    positions, extras = [chain.position], [chain.extras]
+    rates, is_rw, step_evaluations = [], [], []
+    for j in range(config.chain_length - 1):
+        chain, step_accepted, evaluations, rw = _one_move(generator, j, chain, move_target, proposals, config)
+        positions.append(chain.position)
+        extras.append(chain.extras)
+        rates.append(step_accepted.view(runs, m0).to(torch.float64).mean(dim=1))
+        is_rw.append(rw)
+        step_evaluations.append(evaluations)
+    # (R * M0, P, ...) -> (R * M, ...): chains are run-major, so their states are too
+    return (torch.stack(positions, dim=1).flatten(0, 1), torch.stack(extras, dim=1).flatten(0, 1),
+            _tally(rates, is_rw, step_evaluations, beta.device))
 
 
 def _adapt_scale_factor(log_scale_factor: torch.Tensor, tally: _MoveTally) -> torch.Tensor:
@@ -531,7 +602,8 @@ def step(generator: torch.Generator | None, state: SMCState, target: TemperedTar
         Source of randomness (on the particles' device).
     state : SMCState
         Equally weighted particles of every run; a run already at ``beta = 1``
-        is resampled by the identity and moved at the posterior.
+        is resampled by the identity (waste-free: one chain start per block of
+        ``P`` particles) and moved at the posterior.
     target : TemperedTarget
     config : SMCConfig
 
@@ -551,17 +623,21 @@ def step(generator: torch.Generator | None, state: SMCState, target: TemperedTar
     """
     runs, m = config.num_runs, config.particles_per_run
     beta, log_w, log_evidence, ess_fraction = _reweight(state)
-    offsets = (torch.arange(runs, device=beta.device) * m).unsqueeze(-1)  # (R, 1): run-local -> flat index
-    idx = (kernel.systematic_resample(generator, log_w) + offsets).flatten()
-    particles, extras = state.particles[idx], state.extras[idx]
-    proposals = _proposals(generator, particles, state.log_scale_factor, config)
-    beta_particles = beta.repeat_interleave(m)
-    moved, tally = _move(generator, target.mh_state(particles, extras, beta_particles),
-                         _MoveTarget.at(target, beta_particles), proposals, config)
+    if config.chain_length is None:
+        offsets = (torch.arange(runs, device=beta.device) * m).unsqueeze(-1)  # (R, 1): run-local -> flat index
+        idx = (kernel.systematic_resample(generator, log_w) + offsets).flatten()
+        particles, extras = state.particles[idx], state.extras[idx]
+        proposals = _proposals(generator, particles, state.log_scale_factor, config)
+        beta_particles = beta.repeat_interleave(m)
+        moved, tally = _move(generator, target.mh_state(particles, extras, beta_particles),
+                             _MoveTarget.at(target, beta_particles), proposals, config)
+        positions, extras = moved.position, moved.extras
+    else:
+        positions, extras, tally = _waste_free_moves(generator, state, log_w, beta, target, config)
     j = len(tally.per_move)
     slow = torch.full_like(tally.accepted, config.slow_ess_fraction)  # float64, like every per-run tensor
     ess_target = slow.where(tally.accepted / j < SLOW_ACCEPTANCE, config.target_ess_fraction)
-    new_state = SMCState(moved.position, moved.extras, beta, log_evidence,
+    new_state = SMCState(positions, extras, beta, log_evidence,
                          _adapt_scale_factor(state.log_scale_factor, tally), ess_target)
     return new_state, StageInfo(beta, ess_fraction, tally.accepted.mean() / j, tally.per_move, tally.evaluations)
 
@@ -723,6 +799,7 @@ def run_smc(
     proposal_inflation: float = PROPOSAL_INFLATION,
     defensive_weight: float = DEFENSIVE_WEIGHT,
     rw_covariance: bool = False,
+    chain_length: int | None = None,
     generator: torch.Generator | None = None,
     latent_names: Sequence[str] | None = None,
     extras_names: Sequence[str] = (),
@@ -800,6 +877,12 @@ def run_smc(
         covariance, scaled by :data:`~ppl_audit.inference.kernels.mixture.DEFENSIVE_SCALE`).
     num_final_draws : int
         MH moves at ``beta = 1`` recorded as draws (> 0).
+    chain_length : int, optional
+        ``P``: waste-free SMC (Dau & Chopin 2022). Each stage resamples ``M / P`` chain starts per run,
+        moves each ``P - 1`` times (move ``j`` of a chain is the stage's move ``j`` above) and keeps every
+        state, instead of moving all ``M`` particles ``num_moves`` or more times; ``min_moved_fraction``
+        and ``max_moves`` then play no part. An integer >= 2 dividing ``particles_per_run`` into at
+        least 2 chains; by default (None) every particle is moved.
     max_stages : int
         Tempering stages allowed before giving up (> 0).
     generator : torch.Generator, optional
@@ -821,7 +904,8 @@ def run_smc(
         ``method="smc"``; ``trace`` ``(R*M, num_final_draws, D)`` run-major;
         ``sample_stats["accepted"]`` ``(R*M, num_final_draws)``; ``superchains=R``;
         ``num_warmup=0``; ``num_evaluations`` counts prior + likelihood
-        evaluations of every particle (``R*M*(1 + sum(moves_per_stage) + num_final_draws)``).
+        evaluations of every particle (``R*M*(1 + sum(moves_per_stage) + num_final_draws)``; with
+        ``chain_length = P`` a stage's moves cost ``R*M*(P - 1)/P``).
         ``info``: ``log_evidence`` (R floats), ``log_evidence_mean`` (their
         mean), ``log_evidence_pooled`` (``log`` of the mean of the R evidence
         estimates: unbiased for ``Z`` pooled over runs, so less biased in ``log Z``),
@@ -866,7 +950,7 @@ def run_smc(
         slow_ess_fraction=slow_ess_fraction, num_moves=num_moves, max_moves=max_moves,
         min_moved_fraction=min_moved_fraction, num_final_draws=num_final_draws, max_stages=max_stages, move=move,
         num_components=num_components, proposal_inflation=proposal_inflation, defensive_weight=defensive_weight,
-        rw_covariance=rw_covariance,
+        rw_covariance=rw_covariance, chain_length=chain_length,
     )
     particles = _prior_draws(sample_prior, config.num_particles, generator, device)
     names = resolve_latent_names(latent_names, particles.shape[1])

@@ -373,3 +373,55 @@ def test_runs_whose_moves_struggle_temper_more_gently():
     assert abs(float(share) - 0.5) < 0.1
     with pytest.raises(InvalidInputError, match="slow_ess_fraction"):
         run_smc(wide_prior, two_mode_likelihood, sample_wide_prior, target_ess_fraction=0.6, slow_ess_fraction=0.5)
+
+
+# ----------------------------------------------------------------- waste-free SMC (chain_length)
+
+
+@pytest.mark.parametrize("move, chain_length", [("independent", 4), ("independent", 16), ("mixed", 8), ("rw", 4)])
+def test_waste_free_conjugate_gaussian_posterior_and_evidence(move, chain_length):
+    res = run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, num_runs=RUNS,
+                  particles_per_run=PARTICLES, generator=seeded(0), move=move, chain_length=chain_length)
+    # The same tolerances as the standard engine's test above, for the same reasons: the 16 runs are
+    # independent whatever ties a run's chains together, so their spread gives honest standard errors.
+    means = run_means(res.trace)
+    se = means.std(dim=0) / math.sqrt(RUNS)
+    assert ((means.mean(dim=0) - POST_MEAN).abs() < 5 * se).all(), (means.mean(0), POST_MEAN, se)
+    variances = res.trace.reshape(RUNS, -1, 2).var(dim=1)
+    se_var = variances.std(dim=0) / math.sqrt(RUNS)
+    assert ((variances.mean(dim=0) - POST_VAR).abs() < 5 * se_var).all(), (variances.mean(0), POST_VAR, se_var)
+    log_z = torch.tensor(res.info["log_evidence"])
+    tolerance = 5 * log_z.std() / math.sqrt(RUNS) + log_z.var() / 2
+    assert abs(res.info["log_evidence_mean"] - LOG_EVIDENCE) < tolerance, (log_z, LOG_EVIDENCE)
+    # Every stage moves M / P chains P - 1 times: M (P - 1) / P evaluations per run, not M per move.
+    stages = res.info["num_stages"]
+    assert res.info["moves_per_stage"] == [chain_length - 1] * stages
+    n = RUNS * PARTICLES
+    assert res.num_evaluations == n + stages * n // chain_length * (chain_length - 1) + n * 10
+
+
+def test_waste_free_keeps_every_state_of_its_chains():
+    # A flat likelihood: one stage to beta = 1. Its equal weights resample every P-th particle (one per
+    # chain slot), and the particles after it are those chains' P states, starts first.
+    p, m = 4, 16
+    res = run_smc(gaussian_prior, lambda z: torch.zeros(z.shape[0]), sample_gaussian_prior, num_runs=2,
+                  particles_per_run=m, move="rw", chain_length=p, num_final_draws=1, generator=seeded(0))
+    assert res.info["num_stages"] == 1 and res.info["moves_per_stage"] == [p - 1]
+    assert res.num_evaluations == 2 * m + 2 * m // p * (p - 1) + 2 * m
+
+
+@pytest.mark.parametrize("value", [1, 3, 128, 2.0, True, 0])
+def test_bad_chain_length_is_a_one_line_error(value):
+    # 3 does not divide 128; 128 leaves one chain per run (no spread to scale the random walk by).
+    with pytest.raises(InvalidInputError, match="chain_length must be an integer >= 2 that divides") as err:
+        run_smc(gaussian_prior, gaussian_likelihood, sample_gaussian_prior, num_runs=2, particles_per_run=128,
+                chain_length=value)
+    assert "\n" not in str(err.value)
+
+
+def test_systematic_resampling_of_fewer_draws_than_particles():
+    # Equal weights, M / P draws: one particle from each block of P (waste-free chain starts).
+    idx = kernel.systematic_resample(seeded(0), torch.zeros(3, 12), num_draws=4)
+    assert idx.shape == (3, 4) and ((idx // 3) == torch.arange(4)).all()
+    with pytest.raises(InvalidInputError, match="num_draws"):
+        kernel.systematic_resample(seeded(0), torch.zeros(1, 4), num_draws=0)

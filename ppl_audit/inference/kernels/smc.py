@@ -220,12 +220,14 @@ def next_temperature(
     return torch.where(reaches_one, torch.ones_like(beta), beta + hi).clamp(max=1.0)
 
 
-def systematic_resample(generator: torch.Generator | None, log_weights: torch.Tensor) -> torch.Tensor:
+def systematic_resample(generator: torch.Generator | None, log_weights: torch.Tensor,
+                        num_draws: int | None = None) -> torch.Tensor:
     """Systematic resampling of every run, one uniform per run.
 
-    Particle ``i`` of run ``r`` is copied ``floor(M w_i)`` or ``ceil(M w_i)``
-    times (``w`` the run's normalised weights); a particle of weight 0 is never
-    copied, and equal weights give the identity.
+    Particle ``i`` of run ``r`` is copied ``floor(n w_i)`` or ``ceil(n w_i)``
+    times (``w`` the run's normalised weights, ``n`` the draws per run); a
+    particle of weight 0 is never copied, and equal weights with ``n = M`` give
+    the identity.
 
     Parameters
     ----------
@@ -233,10 +235,12 @@ def systematic_resample(generator: torch.Generator | None, log_weights: torch.Te
         Source of randomness (on the weights' device).
     log_weights : torch.Tensor, (R, M)
         Unnormalised log weights; ``-inf`` is weight 0.
+    num_draws : int, optional
+        Draws per run ``n`` (default ``M``); waste-free SMC draws ``M / P`` chain starts.
 
     Returns
     -------
-    torch.Tensor, (R, M), int64
+    torch.Tensor, (R, n), int64
         Indices into each run's own particles (``0 <= index < M``), sorted.
 
     Raises
@@ -250,16 +254,22 @@ def systematic_resample(generator: torch.Generator | None, log_weights: torch.Te
     >>> systematic_resample(torch.Generator().manual_seed(0), lw)
     tensor([[0, 1, 2, 3],
             [0, 2, 2, 2]])
+    >>> systematic_resample(torch.Generator().manual_seed(0), lw, num_draws=2)  # one of each pair, then 2 twice
+    tensor([[1, 3],
+            [2, 2]])
     """
     _check_log_weights(log_weights)
     runs, m = log_weights.shape
+    n = m if num_draws is None else num_draws
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidInputError(f"num_draws must be a positive integer, got {num_draws!r}")
     lw = log_weights.to(torch.float64)
     cdf = torch.softmax(lw, dim=1).cumsum(dim=1)
     # Dividing by the last entry makes it exactly 1, so that every u < 1 finds a
     # particle and trailing zero-weight particles (cdf flat at 1) are never picked.
     cdf = cdf / cdf[:, -1:]
     u = (torch.rand((runs, 1), generator=generator, device=lw.device, dtype=lw.dtype)
-         + torch.arange(m, device=lw.device, dtype=lw.dtype)) / m
+         + torch.arange(n, device=lw.device, dtype=lw.dtype)) / n
     # right=True: u in [cdf[i-1], cdf[i]) picks i, so an empty interval (weight 0) picks nothing.
     idx = torch.searchsorted(cdf, u, right=True)
     return idx.clamp(max=m - 1)
@@ -273,6 +283,7 @@ def cross_fitted_mixture(
     num_components: int,
     inflation: float,
     defensive_weight: float,
+    log_weights: torch.Tensor | None = None,
 ) -> tuple[mixture.GaussianMixture, torch.Tensor]:
     """Cross-fitted Gaussian-mixture proposals: ``2R`` mixtures, one per half-run.
 
@@ -293,6 +304,10 @@ def cross_fitted_mixture(
         ``R``.
     num_components, inflation, defensive_weight
         Passed to :func:`~ppl_audit.inference.kernels.mixture.fit`.
+    log_weights : torch.Tensor, (R, M), optional
+        Unnormalised log weights of the particles (equal by default): waste-free SMC fits its
+        proposals to the weighted particles before resampling. A half whose weights are all 0
+        is fitted unweighted (EM cannot normalise it).
 
     Returns
     -------
@@ -315,7 +330,12 @@ def cross_fitted_mixture(
     group = (2 * torch.arange(runs, device=dev).unsqueeze(-1) + (1 - half)).flatten()  # (N,)
     points = particles.view(runs, 1, m, dim).expand(runs, 2, m, dim).reshape(2 * runs, m, dim)
     log_w = torch.zeros(2, m, device=dev, dtype=particles.dtype).masked_fill(~fold_mask, -math.inf)
-    fitted = mixture.fit(points, log_w.repeat(runs, 1), num_components=num_components, inflation=inflation,
+    log_w = log_w.repeat(runs, 1)  # (2R, M)
+    if log_weights is not None:
+        weighted = log_w + log_weights.to(log_w).repeat_interleave(2, dim=0)
+        empty = (weighted == -math.inf).all(dim=1, keepdim=True)
+        log_w = torch.where(empty, log_w, weighted)
+    fitted = mixture.fit(points, log_w, num_components=num_components, inflation=inflation,
                          defensive_weight=defensive_weight, generator=generator)
     return fitted, group
 
