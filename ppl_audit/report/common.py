@@ -36,6 +36,12 @@ FIGURE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # a file stem, no 
 FILE_EXTENSION_RE = re.compile(r"^[a-z0-9]{1,8}$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+__all__ = [
+    "DATA_DIR", "FIGURES_DIR", "REPORT_HTML", "REPORT_JSON", "REPORT_MD", "TIMINGS_JSON", "check_report",
+    "data_file", "figure_data_file", "figure_file", "flatten", "format_value", "heading_level", "headline_rows",
+    "is_number", "seconds_text", "to_jsonable", "walk", "warning_entries", "warning_line",
+]
+
 
 # --------------------------------------------------------------------------- JSON-safe values
 
