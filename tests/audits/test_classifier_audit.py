@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ppl_audit.audits import classifier, load_audit_file, run_audit
+from ppl_audit.audits import classifier, load_audit_file, run_audit, verdict
 from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.report import write_report
 
@@ -93,7 +93,7 @@ def test_the_shipped_files_read_their_parts(name):
 def test_each_family_has_its_own_key_figure(kind, metrics, expected):
     from ppl_audit.report import Report
 
-    assert classifier._key_figure(Report(kind=kind, title="t", metrics=metrics)) == expected
+    assert verdict.key_figure(Report(kind=kind, title="t", metrics=metrics)) == expected
 
 
 def test_an_inline_part_runs_like_its_file(tmp_path, tiny_card_file, tiny_classifier):
