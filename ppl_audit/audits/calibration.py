@@ -354,7 +354,8 @@ def present(results: CalibrationResults) -> Report:
     section = Section("calibration", "Calibration on level sets", paragraphs=[verdict], tables=[table],
                       figures=[_reliability_figure(results)],
                       warnings=[f"Level set {pt.class_name} at p = {pt.p} did not pass its convergence check; "
-                                "its q is uncertain." for pt in results.points if not pt.converged])
+                                "its q is uncertain; raise the particles (--particles N; in the audit file, "
+                                "num_particles)." for pt in results.points if not pt.converged])
     spec_dict = spec.to_dict()
     gaps = {name: round(max(abs(pt.q - pt.p) for pt in points), 6) for name, points in results.curves.items()}
     return with_verdict(Report(kind=KIND, title=spec.title, summary=[

@@ -212,7 +212,8 @@ def _class_section(finding: ClassFinding, class_names, spec, wording: Wording) -
     warnings = []
     if not region.checks.get("passed"):
         warnings.append(f"Class {finding.class_name}: the SMC runs failed a check: "
-                        f"{'; '.join(region.checks.get('failed', []))}. Raise num_particles in the audit file.")
+                        f"{'; '.join(region.checks.get('failed', []))}. Raise the particles (--particles N; in the "
+                        "audit file, num_particles).")
     table = Table(f"runs_{finding.class_name}", "Each independent SMC run",
                   ["run", "log evidence", "share of draws inside", "rate"],
                   [[i, round(z, 4), round(s, 4), r] for i, (z, s, r) in

@@ -236,6 +236,7 @@ def verdict(rows: list[VerdictRow], ambiguous: list[bool | None], contradictions
 
 __all__ = [
     "CONFIDENT_TARGET", "REACHED_DELTA", "contradiction_note", "distance_to_target", "finding", "headline",
-    "highlight", "is_confident", "key_figure", "reached", "pick_highlights", "ranked_distinct", "row", "samples_csv", "target_key",
+    "highlight", "is_confident", "key_figure", "reached", "pick_highlights", "ranked_distinct", "row", "samples_csv",
+    "target_key",
     "top_class", "trust", "verdict", "world_label_metrics", "world_label_shares",
 ]

@@ -707,11 +707,10 @@ def present(results: SelectiveResults) -> Report:
     metrics = _metrics(results)
     # the total counts the rendering too, as it did when one function did both
     timings = {**results.timings, "total_seconds": results.seconds + time.perf_counter() - start}
-    return with_verdict(Report(kind=KIND, title=spec.title, summary=_summary(results), metrics=metrics, sections=sections,
-                  provenance={"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
-                              "versions": library_versions("numpy", "matplotlib"),
-                              "device": results.device},
-                  timings=timings))
+    provenance = {"seed": results.seed, "spec": spec_dict, "spec_sha256": spec_hash(spec_dict),
+                  "versions": library_versions("numpy", "matplotlib"), "device": results.device}
+    return with_verdict(Report(kind=KIND, title=spec.title, summary=_summary(results), metrics=metrics,
+                               sections=sections, provenance=provenance, timings=timings))
 
 
 def _summary(results: SelectiveResults) -> list[str]:

@@ -218,7 +218,8 @@ def present(results: SweepResults) -> Report:
                                               else "every step passed its convergence check."))
     section = Section("sweep", f"From {a} to {b}", paragraphs=[summary], tables=[table],
                       figures=[_montage(results), _profile(results)],
-                      warnings=[f"Step P({b}) = {p:g} did not pass its convergence check: raise num_particles."
+                      warnings=[f"Step P({b}) = {p:g} did not pass its convergence check: raise the particles "
+                                "(--particles N; in the audit file, num_particles)."
                                 for p in failed])
     spec_dict = spec.to_dict()
     return with_verdict(Report(kind=KIND, title=spec.title, summary=[summary],

@@ -126,7 +126,8 @@ def gallery_highlights(report: Report) -> list[Highlight]:
     found = [(f, s.name) for s in _sections(report.sections) for f in s.figures]
     galleries = [(f, s) for f, s in found if any(word in f.name for word in GALLERY_WORDS)]
     # a copy under its own name: a figure's name is its file's, and each file is written once
-    return [Highlight(dataclasses.replace(f, name=f"verdict_{f.name}"), s) for f, s in (galleries or found)[:MAX_HIGHLIGHTS]]
+    chosen = (galleries or found)[:MAX_HIGHLIGHTS]
+    return [Highlight(dataclasses.replace(f, name=f"verdict_{f.name}"), s) for f, s in chosen]
 
 
 def _sections(sections):

@@ -121,7 +121,8 @@ document.addEventListener('click',function(e){
   var box=document.getElementById('lightbox');var img=e.target.closest('figure img');
   if(img){box.querySelector('img').src=img.src;box.hidden=false;}
   else if(e.target.closest('#lightbox')){box.hidden=true;}});
-document.addEventListener('keydown',function(e){if(e.key==='Escape'){document.getElementById('lightbox').hidden=true;}});
+document.addEventListener('keydown',function(e){
+  if(e.key==='Escape'){document.getElementById('lightbox').hidden=true;}});
 if(location.hash){openTo(decodeURIComponent(location.hash.slice(1)));}
 """.strip()
 
