@@ -458,10 +458,13 @@ def _training_notices(args):
     The notice is kept under ``--quiet``: ``--quiet`` silences progress that repeats, but a model
     training for minutes that the user did not ask for is the one thing a quiet run must still say,
     once, on stderr (stdout keeps only the report's path for scripts), with the way to avoid it.
+    ``train --quiet`` has none: there the training is what was asked for.
     """
     from ppl_audit.classifiers.external import is_model_source
     from ppl_audit.training.cost import cost_notices
 
+    if args.command == "train" and args.quiet:  # training is what `train` was asked to do: quiet means quiet
+        return None
     planned, hints = [], {}
     if args.command == "ood":  # its models are known from the flags: the first notice names them all
         planned = [args.ensemble]

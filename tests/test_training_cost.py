@@ -216,8 +216,11 @@ def test_cli_notice_comes_before_training_and_not_when_cached(stepper, card_file
     events = stepper.events
     monkeypatch.setattr(sys, "stderr", StderrRecorder(events))
     monkeypatch.setattr(cost, "estimate_training", _fake_estimate)  # the notice's estimate is tested above
-    argv = ["train", str(card_file), "--cache-dir", str(tmp_path / "empty"), "--no-report", "--device", "cpu",
-            "--quiet"]  # the notice is kept under --quiet
+    argv = ["train", str(card_file), "--cache-dir", str(tmp_path / "empty"), "--no-report", "--device", "cpu"]
+    quiet = [*argv, "--quiet"]
+    assert cli.main(quiet) == 0 and not [e for e in events if "notice" in e]  # `train --quiet`: asked for, quiet
+    events.clear()
+    argv[3] = str(tmp_path / "empty2")
     assert cli.main(argv) == 0
     notice = [i for i, e in enumerate(events) if "notice" in e]
     assert notice and notice[0] < events.index("train"), events
