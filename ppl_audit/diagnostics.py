@@ -352,7 +352,7 @@ def convergence_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
     per_run = summary.get("ess_per_superchain_min")
     failed = []
     if not value <= NESTED_RHAT_THRESHOLD:
-        worth = f"; these were worth about {per_run:.0f} each" if per_run is not None else ""
+        worth = f"; these were worth about {per_run:.1f} each" if per_run is not None else ""
         failed.append(f"nested R-hat reaches {beyond(value, NESTED_RHAT_THRESHOLD)} (> {NESTED_RHAT_THRESHOLD}, "
                       f"which asks for about 50 effective particles in each of the {k} independent runs{worth})")
     smc = summary.get("smc")

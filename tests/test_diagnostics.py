@@ -206,4 +206,4 @@ def test_the_nested_rhat_threshold_asks_for_about_50_effective_particles_per_run
     assert diagnostics.nested_rhat(draws, runs)[0] == pytest.approx(math.sqrt(1 + 1 / per_run), abs=2e-3)
     summary = {"nested_rhat_max": 1.0154, "superchains": 8, "ess_per_superchain_min": 33.0}
     converged, text = diagnostics.convergence_verdict(summary)
-    assert not converged and "1.0154 (> 1.01" in text and "these were worth about 33 each" in text
+    assert not converged and "1.0154 (> 1.01" in text and "these were worth about 33.0 each" in text

@@ -890,8 +890,9 @@ def _grid_figure(key, world: WorldResult, result: TargetResult, label, caption, 
     target, samples = result.target, result.samples
     order = findings.ranked_distinct(samples.latents, samples.probs, target.probabilities)[:GRID_IMAGES]
     distance = findings.distance_to_target(samples.probs[order].cpu(), target.probabilities)
-    flagged = ([bool(result.world_labels[i] < 0.5) for i in order] if result.world_labels is not None
-               else [False] * len(order))
+    # only a confident target asks for one class: an ambiguous one is met by either
+    labelled = result.world_labels is not None and findings.is_confident(target.probabilities)
+    flagged = [bool(result.world_labels[i] < 0.5) for i in order] if labelled else [False] * len(order)
     prior = world.prior_images if world.prior_images is not None else samples.images[:0]
     return galleries.ranked_gallery(
         f"{key}_samples",

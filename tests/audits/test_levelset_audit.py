@@ -159,6 +159,17 @@ def test_gallery_ranks_distinct_samples_by_closeness_beside_prior_draws(two_targ
     for probs, d in zip(data["probs"], distance):  # the per-sample term of Delta, from the shown predictions
         assert d == pytest.approx(sum(abs(p - 0.5) for p in probs) / 2, abs=2e-4)
     assert len(data["prior_probs"]) == min(levelset.GRID_IMAGES, TINY["num_prior_samples"])
+    assert not any(data["contradicts_world_label"])  # either class meets an ambiguous target
+
+
+def test_a_confident_gallery_flags_the_samples_the_world_labels_otherwise(two_target_report):
+    section = next(s for s in _sections(two_target_report.sections) if s.name == "house_rocket_house")
+    data = section.figures[0].data
+    entry = two_target_report.metrics["worlds"]["house-rocket"]["targets"]["house"]
+    assert len(data["contradicts_world_label"]) == len(data["sample_indices"])
+    assert sum(data["contradicts_world_label"]) <= entry["world_label_contradictions"]
+    note = [p for p in section.paragraphs if p.startswith("Finding:")]
+    assert bool(note) == bool(entry["world_label_contradictions"])
 
 
 def test_world_labels_and_samples_csv(two_target_report, tmp_path):
