@@ -199,10 +199,16 @@ def headline(rows: Sequence[VerdictRow], ambiguous: Sequence[bool | None], contr
     (:func:`reached`).
     """
     bad = sum(not r.trusted for r in rows)
-    text = (f"All {len(rows)} level sets converged" if not bad else
-            f"{bad} of {len(rows)} level sets did not converge: their samples cannot be trusted yet")
+    if len(rows) == 1:
+        text = ("The level set converged" if not bad else
+                "The level set did not converge: its samples cannot be trusted yet")
+    else:
+        text = (f"All {len(rows)} level sets converged" if not bad else
+                f"{bad} of {len(rows)} level sets did not converge: their samples cannot be trusted yet")
     found = [a for a in ambiguous if a is not None]
-    if found:
+    if len(found) == 1:
+        text += "; ambiguous inputs found" if found[0] else "; no ambiguous inputs found"
+    elif found:
         text += f"; ambiguous inputs found on {sum(found)} of {len(found)} ambiguous targets"
     if contradictions:
         text += f"; {contradictions} confident samples are another class by the world's labels"
