@@ -231,13 +231,15 @@ def smc_checks(log_evidence, final_acceptance: float, distinct_share_min: float)
     sd = float(np.std(np.asarray(log_evidence, dtype=np.float64), ddof=1)) if len(log_evidence) > 1 else float("nan")
     failed = []
     if len(log_evidence) > 1 and not sd <= LOG_EVIDENCE_SD_THRESHOLD:
-        failed.append(f"the runs' log evidence spreads by sd {beyond(sd, LOG_EVIDENCE_SD_THRESHOLD, 2)} (> {LOG_EVIDENCE_SD_THRESHOLD} nat): they put "
-                      "different mass on the level set's regions")
+        failed.append(f"the runs' log evidence spreads by sd {beyond(sd, LOG_EVIDENCE_SD_THRESHOLD, 2)} "
+                      f"(> {LOG_EVIDENCE_SD_THRESHOLD} nat): they put different mass on the level set's regions")
     if not distinct_share_min >= MIN_DISTINCT_SHARE:
-        failed.append(f"a run keeps only {beyond(100 * distinct_share_min, 100 * MIN_DISTINCT_SHARE, 0)}% distinct particles (< {MIN_DISTINCT_SHARE:.0%}): "
+        share = beyond(100 * distinct_share_min, 100 * MIN_DISTINCT_SHARE, 0)
+        failed.append(f"a run keeps only {share}% distinct particles (< {MIN_DISTINCT_SHARE:.0%}): "
                       "most are copies of a few ancestors")
     if not final_acceptance >= MIN_FINAL_ACCEPTANCE:
-        failed.append(f"the moves at the posterior accept {beyond(100 * final_acceptance, 100 * MIN_FINAL_ACCEPTANCE, 1)}% (< {MIN_FINAL_ACCEPTANCE:.0%}): "
+        rate = beyond(100 * final_acceptance, 100 * MIN_FINAL_ACCEPTANCE, 1)
+        failed.append(f"the moves at the posterior accept {rate}% (< {MIN_FINAL_ACCEPTANCE:.0%}): "
                       "the final draws barely move")
     return {"log_evidence_sd": sd, "final_acceptance": float(final_acceptance),
             "distinct_share_min": float(distinct_share_min), "failed": failed, "passed": not failed}

@@ -24,7 +24,7 @@ from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.audits.verdict import audited, family_row
 from ppl_audit.report import Highlight, Report, Section, Verdict
-from ppl_audit.report.model import MAX_HIGHLIGHTS
+from ppl_audit.report.model import MAX_HIGHLIGHTS, walk
 
 KIND = "classifier"
 MAX_PARTS = 16
@@ -172,7 +172,7 @@ def present(spec: ClassifierAuditSpec, seed: int, reports: list[Report], seconds
     taken: set[str] = set()
     names = [_part_name(r, taken) for r in reports]
     rows = [family_row(r, name) for name, r in zip(names, reports)]
-    warnings = [sum(len(s.warnings) for s in _walk(r.sections)) for r in reports]
+    warnings = [sum(len(s.warnings) for _, s in walk(r.sections)) for r in reports]
     untrusted = [row.item for row in rows if row.trusted is False]
     headline = (f"{spec.classifier}: {len(reports)} audit families; "
                 + (f"not trusted: {', '.join(untrusted)} (see their warnings)." if untrusted else
@@ -198,12 +198,6 @@ def present(spec: ClassifierAuditSpec, seed: int, reports: list[Report], seconds
                   timings={"total_seconds": seconds,
                            **{f"{name}_seconds": r.timings.get("total_seconds", 0.0) for name, r in
                               zip(names, reports)}})
-
-
-def _walk(sections):
-    for s in sections:
-        yield s
-        yield from _walk(s.subsections)
 
 
 def run(spec: ClassifierAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,

@@ -764,9 +764,9 @@ def _highlight_candidates(world: WorldResult, result: TargetResult, row, class_n
         priority = _FIRST_AMBIGUOUS if first else _MORE_AMBIGUOUS if row.trusted else _UNCONVERGED
         return [(priority, lambda: findings.highlight(key, row.item, samples.images[best],
                                                       label(samples.probs[best]), why))]
-    if result.world_labels is None or not bool((result.world_labels < 0.5).any()):
+    wrong = findings.contradicted(result.world_labels).nonzero().flatten() if result.world_labels is not None else []
+    if not len(wrong):
         return []
-    wrong = (result.world_labels < 0.5).nonzero().flatten()
     k = _top_class(target)
     best = int(wrong[samples.probs[wrong, k].argmax()])
     why = f"called '{class_names[k]}' (P = {float(samples.probs[best, k]):.3f}); another class by the world's labels"
@@ -892,7 +892,7 @@ def _grid_figure(key, world: WorldResult, result: TargetResult, label, caption, 
     distance = findings.distance_to_target(samples.probs[order].cpu(), target.probabilities)
     # only a confident target asks for one class: an ambiguous one is met by either
     labelled = result.world_labels is not None and findings.is_confident(target.probabilities)
-    flagged = [bool(result.world_labels[i] < 0.5) for i in order] if labelled else [False] * len(order)
+    flagged = findings.contradicted(result.world_labels[order]).tolist() if labelled else [False] * len(order)
     prior = world.prior_images if world.prior_images is not None else samples.images[:0]
     return galleries.ranked_gallery(
         f"{key}_samples",
@@ -1195,7 +1195,7 @@ def _common_warnings(target: TargetSpec, samples, m: dict[str, Any]) -> list[str
             f"Bulk ESS is only {m['ess_bulk_min']:.0f} (< {ESS_WARN}): posterior means are noisy; run more particles "
             "(--particles N; in an audit file, num_particles) or, for MCMC, more steps (--steps N, num_steps)."
         )
-    if target.probabilities[k] >= 0.9 and m["mean_confidence"] < 0.9:
+    if findings.is_confident(target.probabilities) and m["mean_confidence"] < findings.CONFIDENT_TARGET:
         warnings.append(
             f"Mean confidence {m['mean_confidence']:.3f} is far below the target {target.probabilities[k]}: the "
             "classifier rarely reaches this prediction on the world, or the sampler has not found where it does; "

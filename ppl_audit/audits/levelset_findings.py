@@ -70,8 +70,7 @@ def ranked_distinct(latents: torch.Tensor, probs: torch.Tensor, target: Sequence
     """
     first = first_of_each_distinct(latents.detach().cpu()).sort().values
     distance = distance_to_target(probs.detach().cpu()[first], target)
-    order = sorted(range(len(first)), key=lambda i: (float(distance[i]), int(first[i])))
-    return first[order]
+    return first[torch.sort(distance, stable=True).indices]  # stable: ties keep index order
 
 
 def world_label_shares(world, class_names: Sequence[str], target: Sequence[float],
@@ -89,6 +88,11 @@ def world_label_shares(world, class_names: Sequence[str], target: Sequence[float
         return world.class_posterior(latents)[:, names.index(name)].detach().cpu().double()
 
 
+def contradicted(shares: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` bool: the samples the world's labels give under half to the target's top class."""
+    return shares < 0.5
+
+
 def world_label_metrics(shares: torch.Tensor | None) -> dict[str, Any]:
     """``world_label_share`` (the mean of :func:`world_label_shares`) and ``world_label_contradictions``
     (samples the world gives under half to the top class); both ``None`` without labels.
@@ -100,7 +104,8 @@ def world_label_metrics(shares: torch.Tensor | None) -> dict[str, Any]:
     """
     if shares is None:
         return {"world_label_share": None, "world_label_contradictions": None}
-    return {"world_label_share": float(shares.double().mean()), "world_label_contradictions": int((shares < 0.5).sum())}
+    return {"world_label_share": float(shares.double().mean()),
+            "world_label_contradictions": int(contradicted(shares).sum())}
 
 
 def contradiction_note(m: dict[str, Any], class_names: Sequence[str], target: Sequence[float]) -> str | None:
@@ -119,7 +124,7 @@ def samples_csv(key: str, world_name: str, target_name: str, latent_names: Seque
                 target: Sequence[float]) -> DataFile:
     """Every kept sample as a CSV row: its rank by closeness to the target, latents, class probabilities."""
     distance = distance_to_target(probs.detach().cpu(), target)
-    order = sorted(range(len(distance)), key=lambda i: (float(distance[i]), i))
+    order = torch.sort(distance, stable=True).indices.tolist()  # stable: ties keep sample order
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["rank", "sample", "distance_to_target", *latent_names, *(f"p_{c}" for c in class_names)])
@@ -241,8 +246,7 @@ def verdict(rows: list[VerdictRow], ambiguous: list[bool | None], contradictions
 
 
 __all__ = [
-    "CONFIDENT_TARGET", "REACHED_DELTA", "contradiction_note", "distance_to_target", "finding", "headline",
-    "highlight", "is_confident", "key_figure", "reached", "pick_highlights", "ranked_distinct", "row", "samples_csv",
-    "target_key",
-    "top_class", "trust", "verdict", "world_label_metrics", "world_label_shares",
+    "CONFIDENT_TARGET", "REACHED_DELTA", "contradicted", "contradiction_note", "distance_to_target", "finding",
+    "headline", "highlight", "is_confident", "key_figure", "pick_highlights", "ranked_distinct", "reached", "row",
+    "samples_csv", "target_key", "top_class", "trust", "verdict", "world_label_metrics", "world_label_shares",
 ]

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from ppl_audit.report import Highlight, Report, Verdict, VerdictRow
-from ppl_audit.report.model import MAX_HIGHLIGHTS
+from ppl_audit.report.model import MAX_HIGHLIGHTS, walk
 
 FINDING_CHARS = 240  # a finding is the summary's first sentence, cut to this
 GALLERY_WORDS = ("gallery", "samples", "montage", "finds", "images", "explanations")  # figures of inputs
@@ -123,17 +123,11 @@ def _accuracy(metrics, depth: int = 2):
 def gallery_highlights(report: Report) -> list[Highlight]:
     """Up to :data:`~ppl_audit.report.model.MAX_HIGHLIGHTS` of the report's figures of inputs (galleries
     first, in reading order), else its first figures."""
-    found = [(f, s.name) for s in _sections(report.sections) for f in s.figures]
+    found = [(f, s.name) for _, s in walk(report.sections) for f in s.figures]
     galleries = [(f, s) for f, s in found if any(word in f.name for word in GALLERY_WORDS)]
     # a copy under its own name: a figure's name is its file's, and each file is written once
     chosen = (galleries or found)[:MAX_HIGHLIGHTS]
     return [Highlight(dataclasses.replace(f, name=f"verdict_{f.name}"), s) for f, s in chosen]
-
-
-def _sections(sections):
-    for s in sections:
-        yield s
-        yield from _sections(s.subsections)
 
 
 def family_verdict(report: Report) -> Verdict:

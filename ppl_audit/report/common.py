@@ -12,12 +12,12 @@ import math
 import pathlib
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ppl_audit.report.model import DataFile, Figure, Report, Section
+from ppl_audit.report.model import DataFile, Figure, Report, walk
 
 REPORT_JSON = "report.json"
 TIMINGS_JSON = "timings.json"
@@ -183,15 +183,6 @@ def check_report(report: Report) -> None:
                         f"{len(row)} cells but there are {len(table.columns)} columns"
                     )
 
-
-def walk(
-    sections: list[Section], path: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], Section]]:
-    """Yield ``(path of names, section)`` depth first."""
-    for section in sections:
-        here = (*path, section.name)
-        yield here, section
-        yield from walk(section.subsections, here)
 
 
 # --------------------------------------------------------------------------- table cells

@@ -10,7 +10,7 @@ seeded run must be byte-identical on the same machine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 # Bump when a key of report.json changes meaning or disappears. 2: the verdict block, section files
 # (data/NAME.csv) and the level-set summary's nested R-hat and convergence columns.
@@ -153,6 +153,14 @@ class Verdict:
 MAX_HIGHLIGHTS = 3  # the verdict's screen shows three images, no more
 
 
+def walk(sections: list[Section], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Section]]:
+    """Yield ``(path of names, section)`` for every section and subsection, depth first."""
+    for section in sections:
+        here = (*path, section.name)
+        yield here, section
+        yield from walk(section.subsections, here)
+
+
 @dataclass
 class Report:
     """Everything an audit produced.
@@ -187,36 +195,21 @@ class Report:
 
     def iter_figures(self):
         """Yield every figure: the verdict's highlights, then every section's, depth first."""
-
-        def walk(sections):
-            for section in sections:
-                yield from section.figures
-                yield from walk(section.subsections)
-
         if self.verdict is not None:
             yield from (h.figure for h in self.verdict.highlights)
-        yield from walk(self.sections)
+        for _, section in walk(self.sections):
+            yield from section.figures
 
     def iter_files(self):
         """Yield every section's data files, depth first."""
-
-        def walk(sections):
-            for section in sections:
-                yield from section.files
-                yield from walk(section.subsections)
-
-        yield from walk(self.sections)
+        for _, section in walk(self.sections):
+            yield from section.files
 
     def iter_warnings(self):
         """Yield ``(section title, warning)`` for every warning, depth first."""
-
-        def walk(sections):
-            for section in sections:
-                for warning in section.warnings:
-                    yield section.title, warning
-                yield from walk(section.subsections)
-
-        yield from walk(self.sections)
+        for _, section in walk(self.sections):
+            for warning in section.warnings:
+                yield section.title, warning
 
 
 __all__ = [
@@ -230,4 +223,5 @@ __all__ = [
     "Table",
     "Verdict",
     "VerdictRow",
+    "walk",
 ]

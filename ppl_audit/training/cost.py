@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ppl_audit.cache import cache_dir
@@ -156,17 +157,12 @@ def extrapolate(step_seconds: Sequence[float], total_steps: int,
     if total_steps < 0:
         raise ValueError(f"total_steps must be >= 0, got {total_steps}")
     median = statistics.median(step_seconds)
-    slow = max(_quantile(step_seconds, HIGH_QUANTILE), statistics.fmean(step_seconds))
-    return overhead_seconds + total_steps * median, overhead_seconds + total_steps * slow
+    return overhead_seconds + total_steps * median, overhead_seconds + total_steps * _slow_step(step_seconds)
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile of ``values`` by linear interpolation (``statistics.quantiles`` needs two values)."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    below = int(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+def _slow_step(step_seconds: Sequence[float]) -> float:
+    """The high end's step time: the :data:`HIGH_QUANTILE` one (linear interpolation) or the mean, the larger."""
+    return max(float(np.quantile(step_seconds, HIGH_QUANTILE)), statistics.fmean(step_seconds))
 
 
 class _Probe:
@@ -360,7 +356,7 @@ def describe_estimate(estimate: TrainingEstimate) -> str:
     if measured.completed_seconds is not None:
         return f"{format_range(*estimate.seconds)} here (measured: the whole training ran once to time it){recorded_text}"
     steps = measured.step_seconds
-    slow = max(_quantile(steps, HIGH_QUANTILE), statistics.fmean(steps))
+    slow = _slow_step(steps)
     return (f"{format_range(*estimate.seconds)} here (measured: {len(steps)} steps of {estimate.total_steps:,} "
             f"timed at {statistics.median(steps):.3f} s median, {slow:.3f} s slow; "
             f"{measured.overhead_seconds:.1f} s to start; final evaluation not timed"
