@@ -1078,72 +1078,95 @@ def _method_figures(key: str, world_name: str, target: TargetSpec, samples) -> l
     runs (superchains), one row per latent.
     """
     chain = samples.chain
-    info = chain.info
-    smc = "tempering_schedule" in info
-    num_draws = chain.trace.shape[1]
-    acceptance = chain.acceptance_per_step
+    layout = _smc_layout(chain) if "tempering_schedule" in chain.info else None
     method_figures = []
-    if smc:
-        schedules = info["tempering_schedule"]
-        rounds = int(info.get("rounds", 1))
-        run_rounds = [i % rounds for i in range(len(schedules))]  # pooled runs: run k of round i at k * rounds + i
-        # a round's stages: its longest run's (a schedule starts at beta = 0 and stops at its first 1)
-        stages = [max((len(s) - 1 for s in schedules[i::rounds]), default=0) for i in range(rounds)]
-        moves, ess = list(info.get("moves_per_stage", [])), list(info.get("ess_per_stage", []))
-        adds_up = (sum(stages) == len(moves) == len(ess)
-                   and sum(moves) + rounds * num_draws == len(acceptance))
-        if adds_up:
-            firsts = [sum(stages[:i]) for i in range(rounds)]  # each round's first stage
-            tempering_moves = [int(sum(moves[a:a + n])) for a, n in zip(firsts, stages)]
-            round_starts = [sum(tempering_moves[:i]) + i * num_draws for i in range(rounds)]
-            kept_starts = [s + m for s, m in zip(round_starts, tempering_moves)]
-            ess_rounds = [ess[a:a + n] for a, n in zip(firsts, stages)]
-        else:  # a layout this code does not know: mark only the last round's kept draws, which end the list
-            round_starts, kept_starts, ess_rounds = [0], [len(acceptance) - num_draws], [ess]
-        vlines = {"tempering moves end, kept draws start": kept_starts}
-        if len(round_starts) > 1:
-            vlines["next round starts"] = round_starts[1:]
-    elif chain.num_warmup:
-        vlines = {"end of warm-up": [chain.num_warmup]}
+    if chain.acceptance_per_step:
+        method_figures.append(_acceptance_figure(key, world_name, target, chain, layout))
+    if layout is not None:
+        method_figures.append(_tempering_figure(key, world_name, target, chain, layout))
+    return method_figures + _trace_and_rank_figures(key, world_name, target, samples, smc=layout is not None)
+
+
+@dataclass(frozen=True)
+class _SMCLayout:
+    """Where an SMC chain's acceptance list changes phase, and each round's ESS per stage."""
+
+    rounds: int
+    round_starts: list[int]  # each round's first move in ``acceptance_per_step``
+    kept_starts: list[int]  # each round's first kept draw (its tempering moves end just before)
+    ess_rounds: list[list[float]]  # each round's ESS fraction per stage
+
+
+def _smc_layout(chain) -> _SMCLayout:
+    """Read the rounds' phases off the chain's info; where they do not add up, only the last round's
+    kept draws (which end the list) are marked."""
+    info, num_draws, acceptance = chain.info, chain.trace.shape[1], chain.acceptance_per_step
+    schedules = info["tempering_schedule"]
+    rounds = int(info.get("rounds", 1))
+    # a round's stages: its longest run's (a schedule starts at beta = 0 and stops at its first 1)
+    stages = [max((len(s) - 1 for s in schedules[i::rounds]), default=0) for i in range(rounds)]
+    moves, ess = list(info.get("moves_per_stage", [])), list(info.get("ess_per_stage", []))
+    if not (sum(stages) == len(moves) == len(ess) and sum(moves) + rounds * num_draws == len(acceptance)):
+        return _SMCLayout(rounds, [0], [len(acceptance) - num_draws], [ess])
+    firsts = [sum(stages[:i]) for i in range(rounds)]  # each round's first stage
+    tempering_moves = [int(sum(moves[a:a + n])) for a, n in zip(firsts, stages)]
+    round_starts = [sum(tempering_moves[:i]) + i * num_draws for i in range(rounds)]
+    return _SMCLayout(rounds, round_starts, [s + m for s, m in zip(round_starts, tempering_moves)],
+                      [ess[a:a + n] for a, n in zip(firsts, stages)])
+
+
+def _acceptance_figure(key: str, world_name: str, target: TargetSpec, chain, layout: _SMCLayout | None) -> Figure:
+    """Acceptance per move, with SMC's phase boundaries (or MCMC's end of warm-up) drawn where they are."""
+    num_draws = chain.trace.shape[1]
+    if layout is not None:
+        several = len(layout.round_starts) > 1
+        vlines = {"tempering moves end, kept draws start": layout.kept_starts}
+        if several:
+            vlines["next round starts"] = layout.round_starts[1:]
+        caption = ("Mean acceptance over all particles of every MH move: "
+                   + (f"in each of the {len(layout.round_starts)} rounds, " if several else "")
+                   + f"the tempering stages' moves, then the {num_draws} kept draws at the posterior. "
+                   + ("Dashed lines mark where each round's" if several else "The dashed line marks where the")
+                   + " tempering moves end and the kept draws start (SMC discards no warm-up)"
+                   + ("; dotted, where a round of larger runs starts." if several else "."))
     else:
-        vlines = {}
-    if acceptance:
-        if smc:
-            several = len(round_starts) > 1
-            caption = ("Mean acceptance over all particles of every MH move: "
-                       + (f"in each of the {len(round_starts)} rounds, " if several else "")
-                       + f"the tempering stages' moves, then the {num_draws} kept draws at the posterior. "
-                       + ("Dashed lines mark where each round's" if several else "The dashed line marks where the")
-                       + " tempering moves end and the kept draws start (SMC discards no warm-up)"
-                       + ("; dotted, where a round of larger runs starts." if several else "."))
-        else:
-            caption = ("Mean acceptance over all particles; the proposal adapts until the dashed line (end of "
-                       "warm-up), whose draws are discarded." if vlines else "Mean acceptance over all particles.")
-        method_figures.append(figures.line_plot(
-            f"{key}_acceptance",
-            f"{world_name}: acceptance per step, target '{target.name}'",
-            caption,
-            {"acceptance rate": acceptance},
-            xlabel="MH move (tempering stages, then kept draws)" if smc else "step",
-            ylabel="acceptance",
-            vlines=vlines,
-        ))
-    if smc:
-        per_round = len(schedules) // rounds
-        method_figures.append(figures.tempering_plot(
-            f"{key}_tempering",
-            f"{world_name}: SMC tempering schedule and ESS, target '{target.name}'",
-            f"Left: inverse temperature beta per stage of every one of the {len(schedules)} independent SMC runs "
-            "(prior at 0, posterior at 1)"
-            + (f", coloured by round ({rounds} rounds of {per_round} runs, each round's runs twice the size of the "
-               "last's)" if rounds > 1 else "")
-            + ". Right: the mean ESS fraction of the particles before each resampling"
-            + (", per round." if len(ess_rounds) > 1 else "."),
-            schedules,
-            run_rounds,
-            ess_rounds,
-        ))
-    # One chain from each independent run (superchain) first: the rank plot then compares runs.
+        vlines = {"end of warm-up": [chain.num_warmup]} if chain.num_warmup else {}
+        caption = ("Mean acceptance over all particles; the proposal adapts until the dashed line (end of "
+                   "warm-up), whose draws are discarded." if vlines else "Mean acceptance over all particles.")
+    return figures.line_plot(
+        f"{key}_acceptance",
+        f"{world_name}: acceptance per step, target '{target.name}'",
+        caption,
+        {"acceptance rate": chain.acceptance_per_step},
+        xlabel="MH move (tempering stages, then kept draws)" if layout is not None else "step",
+        ylabel="acceptance",
+        vlines=vlines,
+    )
+
+
+def _tempering_figure(key: str, world_name: str, target: TargetSpec, chain, layout: _SMCLayout) -> Figure:
+    """Every SMC run's inverse temperature per stage, coloured by round, beside the ESS per stage."""
+    schedules, rounds = chain.info["tempering_schedule"], layout.rounds
+    per_round = len(schedules) // rounds
+    return figures.tempering_plot(
+        f"{key}_tempering",
+        f"{world_name}: SMC tempering schedule and ESS, target '{target.name}'",
+        f"Left: inverse temperature beta per stage of every one of the {len(schedules)} independent SMC runs "
+        "(prior at 0, posterior at 1)"
+        + (f", coloured by round ({rounds} rounds of {per_round} runs, each round's runs twice the size of the "
+           "last's)" if rounds > 1 else "")
+        + ". Right: the mean ESS fraction of the particles before each resampling"
+        + (", per round." if len(layout.ess_rounds) > 1 else "."),
+        schedules,
+        [i % rounds for i in range(len(schedules))],  # pooled runs: run k of round i at k * rounds + i
+        layout.ess_rounds,
+    )
+
+
+def _trace_and_rank_figures(key: str, world_name: str, target: TargetSpec, samples, *, smc: bool) -> list[Figure]:
+    """ArviZ trace and rank plots of one chain from each independent run (superchain) first: the rank
+    plot then compares runs."""
+    chain = samples.chain
     num_chains, groups = chain.num_chains, chain.superchains or 1
     size = num_chains // groups
     order = [k * size + j for j in range(size) for k in range(groups)] if num_chains % groups == 0 else []
@@ -1159,7 +1182,8 @@ def _method_figures(key: str, world_name: str, target: TargetSpec, samples) -> l
     trace_png, rank_png = diagnostics.trace_and_rank_png(samples.to_arviz(), chains=picked, chain_labels=labels)
     data = {"latent_names": list(chain.latent_names), "chains": picked, "chain_labels": labels,
             "draws": figures.rounded(chain.trace[picked]), "note": "draws: (chain, draw, latent), the chains drawn"}
-    method_figures += [
+    num_draws = chain.trace.shape[1]
+    return [
         Figure(f"{key}_trace", f"{world_name}: trace of {len(picked)} chains, target '{target.name}'",
                f"ArviZ trace plot, one row per latent: the {num_draws} kept draws of {which}; left, the density "
                "of these chains together, right, each chain's draws.", trace_png, data),
@@ -1167,7 +1191,6 @@ def _method_figures(key: str, world_name: str, target: TargetSpec, samples) -> l
                f"ArviZ rank plot, one row per latent, of the same chains ({which}): chains that explore the same "
                "posterior give flat, similar histograms.", rank_png, dict(data)),
     ]
-    return method_figures
 
 
 def _diagnostics_table(key: str, diag: dict[str, dict[str, Any]]) -> Table:
