@@ -142,22 +142,27 @@ def _sampler_option(text: str) -> tuple[str, Any]:
 
 
 def _with_overrides(module, spec, args):
-    """``spec`` with ``--particles`` and ``--sampler-option`` applied; the spec checks them as it checks a file."""
+    """``spec`` with ``--method``, ``--particles`` and ``--sampler-option`` applied, in one replace so that the
+    spec checks them together, as it checks a file's keys."""
     import dataclasses
 
     fields = {f.name for f in dataclasses.fields(spec)}
     changes: dict[str, Any] = {}
+
+    def change(field: str, flag: str, value, hint: str = "") -> None:
+        if field not in fields:
+            raise InvalidInputError(f"{flag} does not apply to an audit of kind {module.KIND!r}{hint}")
+        changes[field] = value
+
+    if args.method is not None:
+        change("method", "--method", args.method)
     particles = getattr(args, "particles", None) if args.command != "levelset" else None
     if particles is not None:
-        if "num_particles" not in fields:
-            raise InvalidInputError(f"--particles does not apply to an audit of kind {module.KIND!r}"
-                                    + ("; set num_particles in its parts" if module.KIND == "classifier" else ""))
-        changes["num_particles"] = particles
+        change("num_particles", "--particles", particles,
+               "; set num_particles in its parts" if module.KIND == "classifier" else "")
     options = [_sampler_option(text) for text in getattr(args, "sampler_option", None) or []]
     if options:
-        if "sampler_options" not in fields:
-            raise InvalidInputError(f"--sampler-option does not apply to an audit of kind {module.KIND!r}")
-        changes["sampler_options"] = {**dict(spec.sampler_options), **dict(options)}
+        change("sampler_options", "--sampler-option", {**dict(getattr(spec, "sampler_options", {})), **dict(options)})
     return dataclasses.replace(spec, **changes) if changes else spec
 
 
@@ -442,10 +447,6 @@ def _command(args, progress) -> int:
         module, seed = levelset_audit, 0
     if args.device is not None:
         spec = dataclasses.replace(spec, device=args.device)
-    if args.method is not None:
-        if not hasattr(spec, "method"):
-            raise InvalidInputError(f"--method does not apply to an audit of kind {module.KIND!r}")
-        spec = dataclasses.replace(spec, method=args.method)
     spec = _with_overrides(module, spec, args)
     if args.seed is not None:
         seed = check_seed(args.seed, "--seed", maximum=MAX_SEED)
