@@ -118,6 +118,19 @@ def _add_common(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     p.add_argument("--cache-dir", default=None, help="weights cache (default: $PPL_AUDIT_CACHE or ~/.cache/ppl-audit)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     _add_no_train(p)
+    _add_executor(p)
+
+
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--ray-address``: where the audit's independent units run (never part of its spec)."""
+    from ppl_audit.execute import EXECUTORS
+
+    p.add_argument("--executor", default=None, choices=EXECUTORS,
+                   help="run the audit's independent units (level sets, grid points) in this process (local, the "
+                        "default) or as Ray tasks (ray; pip install -e .[ray]); the audit file's executor")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="the Ray cluster of --executor ray: auto (default: a running cluster, else a local one), "
+                        "local, or HOST:PORT of a head node; the audit file's ray_address")
 
 
 def _add_sampler_overrides(p: argparse.ArgumentParser, *, particles: bool = True) -> None:
@@ -304,12 +317,18 @@ def _version() -> str:
     return __version__
 
 
-def _run_audit(module, spec, seed, args, progress) -> int:
+def _run_audit(module, spec, seed, args, progress, settings=None) -> int:
+    from ppl_audit.audits import with_executor
+    from ppl_audit.execute import make_executor, use_executor
     from ppl_audit.report import check_output_dir, write_report
 
     out = check_output_dir(args.out, force=args.force)  # refuse a bad destination before minutes of work
     extra = {"data_dir": args.data_dir} if getattr(args, "data_dir", None) is not None else {}
-    report = module.run(spec, seed=seed, progress=progress, cache=args.cache_dir, **extra)
+    kind = args.executor or (settings and settings.executor) or "local"
+    with make_executor(kind, args.ray_address or (settings and settings.ray_address)) as executor, \
+            use_executor(executor):  # connected (or refused) before any work
+        report = with_executor(module.run(spec, seed=seed, progress=progress, cache=args.cache_dir, **extra),
+                               executor)
     path = write_report(report, out, force=args.force)
     warnings = list(report.iter_warnings())
     if args.quiet:
@@ -382,9 +401,10 @@ def _ood(args, progress) -> int:
 
 
 def _audit_from_args(args):
-    """``(module, spec, seed)`` of ``ppl-audit audit``: its file, or the parts its model flags allow."""
+    """``(module, spec, seed, run settings)`` of ``ppl-audit audit``: its file (and where it asks to run), or the
+    parts its model flags allow."""
     from ppl_audit.audits import classifier as classifier_audit
-    from ppl_audit.audits import load_audit_file
+    from ppl_audit.audits import audit_file_run_settings, load_audit_file
     from ppl_audit.audits.plan import spec_from_models
 
     flags = [name for name, value in (("--classifier", args.classifier), ("--class-names", args.class_names),
@@ -393,12 +413,12 @@ def _audit_from_args(args):
     if args.audit_file is not None:
         if flags:
             raise InvalidInputError(f"give an audit file or model flags, not both (got the file and {flags[0]})")
-        return load_audit_file(args.audit_file)
+        return (*load_audit_file(args.audit_file), audit_file_run_settings(args.audit_file))
     if args.classifier is None:
         raise InvalidInputError("name an audit file or a classifier (--classifier CARD_OR_FILE)")
     spec = spec_from_models(args.classifier, priors=args.prior, novel_priors=args.novel_prior,
                             class_names=args.class_names, title=args.title)
-    return classifier_audit, spec, 0
+    return classifier_audit, spec, 0, None
 
 
 def _command(args, progress) -> int:
@@ -415,12 +435,14 @@ def _command(args, progress) -> int:
         return _train(args, progress)
     if args.command == "ood":
         return _ood(args, progress)
+    settings = None  # where an audit file asks to run
     if args.command == "audit":
-        module, spec, seed = _audit_from_args(args)
+        module, spec, seed, settings = _audit_from_args(args)
     elif args.command == "run":
-        from ppl_audit.audits import load_audit_file
+        from ppl_audit.audits import audit_file_run_settings, load_audit_file
 
         module, spec, seed = load_audit_file(args.audit_file)
+        settings = audit_file_run_settings(args.audit_file)
     elif args.command == "demo":
         module, spec, seed = levelset_audit, levelset_audit.LevelSetAuditSpec(), 0
     else:  # levelset
@@ -450,7 +472,7 @@ def _command(args, progress) -> int:
     spec = _with_overrides(module, spec, args)
     if args.seed is not None:
         seed = check_seed(args.seed, "--seed", maximum=MAX_SEED)
-    return _run_audit(module, spec, seed, args, progress)
+    return _run_audit(module, spec, seed, args, progress, settings)
 
 
 def _training_notices(args):

@@ -27,6 +27,7 @@ LAYERS = (
     ("levelset", "inference"),
     ("generative", "detectors", "adversarial"),
     ("sampling", "region_mass"),  # region_mass: rare-event masses of confident regions, on the SMC engine
+    ("execute",),  # where audits' units run (local, Ray): below the audits that fan out
     ("audits",),
     ("cli", "__main__", "__init__"),
 )

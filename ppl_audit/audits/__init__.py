@@ -11,8 +11,9 @@ import os
 
 from ppl_audit.audits import calibration, classifier, confidently_wrong, gwin, levelset, novel_class, ood
 from ppl_audit.audits import selective, sweep
-from ppl_audit.audits.spec import DEFAULT_SEED, read_toml, spec_from_toml
+from ppl_audit.audits.spec import DEFAULT_SEED, RunSettings, read_toml, run_settings, spec_from_toml
 from ppl_audit.errors import AuditFileError, InvalidInputError
+from ppl_audit.execute import Executor, make_executor, use_executor
 from ppl_audit.report import Report, check_output_dir, write_report
 
 AUDIT_KINDS = {module.KIND: module for module in (levelset, gwin, ood, selective, calibration, confidently_wrong,
@@ -41,8 +42,20 @@ def load_audit_file(path: str | os.PathLike):
     return module, spec, seed
 
 
+def audit_file_run_settings(path: str | os.PathLike) -> RunSettings:
+    """Where the audit file at ``path`` asks to run (its ``[audit]`` ``executor`` and ``ray_address``)."""
+    audit = read_toml(path).get("audit")
+    return run_settings(audit if isinstance(audit, dict) else {}, str(path))
+
+
+def with_executor(report: Report, executor: Executor) -> Report:
+    """``report`` with ``provenance.executor``: where it ran, kept apart from the spec and its hash."""
+    report.provenance = {**report.provenance, "executor": executor.provenance()}
+    return report
+
+
 def run_audit(audit, *, seed: int | None = None, out: str | os.PathLike | None = None, force: bool = False,
-              **options) -> Report:
+              executor: str | Executor | None = None, ray_address: str | None = None, **options) -> Report:
     """Run an audit, from its file or its spec, and write its report when ``out`` is given.
 
     Parameters
@@ -56,6 +69,11 @@ def run_audit(audit, *, seed: int | None = None, out: str | os.PathLike | None =
         Write the report folder there (checked before any work is done).
     force : bool
         Write into a folder that also holds foreign files (they are kept).
+    executor : {"local", "ray"} or Executor, optional
+        Where the audit's independent units run (default: the file's ``executor``, else ``local``); an
+        :class:`~ppl_audit.execute.Executor` is used as it is and left open.
+    ray_address : str, optional
+        The Ray cluster of the ``ray`` executor (default: the file's ``ray_address``, else ``auto``).
     **options
         Passed to the kind's ``run``: ``progress``, ``cache``, ``data_dir``, and
         the models it accepts ready-made (``classifier``, ``priors``, ``models``...).
@@ -71,18 +89,28 @@ def run_audit(audit, *, seed: int | None = None, out: str | os.PathLike | None =
     >>> report.title  # doctest: +SKIP
     'Level-set audit of the house/rocket classifier'
     """
+    settings = RunSettings()
     if isinstance(audit, (str, os.PathLike)):
         module, spec, file_seed = load_audit_file(audit)
+        settings = audit_file_run_settings(audit)
     else:
         module = next((m for m in AUDIT_KINDS.values() if isinstance(audit, m.SPEC)), None)
         if module is None:
             raise InvalidInputError(f"run_audit needs an audit file or an audit spec, got {type(audit).__name__}")
         spec, file_seed = audit, DEFAULT_SEED
     destination = check_output_dir(out, force=force) if out is not None else None
-    report = module.run(spec, seed=file_seed if seed is None else seed, **options)
+    seed = file_seed if seed is None else seed
+    owned = None if isinstance(executor, Executor) else make_executor(executor or settings.executor or "local",
+                                                                       ray_address or settings.ray_address)
+    try:
+        with use_executor(owned or executor) as running:
+            report = with_executor(module.run(spec, seed=seed, **options), running)
+    finally:
+        if owned is not None:
+            owned.close()
     if destination is not None:
         write_report(report, destination, force=force)
     return report
 
 
-__all__ = ["AUDIT_KINDS", "load_audit_file", "run_audit"]
+__all__ = ["AUDIT_KINDS", "audit_file_run_settings", "load_audit_file", "run_audit", "with_executor"]

@@ -26,15 +26,17 @@ import torch
 
 from ppl_audit._device import resolve_device
 from ppl_audit.audits import worlds as registry
+from ppl_audit.audits.fanout import ModelNames, check_travels, level_set_unit
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_fields, spec_hash, validate_seed
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.execute import current_executor
 from ppl_audit.metrics import runs_interval_factor
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.audits.verdict import with_verdict
 from ppl_audit.report import Figure, Report, Section, Table
 from ppl_audit.report import figures
-from ppl_audit.sampling import MAX_PARTICLES, sample_level_set
+from ppl_audit.sampling import MAX_PARTICLES
 from ppl_audit.validators import check_count
 
 KIND = "calibration"
@@ -268,14 +270,30 @@ def _point(world, samples, p: float, class_name: str, k: int, world_k: int) -> C
                             converged=bool(samples.metrics.get("converged")))
 
 
+def _user_options(spec) -> dict[str, Any]:
+    """How the spec's classifier is read when it is the user's own (its class names), else nothing."""
+    return {"class_names": spec.classes} if registry.classifier_family(spec.classifier) == registry.USER else {}
+
+
 def load_audited(spec, device, cache, data_dir, world=None, classifier=None):
     """``(world, classifier)`` of a spec with ``world``, ``classifier`` and ``classes``; given ones are kept."""
     if world is None:
         world = registry.load_world(spec.world, device=device, cache=cache, data_dir=data_dir)
     if classifier is None:
-        user = {"class_names": spec.classes} if registry.classifier_family(spec.classifier) == registry.USER else {}
-        classifier = registry.load_classifier(spec.classifier, device=device, cache=cache, data_dir=data_dir, **user)
+        classifier = registry.load_classifier(spec.classifier, device=device, cache=cache, data_dir=data_dir,
+                                              **_user_options(spec))
     return world, classifier
+
+
+def audited_names(spec, *, cache, data_dir, device) -> ModelNames:
+    """What a worker loads for a spec with ``world``, ``classifier`` and ``classes`` (as :func:`load_audited`)."""
+    return ModelNames.of(spec.classifier, spec.world, cache=cache, data_dir=data_dir, device=device,
+                         classifier_options=_user_options(spec))
+
+
+def given_objects(**objects) -> list[str]:
+    """The names of the models given as Python objects (a remote executor cannot send them)."""
+    return [name for name, value in objects.items() if value is not None]
 
 
 def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,
@@ -287,21 +305,24 @@ def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: 
     seed = validate_seed(seed)
     start = time.perf_counter()
     device = resolve_device(spec.device)
+    executor = current_executor()
+    check_travels(executor, given=given_objects(classifier=classifier, world=world), worlds=(spec.world,))
     world, classifier = load_audited(spec, device, cache, data_dir, world, classifier)
     check_labelled(world)
     class_names = tuple(getattr(classifier, "class_names", None) or world.class_names)
     pair = pair_indices(spec, class_names) if spec.mode == "pair" else None
     curves = _curves(spec, class_names, pair)
     world_index = {k: _world_index(world, class_names[k]) for k, _ in curves}  # all checked before sampling
-    points = []
-    for j, (k, target_of) in enumerate(curves):
-        for i, p in enumerate(spec.grid):
-            samples = sample_level_set(world, classifier, target_of(p), concentration=spec.concentration,
-                                       num_particles=spec.num_particles, method="smc",
-                                       options={"min_particles_per_run": spec.particles_per_run},
-                                       seed=_unit_seed(seed, i, j, len(class_names), spec.mode), device=device,
-                                       class_names=class_names, progress=progress)
-            points.append(_point(world, samples, p, class_names[k], k, world_index[k]))
+    names = audited_names(spec, cache=cache, data_dir=data_dir, device=device)
+    units = [level_set_unit(f"{class_names[k]}/point {i + 1} (p = {p:g})", names, target_of(p),
+                            dict(concentration=spec.concentration, num_particles=spec.num_particles, method="smc",
+                                 options={"min_particles_per_run": spec.particles_per_run}, class_names=class_names,
+                                 seed=_unit_seed(seed, i, j, len(class_names), spec.mode)),
+                            world=world, classifier=classifier, progress=progress)
+             for j, (k, target_of) in enumerate(curves) for i, p in enumerate(spec.grid)]
+    outcomes = iter(executor.map(units, task="calibration points", progress=progress))
+    points = [_point(world, next(outcomes)[0], p, class_names[k], k, world_index[k])
+              for k, _ in curves for p in spec.grid]
     return CalibrationResults(spec=spec, seed=seed, class_names=class_names, pair=pair, points=tuple(points),
                               timings={"total_seconds": time.perf_counter() - start})
 

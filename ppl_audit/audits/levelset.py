@@ -33,10 +33,12 @@ from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.audits import levelset_findings as findings
+from ppl_audit.audits.fanout import ModelNames, check_travels, level_set_unit
 from ppl_audit.audits import worlds as registry
 from ppl_audit.classifiers.external import OUTPUT_MODES, check_input_compatible
 from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, USER, WORLDS  # noqa: F401 (WORLDS re-exported)
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.execute import current_executor
 from ppl_audit.levelset import RELAXATIONS, LevelSet, validate_concentration, validate_sigma, validate_target
 from ppl_audit.metrics import AMBIGUOUS_BAND, fraction_in_band
 from ppl_audit.paths import MAX_NAME_LENGTH, is_safe_name
@@ -54,7 +56,6 @@ from ppl_audit.sampling import (
     check_run_size,
     check_sampler_options,
     estimate_run_bytes,
-    sample_level_set,
     smc_plan,
 )
 from ppl_audit.validators import check_count, check_fits_in_memory, is_positive_int
@@ -511,6 +512,9 @@ def evaluate(
     ['house', 'rocket', 'ambiguous', 'ambiguous-tight']
     """
     seed = validate_seed(seed)
+    executor = current_executor()
+    check_travels(executor, given=[name for name, given in (("classifier", classifier), ("prior", priors)) if given],
+                  worlds=spec.worlds)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     device = resolve_device(spec.device)
@@ -519,14 +523,20 @@ def evaluate(
     spec, classifier = _checked_classifier(spec, classifier, loading)
     timings["classifier_seconds"] = time.perf_counter() - start
     classifier_info = _classifier_info(spec, classifier)
-    worlds = []
-    for w_index, world_name in enumerate(spec.worlds):
+    loaded = {}
+    for world_name in spec.worlds:
         t_world = time.perf_counter()
         world = (priors or {}).get(world_name) or registry.load_world(world_name, **loading)
         _check_images_fit(world_name, world, classifier)
         timings[f"{world_name}/prior_seconds"] = time.perf_counter() - t_world
-        worlds.append(_evaluate_world(spec, w_index, world_name, world, classifier, seed=seed, device=device,
-                                      progress=progress, timings=timings))
+        loaded[world_name] = world
+    units = [_target_unit(spec, w_index, t_index, loaded[world_name], classifier, seed=seed, cache=cache,
+                          data_dir=data_dir, device=device, progress=progress)
+             for w_index, world_name in enumerate(spec.worlds) for t_index in range(len(spec.targets))]
+    outcomes = iter(executor.map(units, task="level sets", progress=progress))
+    worlds = [_world_result(spec, w_index, world_name, loaded[world_name], classifier,
+                            [next(outcomes) for _ in spec.targets], seed=seed, device=device, timings=timings)
+              for w_index, world_name in enumerate(spec.worlds)]
     timings["total_seconds"] = time.perf_counter() - start
     return LevelSetResults(spec=spec, seed=seed, device=device.type, classifier_info=classifier_info,
                            worlds=tuple(worlds), timings=timings)
@@ -538,8 +548,7 @@ def _checked_classifier(spec: LevelSetAuditSpec, classifier, loading: dict[str, 
     A user's classifier that names its own classes completes a spec that named none.
     """
     if classifier is None:
-        user = ({"class_names": spec.classes, "resize": spec.resize, "input_shape": spec.input_shape,
-                 "output": spec.output, "weights": spec.weights} if spec.family == USER else {})
+        user = _user_classifier_options(spec) if spec.family == USER else {}
         classifier = registry.load_classifier(spec.classifier, **loading, **user)
     given_names = getattr(classifier, "class_names", None)  # a plain callable has none: the world's are used
     if spec.family == USER and spec.classes is None and given_names is not None:
@@ -549,6 +558,12 @@ def _checked_classifier(spec: LevelSetAuditSpec, classifier, loading: dict[str, 
             f"classifier has classes {list(given_names)}, but a {spec.family} audit needs {list(spec.class_names)}"
         )
     return spec, classifier
+
+
+def _user_classifier_options(spec: LevelSetAuditSpec) -> dict[str, Any]:
+    """How a classifier of the user's own is read: what :func:`worlds.load_classifier` takes besides its name."""
+    return {"class_names": spec.classes, "resize": spec.resize, "input_shape": spec.input_shape,
+            "output": spec.output, "weights": spec.weights}
 
 
 def _check_images_fit(world_name: str, world, classifier) -> None:
@@ -566,32 +581,28 @@ def _classifier_info(spec: LevelSetAuditSpec, classifier) -> dict[str, Any]:
     }
 
 
-def _evaluate_world(spec, w_index, world_name, world, classifier, *, seed, device, progress, timings) -> WorldResult:
-    """Prior draws, then one level set per target (in this order: the seeds depend on it)."""
+def _target_unit(spec: LevelSetAuditSpec, w_index: int, t_index: int, world, classifier, *, seed: int, cache,
+                 data_dir, device, progress):
+    """The unit of one world's target: its seed comes from the audit seed and the two indices alone."""
+    world_name, target = spec.worlds[w_index], spec.targets[t_index]
+    user = _user_classifier_options(spec) if spec.family == USER else {}
+    names = ModelNames.of(spec.classifier, world_name, cache=cache, data_dir=data_dir, device=device,
+                          classifier_options=user)
+    sampling = dict(concentration=target.concentration, relaxation=target.relaxation, sigma=target.sigma,
+                    num_particles=spec.num_particles, num_steps=spec.num_steps, num_samples=spec.num_samples,
+                    seed=seed * 1000 + 100 * w_index + t_index + 1, method=spec.method,
+                    options=_checked_options(spec))
+    return level_set_unit(f"{world_name}/{target.name}", names, target.probabilities, sampling, world=world,
+                          classifier=classifier, progress=progress)
+
+
+def _world_result(spec, w_index, world_name, world, classifier, outcomes, *, seed, device, timings) -> WorldResult:
+    """Prior draws, and the measures of each target's level set (``outcomes``: its samples and seconds)."""
     gen = torch.Generator(device=device).manual_seed(seed * 1000 + w_index)
     prior_z, prior_p, prior_yield = _prior_draws(spec, world, classifier, gen)
-    prior_info = _prior_info(world)
     targets = []
-    for t_index, target in enumerate(spec.targets):
-        t0 = time.perf_counter()
-        task = f"{world_name}/{target.name}"
-        samples = sample_level_set(
-            world,
-            classifier,
-            target.probabilities,
-            concentration=target.concentration,
-            relaxation=target.relaxation,
-            sigma=target.sigma,
-            num_particles=spec.num_particles,
-            num_steps=spec.num_steps,
-            num_samples=spec.num_samples,
-            seed=seed * 1000 + 100 * w_index + t_index + 1,
-            method=spec.method,
-            device=device,
-            options=_checked_options(spec),
-            progress=(lambda _task, done, total, task=task: progress(task, done, total)) if progress else None,
-        )
-        timings[f"{world_name}/{target.name}_seconds"] = time.perf_counter() - t0
+    for target, (samples, seconds) in zip(spec.targets, outcomes, strict=True):
+        timings[f"{world_name}/{target.name}_seconds"] = seconds
         metrics = _target_metrics(spec.family, world_name, target, samples, prior_yield)
         shares = findings.world_label_shares(world, spec.class_names, target.probabilities, samples.latents.to(device))
         metrics.update(findings.world_label_metrics(shares))
@@ -601,7 +612,7 @@ def _evaluate_world(spec, w_index, world_name, world, classifier, *, seed, devic
         latent_names=tuple(world.latent_names),
         latent_dim=int(world.latent_dim),
         image_shape=tuple(world.image_shape),
-        prior_info=prior_info,
+        prior_info=_prior_info(world),
         prior_latents=prior_z,
         prior_probs=prior_p,
         prior_yield=prior_yield,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,33 @@ def validate_seed(seed) -> int:
     7
     """
     return check_seed(seed, maximum=MAX_SEED, error=AuditFileError)
+
+
+# [audit] keys that say where an audit runs, not what it computes: never part of the spec or its hash
+RUN_KEYS = ("executor", "ray_address")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where an audit file asks to run: ``executor`` (``local`` or ``ray``) and ``ray_address``; None if unset."""
+
+    executor: str | None = None
+    ray_address: str | None = None
+
+
+def run_settings(audit: dict[str, Any], source: str) -> RunSettings:
+    """The :data:`RUN_KEYS` of an ``[audit]`` table, each a string where given.
+
+    Examples
+    --------
+    >>> run_settings({"kind": "levelset", "executor": "ray"}, "a.toml")
+    RunSettings(executor='ray', ray_address=None)
+    """
+    values = {key: audit.get(key) for key in RUN_KEYS}
+    for key, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise AuditFileError(f"{source} [audit]: {key} must be a string, got {value!r}"[:300])
+    return RunSettings(**values)
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -116,6 +144,9 @@ def spec_from_toml(cls, doc: dict[str, Any], source: str, *, arrays: dict[str, t
     check_keys(doc, {"audit", *arrays}, source)
     audit = dict(doc.get("audit", {}))
     audit.pop("kind", None)
+    run_settings(audit, source)  # checked here, taken by the runner (ppl_audit.audits.run_audit, the CLI)
+    for key in RUN_KEYS:
+        audit.pop(key, None)
     try:
         seed = validate_seed(audit.pop("seed", DEFAULT_SEED))
     except AuditFileError as exc:
@@ -161,11 +192,14 @@ def spec_hash(spec_dict: dict[str, Any]) -> str:
 __all__ = [
     "DEFAULT_SEED",
     "MAX_SEED",
+    "RUN_KEYS",
+    "RunSettings",
     "check_keys",
     "dataclass_kwargs",
     "spec_fields",
     "spec_from_toml",
     "read_toml",
+    "run_settings",
     "spec_hash",
     "validate_seed",
 ]

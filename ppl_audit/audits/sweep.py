@@ -17,16 +17,18 @@ from typing import Any
 import torch
 
 from ppl_audit._device import resolve_device
-from ppl_audit.audits.calibration import load_audited, pair_indices, pair_target
+from ppl_audit.audits.calibration import audited_names, given_objects, load_audited, pair_indices, pair_target
+from ppl_audit.audits.fanout import check_travels, level_set_unit
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_fields, spec_hash, validate_seed
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.execute import current_executor
 from ppl_audit.metrics import first_of_each_distinct
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
 from ppl_audit.audits.verdict import with_verdict
 from ppl_audit.report import Report, Section, Table
 from ppl_audit.report import figures
-from ppl_audit.sampling import MAX_PARTICLES, sample_level_set
+from ppl_audit.sampling import MAX_PARTICLES
 from ppl_audit.validators import check_count
 
 KIND = "sweep"
@@ -157,17 +159,22 @@ def evaluate(spec: SweepAuditSpec, *, seed: int = DEFAULT_SEED, progress: Progre
     seed = validate_seed(seed)
     start = time.perf_counter()
     device = resolve_device(spec.device)
+    executor = current_executor()
+    check_travels(executor, given=given_objects(classifier=classifier, world=world), worlds=(spec.world,))
     world, classifier = load_audited(spec, device, cache, data_dir, world, classifier)
     class_names = tuple(getattr(classifier, "class_names", None) or world.class_names)
     pair = pair_indices(spec, class_names)
     world_b = _world_class(world, class_names[pair[1]])
-    steps = []
-    for i, p in enumerate(spec.path):
-        samples = sample_level_set(world, classifier, pair_target(p, pair, len(class_names)),
-                                   concentration=spec.concentration, num_particles=spec.num_particles,
-                                   method="smc", seed=seed * 1000 + i, device=device, class_names=class_names,
-                                   progress=progress)
-        steps.append(_step(world, samples, p, pair[1], world_b, spec.images_per_step))
+    names = audited_names(spec, cache=cache, data_dir=data_dir, device=device)
+    units = [level_set_unit(f"step {i + 1} (P({class_names[pair[1]]}) = {p:g})", names,
+                            pair_target(p, pair, len(class_names)),
+                            dict(concentration=spec.concentration, num_particles=spec.num_particles, method="smc",
+                                 seed=seed * 1000 + i, class_names=class_names),
+                            world=world, classifier=classifier, progress=progress)
+             for i, p in enumerate(spec.path)]
+    outcomes = executor.map(units, task="sweep steps", progress=progress)
+    steps = [_step(world, samples, p, pair[1], world_b, spec.images_per_step)
+             for p, (samples, _seconds) in zip(spec.path, outcomes, strict=True)]
     return SweepResults(spec=spec, seed=seed, class_names=class_names, pair=pair, steps=tuple(steps),
                         timings={"total_seconds": time.perf_counter() - start})
 

@@ -90,6 +90,11 @@ def register_world(name: str, make: Callable[..., Prior], *, replace: bool = Fal
     _REGISTERED_WORLDS[name] = make
 
 
+def is_registered_world(name: str) -> bool:
+    """Whether ``name`` was registered in this process with :func:`register_world` (it exists only here)."""
+    return name in _REGISTERED_WORLDS
+
+
 def world_label(world: str) -> str:
     """The name a world's sections and figure files carry: the built-in name, or a safe stem of a user's model.
 
@@ -233,6 +238,7 @@ __all__ = [
     "WORLDS",
     "classifier_family",
     "families_agree",
+    "is_registered_world",
     "world_label",
     "family_of_worlds",
     "load_classifier",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ppl_audit import cli
-from ppl_audit.audits import levelset, load_audit_file
+from ppl_audit.audits import fanout, levelset, load_audit_file
 from ppl_audit.audits import worlds as registry
 from ppl_audit.audits.levelset import (
     MNIST_CONCENTRATION,
@@ -159,8 +159,8 @@ def test_sampler_options_reach_the_sampler(tmp_path, mnist_classifier, mnist_pri
     _, spec, seed = load_audit_file(path)
     assert spec.sampler_options == {"num_final_draws": 5, "target_ess_fraction": 0.6}
     seen = []
-    original = levelset.sample_level_set
-    monkeypatch.setattr(levelset, "sample_level_set", lambda *a, **kw: seen.append(kw["options"]) or original(*a, **kw))
+    original = fanout.sample_level_set
+    monkeypatch.setattr(fanout, "sample_level_set", lambda *a, **kw: seen.append(kw["options"]) or original(*a, **kw))
     report = levelset.run(spec, seed=seed, classifier=mnist_classifier, priors=mnist_priors)
     assert seen == [{"num_final_draws": 5, "target_ess_fraction": 0.6}]
     assert "options: num_final_draws = 5, target_ess_fraction = 0.6" in report.summary[0]
