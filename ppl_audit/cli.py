@@ -318,14 +318,13 @@ def _version() -> str:
 
 
 def _run_audit(module, spec, seed, args, progress, settings=None) -> int:
-    from ppl_audit.audits import with_executor
-    from ppl_audit.execute import make_executor, use_executor
+    from ppl_audit.audits import executor_from, with_executor
+    from ppl_audit.execute import use_executor
     from ppl_audit.report import check_output_dir, write_report
 
     out = check_output_dir(args.out, force=args.force)  # refuse a bad destination before minutes of work
     extra = {"data_dir": args.data_dir} if getattr(args, "data_dir", None) is not None else {}
-    kind = args.executor or (settings and settings.executor) or "local"
-    with make_executor(kind, args.ray_address or (settings and settings.ray_address)) as executor, \
+    with executor_from(settings, args.executor, args.ray_address) as executor, \
             use_executor(executor):  # connected (or refused) before any work
         report = with_executor(module.run(spec, seed=seed, progress=progress, cache=args.cache_dir, **extra),
                                executor)

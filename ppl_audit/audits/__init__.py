@@ -48,6 +48,19 @@ def audit_file_run_settings(path: str | os.PathLike) -> RunSettings:
     return run_settings(audit if isinstance(audit, dict) else {}, str(path))
 
 
+def executor_from(settings: RunSettings | None, executor: str | None = None,
+                  ray_address: str | None = None) -> Executor:
+    """The executor a run asks for: ``executor`` and ``ray_address`` (flags) over the file's ``settings``.
+
+    The file's address applies only where the run goes to Ray: ``--executor local`` runs a file that
+    names a cluster on this machine instead. An address given with the local executor is refused.
+    """
+    settings = settings or RunSettings()
+    kind = executor or settings.executor or "local"
+    address = ray_address or (settings.ray_address if kind == "ray" else None)
+    return make_executor(kind, address)
+
+
 def with_executor(report: Report, executor: Executor) -> Report:
     """``report`` with ``provenance.executor``: where it ran, kept apart from the spec and its hash."""
     report.provenance = {**report.provenance, "executor": executor.provenance()}
@@ -100,8 +113,7 @@ def run_audit(audit, *, seed: int | None = None, out: str | os.PathLike | None =
         spec, file_seed = audit, DEFAULT_SEED
     destination = check_output_dir(out, force=force) if out is not None else None
     seed = file_seed if seed is None else seed
-    owned = None if isinstance(executor, Executor) else make_executor(executor or settings.executor or "local",
-                                                                       ray_address or settings.ray_address)
+    owned = None if isinstance(executor, Executor) else executor_from(settings, executor, ray_address)
     try:
         with use_executor(owned or executor) as running:
             report = with_executor(module.run(spec, seed=seed, **options), running)
@@ -113,4 +125,5 @@ def run_audit(audit, *, seed: int | None = None, out: str | os.PathLike | None =
     return report
 
 
-__all__ = ["AUDIT_KINDS", "audit_file_run_settings", "load_audit_file", "run_audit", "with_executor"]
+__all__ = ["AUDIT_KINDS", "audit_file_run_settings", "executor_from", "load_audit_file", "run_audit",
+           "with_executor"]

@@ -26,7 +26,7 @@ import torch
 
 from ppl_audit._device import resolve_device
 from ppl_audit.audits import worlds as registry
-from ppl_audit.audits.fanout import ModelNames, check_travels, level_set_unit
+from ppl_audit.audits.fanout import ModelNames, check_travels, given_objects, level_set_unit
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_fields, spec_hash, validate_seed
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.execute import current_executor
@@ -285,15 +285,15 @@ def load_audited(spec, device, cache, data_dir, world=None, classifier=None):
     return world, classifier
 
 
-def audited_names(spec, *, cache, data_dir, device) -> ModelNames:
-    """What a worker loads for a spec with ``world``, ``classifier`` and ``classes`` (as :func:`load_audited`)."""
+def audited_names(spec, executor, *, cache, data_dir, device) -> ModelNames:
+    """What a worker loads for a spec with ``world``, ``classifier`` and ``classes`` (as :func:`load_audited`).
+
+    In process the names are labels only (the models may have been given as objects under any name), so
+    they are read as card or file names only for a remote executor.
+    """
+    options = _user_options(spec) if executor.remote else None
     return ModelNames.of(spec.classifier, spec.world, cache=cache, data_dir=data_dir, device=device,
-                         classifier_options=_user_options(spec))
-
-
-def given_objects(**objects) -> list[str]:
-    """The names of the models given as Python objects (a remote executor cannot send them)."""
-    return [name for name, value in objects.items() if value is not None]
+                         classifier_options=options)
 
 
 def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,
@@ -313,7 +313,7 @@ def evaluate(spec: CalibrationAuditSpec, *, seed: int = DEFAULT_SEED, progress: 
     pair = pair_indices(spec, class_names) if spec.mode == "pair" else None
     curves = _curves(spec, class_names, pair)
     world_index = {k: _world_index(world, class_names[k]) for k, _ in curves}  # all checked before sampling
-    names = audited_names(spec, cache=cache, data_dir=data_dir, device=device)
+    names = audited_names(spec, executor, cache=cache, data_dir=data_dir, device=device)
     units = [level_set_unit(f"{class_names[k]}/point {i + 1} (p = {p:g})", names, target_of(p),
                             dict(concentration=spec.concentration, num_particles=spec.num_particles, method="smc",
                                  options={"min_particles_per_run": spec.particles_per_run}, class_names=class_names,

@@ -16,8 +16,11 @@ from typing import Any, Callable
 
 import torch
 
+from ppl_audit.audits import worlds as registry
+from ppl_audit.audits.fanout import travelling, worker_where
 from ppl_audit.audits.spec import spec_fields, spec_hash
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.execute import Unit, current_executor, worker_model
 from ppl_audit.priors.base import Prior
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
@@ -138,20 +141,44 @@ def audited_classes(spec: RegionAuditSettings, class_names: tuple[str, ...]) -> 
 
 
 def sample_regions(spec: RegionAuditSettings, classifier, prior_for: Callable[[str], Prior], *, seed: int,
-                   device, progress: ProgressFn | None = None) -> tuple[ClassFinding, ...]:
-    """Each audited class's region under ``prior_for(k)``, seeded by the audit seed and the class's index."""
+                   device, progress: ProgressFn | None = None, recipe: tuple[Callable[..., Prior], dict] | None = None,
+                   cache=None, data_dir=None) -> tuple[ClassFinding, ...]:
+    """Each audited class's region under ``prior_for(k)``, seeded by the audit seed and the class's index.
+
+    One unit per class: in process with ``classifier`` and ``prior_for(k)``; on a remote worker with the
+    classifier loaded by ``spec.classifier`` and the prior made by ``recipe`` (``(make, kwargs)``:
+    ``make(k=k, **kwargs)``, a module-level function that loads by name).
+    """
     class_names = tuple(classifier.class_names)
-    findings = []
-    for k in audited_classes(spec, class_names):
-        prior, index = prior_for(k), class_names.index(k)
-        region = sample_confident_region(
-            prior, classifier, index, confidence=spec.confidence, num_particles=spec.num_particles,
-            num_runs=spec.num_runs, sharpness=spec.sharpness, seed=seed * 1000 + index, device=device,
-            progress=progress)
-        with torch.no_grad():
-            images = prior.decode(region.latents[:GALLERY_SIZE].to(prior.device)).cpu()
-        findings.append(ClassFinding(k, region, getattr(prior, "name", type(prior).__name__), images))
-    return tuple(findings)
+    settings = dict(confidence=spec.confidence, num_particles=spec.num_particles, num_runs=spec.num_runs,
+                    sharpness=spec.sharpness)
+    common = {"settings": settings, "classifier_name": travelling(spec.classifier), "prior_recipe": recipe,
+              **worker_where(cache, data_dir, device)}
+    units = [Unit(f"class {k}", region_finding, {**common, "k": k, "index": class_names.index(k),
+                                                 "seed": seed * 1000 + class_names.index(k)},
+                  local={"classifier": classifier, "prior": prior_for(k), "progress": progress},
+                  gpu=torch.device(device).type == "cuda")
+             for k in audited_classes(spec, class_names)]
+    return tuple(current_executor().map(units, task="classes", progress=progress))
+
+
+def region_finding(*, k: str, index: int, settings: dict[str, Any], seed: int, device: str, classifier_name: str,
+                   prior_recipe, cache: str | None, data_dir: str | None, classifier=None, prior=None,
+                   progress: ProgressFn | None = None) -> ClassFinding:
+    """Class ``k``'s confident region and its gallery; the classifier and prior loaded by name when not given."""
+    if classifier is None:
+        classifier = worker_model(("classifier", classifier_name, cache, device),
+                                  lambda: registry.load_classifier(classifier_name, device=torch.device(device),
+                                                                   cache=cache, data_dir=data_dir))
+    if prior is None:
+        make, kwargs = prior_recipe
+        prior = worker_model(("region prior", make.__module__, make.__qualname__, k, tuple(sorted(kwargs.items()))),
+                             lambda: make(k=k, **kwargs))
+    region = sample_confident_region(prior, classifier, index, seed=seed, device=torch.device(device),
+                                     progress=progress, **settings)
+    with torch.no_grad():
+        images = prior.decode(region.latents[:GALLERY_SIZE].to(prior.device)).cpu()
+    return ClassFinding(k, region, getattr(prior, "name", type(prior).__name__), images)
 
 
 def results(spec, seed: int, classifier, findings, wording: Wording, start: float) -> RegionResults:
@@ -274,4 +301,4 @@ def present(results: RegionResults) -> Report:
 
 
 __all__ = ["ClassFinding", "RegionAuditSettings", "RegionResults", "Wording", "audited_classes", "present",
-           "rate_text", "results", "sample_regions", "source_counts"]
+           "rate_text", "region_finding", "results", "sample_regions", "source_counts"]

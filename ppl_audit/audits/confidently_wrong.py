@@ -18,8 +18,10 @@ from ppl_audit._device import resolve_device
 from ppl_audit.audits import worlds as registry
 from ppl_audit.audits.confident_regions import RegionAuditSettings, RegionResults, Wording, present, results
 from ppl_audit.audits.confident_regions import sample_regions
+from ppl_audit.audits.fanout import check_travels, given_objects, travelling, worker_where
 from ppl_audit.audits.spec import DEFAULT_SEED, validate_seed
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.execute import current_executor, worker_model
 from ppl_audit.priors.class_mixture import ClassMixturePrior
 from ppl_audit.progress import ProgressFn
 from ppl_audit.report import Report
@@ -64,6 +66,15 @@ def mixture_without(generators, class_names, k: str, name: str) -> ClassMixtureP
                              name=f"{name} without {k}")
 
 
+def prior_without_by_name(*, k: str, card: str, class_names: tuple[str, ...], cache: str | None,
+                          data_dir: str | None, device: str) -> ClassMixturePrior:
+    """A worker's recipe for class ``k``'s prior: the generators of ``card`` (loaded once per worker) without ``k``."""
+    generators = worker_model(("generators", card, cache, device),
+                              lambda: load_model(card, cache=cache, data_dir=data_dir, device=device,
+                                                 kind=GENERATOR_KINDS).module)
+    return mixture_without(generators, class_names, k, card)
+
+
 def evaluate(spec: ConfidentlyWrongAuditSpec, *, seed: int = DEFAULT_SEED, progress: ProgressFn | None = None,
              cache: str | None = None, classifier=None, generators=None,
              data_dir: str | None = None) -> RegionResults:
@@ -74,14 +85,18 @@ def evaluate(spec: ConfidentlyWrongAuditSpec, *, seed: int = DEFAULT_SEED, progr
     seed = validate_seed(seed)
     start = time.perf_counter()
     device = resolve_device(spec.device)
+    check_travels(current_executor(), given=given_objects(classifier=classifier, generators=generators))
     if classifier is None:
         classifier = registry.load_classifier(spec.classifier, device=device, cache=cache, data_dir=data_dir)
     if generators is None:
         generators = load_model(spec.generators, cache=cache, data_dir=data_dir, device=str(device),
                                 progress=progress, kind=GENERATOR_KINDS).module
     names = tuple(classifier.class_names)
+    recipe = (prior_without_by_name, {"card": travelling(spec.generators), "class_names": names,
+                                      **worker_where(cache, data_dir, device)})
     findings = sample_regions(spec, classifier, lambda k: mixture_without(generators, names, k, spec.generators),
-                              seed=seed, device=device, progress=progress)
+                              seed=seed, device=device, progress=progress, recipe=recipe, cache=cache,
+                              data_dir=data_dir)
     wording = Wording(KIND, "inputs of the other classes", f"the mixture of the other classes' generators "
                                                            f"({spec.generators})")
     return results(spec, seed, classifier, findings, wording, start)
@@ -95,4 +110,4 @@ def run(spec: ConfidentlyWrongAuditSpec, *, seed: int = DEFAULT_SEED, progress: 
 
 
 __all__ = ["ConfidentlyWrongAuditSpec", "GENERATOR_KINDS", "KIND", "SPEC", "evaluate", "mixture_without",
-           "present", "run"]
+           "present", "prior_without_by_name", "run"]

@@ -1,9 +1,14 @@
-"""Level sets as units of work: what the level-set, calibration and sweep audits send to an executor.
+"""The audits' units of work, and how a worker finds their models by name.
 
-One unit samples one level set. In process it uses the driver's loaded world and classifier; on a Ray
-worker it loads them by name (:class:`ModelNames`) from the driver's cache path, once per worker process.
-Models given as Python objects cannot travel, so a remote executor refuses them up front
-(:func:`check_travels`).
+- one level set (the level-set audit's targets, calibration grid points, graded-sweep steps):
+  :func:`level_set_unit`;
+- one shard of a latent search (classification by synthesis): :func:`sharded_search`;
+- one class's confident region (confidently-wrong and novel-class audits) lives in
+  :mod:`~ppl_audit.audits.confident_regions`, with :func:`world_by_name` as a worker's prior recipe.
+
+In process a unit uses the driver's loaded models; on a Ray worker it loads them by name (:class:`ModelNames`,
+:func:`worker_where`) from the driver's cache path, once per worker process. Models given as Python objects
+cannot travel, so a remote executor refuses them up front (:func:`check_travels`).
 """
 
 from __future__ import annotations
@@ -25,11 +30,23 @@ from ppl_audit.sampling import LevelSetResult, sample_level_set
 PATH_OPTIONS = ("weights",)  # classifier options that name files: made absolute, as a worker's cwd differs
 
 
-def _travelling(name: str | None) -> str | None:
+def travelling(name: str | None) -> str | None:
     """``name`` made absolute where it is a file here (a worker resolves relative paths elsewhere)."""
     if isinstance(name, str) and os.path.exists(name):
         return os.path.abspath(name)
     return name
+
+
+def worker_where(cache, data_dir, device) -> dict[str, str | None]:
+    """Where a worker loads models from, as plain strings: the driver's cache resolved (workers read the
+    same folder whatever their environment says), its data folder, its device."""
+    return {"cache": str(cache_dir(cache)), "data_dir": None if data_dir is None else str(data_dir),
+            "device": str(device)}
+
+
+def given_objects(**objects) -> list[str]:
+    """The names of the models given as Python objects (a remote executor cannot send them)."""
+    return [name for name, value in objects.items() if value is not None]
 
 
 @dataclass(frozen=True)
@@ -58,12 +75,11 @@ class ModelNames:
     @classmethod
     def of(cls, classifier: str, world: str, *, cache, data_dir, device, classifier_options=None) -> "ModelNames":
         """The names as a worker needs them: files absolute, the cache resolved as the driver resolves it."""
-        options = {k: (_travelling(v) if k in PATH_OPTIONS else v) for k, v in (classifier_options or {}).items()}
-        return cls(classifier=_travelling(classifier), world=_travelling(world),
+        options = {k: (travelling(v) if k in PATH_OPTIONS else v) for k, v in (classifier_options or {}).items()}
+        return cls(classifier=travelling(classifier), world=travelling(world),
                    classifier_options=tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                                    for k, v in options.items())),
-                   cache=str(cache_dir(cache)), data_dir=None if data_dir is None else str(data_dir),
-                   device=str(device))
+                   **worker_where(cache, data_dir, device))
 
     def load(self):
         """``(world, classifier)``, loaded in this worker process once and kept for its later units."""
@@ -115,4 +131,63 @@ def check_travels(executor: Executor, *, given: Sequence[str] = (), worlds: Sequ
                                 "or package.module:factory, or use the local executor")
 
 
-__all__ = ["ModelNames", "check_travels", "level_set_unit", "sample_unit"]
+
+
+
+# ---------------------------------------------------------------- latent-search shards (classification by synthesis)
+
+GENERATOR_KINDS = ("class-vae", "class-gan")
+
+
+def search_shard(*, card: str, cache: str | None, data_dir: str | None, device: str, images: torch.Tensor,
+                 config, generators=None):
+    """:func:`~ppl_audit.classifiers.synthesis.latent_search` of one shard, without its refinement (which
+    the driver runs once over every shard's contested images)."""
+    import dataclasses
+
+    from ppl_audit.classifiers.synthesis import latent_search
+    from ppl_audit.training import load_model
+
+    if generators is None:
+        generators = worker_model(("generators", card, cache, device),
+                                  lambda: load_model(card, cache=cache, data_dir=data_dir, device=device,
+                                                     kind=GENERATOR_KINDS).model)
+    return latent_search(generators, images.to(device), dataclasses.replace(config, refine_restarts=0))
+
+
+def sharded_search(executor: Executor, generators, card: str, x: torch.Tensor, config, *, cache, data_dir, device,
+                   progress: ProgressFn | None = None):
+    """The latent search of ``x`` in shards of ``config.chunk`` images, one unit each, merged on ``x``'s
+    device; then the refinement of the contested images on the driver.
+
+    The shards follow the search's own chunks, and every shard draws the same prior latents (the
+    config's seed), so the result equals one :func:`latent_search` over ``x``, byte for byte.
+    """
+    from ppl_audit.classifiers.synthesis import SearchResult, refine_contested
+
+    start = time.perf_counter()
+    shards = x.split(config.chunk)
+    common = {"card": travelling(card), "config": config, **worker_where(cache, data_dir, device)}
+    units = [Unit(f"latent search shard {i + 1} of {len(shards)}", search_shard,
+                  {**common, "images": shard.detach().cpu()}, local={"generators": generators},
+                  gpu=torch.device(device).type == "cuda") for i, shard in enumerate(shards)]
+    parts = executor.map(units, task="latent search shards", progress=progress)
+    timings = {key: sum(p.timings.get(key, 0.0) for p in parts) for key in parts[0].timings}
+
+    def joined(field: str) -> torch.Tensor:  # on x's device, as SynthesisClassifier.search returns them
+        return torch.cat([getattr(p, field).to(x.device) for p in parts])
+
+    merged = SearchResult(joined("distances"), joined("latents"), joined("start_distances"),
+                          sum(p.seconds for p in parts), sum(p.generator_seconds for p in parts), timings)
+    if config.refine_restarts:
+        merged = refine_contested(generators, x, merged, config, progress=progress)
+    merged.seconds = time.perf_counter() - start
+    return merged
+
+def world_by_name(*, k: str, name: str, cache: str | None, data_dir: str | None, device: str):
+    """The world ``name`` (the same for every class ``k``): a worker's recipe for a novel-class prior."""
+    return registry.load_world(name, device=torch.device(device), cache=cache, data_dir=data_dir)
+
+
+__all__ = ["GENERATOR_KINDS", "ModelNames", "check_travels", "given_objects", "level_set_unit", "sample_unit",
+           "search_shard", "sharded_search", "travelling", "worker_where", "world_by_name"]

@@ -17,6 +17,8 @@ from ppl_audit._device import resolve_device
 from ppl_audit.audits import worlds as registry
 from ppl_audit.audits.confident_regions import RegionAuditSettings, RegionResults, Wording, present, results
 from ppl_audit.audits.confident_regions import sample_regions
+from ppl_audit.audits.fanout import check_travels, given_objects, travelling, worker_where, world_by_name
+from ppl_audit.execute import current_executor
 from ppl_audit.audits.spec import DEFAULT_SEED, validate_seed
 from ppl_audit.progress import ProgressFn
 from ppl_audit.report import Report
@@ -56,11 +58,14 @@ def evaluate(spec: NovelClassAuditSpec, *, seed: int = DEFAULT_SEED, progress: P
     seed = validate_seed(seed)
     start = time.perf_counter()
     device = resolve_device(spec.device)
+    check_travels(current_executor(), given=given_objects(classifier=classifier, prior=prior), worlds=(spec.prior,))
     if classifier is None:
         classifier = registry.load_classifier(spec.classifier, device=device, cache=cache, data_dir=data_dir)
     if prior is None:
         prior = registry.load_world(spec.prior, device=device, cache=cache, data_dir=data_dir, progress=progress)
-    findings = sample_regions(spec, classifier, lambda k: prior, seed=seed, device=device, progress=progress)
+    recipe = (world_by_name, {"name": travelling(spec.prior), **worker_where(cache, data_dir, device)})
+    findings = sample_regions(spec, classifier, lambda k: prior, seed=seed, device=device, progress=progress,
+                              recipe=recipe, cache=cache, data_dir=data_dir)
     return results(spec, seed, classifier, findings, Wording(KIND, spec.inputs, f"the prior {spec.prior}"), start)
 
 

@@ -37,8 +37,10 @@ import numpy as np
 import torch
 
 from ppl_audit._device import resolve_device
+from ppl_audit.audits.fanout import check_travels, sharded_search
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.errors import InvalidInputError
+from ppl_audit.execute import current_executor
 from ppl_audit.metrics import risk_coverage
 from ppl_audit.progress import ProgressFn
 from ppl_audit.provenance import library_versions
@@ -505,6 +507,8 @@ def evaluate(
     data_dir = data_dir if data_dir is not None else spec.data_dir
     timings: dict[str, float] = {}
     cards: dict[str, Any] = {}
+    executor = current_executor()
+    check_travels(executor, given=["models"] if models is not None else [])
     if models is None:
         models, cards = _load_models(spec, cache=cache, data_dir=data_dir, device=device, progress=progress)
     timings["models_seconds"] = time.perf_counter() - start
@@ -521,7 +525,8 @@ def evaluate(
         if models.get(key) is None:
             continue
         searches[key], synthesis = _synthesis(key, title, models[key], spec, seed, x, truth, num_in, class_names,
-                                              cnn_labels=outcomes[0].labels, progress=progress)
+                                              cnn_labels=outcomes[0].labels, progress=progress,
+                                              where=dict(cache=cache, data_dir=data_dir, device=device))
         outcomes += synthesis
         timings[f"{key}_search_seconds"] = searches[key].seconds
     if spec.nearest_neighbour:
@@ -594,14 +599,22 @@ def _cnn_outcome(cnn, x: torch.Tensor) -> MethodOutcome:
 
 def _synthesis(key: str, title: str, generators, spec: SelectiveAuditSpec, seed: int, x: torch.Tensor,
                truth: torch.Tensor, num_in: int, class_names, *, cnn_labels: torch.Tensor,
-               progress) -> tuple[SynthesisSearch, list[MethodOutcome]]:
-    """One synthesis classifier and its hybrid (CNN labels, synthesis confidence), and its explanation rows."""
+               progress, where: dict[str, Any]) -> tuple[SynthesisSearch, list[MethodOutcome]]:
+    """One synthesis classifier and its hybrid (CNN labels, synthesis confidence), and its explanation rows.
+
+    On a remote executor the latent search runs in shards (``where``: the cache, data and device the
+    workers load the generators' card from); in process, in one call. Both give the same result.
+    """
     from ppl_audit.classifiers.synthesis import SynthesisClassifier
     from ppl_audit.detectors.synthesis import SynthesisDetector
 
     config = dataclasses.replace(spec.search_config(key), seed=seed)
     classifier = SynthesisClassifier(generators, class_names, config, progress=progress)
-    result = classifier.search(x)
+    executor = current_executor()
+    if executor.remote:
+        result = sharded_search(executor, generators, getattr(spec, key), x, config, progress=progress, **where)
+    else:
+        result = classifier.search(x)
     confidence = -SynthesisDetector(classifier).scores_from(result)  # the Detector contract, sign undone
     outcomes = [MethodOutcome(f"{title} synthesis", result.labels, confidence,
                               "label of the closest class generation; confidence = -its L2 distance"),

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from ppl_audit._device import resolve_device
-from ppl_audit.audits.calibration import audited_names, given_objects, load_audited, pair_indices, pair_target
-from ppl_audit.audits.fanout import check_travels, level_set_unit
+from ppl_audit.audits.calibration import audited_names, load_audited, pair_indices, pair_target
+from ppl_audit.audits.fanout import check_travels, given_objects, level_set_unit
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_fields, spec_hash, validate_seed
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.execute import current_executor
@@ -165,7 +165,7 @@ def evaluate(spec: SweepAuditSpec, *, seed: int = DEFAULT_SEED, progress: Progre
     class_names = tuple(getattr(classifier, "class_names", None) or world.class_names)
     pair = pair_indices(spec, class_names)
     world_b = _world_class(world, class_names[pair[1]])
-    names = audited_names(spec, cache=cache, data_dir=data_dir, device=device)
+    names = audited_names(spec, executor, cache=cache, data_dir=data_dir, device=device)
     units = [level_set_unit(f"step {i + 1} (P({class_names[pair[1]]}) = {p:g})", names,
                             pair_target(p, pair, len(class_names)),
                             dict(concentration=spec.concentration, num_particles=spec.num_particles, method="smc",

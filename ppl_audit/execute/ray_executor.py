@@ -28,7 +28,6 @@ DEFAULT_ADDRESS = "auto"  # an existing cluster (RAY_ADDRESS, or one started on 
 REACH_TIMEOUT_S = 5.0  # a TCP reach test of host:port first: a refused or unroutable address fails in seconds
 MAX_RETRIES = 3  # Ray's own default for a task whose worker died, stated: the fault test kills one worker
 WAIT_SLICE_S = 1.0  # ray.wait in slices, so Ctrl-C is heard within a second
-CPUS_PER_TASK = 1  # a unit is one batched sampler on one core; Ray sets the task's torch threads to match
 
 
 def import_ray():
@@ -105,26 +104,36 @@ class RayExecutor(Executor):
     ----------
     address : str
         ``auto`` (default), ``local`` or ``HOST:PORT`` of a head node.
-    cpus_per_task : float
-        CPUs Ray reserves per unit.
+    cpus_per_task : int, optional
+        CPUs Ray reserves per unit; default: torch's thread count in this process (a unit runs with the
+        driver's threads, so that it computes the local run's bytes), at most a node's CPUs.
 
     Examples
     --------
-    >>> import math
+    >>> from statistics import fmean
     >>> with RayExecutor("local") as executor:  # doctest: +SKIP
-    ...     executor.map([Unit("a", math.sqrt, {"x": 4.0})])
-    [2.0]
+    ...     executor.map([Unit("a", fmean, {"data": [4.0]})])
+    [4.0]
     """
 
     kind = "ray"
     remote = True
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, cpus_per_task: float = CPUS_PER_TASK):
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, cpus_per_task: int | None = None):
         self.address = address
-        self.cpus_per_task = cpus_per_task
         self._ray = import_ray()
         self._owns = connect(address)
         self._task = self._ray.remote(run_unit)
+        self.cpus_per_task = cpus_per_task
+
+    def _cpus(self, threads: int) -> int:
+        """CPUs to reserve for a unit of ``threads`` threads: no more than the largest node has (else it waits
+        forever for a node that does not exist)."""
+        if self.cpus_per_task is not None:
+            return self.cpus_per_task
+        largest = max((int(n.get("Resources", {}).get("CPU", 1)) for n in self._ray.nodes() if n.get("Alive")),
+                      default=1)
+        return max(1, min(threads, largest))
 
     def provenance(self) -> dict[str, Any]:
         nodes = [n for n in self._ray.nodes() if n.get("Alive")]
@@ -137,14 +146,17 @@ class RayExecutor(Executor):
         self._owns = False
 
     def map(self, units: Sequence[Unit], *, task: str = "units", progress: ProgressFn | None = None) -> list:
+        import torch
+
         from ppl_audit import __version__
 
         check_unit_names(units)
+        threads = torch.get_num_threads()
+        cpus = self._cpus(threads)
         refs = {}
         for i, unit in enumerate(units):
-            options = dict(num_cpus=self.cpus_per_task, num_gpus=1 if unit.gpu else 0, max_retries=MAX_RETRIES,
-                           name=unit.name)
-            refs[self._task.options(**options).remote(unit.fn, dict(unit.kwargs), __version__)] = i
+            options = dict(num_cpus=cpus, num_gpus=1 if unit.gpu else 0, max_retries=MAX_RETRIES, name=unit.name)
+            refs[self._task.options(**options).remote(unit.fn, dict(unit.kwargs), __version__, threads)] = i
         results: list = [None] * len(units)
         pending = list(refs)
         try:
@@ -181,4 +193,4 @@ class RayExecutor(Executor):
         return outcome.value
 
 
-__all__ = ["CPUS_PER_TASK", "DEFAULT_ADDRESS", "MAX_RETRIES", "RAY_EXTRA", "RayExecutor", "connect", "import_ray"]
+__all__ = ["DEFAULT_ADDRESS", "MAX_RETRIES", "RAY_EXTRA", "RayExecutor", "connect", "import_ray"]

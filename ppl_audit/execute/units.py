@@ -46,9 +46,10 @@ class Unit:
 
     Examples
     --------
-    >>> import math
-    >>> Unit("root of 2", math.sqrt, {"x": 2.0}).fn(**{"x": 2.0})
-    1.4142135623730951
+    >>> from statistics import fmean
+    >>> unit = Unit("mean", fmean, {"data": [1.0, 2.0]})
+    >>> unit.fn(**unit.kwargs)
+    1.5
     """
 
     name: str
@@ -115,9 +116,9 @@ class LocalExecutor(Executor):
 
     Examples
     --------
-    >>> import math
-    >>> LocalExecutor().map([Unit("a", math.sqrt, {"x": 4.0}), Unit("b", math.sqrt, {"x": 9.0})])
-    [2.0, 3.0]
+    >>> from statistics import fmean
+    >>> LocalExecutor().map([Unit("a", fmean, {"data": [4.0]}), Unit("b", fmean, {"data": [1.0, 2.0]})])
+    [4.0, 1.5]
     """
 
     kind = "local"

@@ -58,16 +58,20 @@ class Outcome:
     seconds: float = 0.0
 
 
-def run_unit(fn: Callable[..., Any], kwargs: dict[str, Any], driver_version: str) -> Outcome:
+def run_unit(fn: Callable[..., Any], kwargs: dict[str, Any], driver_version: str, threads: int | None = None) -> Outcome:
     """Run one unit here, refusing to train; an exception comes back as text (the driver names the unit).
+
+    ``threads``: torch's thread count in the driver. The unit runs with the same count, because some
+    kernels round differently with another, and a Ray run must give the local run's bytes.
 
     Examples
     --------
-    >>> import math, ppl_audit
-    >>> run_unit(math.sqrt, {"x": 4.0}, ppl_audit.__version__).value
-    2.0
-    >>> run_unit(math.sqrt, {"x": -1.0}, ppl_audit.__version__).error
-    'ValueError: math domain error'
+    >>> from statistics import fmean
+    >>> import ppl_audit
+    >>> run_unit(fmean, {"data": [1.0, 2.0]}, ppl_audit.__version__).value
+    1.5
+    >>> run_unit(fmean, {"data": []}, ppl_audit.__version__).error
+    'StatisticsError: fmean requires at least one data point'
     """
     from ppl_audit import __version__
     from ppl_audit.training import before_training
@@ -76,6 +80,10 @@ def run_unit(fn: Callable[..., Any], kwargs: dict[str, Any], driver_version: str
     if __version__ != driver_version:
         return Outcome(error=f"this worker has ppl-audit {__version__}, the driver {driver_version}: install the "
                              "same version on every node", **where)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
         with before_training(_refuse_training):

@@ -49,6 +49,16 @@ def test_an_audit_file_asks_for_ray_and_the_flag_wins(tmp_path, capsys):
     assert status == 2 and "127.0.0.1:2" in line
 
 
+def test_the_local_flag_runs_a_file_that_names_a_cluster_here(tmp_path, tiny_card_file):
+    audit = tmp_path / "a.toml"
+    audit.write_text(f'[audit]\nkind = "levelset"\nclassifier = "{tiny_card_file}"\nworlds = ["house-rocket"]\n'
+                     'num_particles = 32\nnum_steps = 8\nnum_samples = 32\nnum_prior_samples = 20\ndevice = "cpu"\n'
+                     'executor = "ray"\nray_address = "127.0.0.1:1"\n\n[[targets]]\nname = "ambiguous"\n'
+                     "probabilities = [0.5, 0.5]\n")
+    assert cli.main(["run", str(audit), "--executor", "local", "--quiet", "--out", str(tmp_path / "OUT")]) == 0
+    assert (tmp_path / "OUT" / "report.json").exists()
+
+
 def test_a_ray_address_without_the_ray_executor_is_refused(tmp_path, capsys):
     status, line = _cli([*LEVELSET, "--ray-address", "127.0.0.1:6379", "--out", tmp_path / "OUT"], capsys)
     assert status == 2 and "needs the ray executor (--executor ray)" in line

@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray", reason="the ray executor's tests need Ray: pip install -e .[ray]")
 
-from ppl_audit.audits import levelset, run_audit, with_executor  # noqa: E402
+from ppl_audit.audits import levelset, run_audit  # noqa: E402
 from ppl_audit.audits.levelset import LevelSetAuditSpec, TargetSpec  # noqa: E402
-from ppl_audit.execute import LocalExecutor, Unit, UnitError, use_executor  # noqa: E402
-from ppl_audit.report import write_report  # noqa: E402
+from ppl_audit.execute import Unit, UnitError, use_executor  # noqa: E402
+from tests.conftest import torch_threads  # noqa: E402
 from ppl_audit.execute.ray_executor import RayExecutor  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
@@ -56,24 +57,33 @@ def _report(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, tiny_card_file):
-    """The demo audit's results and report, run in this process (what every Ray run must reproduce)."""
-    out = tmp_path_factory.mktemp("local") / "OUT"
-    results = levelset.evaluate(_demo_spec(tiny_card_file), seed=0)
-    write_report(with_executor(levelset.present(results), LocalExecutor()), out)
-    return results, _report(out)
+def local_results(tiny_card_file):
+    """The demo audit's results, run in this process on one torch thread: what every Ray run must reproduce.
+
+    One thread throughout these tests (the workers run with the driver's count): with two, the tiny test
+    classifier's predictions differed from a worker's in the eighth digit although the samples agreed, which
+    this session did not explain (the shipped classifier agreed at two threads, README *Scale-out on Ray*).
+    """
+    with torch_threads(1):
+        return levelset.evaluate(_demo_spec(tiny_card_file), seed=0)
 
 
-def _samples(results) -> list[tuple[str, bytes, bytes]]:
-    """Every level set's name, latents and predictions, as bytes: what a run computed, before any figure."""
-    return [(f"{world.name}/{t.target.name}", t.samples.latents.numpy().tobytes(), t.samples.probs.numpy().tobytes())
+def _measured(results) -> list[tuple]:
+    """Every level set's name, latents, predictions and metrics (those per second aside: timings).
+
+    (``present`` draws the report from these alone; the head-node test below compares whole ``report.json``
+    files, here the eight level sets' figures would cost a minute a run.)
+    """
+    return [(f"{world.name}/{t.target.name}", t.samples.latents.numpy().tobytes(), t.samples.probs.numpy().tobytes(),
+             json.dumps({k: v for k, v in t.metrics.items() if "second" not in k}, sort_keys=True, default=str))
             for world in results.worlds for t in world.targets]
 
 
-def test_the_demo_audit_on_ray_is_identical_to_the_local_run(executor, local_run, tiny_card_file, tmp_path):
-    report = run_audit(_demo_spec(tiny_card_file), seed=0, out=tmp_path / "OUT", executor=executor)
-    assert report.provenance["executor"]["kind"] == "ray" and report.provenance["executor"]["cpus"] == 2
-    assert _report(tmp_path / "OUT") == local_run[1]
+def test_the_demo_audit_on_ray_measures_what_the_local_run_does(one_thread, executor, local_results, tiny_card_file):
+    with use_executor(executor):
+        remote = levelset.evaluate(_demo_spec(tiny_card_file), seed=0)
+    assert len(_measured(remote)) == 8 and _measured(remote) == _measured(local_results)
+    assert torch.equal(remote.worlds[1].prior_latents, local_results.worlds[1].prior_latents)
 
 
 def _ray_task_pids(unit_prefix: str) -> list[int]:
@@ -90,7 +100,7 @@ def _ray_task_pids(unit_prefix: str) -> list[int]:
     return pids
 
 
-def test_a_worker_killed_mid_task_is_retried_and_the_results_are_the_same(executor, local_run, tiny_card_file):
+def test_a_worker_killed_mid_task_is_retried_and_the_results_are_the_same(one_thread, executor, local_results, tiny_card_file):
     done = {}
 
     def audit():
@@ -109,7 +119,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_results_are_the_same(execut
     thread.join(300)
     assert killed is not None, "no Ray task was seen running to kill"
     assert "results" in done, "the audit did not complete after a worker was killed"
-    assert _samples(done["results"]) == _samples(local_run[0])
+    assert _measured(done["results"]) == _measured(local_results)
 
 
 def test_a_unit_that_raises_names_the_unit_the_exception_and_the_worker(executor):
@@ -170,7 +180,7 @@ def _nodes(address: str) -> int:
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
 
-def test_a_head_node_with_a_worker_gives_the_local_report(tiny_card_file, tmp_path):
+def test_a_head_node_with_a_worker_gives_the_local_report(one_thread, tiny_card_file, tmp_path):
     audit = tmp_path / "audit.toml"
     audit.write_text(f'[audit]\nkind = "levelset"\nclassifier = "{tiny_card_file}"\nworlds = ["house-rocket"]\n'
                      + "".join(f"{k} = {json.dumps(v)}\n" for k, v in TINY.items())
@@ -192,7 +202,8 @@ def test_a_head_node_with_a_worker_gives_the_local_report(tiny_card_file, tmp_pa
         assert _nodes(address) == 2, "the worker node did not join the head"
         run = subprocess.run([sys.executable, "-m", "ppl_audit", "run", str(audit), "--quiet", "--executor", "ray",
                               "--ray-address", address, "--out", str(tmp_path / "OUT")],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # one thread, as the local run here
         assert run.returncode == 0, run.stderr
         assert json.loads((tmp_path / "OUT" / "report.json").read_text())["provenance"]["executor"] == {
             "kind": "ray", "address": address, "nodes": 2, "cpus": 2}
@@ -202,3 +213,34 @@ def test_a_head_node_with_a_worker_gives_the_local_report(tiny_card_file, tmp_pa
             if process is not None:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(60)
+
+
+def test_latent_search_shards_on_ray_equal_one_search(one_thread, executor, tiny_mnist_model, tiny_mnist_card, card_file,
+                                                      cache_root):
+    from ppl_audit.audits.fanout import sharded_search
+    from ppl_audit.classifiers.synthesis import SearchConfig, latent_search
+
+    generators = tiny_mnist_model("mnist-class-vae").model  # trained into cache_root, where workers read it
+    card = card_file(tiny_mnist_card("mnist-class-vae"))
+    images = torch.rand(25, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    config = SearchConfig(draws=32, steps=4, chunk=10, refine_restarts=1, refine_ratio=1.5, seed=3)
+    whole = latent_search(generators, images, config)
+    shards = sharded_search(executor, generators, str(card), images, config, cache=cache_root, data_dir=None,
+                            device="cpu")
+    for field in ("distances", "latents", "start_distances"):
+        assert torch.equal(getattr(whole, field), getattr(shards, field)), field
+
+
+def test_a_novel_class_audit_on_ray_equals_the_local_one(one_thread, executor, tiny_card_file):
+    """One unit per class, the classifier loaded from its card and the prior by name on the workers."""
+    from ppl_audit.audits import novel_class
+
+    spec = novel_class.NovelClassAuditSpec(classifier=str(tiny_card_file), prior="house-rocket-circle",
+                                           inputs="circle worlds", num_particles=256, num_runs=4, device="cpu")
+    local = novel_class.evaluate(spec, seed=2)
+    with use_executor(executor):
+        remote = novel_class.evaluate(spec, seed=2)
+    assert [f.class_name for f in remote.findings] == ["rocket", "house"]
+    for a, b in zip(local.findings, remote.findings, strict=True):
+        assert torch.equal(a.region.latents, b.region.latents) and torch.equal(a.images, b.images)
+        assert a.region.rate == b.region.rate

@@ -11,7 +11,7 @@ import pytest
 import ppl_audit
 from ppl_audit.audits import audit_file_run_settings, load_audit_file
 from ppl_audit.audits.fanout import ModelNames, check_travels
-from ppl_audit.errors import AuditFileError, InvalidInputError, WeightsError
+from ppl_audit.errors import AuditFileError, InvalidInputError
 from ppl_audit.execute import (Executor, LocalExecutor, Unit, current_executor, make_executor, use_executor,
                                worker_model)
 from ppl_audit.execute.worker import run_unit
