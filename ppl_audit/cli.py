@@ -317,17 +317,14 @@ def _version() -> str:
     return __version__
 
 
-def _run_audit(module, spec, seed, args, progress, settings=None) -> int:
-    from ppl_audit.audits import executor_from, with_executor
-    from ppl_audit.execute import use_executor
+def _run_audit(spec, seed, args, progress, settings=None) -> int:
+    from ppl_audit.audits import executor_from, run_audit
     from ppl_audit.report import check_output_dir, write_report
 
     out = check_output_dir(args.out, force=args.force)  # refuse a bad destination before minutes of work
     extra = {"data_dir": args.data_dir} if getattr(args, "data_dir", None) is not None else {}
-    with executor_from(settings, args.executor, args.ray_address) as executor, \
-            use_executor(executor):  # connected (or refused) before any work
-        report = with_executor(module.run(spec, seed=seed, progress=progress, cache=args.cache_dir, **extra),
-                               executor)
+    with executor_from(settings, args.executor, args.ray_address) as executor:  # connected (or refused) first
+        report = run_audit(spec, seed=seed, executor=executor, progress=progress, cache=args.cache_dir, **extra)
     path = write_report(report, out, force=args.force)
     warnings = list(report.iter_warnings())
     if args.quiet:
@@ -471,7 +468,7 @@ def _command(args, progress) -> int:
     spec = _with_overrides(module, spec, args)
     if args.seed is not None:
         seed = check_seed(args.seed, "--seed", maximum=MAX_SEED)
-    return _run_audit(module, spec, seed, args, progress, settings)
+    return _run_audit(spec, seed, args, progress, settings)
 
 
 def _training_notices(args):

@@ -40,7 +40,7 @@ def stubbed(monkeypatch):
     """Replace the work behind each command by a record that it was reached."""
     reached = []
     monkeypatch.setattr(cli, "_run_audit",
-                        lambda module, spec, seed, args, progress, settings=None: reached.append(spec) or 0)
+                        lambda spec, seed, args, progress, settings=None: reached.append(spec) or 0)
     import ppl_audit.audits.ood as ood
 
     monkeypatch.setattr(ood, "score_folder", validated)

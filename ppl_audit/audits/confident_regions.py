@@ -16,8 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from ppl_audit.audits import worlds as registry
-from ppl_audit.audits.fanout import travelling, worker_where
+from ppl_audit.audits.fanout import travelling, worker_classifier, worker_where
 from ppl_audit.audits.spec import spec_fields, spec_hash
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.execute import Unit, current_executor, worker_model
@@ -167,9 +166,7 @@ def region_finding(*, k: str, index: int, settings: dict[str, Any], seed: int, d
                    progress: ProgressFn | None = None) -> ClassFinding:
     """Class ``k``'s confident region and its gallery; the classifier and prior loaded by name when not given."""
     if classifier is None:
-        classifier = worker_model(("classifier", classifier_name, cache, device),
-                                  lambda: registry.load_classifier(classifier_name, device=torch.device(device),
-                                                                   cache=cache, data_dir=data_dir))
+        classifier = worker_classifier(classifier_name, cache=cache, data_dir=data_dir, device=device)
     if prior is None:
         make, kwargs = prior_recipe
         prior = worker_model(("region prior", make.__module__, make.__qualname__, k, tuple(sorted(kwargs.items()))),

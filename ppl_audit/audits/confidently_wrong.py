@@ -18,17 +18,17 @@ from ppl_audit._device import resolve_device
 from ppl_audit.audits import worlds as registry
 from ppl_audit.audits.confident_regions import RegionAuditSettings, RegionResults, Wording, present, results
 from ppl_audit.audits.confident_regions import sample_regions
-from ppl_audit.audits.fanout import check_travels, given_objects, travelling, worker_where
+from ppl_audit.audits.fanout import GENERATOR_KINDS, check_travels, given_objects, travelling, worker_generators
+from ppl_audit.audits.fanout import worker_where
 from ppl_audit.audits.spec import DEFAULT_SEED, validate_seed
 from ppl_audit.errors import InvalidInputError
-from ppl_audit.execute import current_executor, worker_model
+from ppl_audit.execute import current_executor
 from ppl_audit.priors.class_mixture import ClassMixturePrior
 from ppl_audit.progress import ProgressFn
 from ppl_audit.report import Report
 from ppl_audit.training import load_model
 
 KIND = "confidently-wrong"
-GENERATOR_KINDS = ("class-vae", "class-gan")  # the cards whose members make a class-mixture prior
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,7 @@ def mixture_without(generators, class_names, k: str, name: str) -> ClassMixtureP
 def prior_without_by_name(*, k: str, card: str, class_names: tuple[str, ...], cache: str | None,
                           data_dir: str | None, device: str) -> ClassMixturePrior:
     """A worker's recipe for class ``k``'s prior: the generators of ``card`` (loaded once per worker) without ``k``."""
-    generators = worker_model(("generators", card, cache, device),
-                              lambda: load_model(card, cache=cache, data_dir=data_dir, device=device,
-                                                 kind=GENERATOR_KINDS).module)
+    generators = worker_generators(card, cache=cache, data_dir=data_dir, device=device)
     return mixture_without(generators, class_names, k, card)
 
 

@@ -26,7 +26,9 @@ from ppl_audit.errors import InvalidInputError
 from ppl_audit.execute import Executor, Unit, worker_model
 from ppl_audit.progress import ProgressFn
 from ppl_audit.sampling import LevelSetResult, sample_level_set
+from ppl_audit.training import load_model
 
+GENERATOR_KINDS = ("class-vae", "class-gan")  # the cards whose members make per-class generators
 PATH_OPTIONS = ("weights",)  # classifier options that name files: made absolute, as a worker's cwd differs
 
 
@@ -83,13 +85,27 @@ class ModelNames:
 
     def load(self):
         """``(world, classifier)``, loaded in this worker process once and kept for its later units."""
-        where = dict(device=torch.device(self.device), cache=self.cache, data_dir=self.data_dir)
-        classifier = worker_model(("classifier", self.classifier, self.classifier_options, self.cache, self.device),
-                                  lambda: registry.load_classifier(self.classifier, **where,
-                                                                   **dict(self.classifier_options)))
+        classifier = worker_classifier(self.classifier, options=self.classifier_options, cache=self.cache,
+                                       data_dir=self.data_dir, device=self.device)
         world = worker_model(("world", self.world, self.cache, self.device),
-                             lambda: registry.load_world(self.world, **where))
+                             lambda: registry.load_world(self.world, device=torch.device(self.device), cache=self.cache,
+                                                         data_dir=self.data_dir))
         return world, classifier
+
+
+def worker_classifier(name: str, *, options: tuple[tuple[str, Any], ...] = (), cache: str | None,
+                      data_dir: str | None, device: str):
+    """The classifier ``name`` (``options``: a user classifier's, as pairs), loaded once per worker process."""
+    return worker_model(("classifier", name, tuple(options), cache, device),
+                        lambda: registry.load_classifier(name, device=torch.device(device), cache=cache,
+                                                         data_dir=data_dir, **dict(options)))
+
+
+def worker_generators(card: str, *, cache: str | None, data_dir: str | None, device: str):
+    """The per-class generators of ``card``, loaded once per worker process (never trained there)."""
+    return worker_model(("generators", card, cache, device),
+                        lambda: load_model(card, cache=cache, data_dir=data_dir, device=device,
+                                           kind=GENERATOR_KINDS).module)
 
 
 def sample_unit(*, names: ModelNames, target: Sequence[float], sampling: dict[str, Any], world=None,
@@ -136,9 +152,6 @@ def check_travels(executor: Executor, *, given: Sequence[str] = (), worlds: Sequ
 
 # ---------------------------------------------------------------- latent-search shards (classification by synthesis)
 
-GENERATOR_KINDS = ("class-vae", "class-gan")
-
-
 def search_shard(*, card: str, cache: str | None, data_dir: str | None, device: str, images: torch.Tensor,
                  config, generators=None):
     """:func:`~ppl_audit.classifiers.synthesis.latent_search` of one shard, without its refinement (which
@@ -146,12 +159,9 @@ def search_shard(*, card: str, cache: str | None, data_dir: str | None, device: 
     import dataclasses
 
     from ppl_audit.classifiers.synthesis import latent_search
-    from ppl_audit.training import load_model
 
     if generators is None:
-        generators = worker_model(("generators", card, cache, device),
-                                  lambda: load_model(card, cache=cache, data_dir=data_dir, device=device,
-                                                     kind=GENERATOR_KINDS).model)
+        generators = worker_generators(card, cache=cache, data_dir=data_dir, device=device)
     return latent_search(generators, images.to(device), dataclasses.replace(config, refine_restarts=0))
 
 
@@ -190,4 +200,5 @@ def world_by_name(*, k: str, name: str, cache: str | None, data_dir: str | None,
 
 
 __all__ = ["GENERATOR_KINDS", "ModelNames", "check_travels", "given_objects", "level_set_unit", "sample_unit",
-           "search_shard", "sharded_search", "travelling", "worker_where", "world_by_name"]
+           "search_shard", "sharded_search", "travelling", "worker_classifier", "worker_generators", "worker_where",
+           "world_by_name"]

@@ -131,13 +131,14 @@ class RayExecutor(Executor):
         forever for a node that does not exist)."""
         if self.cpus_per_task is not None:
             return self.cpus_per_task
-        largest = max((int(n.get("Resources", {}).get("CPU", 1)) for n in self._ray.nodes() if n.get("Alive")),
-                      default=1)
+        largest = max((int(n.get("Resources", {}).get("CPU", 1)) for n in self._alive_nodes()), default=1)
         return max(1, min(threads, largest))
 
+    def _alive_nodes(self) -> list[dict]:
+        return [n for n in self._ray.nodes() if n.get("Alive")]
+
     def provenance(self) -> dict[str, Any]:
-        nodes = [n for n in self._ray.nodes() if n.get("Alive")]
-        return {"kind": self.kind, "address": self.address, "nodes": len(nodes),
+        return {"kind": self.kind, "address": self.address, "nodes": len(self._alive_nodes()),
                 "cpus": int(self._ray.cluster_resources().get("CPU", 0))}
 
     def close(self) -> None:

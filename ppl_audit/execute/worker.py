@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
@@ -49,13 +48,12 @@ def _refuse_training(trainer, card, *, path, **_where) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A unit's result, or what it raised, with the worker it ran on and its seconds there."""
+    """A unit's result, or what it raised, with the worker it ran on (units time themselves where they report it)."""
 
     value: Any = None
     error: str | None = None
     host: str = ""
     pid: int = 0
-    seconds: float = 0.0
 
 
 def run_unit(fn: Callable[..., Any], kwargs: dict[str, Any], driver_version: str, threads: int | None = None) -> Outcome:
@@ -84,13 +82,12 @@ def run_unit(fn: Callable[..., Any], kwargs: dict[str, Any], driver_version: str
         import torch
 
         torch.set_num_threads(threads)
-    start = time.perf_counter()
     try:
         with before_training(_refuse_training):
             value = fn(**kwargs)
     except Exception as exc:  # every failure goes back to the driver, which names the unit and stops
-        return Outcome(error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start, **where)
-    return Outcome(value=value, seconds=time.perf_counter() - start, **where)
+        return Outcome(error=f"{type(exc).__name__}: {exc}", **where)
+    return Outcome(value=value, **where)
 
 
 __all__ = ["MAX_WORKER_MODELS", "Outcome", "run_unit", "worker_model"]
