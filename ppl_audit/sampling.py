@@ -8,10 +8,11 @@ of each particle kept, then ``n <= N`` drawn with replacement.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -72,6 +73,59 @@ SMC_ROUNDS_LIMIT = 5  # each round doubles the run size: the fifth's runs are 16
 # No round is added below this many effective particles per superchain (nested R-hat above ~1.1): the runs
 # then disagree about where the level set is, which more runs do not fix; a precision shortfall they do.
 SMC_ROUND_MIN_EFFECTIVE_PARTICLES = 5.0
+# Option run_groups: a round's runs split into this many groups, each one batch with its own random stream,
+# which an executor may run side by side (issue 26). 1, the default, is one batch on the level set's stream.
+SMC_RUN_GROUPS = 1
+
+
+@dataclass(frozen=True)
+class SMCGroup:
+    """One group of a round's independent SMC runs, and the seed of its own random stream.
+
+    Attributes
+    ----------
+    round, index : int
+        The round (0 first) and the group's place in it.
+    runs, particles_per_run : int
+    seed : int
+        Derived from the level set's seed, the round and the index alone (:func:`smc_groups`).
+    """
+
+    round: int
+    index: int
+    runs: int
+    particles_per_run: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """``"round 1 group 2"``: how a unit of this group is named."""
+        return f"round {self.round + 1} group {self.index + 1}"
+
+
+#: ``map_groups(groups) -> results``: runs :class:`SMCGroup` s (one :func:`sample_smc_group` each), in order.
+MapGroupsFn = Callable[[Sequence[SMCGroup]], Sequence[SamplingResult]]
+
+
+def smc_groups(seed: int, round_index: int, runs: int, particles_per_run: int, count: int) -> list[SMCGroup]:
+    """A round's ``runs`` in ``count`` groups whose sizes differ by at most one, each seeded from ``seed``,
+    the round and its index (a hash: no two groups of any level set share a stream by arithmetic).
+
+    Examples
+    --------
+    >>> [(g.runs, g.name) for g in smc_groups(0, 0, 8, 125, 3)]
+    [(3, 'round 1 group 1'), (3, 'round 1 group 2'), (2, 'round 1 group 3')]
+    >>> smc_groups(0, 0, 8, 125, 2)[0].seed == smc_groups(0, 0, 8, 125, 4)[0].seed
+    True
+    """
+    bounds = [runs * i // count for i in range(count + 1)][::-1]
+    sizes = [a - b for a, b in zip(bounds, bounds[1:])]  # larger groups first
+
+    def group_seed(index: int) -> int:
+        digest = hashlib.sha256(f"smc group {seed} {round_index} {index}".encode()).digest()
+        return int.from_bytes(digest[:7], "big")
+
+    return [SMCGroup(round_index, i, size, particles_per_run, group_seed(i)) for i, size in enumerate(sizes)]
 
 
 @dataclass
@@ -163,6 +217,10 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     move = options.get("move", "independent" if fitted_runs >= SMC_MIN_FITTED_RUNS else "rw")
     runs = (fitted_runs if move != "rw" and fitted_runs >= SMC_MIN_FITTED_RUNS else
             smc_run_count(num_particles, max(per_run, SMC_MIN_PARTICLES_PER_RUN)))
+    groups = options.get("run_groups", SMC_RUN_GROUPS)
+    if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= runs:
+        raise InvalidInputError(f"smc option run_groups must be an integer in 1..{runs} (the runs of "
+                                f"{num_particles} particles), got {groups!r}")
     plan = {"move": move, "min_moved_fraction": SMC_MIN_MOVED_FRACTION, "slow_ess_fraction": SMC_SLOW_ESS_FRACTION,
             **({"num_moves": SMC_RW_MOVES} if move == "rw" else {})}
     return runs, {**plan, **options}
@@ -198,10 +256,11 @@ def visited_yield(chain: SamplingResult, class_index: int, band: tuple[float, fl
 
 
 def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_fraction, init, seed,
-                 generator, device, options, progress):
+                 generator, device, options, progress, run_round=None):
     """Dispatch to the sampler: ``(SamplingResult with predictions as extras, its diagnostics summary)``.
 
-    The summary is ``None`` except for SMC, whose rounds already computed it to decide when to stop."""
+    The summary is ``None`` except for SMC, whose rounds already computed it to decide when to stop;
+    ``run_round`` runs one SMC round (:func:`_round_runner`)."""
     names = prior.latent_names
     classes = level_set.classifier.class_names
 
@@ -229,7 +288,7 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
         chain = dataclasses.replace(chain, superchains=superchains)  # run_mh leaves it unset
         return chain, None
     if method == "smc":
-        return _run_smc_rounds(level_set, prior, num_particles, generator, device, options, progress)
+        return _run_smc_rounds(num_particles, options, run_round)
     if method == "nuts":
         from ppl_audit.inference.pyro_backends import run_nuts
 
@@ -243,15 +302,16 @@ def _run_backend(method, level_set, prior, *, num_particles, num_steps, warmup_f
                    extras_fn=predict, log_density_fn=level_set.log_density, progress=progress, **options), None
 
 
-def _run_smc_rounds(level_set: LevelSet, prior: Prior, num_particles: int, generator, device, options: dict,
-                    progress) -> tuple[SamplingResult, dict[str, Any]]:
+def _run_smc_rounds(num_particles: int, options: dict, run_round: Callable[[int, int, int, dict], SamplingResult]
+                    ) -> tuple[SamplingResult, dict[str, Any]]:
     """SMC in rounds until the runs pass their checks (at most ``max_rounds``, default :data:`SMC_MAX_ROUNDS`):
     the pooled result and its diagnostics summary (:func:`_smc_summary`, computed once per round).
 
     The first round's runs are the superchains. Each later round runs as many again, each twice the
     size of the last round's, and superchain ``k`` pools run ``k`` of every round
     (:func:`~ppl_audit.inference.smc.pool_runs`). A round is added only while the checks fail on a
-    precision shortfall (:data:`SMC_ROUND_MIN_EFFECTIVE_PARTICLES`).
+    precision shortfall (:data:`SMC_ROUND_MIN_EFFECTIVE_PARTICLES`). ``run_round(round, runs, size,
+    options)`` runs one round.
     """
     from ppl_audit.inference.smc import pool_runs
 
@@ -259,13 +319,13 @@ def _run_smc_rounds(level_set: LevelSet, prior: Prior, num_particles: int, gener
     max_rounds = options.pop("max_rounds", SMC_MAX_ROUNDS)
     _check_max_rounds(max_rounds)
     size = num_particles // runs
-    results = [_run_smc_once(level_set, prior, runs, size, generator, device, dict(options), progress)]
+    results = [run_round(0, runs, size, dict(options))]
     pooled = results[0]
     summary = _smc_summary(pooled)
     while (len(results) < max_rounds and not summary["converged"]
            and summary["ess_per_superchain_min"] >= SMC_ROUND_MIN_EFFECTIVE_PARTICLES):
         size *= 2
-        results.append(_run_smc_once(level_set, prior, runs, size, generator, device, dict(options), progress))
+        results.append(run_round(len(results), runs, size, dict(options)))
         pooled = pool_runs(results, superchains=runs)
         summary = _smc_summary(pooled)
     return pooled, summary
@@ -275,6 +335,8 @@ def _run_smc_once(level_set: LevelSet, prior: Prior, runs: int, particles_per_ru
                   options: dict, progress) -> SamplingResult:
     """One batch of ``runs`` independent SMC runs, in the space the ``space`` option names."""
     from ppl_audit.inference.smc import run_smc
+
+    options.pop("run_groups", None)  # the caller split the round already
 
     names, classes = prior.latent_names, level_set.classifier.class_names
 
@@ -297,6 +359,63 @@ def _run_smc_once(level_set: LevelSet, prior: Prior, runs: int, particles_per_ru
             return _smc_unconstrained(prior, log_likelihood, names, settings)
         return run_smc(prior.log_prob, log_likelihood, lambda n, generator: prior.sample(n, generator=generator),
                        latent_names=names, **settings)
+
+
+def _round_runner(level_set: LevelSet, prior: Prior, generator, device, progress, *, seed: int,
+                  map_groups: MapGroupsFn) -> Callable[[int, int, int, dict], SamplingResult]:
+    """``run_round(round, runs, size, options)``: one batch on the level set's own stream, or, with option
+    ``run_groups`` above 1, that many groups on streams of their own, run by ``map_groups`` and joined."""
+    from ppl_audit.inference.smc import concat_runs
+
+    def run_round(round_index: int, runs: int, size: int, options: dict) -> SamplingResult:
+        count = options.pop("run_groups", SMC_RUN_GROUPS)
+        if count == 1:
+            return _run_smc_once(level_set, prior, runs, size, generator, device, options, progress)
+        groups = smc_groups(seed, round_index, runs, size, count)
+        results = list(map_groups(groups))
+        if len(results) != len(groups):
+            raise InvalidInputError(f"map_groups returned {len(results)} results for {len(groups)} SMC groups")
+        return concat_runs(results)
+
+    return run_round
+
+
+def sample_smc_group(
+    prior: Prior,
+    classifier,
+    target: Sequence[float],
+    group: SMCGroup,
+    *,
+    concentration: float = 10.0,
+    relaxation: str = "dirichlet",
+    sigma: float | None = None,
+    num_particles: int = 1024,
+    method: str = DEFAULT_METHOD,
+    device="auto",
+    class_names: Sequence[str] | None = None,
+    options: dict | None = None,
+    progress: ProgressFn | None = None,
+    num_steps: int | None = None,
+    num_samples: int | None = None,
+    seed: int | None = None,
+) -> SamplingResult:
+    """One group of an SMC level set's runs, on the group's own stream: what :func:`sample_level_set` runs
+    for each group when its ``options`` set ``run_groups``, in process or as a unit elsewhere.
+
+    The keywords are :func:`sample_level_set`'s, so that a unit hands the same ones to both;
+    ``num_steps``, ``num_samples`` and ``seed`` are not used (the group carries its own seed). The result
+    counts the classifier evaluations of the group's own level set.
+    """
+    if method != "smc":
+        raise InvalidInputError(f"SMC groups are runs of method 'smc', not {method!r}")
+    options = check_sampler_options(method, options)
+    dev = resolve_device(device)
+    level_set = _level_set(method, prior, classifier, target, concentration, relaxation, sigma, class_names)
+    _, plan = smc_plan(num_particles, options)
+    plan.pop("max_rounds", None)
+    generator = torch.Generator(device=dev).manual_seed(group.seed)
+    chain = _run_smc_once(level_set, prior, group.runs, group.particles_per_run, generator, dev, plan, progress)
+    return dataclasses.replace(chain, num_evaluations=max(chain.num_evaluations, level_set.evaluations))
 
 
 def _smc_summary(chain: SamplingResult) -> dict[str, Any]:
@@ -370,7 +489,7 @@ SAMPLER_ARGUMENTS_SET_BY_ENGINE = frozenset({
     "extras_fn", "log_density_fn", "num_steps",
 })
 # Options sample_level_set itself reads before the backend: name -> annotation (as a backend's would read).
-ENGINE_OPTIONS = {"smc": {"space": "str", "max_rounds": "int", "min_particles_per_run": "int"}}
+ENGINE_OPTIONS = {"smc": {"space": "str", "max_rounds": "int", "min_particles_per_run": "int", "run_groups": "int"}}
 # Python types an option's annotation names; an annotation naming anything else is left to the backend.
 _ANNOTATION_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
                      "torch.Tensor": (torch.Tensor,)}
@@ -508,6 +627,8 @@ def check_run_size(method: str, num_particles: int, num_steps: int, options: dic
     for name, value in (options or {}).items():
         if is_int(value) and value > MAX_OPTION_COUNT:
             raise InvalidInputError(f"option {name} = {value} is above the documented bound {MAX_OPTION_COUNT}")
+    if method == "smc" and "run_groups" in (options or {}):  # at most one group per run, checked up front
+        smc_plan(num_particles, options)
     if method != "smc":  # smc's length is its tempering schedule's, bounded by its max_stages
         leapfrog = (options or {}).get("num_leapfrog", HMC_DEFAULT_LEAPFROG) if method == "hmc" else 1
         evaluations = num_particles * num_steps * leapfrog
@@ -626,6 +747,7 @@ def sample_level_set(
     class_names: Sequence[str] | None = None,
     options: dict | None = None,
     progress: ProgressFn | None = None,
+    map_groups: MapGroupsFn | None = None,
 ) -> LevelSetResult:
     """Sample inputs whose prediction matches ``target`` (Booth et al. 2020).
 
@@ -669,11 +791,17 @@ def sample_level_set(
     options : dict, optional
         Method-specific settings passed to the backend (e.g. ``num_leapfrog``). smc also takes
         ``space``: ``"normal"`` (the default where the prior has :meth:`~ppl_audit.priors.base.Prior.from_normal`)
-        moves over the standard normal the prior transforms, ``"latent"`` over ``z``.
+        moves over the standard normal the prior transforms, ``"latent"`` over ``z``; ``max_rounds``,
+        ``min_particles_per_run``; and ``run_groups``: each round's runs in that many groups on streams of
+        their own (:func:`smc_groups`), which ``map_groups`` may run elsewhere.
         A name the method does not take, or a value of the wrong type, raises
         :class:`~ppl_audit.errors.InvalidInputError` naming it (:func:`check_sampler_options`).
     progress : callable, optional
         ``progress(task, done, total)``.
+    map_groups : callable, optional
+        With smc option ``run_groups`` above 1: runs a round's :class:`SMCGroup` s and returns their results
+        in order (an executor's fan-out). Default: one after another here, by :func:`sample_smc_group`.
+        Where they run does not change the samples.
 
     Returns
     -------
@@ -694,9 +822,15 @@ def sample_level_set(
     check_fits_in_memory(estimate_run_bytes(method, num_particles, num_steps, len(prior.latent_names),
                                             level_set.classifier.num_classes, options), f"a {method} run")
     generator = torch.Generator(device=dev).manual_seed(int(seed))
+    if map_groups is None:
+        def map_groups(groups):
+            return [sample_smc_group(prior, classifier, target, g, concentration=concentration, relaxation=relaxation,
+                                     sigma=sigma, num_particles=num_particles, device=dev, class_names=class_names,
+                                     options=options, progress=progress) for g in groups]
+    run_round = _round_runner(level_set, prior, generator, dev, progress, seed=seed, map_groups=map_groups)
     chain, summary = _run_backend(method, level_set, prior, num_particles=num_particles, num_steps=num_steps,
                                   warmup_fraction=warmup_fraction, init=init, seed=seed, generator=generator,
-                                  device=dev, options=options, progress=progress)
+                                  device=dev, options=options, progress=progress, run_round=run_round)
     # The level set counts every image it classified (initialisation included);
     # Pyro backends evaluate through its model, which only the backend counts.
     chain = dataclasses.replace(chain, num_evaluations=max(chain.num_evaluations, level_set.evaluations))
@@ -732,16 +866,21 @@ __all__ = [
     "SMC_MIN_MOVED_FRACTION",
     "SMC_MIN_PARTICLES_PER_RUN",
     "SMC_ROUND_MIN_EFFECTIVE_PARTICLES",
+    "SMC_RUN_GROUPS",
     "SMC_RW_MOVES",
     "SMC_SLOW_ESS_FRACTION",
     "SMC_SPACES",
     "TRACE_COPIES",
     "LevelSetResult",
+    "MapGroupsFn",
+    "SMCGroup",
     "check_run_size",
     "check_sampler_options",
     "estimate_run_bytes",
     "sample_level_set",
+    "sample_smc_group",
     "sampler_option_types",
+    "smc_groups",
     "smc_plan",
     "smc_run_count",
     "superchain_count",

@@ -1,7 +1,8 @@
 """The audits' units of work, and how a worker finds their models by name.
 
 - one level set (the level-set audit's targets, calibration grid points, graded-sweep steps):
-  :func:`level_set_unit`;
+  :func:`level_set_unit`; or, with smc option ``run_groups``, one group of a target's SMC runs
+  (:func:`map_level_sets`);
 - one shard of a latent search (classification by synthesis): :func:`sharded_search`;
 - one class's confident region (confidently-wrong and novel-class audits) lives in
   :mod:`~ppl_audit.audits.confident_regions`, with :func:`world_by_name` as a worker's prior recipe.
@@ -24,8 +25,8 @@ from ppl_audit.audits import worlds as registry
 from ppl_audit.cache import cache_dir
 from ppl_audit.errors import InvalidInputError
 from ppl_audit.execute import Executor, Unit, worker_model
-from ppl_audit.progress import ProgressFn
-from ppl_audit.sampling import LevelSetResult, sample_level_set
+from ppl_audit.progress import ProgressFn, report
+from ppl_audit.sampling import LevelSetResult, SMCGroup, sample_level_set, sample_smc_group
 from ppl_audit.training import load_model
 
 GENERATOR_KINDS = ("class-vae", "class-gan")  # the cards whose members make per-class generators
@@ -109,14 +110,50 @@ def worker_generators(card: str, *, cache: str | None, data_dir: str | None, dev
 
 
 def sample_unit(*, names: ModelNames, target: Sequence[float], sampling: dict[str, Any], world=None,
-                classifier=None, progress: ProgressFn | None = None) -> tuple[LevelSetResult, float]:
-    """One level set and its seconds; the world and classifier are loaded by ``names`` when not given."""
+                classifier=None, progress: ProgressFn | None = None, map_groups=None) -> tuple[LevelSetResult, float]:
+    """One level set and its seconds; the world and classifier are loaded by ``names`` when not given.
+
+    ``map_groups``: where the level set's SMC run groups run (:func:`~ppl_audit.sampling.sample_level_set`)."""
     if world is None or classifier is None:
         world, classifier = names.load()
     start = time.perf_counter()
     samples = sample_level_set(world, classifier, target, device=torch.device(names.device), progress=progress,
-                               **sampling)
+                               map_groups=map_groups, **sampling)
     return samples, time.perf_counter() - start
+
+
+def smc_group_unit(*, names: ModelNames, target: Sequence[float], sampling: dict[str, Any], group: SMCGroup,
+                   world=None, classifier=None):
+    """One group of a level set's SMC runs (:func:`~ppl_audit.sampling.sample_smc_group`), with
+    :func:`sample_unit`'s arguments; the models are loaded by ``names`` when not given."""
+    if world is None or classifier is None:
+        world, classifier = names.load()
+    return sample_smc_group(world, classifier, target, group, device=torch.device(names.device), **sampling)
+
+
+def map_level_sets(executor: Executor, units: Sequence[Unit], *, run_groups: int = 1, task: str = "level sets",
+                   progress: ProgressFn | None = None) -> list:
+    """The results of :func:`level_set_unit` s: each unit on ``executor``, or, where a remote executor
+    meets smc option ``run_groups`` above 1, the units one after another on this driver with each round's
+    run groups fanned out (a few large targets spread over more workers than they are many).
+
+    Both ways give the same samples: a group's stream depends on its level set's seed and place alone.
+    """
+    if not executor.remote or run_groups <= 1:
+        return executor.map(units, task=task, progress=progress)
+    results = []
+    for done, unit in enumerate(units):
+        report(progress, task, done, len(units))
+
+        def map_groups(groups, unit=unit):
+            group_units = [Unit(f"{unit.name} {g.name}", smc_group_unit, {**unit.kwargs, "group": g},
+                                local={"world": unit.local.get("world"), "classifier": unit.local.get("classifier")},
+                                gpu=unit.gpu) for g in groups]
+            return executor.map(group_units, task=f"{unit.name}: SMC run groups", progress=progress)
+
+        results.append(sample_unit(**unit.kwargs, **unit.local, map_groups=map_groups))
+    report(progress, task, len(units), len(units))
+    return results
 
 
 def level_set_unit(name: str, names: ModelNames, target: Sequence[float], sampling: dict[str, Any], *, world,
@@ -199,6 +236,6 @@ def world_by_name(*, k: str, name: str, cache: str | None, data_dir: str | None,
     return registry.load_world(name, device=torch.device(device), cache=cache, data_dir=data_dir)
 
 
-__all__ = ["GENERATOR_KINDS", "ModelNames", "check_travels", "given_objects", "level_set_unit", "sample_unit",
-           "search_shard", "sharded_search", "travelling", "worker_classifier", "worker_generators", "worker_where",
-           "world_by_name"]
+__all__ = ["GENERATOR_KINDS", "ModelNames", "check_travels", "given_objects", "level_set_unit", "map_level_sets",
+           "sample_unit", "search_shard", "sharded_search", "smc_group_unit", "travelling", "worker_classifier",
+           "worker_generators", "worker_where", "world_by_name"]

@@ -33,7 +33,7 @@ from ppl_audit import diagnostics
 from ppl_audit._device import resolve_device
 from ppl_audit.audits.spec import DEFAULT_SEED, spec_hash, validate_seed
 from ppl_audit.audits import levelset_findings as findings
-from ppl_audit.audits.fanout import ModelNames, check_travels, level_set_unit
+from ppl_audit.audits.fanout import ModelNames, check_travels, level_set_unit, map_level_sets
 from ppl_audit.audits import worlds as registry
 from ppl_audit.classifiers.external import OUTPUT_MODES, check_input_compatible
 from ppl_audit.audits.worlds import HOUSE_ROCKET, MNIST, PAPER_ROWS, USER, WORLDS  # noqa: F401 (WORLDS re-exported)
@@ -533,7 +533,8 @@ def evaluate(
     units = [_target_unit(spec, w_index, t_index, loaded[world_name], classifier, seed=seed, cache=cache,
                           data_dir=data_dir, device=device, progress=progress)
              for w_index, world_name in enumerate(spec.worlds) for t_index in range(len(spec.targets))]
-    outcomes = iter(executor.map(units, task="level sets", progress=progress))
+    run_groups = _checked_options(spec).get("run_groups", 1)
+    outcomes = iter(map_level_sets(executor, units, run_groups=run_groups, task="level sets", progress=progress))
     worlds = [_world_result(spec, w_index, world_name, loaded[world_name], classifier,
                             [next(outcomes) for _ in spec.targets], seed=seed, device=device, timings=timings)
               for w_index, world_name in enumerate(spec.worlds)]

@@ -1014,6 +1014,83 @@ def pool_runs(results: Sequence[SamplingResult], superchains: int) -> SamplingRe
     )
 
 
+def concat_runs(results: Sequence[SamplingResult]) -> SamplingResult:
+    """Groups of independent SMC runs, each group one :func:`run_smc` call with its own random stream, as
+    one result holding every run, group after group.
+
+    This is how one round's runs are split over processes or machines (``run_groups``): the runs are
+    independent, so their union is one set of runs. Per-run info is concatenated; each stage's ESS and
+    acceptance become their mean over the groups still tempering at that stage, weighted by the groups'
+    runs (``moves_per_stage`` takes the most moves), and the kept draws' acceptance is averaged alike.
+
+    Parameters
+    ----------
+    results : sequence of SamplingResult
+        SMC results (not pooled over rounds) with the same latents and the same number of kept draws.
+
+    Returns
+    -------
+    SamplingResult
+        ``superchains`` = all runs (``None`` for one run), counts and seconds summed.
+
+    Examples
+    --------
+    >>> prior = torch.distributions.Normal(0.0, 1.0)
+    >>> run = lambda r, seed: run_smc(lambda z: prior.log_prob(z).sum(-1), lambda z: -z[:, 0] ** 2,
+    ...                               lambda n, g: torch.randn(n, 1, generator=g), num_runs=r, particles_per_run=8,
+    ...                               move="rw", generator=torch.Generator().manual_seed(seed))
+    >>> joined = concat_runs([run(2, 0), run(1, 1)])
+    >>> joined.num_chains, joined.superchains, len(joined.info["log_evidence"])
+    (24, 3, 3)
+    """
+    if not results:
+        raise InvalidInputError("concat_runs needs at least one SMC result")
+    draws = {r.trace.shape[1] for r in results}
+    if len({r.latent_names for r in results}) > 1 or len(draws) > 1 or any("rounds" in r.info for r in results):
+        raise InvalidInputError("concat_runs joins unpooled SMC results with the same latents and kept draws")
+    num_draws = draws.pop()
+    weights = [r.superchains or 1 for r in results]
+    infos = [r.info for r in results]
+    info = {key: [v for i in infos for v in i[key]] for key in _PER_RUN_KEYS}
+    log_z = torch.tensor(info["log_evidence"], dtype=torch.float64)
+    steps = [i["acceptance_per_step"] for i in infos]
+    info.update(
+        log_evidence_mean=float(log_z.mean()),
+        log_evidence_pooled=float(kernel.log_mean_exp(log_z, dim=0)),
+        num_stages=max(i["num_stages"] for i in infos),
+        ess_per_stage=_stagewise([i["ess_per_stage"] for i in infos], weights),
+        acceptance_per_stage=_stagewise([i["acceptance_per_stage"] for i in infos], weights),
+        moves_per_stage=[max(column) for column in _columns([i["moves_per_stage"] for i in infos])],
+        acceptance_per_step=(_stagewise([s[:len(s) - num_draws] for s in steps], weights)
+                             + _stagewise([s[len(s) - num_draws:] for s in steps], weights)),
+    )
+    have_accepted = all("accepted" in r.sample_stats for r in results)
+    runs = sum(weights)
+
+    def joined(tensor_of):
+        return torch.cat([tensor_of(r) for r in results])
+
+    return SamplingResult(
+        method="smc", latent_names=results[0].latent_names, trace=joined(lambda r: r.trace),
+        sample_stats={"accepted": joined(lambda r: r.sample_stats["accepted"])} if have_accepted else {},
+        extras_trace=joined(lambda r: r.extras_trace) if all(r.extras_trace is not None for r in results) else None,
+        extras_names=results[0].extras_names, num_warmup=0,
+        num_evaluations=sum(r.num_evaluations for r in results), seconds=sum(r.seconds for r in results),
+        superchains=runs if runs > 1 else None, info=info,
+    )
+
+
+def _columns(lists: Sequence[Sequence]) -> list[list]:
+    """Position ``j`` of every list that reaches it (groups stop tempering at different stages)."""
+    return [[values[j] for values in lists if j < len(values)] for j in range(max(map(len, lists), default=0))]
+
+
+def _stagewise(lists: Sequence[Sequence[float]], weights: Sequence[int]) -> list[float]:
+    """Each position's mean over the lists that reach it, weighted by ``weights`` (a group's runs)."""
+    weighted = _columns([[(v, w) for v in values] for values, w in zip(lists, weights)])
+    return [sum(v * w for v, w in column) / sum(w for _, w in column) for column in weighted]
+
+
 _PER_RUN_KEYS = ("log_evidence", "tempering_schedule", "proposal_scale_factor", "proposal_scale")
 _PER_STAGE_KEYS = ("ess_per_stage", "acceptance_per_stage", "moves_per_stage", "acceptance_per_step")
 
@@ -1060,6 +1137,7 @@ __all__ = [
     "SamplePriorFn",
     "StageInfo",
     "TemperedTarget",
+    "concat_runs",
     "final_draws",
     "init",
     "pool_runs",
