@@ -36,8 +36,8 @@ BUILTIN_KINDS = {
     "gwin": (1, "ppl_audit.generative.gwin:TRAINER"),
     "vae-ensemble": (1, "ppl_audit.generative.vae_ensemble:TRAINER"),
     "gan-ensemble": (1, "ppl_audit.generative.gan_ensemble:TRAINER"),
-    "class-vae": (1, "ppl_audit.generative.class_generators:VAE_TRAINER"),
-    "class-gan": (1, "ppl_audit.generative.class_generators:GAN_TRAINER"),
+    "class-vae": (1, "ppl_audit.generative.class_members:VAE_TRAINER"),
+    "class-gan": (1, "ppl_audit.generative.class_members:GAN_TRAINER"),
     "sdim-classifier": (1, "ppl_audit.classifiers.sdim:TRAINER"),
 }
 #: every kind a card may name -> its trainer version: the built-in kinds and those registered since

@@ -121,16 +121,17 @@ def _add_common(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
     _add_executor(p)
 
 
-def _add_executor(p: argparse.ArgumentParser) -> None:
-    """``--executor`` and ``--ray-address``: where the audit's independent units run (never part of its spec)."""
+def _add_executor(p: argparse.ArgumentParser, units: str = "the audit's independent units (level sets, grid "
+                  "points)", file_key: str = "; the audit file's executor") -> None:
+    """``--executor`` and ``--ray-address``: where the independent units run (never part of a spec)."""
     from ppl_audit.execute import EXECUTORS
 
     p.add_argument("--executor", default=None, choices=EXECUTORS,
-                   help="run the audit's independent units (level sets, grid points) in this process (local, the "
-                        "default) or as Ray tasks (ray; pip install -e .[ray]); the audit file's executor")
+                   help=f"run {units} in this process (local, the default) or as Ray tasks (ray; "
+                        f"pip install -e .[ray]){file_key}")
     p.add_argument("--ray-address", default=None, metavar="ADDRESS",
                    help="the Ray cluster of --executor ray: auto (default: a running cluster, else a local one), "
-                        "local, or HOST:PORT of a head node; the audit file's ray_address")
+                        "local, or HOST:PORT of a head node" + ("; the audit file's ray_address" if file_key else ""))
 
 
 def _add_sampler_overrides(p: argparse.ArgumentParser, *, particles: bool = True) -> None:
@@ -302,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--retrain", action="store_true", help="train even if cached weights exist")
     train.add_argument("--cache-dir", default=None, help="weights cache folder")
     train.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_executor(train, units="the members of an ensemble whose members train apart (gan-ensemble), one unit a "
+                  "member, each written into the cache,", file_key="")
     return parser
 
 
@@ -349,6 +352,8 @@ def _train(args, progress) -> int:
     """``ppl-audit train``: load or train a card's model, print its metrics, write its report."""
     from ppl_audit.report import check_output_dir, write_report
     from ppl_audit.report.writers import format_value
+    from ppl_audit.audits import executor_from
+    from ppl_audit.execute import use_executor
     from ppl_audit.training import as_card, get_trainer, load_model, training_report
 
     card = as_card(args.card)
@@ -357,8 +362,9 @@ def _train(args, progress) -> int:
     if not args.no_report:  # refuse a bad destination before minutes of training
         out = check_output_dir(args.out or DEFAULT_TRAIN_OUT.format(name=card.name), force=args.force)
     start = time.perf_counter()
-    trained = load_model(card, cache=args.cache_dir, data_dir=args.data_dir, device=args.device or "auto",
-                         progress=progress, retrain=args.retrain)
+    with executor_from(None, args.executor, args.ray_address) as executor, use_executor(executor):
+        trained = load_model(card, cache=args.cache_dir, data_dir=args.data_dir, device=args.device or "auto",
+                             progress=progress, retrain=args.retrain)
     elapsed = time.perf_counter() - start
     if progress is not None:
         progress.close()

@@ -77,7 +77,10 @@ def _importable(fn) -> bool:
             found = getattr(found, part)
     except (ImportError, AttributeError):
         return False
-    return found is fn
+    # the same name, not necessarily the same object: a module imported twice (pytest's importlib mode
+    # collecting doctests) holds twins, and a worker imports it by name anyway
+    return found is fn or (getattr(found, "__module__", None) == module
+                           and getattr(found, "__qualname__", None) == qualname)
 
 
 class UnitError(PplAuditError, RuntimeError):
@@ -153,7 +156,8 @@ def current_executor() -> Executor:
 
 @contextmanager
 def use_executor(executor: Executor | None) -> Iterator[Executor]:
-    """Run the audits inside the block on ``executor`` (``None``: the local one).
+    """Run the audits inside the block on ``executor`` (``None``: the local one); a remote executor also
+    trains the members of cards whose members train apart (:mod:`~ppl_audit.execute.members`).
 
     Examples
     --------
@@ -161,10 +165,15 @@ def use_executor(executor: Executor | None) -> Iterator[Executor]:
     ...     current_executor() is executor
     True
     """
+    from ppl_audit.execute.members import member_mapper
+    from ppl_audit.training.members import members_on
+
     executor = executor or LocalExecutor()
     token = _CURRENT.set(executor)
     try:
-        yield executor
+        # a remote executor also trains the members of ensembles whose members train apart, side by side
+        with members_on(member_mapper(executor) if executor.remote else None):
+            yield executor
     finally:
         _CURRENT.reset(token)
 

@@ -27,7 +27,9 @@ Both expose the interface :mod:`ppl_audit.classifiers.synthesis` searches:
 
 Training batches are drawn per class (:func:`class_batches`): each step takes
 ``batch_size`` images of every class, so each class's model is trained on its
-class alone, all classes in one pass.
+class alone, all classes in one pass. A card may instead train each class's
+model apart (``members_apart``: :mod:`~ppl_audit.generative.class_members`, which
+also holds the two kinds' trainers).
 
 Examples
 --------
@@ -58,7 +60,6 @@ from ppl_audit.training import (
     DataConfig,
     Stopwatch,
     TrainedModel,
-    Trainer,
     TrainResult,
     check_adversarial_fields,
     check_field,
@@ -319,6 +320,7 @@ class ClassVAEConfig(CardConfig):
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
+    members_apart: bool = False
 
     TYPE = 'mlp-class-vae'
     POSITIVE_INTEGERS = ('latent_dim', 'epochs', 'batch_size')
@@ -328,6 +330,7 @@ class ClassVAEConfig(CardConfig):
         _check_classes(self.classes)
         _check_widths("hidden", self.hidden)
         check_field(self.likelihood in LIKELIHOODS, "likelihood", self.likelihood, f"one of {LIKELIHOODS}")
+        check_field(isinstance(self.members_apart, bool), "members_apart", self.members_apart, "true or false")
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,7 @@ class ClassGANConfig(CardConfig):
     gradient_penalty: float = 10.0
     generator_ema_decay: float = 0.0
     seed: int = 0
+    members_apart: bool = False
 
     TYPE = 'mlp-class-wgan-gp'
     POSITIVE_INTEGERS = ('latent_dim', 'epochs', 'batch_size', 'critic_steps')
@@ -374,6 +378,7 @@ class ClassGANConfig(CardConfig):
         check_adversarial_fields(self)
         check_field(is_fraction(self.generator_ema_decay), "generator_ema_decay", self.generator_ema_decay,
                     "a number in [0, 1) (0: keep the last weights)")
+        check_field(isinstance(self.members_apart, bool), "members_apart", self.members_apart, "true or false")
 
 
 def build_class_vae(card: ModelCard) -> VAEEnsemble:
@@ -450,23 +455,43 @@ def train_class_vae(card: ModelCard, *, data_dir=None, device="auto",
         A class's loss is not finite at the end of an epoch.
     """
     config = ClassVAEConfig.from_card(card)
-    data = DataConfig.from_card(card)
-    device = resolve_device(device)
     watch = Stopwatch()
-    train, test = load_training_data(data, data_dir, device)
-    _check_labels(train, config.classes, card)
+    train, test = class_data(card, config.classes, data_dir, device)
     vae = VAEEnsemble(config.classes, config.latent_dim, config.hidden, config.likelihood,
-                      seed=config.seed).to(device)
-    generator = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.Adam(vae.parameters(), lr=config.learning_rate)
-    c, d = config.classes, config.latent_dim
+                      seed=config.seed).to(train.images.device)
+    c = config.classes
     steps = steps_per_epoch(train.labels, c, config.batch_size)
-    flat_images = train.images.flatten(1)
+    history = fit_class_vaes(vae, train.images.flatten(1), train.labels, steps, config,
+                             torch.Generator().manual_seed(config.seed), progress, name=card.name)
+    per_class = own_class_elbo(vae, test.images, test.labels)
+    metrics = {"test_elbo_nats": sum(per_class) / c, "test_elbo_nats_per_class": per_class, "classes": c,
+               "num_train": len(train), "num_test": len(test), "seconds": float(watch)}
+    curves = {"unit": "epoch", "panels": {"negative ELBO per image (nats), own class": {
+        f"class {k}": [row[k] for row in history] for k in range(c)}}}
+    return TrainResult(vae.cpu(), metrics, curves)
+
+
+def class_data(card: ModelCard, classes: int, data_dir, device):
+    """``(train, test)`` of a per-class card, on ``device``, refused when a label exceeds ``classes``."""
+    train, test = load_training_data(DataConfig.from_card(card), data_dir, resolve_device(device))
+    _check_labels(train, classes, card)
+    return train, test
+
+
+def fit_class_vaes(vae: VAEEnsemble, flat_images: torch.Tensor, labels: torch.Tensor, steps: int,
+                   config: ClassVAEConfig, generator: torch.Generator, progress: ProgressFn | None, *, name: str,
+                   class_ids=None, task: str = VAE_TASK) -> list[list[float]]:
+    """Train ``vae``'s members in place, member ``c`` on the images labelled ``c``: ``steps`` batches an
+    epoch; returns each epoch's negative ELBO per member. ``class_ids``: the classes the members are
+    (default ``0..C-1``), for the error that names a diverged one."""
+    c, d, device = vae.num_members, config.latent_dim, flat_images.device
+    class_ids = list(range(c)) if class_ids is None else list(class_ids)
+    optimiser = torch.optim.Adam(vae.parameters(), lr=config.learning_rate)
     history: list[list[float]] = []
     vae.train()
     for epoch in range(config.epochs):
         loss_sum = torch.zeros(c, dtype=torch.float64, device=device)
-        for s, idx in enumerate(class_batches(train.labels, c, config.batch_size, steps, generator)):
+        for s, idx in enumerate(class_batches(labels, c, config.batch_size, steps, generator)):
             flat = flat_images[idx]  # (C, B, 784): row c is class c
             log_lik, kl = vae._elbo_terms(flat, _standard_normal((c, config.batch_size, d), generator, device))
             negative = kl - log_lik  # (C, B)
@@ -474,20 +499,15 @@ def train_class_vae(card: ModelCard, *, data_dir=None, device="auto",
             negative.mean(1).sum().backward()
             optimiser.step()
             loss_sum += negative.detach().mean(1).double()
-            report(progress, VAE_TASK, epoch * steps + s + 1, config.epochs * steps)
+            report(progress, task, epoch * steps + s + 1, config.epochs * steps)
         epoch_loss = loss_sum / steps
-        diverged = (~torch.isfinite(epoch_loss)).nonzero().flatten().tolist()
+        diverged = [class_ids[i] for i in (~torch.isfinite(epoch_loss)).nonzero().flatten().tolist()]
         if diverged:
-            raise ModelOutputError(f"{card.name}: the VAEs of classes {diverged} diverged (non-finite loss) in "
+            raise ModelOutputError(f"{name}: the VAEs of classes {diverged} diverged (non-finite loss) in "
                                    f"epoch {epoch + 1}; lower learning_rate = {config.learning_rate}")
         history.append(epoch_loss.tolist())
     vae.eval()
-    per_class = own_class_elbo(vae, test.images, test.labels)
-    metrics = {"test_elbo_nats": sum(per_class) / c, "test_elbo_nats_per_class": per_class, "classes": c,
-               "num_train": len(train), "num_test": len(test), "seconds": float(watch)}
-    curves = {"unit": "epoch", "panels": {"negative ELBO per image (nats), own class": {
-        f"class {k}": [row[k] for row in history] for k in range(c)}}}
-    return TrainResult(vae.cpu(), metrics, curves)
+    return history
 
 
 def train_class_gan(card: ModelCard, *, data_dir=None, device="auto", progress: ProgressFn | None = None,
@@ -525,25 +545,45 @@ def train_class_gan(card: ModelCard, *, data_dir=None, device="auto", progress: 
         A non-finite loss.
     """
     config = ClassGANConfig.from_card(card)
-    data = DataConfig.from_card(card)
-    device = resolve_device(device)
     watch = Stopwatch()
-    train, test = load_training_data(data, data_dir, device)
-    _check_labels(train, config.classes, card)
+    train, test = class_data(card, config.classes, data_dir, device)
     gan = ClassGAN(config.classes, config.latent_dim, config.generator_hidden, config.critic_hidden,
-                   seed=config.seed).to(device)
-    generator = torch.Generator().manual_seed(config.seed)
+                   seed=config.seed).to(train.images.device)
+    c = config.classes
+    g_steps = generator_steps_per_epoch(train.labels, c, config.batch_size, config.critic_steps)
+    history = fit_class_gans(gan, train.images.flatten(1), train.labels, g_steps, config,
+                             torch.Generator().manual_seed(config.seed), progress, name=card.name,
+                             on_generator_step=on_generator_step)
+    gaps = critic_gaps(gan, test.images, test.labels)
+    metrics = {"test_critic_gap": sum(gaps) / c, "test_critic_gap_per_class": gaps,
+               "generator_steps": config.epochs * g_steps, "classes": c, "num_train": len(train),
+               "num_test": len(test), "seconds": float(watch)}
+    curves = {"unit": "epoch", "panels": {
+        "critic gap D(real) - D(fake), training batches": {
+            f"class {k}": [row[k] for row in history["gap"]] for k in range(c)},
+        "critic loss (with gradient penalty)": {
+            f"class {k}": [row[k] for row in history["critic_loss"]] for k in range(c)}}}
+    return TrainResult(gan.cpu(), metrics, curves)
+
+
+def fit_class_gans(gan: ClassGAN, flat_images: torch.Tensor, labels: torch.Tensor, g_steps: int,
+                   config: ClassGANConfig, generator: torch.Generator, progress: ProgressFn | None, *, name: str,
+                   class_ids=None, task: str = GAN_TASK,
+                   on_generator_step: Callable[[ClassGAN, int], None] | None = None) -> dict[str, list[list[float]]]:
+    """Train ``gan``'s members in place (WGAN-GP, member ``c`` on the images labelled ``c``), ``g_steps``
+    generator steps an epoch, then keep the weights' moving average where the config asks; returns each
+    epoch's mean critic ``gap`` and ``critic_loss`` per member, in eval mode. ``class_ids`` as
+    :func:`fit_class_vaes` takes it."""
+    c, d, b, device = gan.num_members, config.latent_dim, config.batch_size, flat_images.device
+    class_ids = list(range(c)) if class_ids is None else list(class_ids)
     betas = (config.beta1, config.beta2)
     g_opt = torch.optim.Adam(gan.generator.parameters(), lr=config.learning_rate, betas=betas)
     d_opt = torch.optim.Adam(gan.critic_net.parameters(), lr=config.learning_rate, betas=betas)
-    c, d, b = config.classes, config.latent_dim, config.batch_size
-    g_steps = generator_steps_per_epoch(train.labels, c, b, config.critic_steps)
-    flat_images = train.images.flatten(1)
     history: dict[str, list[list[float]]] = {"gap": [], "critic_loss": []}
     average = ParameterAverage(gan.generator, config.generator_ema_decay) if config.generator_ema_decay else None
     gan.train()
     for epoch in range(config.epochs):
-        batches = class_batches(train.labels, c, b, g_steps * config.critic_steps, generator)
+        batches = class_batches(labels, c, b, g_steps * config.critic_steps, generator)
         gap_sum = torch.zeros(c, dtype=torch.float64, device=device)
         loss_sum = torch.zeros(c, dtype=torch.float64, device=device)
         for s in range(g_steps):
@@ -566,26 +606,17 @@ def train_class_gan(card: ModelCard, *, data_dir=None, device="auto", progress: 
                 average.update(gan.generator)
             if on_generator_step is not None:
                 on_generator_step(gan, epoch * g_steps + s + 1)
-            report(progress, GAN_TASK, epoch * g_steps + s + 1, config.epochs * g_steps)
+            report(progress, task, epoch * g_steps + s + 1, config.epochs * g_steps)
         if not bool(torch.isfinite(loss_sum).all()):
-            bad = (~torch.isfinite(loss_sum)).nonzero().flatten().tolist()
-            raise ModelOutputError(f"{card.name}: the GANs of classes {bad} diverged (non-finite critic loss) in "
+            bad = [class_ids[i] for i in (~torch.isfinite(loss_sum)).nonzero().flatten().tolist()]
+            raise ModelOutputError(f"{name}: the GANs of classes {bad} diverged (non-finite critic loss) in "
                                    f"epoch {epoch + 1}; lower learning_rate = {config.learning_rate}")
         history["gap"].append((gap_sum / g_steps).tolist())
         history["critic_loss"].append((loss_sum / g_steps).tolist())
     if average is not None:
         average.copy_to(gan.generator)
     gan.eval()
-    gaps = critic_gaps(gan, test.images, test.labels)
-    metrics = {"test_critic_gap": sum(gaps) / c, "test_critic_gap_per_class": gaps,
-               "generator_steps": config.epochs * g_steps, "classes": c, "num_train": len(train),
-               "num_test": len(test), "seconds": float(watch)}
-    curves = {"unit": "epoch", "panels": {
-        "critic gap D(real) - D(fake), training batches": {
-            f"class {k}": [row[k] for row in history["gap"]] for k in range(c)},
-        "critic loss (with gradient penalty)": {
-            f"class {k}": [row[k] for row in history["critic_loss"]] for k in range(c)}}}
-    return TrainResult(gan.cpu(), metrics, curves)
+    return history
 
 
 @torch.no_grad()
@@ -644,31 +675,11 @@ def class_sample_sections(trained: TrainedModel, data_dir=None) -> list:
     return [Section("samples", "Samples", figures=[figure])]
 
 
-VAE_TRAINER = Trainer(
-    kind=VAE_KIND,
-    build=build_class_vae,
-    train=train_class_vae,
-    headline=("test_elbo_nats", "test ELBO on own class, mean over classes (nats per image)"),
-    report_sections=class_sample_sections,
-    description="one MLP VAE per class, trained together (classification by synthesis, Wang et al. 2017)",
-)
-
-GAN_TRAINER = Trainer(
-    kind=GAN_KIND,
-    build=build_class_gan,
-    train=train_class_gan,
-    headline=("test_critic_gap", "test critic gap, mean over classes"),
-    report_sections=class_sample_sections,
-    description="one MLP WGAN-GP per class, trained together (classification by synthesis, Wang et al. 2017)",
-)
-
 __all__ = [
     "ClassGAN",
     "ClassGANConfig",
     "ClassVAEConfig",
-    "GAN_TRAINER",
     "ParameterAverage",
-    "VAE_TRAINER",
     "build_class_gan",
     "build_class_vae",
     "generator_steps_per_epoch",

@@ -59,6 +59,7 @@ from ppl_audit.training import (
     load_training_data,
     seeded,
 )
+from ppl_audit.training.members import MemberTraining
 
 KIND = "gan-ensemble"  # the [model] kind of GAN-ensemble cards
 MIN_MEMBERS = 2  # Var_k D_k(x) needs at least two critics
@@ -404,10 +405,11 @@ def train_gan_ensemble(card: ModelCard, *, data_dir=None, device="auto",
                        progress: ProgressFn | None = None) -> TrainResult:
     """Train a GAN-ensemble card: each member's WGAN-GP run, then its critic's fine-tuning.
 
-    Members are trained one after another; member ``k`` is initialised under
-    seed ``seed + k`` and its :func:`~ppl_audit.generative.gan.fit_gan` and
-    :func:`finetune_critic` draw from one ``torch.Generator`` seeded with
-    ``seed + k``. Critic gaps on the test split are measured after fine-tuning
+    Members are trained one after another (:func:`train_gan_member`, which also
+    trains one alone, on a worker: the trainer's ``members``); member ``k`` is
+    initialised under seed ``seed + k`` and its :func:`~ppl_audit.generative.gan.fit_gan`
+    and :func:`finetune_critic` draw from one ``torch.Generator`` seeded with
+    ``seed + k``, so it is the same member wherever it trains. Critic gaps on the test split are measured after fine-tuning
     (and, for comparison, before it) with the generated images of
     :func:`~ppl_audit.generative.gan.critic_gap`.
 
@@ -436,48 +438,76 @@ def train_gan_ensemble(card: ModelCard, *, data_dir=None, device="auto",
     2
     """
     config = GANEnsembleConfig.from_card(card)
-    data = DataConfig.from_card(card)
-    device = resolve_device(device)
+    train, test = load_training_data(DataConfig.from_card(card), data_dir, resolve_device(device))
     watch = Stopwatch()
-    train, test = load_training_data(data, data_dir, device)
-    ensemble = GANEnsemble(config.members, config.latent_dim, config.channels, config.critic_channels,
-                           seed=config.seed).to(device)
+    members = [_train_member(config, k, train, test, progress) for k in range(config.members)]
+    return _join(card, members, seconds=float(watch))
+
+
+def build_gan_member(card: ModelCard, k: int) -> GAN:
+    """Member ``k`` of the card's ensemble, untrained: the GAN the whole ensemble builds under seed ``seed + k``."""
+    config = GANEnsembleConfig.from_card(card)
+    with seeded(config.seed + k):
+        return GAN(config.latent_dim, config.channels, config.critic_channels)
+
+
+def train_gan_member(card: ModelCard, k: int, *, data_dir=None, device="auto",
+                     progress: ProgressFn | None = None) -> TrainResult:
+    """Member ``k`` of a GAN-ensemble card trained alone (its WGAN-GP run, then its critic's fine-tuning):
+    the same weights as inside :func:`train_gan_ensemble`. ``metrics`` and ``history`` are the member's."""
+    config = GANEnsembleConfig.from_card(card)
+    train, test = load_training_data(DataConfig.from_card(card), data_dir, resolve_device(device))
+    return _train_member(config, k, train, test, progress)
+
+
+def _train_member(config: GANEnsembleConfig, k: int, train, test, progress) -> TrainResult:
+    watch = Stopwatch()
+    device, K = train.images.device, config.members
+    with seeded(config.seed + k):  # as GANEnsemble builds member k
+        gan = GAN(config.latent_dim, config.channels, config.critic_channels).to(device)
+    member_config = config.member_config(k)
+    generator = torch.Generator().manual_seed(member_config.seed)
+    fit = fit_gan(gan, train.images, member_config, generator, progress=progress,
+                  task=JOINT_TASK.format(k=k, n=k + 1, K=K))
+    gan.eval()
+    before = critic_gap(gan, test.images)
+    finetune = finetune_critic(gan, train.images, config.finetune_critic_steps, member_config, generator,
+                               log_every=fit.log_every, progress=progress, task=FINETUNE_TASK.format(k=k, n=k + 1, K=K))
+    gan.eval()
+    gap = critic_gap(gan, test.images)
+    metrics = {"critic_gap": gap["critic_gap"], "critic_gap_before_finetune": before["critic_gap"],
+               "critic_score_real": gap["critic_score_real"], "critic_score_generated": gap["critic_score_generated"],
+               "generator_steps": fit.generator_steps, "num_train": len(train), "num_test": len(test),
+               "seconds": float(watch)}
+    return TrainResult(gan.cpu(), metrics, {"unit": fit.unit, "joint": fit.history["critic_loss"],
+                                            "finetune": finetune})
+
+
+def _join(card: ModelCard, members: Sequence[TrainResult], seconds: float | None = None) -> TrainResult:
+    """The ensemble's :class:`TrainResult` from its members' (``seconds``: the whole run's, else the members')."""
+    config = GANEnsembleConfig.from_card(card)
     K = config.members
-    joint_panel, finetune_panel = {}, {}
-    gaps_before, gaps = [], []
-    generator_steps, unit = 0, "epoch"
-    for k in range(K):
-        gan, member_config = ensemble.member(k), config.member_config(k)
-        generator = torch.Generator().manual_seed(member_config.seed)
-        fit = fit_gan(gan, train.images, member_config, generator, progress=progress,
-                      task=JOINT_TASK.format(k=k, n=k + 1, K=K))
-        generator_steps, unit = fit.generator_steps, fit.unit
-        joint_panel[_member_label(k)] = fit.history["critic_loss"]
-        gan.eval()
-        gaps_before.append(critic_gap(gan, test.images))
-        finetune_panel[_member_label(k)] = finetune_critic(
-            gan, train.images, config.finetune_critic_steps, member_config, generator, log_every=fit.log_every,
-            progress=progress, task=FINETUNE_TASK.format(k=k, n=k + 1, K=K))
-        gan.eval()
-        gaps.append(critic_gap(gan, test.images))
-    per_member = [g["critic_gap"] for g in gaps]
+    per_member = [m.metrics["critic_gap"] for m in members]
     metrics = {
         "test_critic_gap": math.fsum(per_member) / K,
         "test_critic_gap_per_member": per_member,
-        "test_critic_gap_before_finetune_per_member": [g["critic_gap"] for g in gaps_before],
-        "test_critic_score_real_per_member": [g["critic_score_real"] for g in gaps],
-        "test_critic_score_generated_per_member": [g["critic_score_generated"] for g in gaps],
-        "generator_steps": generator_steps,
+        "test_critic_gap_before_finetune_per_member": [m.metrics["critic_gap_before_finetune"] for m in members],
+        "test_critic_score_real_per_member": [m.metrics["critic_score_real"] for m in members],
+        "test_critic_score_generated_per_member": [m.metrics["critic_score_generated"] for m in members],
+        "generator_steps": members[-1].metrics["generator_steps"],
         "finetune_critic_steps": config.finetune_critic_steps,
         "members": K,
-        "num_train": len(train),
-        "num_test": len(test),
-        "seconds": float(watch),
+        "num_train": members[0].metrics["num_train"],
+        "num_test": members[0].metrics["num_test"],
+        "seconds": seconds if seconds is not None else math.fsum(m.metrics["seconds"] for m in members),
     }
     series = "E[D(G(z))] - E[D(x)] + lambda GP"
-    panels = {f"critic loss, joint training ({series})": joint_panel,
-              f"critic loss, fine-tuning against the frozen generator ({series})": finetune_panel}
-    return TrainResult(ensemble.cpu().eval(), metrics, {"unit": unit, "panels": panels})
+    panels = {f"critic loss, joint training ({series})": {_member_label(k): m.history["joint"]
+                                                          for k, m in enumerate(members)},
+              f"critic loss, fine-tuning against the frozen generator ({series})": {
+                  _member_label(k): m.history["finetune"] for k, m in enumerate(members)}}
+    ensemble = GANEnsemble.from_members([m.module for m in members])
+    return TrainResult(ensemble.cpu().eval(), metrics, {"unit": members[-1].history["unit"], "panels": panels})
 
 
 # --------------------------------------------------------------------------- report and loading
@@ -531,6 +561,8 @@ TRAINER = Trainer(
     report_sections=_report_sections,
     description="K WGAN-GP GANs of 28 x 28 images, critics fine-tuned against frozen generators (Choi & Jang)",
     total_steps=_total_steps,
+    members=MemberTraining(count=lambda card: GANEnsembleConfig.from_card(card).members, build=build_gan_member,
+                           train=train_gan_member, join=_join),
 )
 
 __all__ = [

@@ -1,10 +1,11 @@
 """Card -> train -> cache: one mechanism for every model the toolkit builds.
 
-The package has five rooms: :mod:`~ppl_audit.training.registry` (kinds -> trainers),
+The package has six rooms: :mod:`~ppl_audit.training.registry` (kinds -> trainers),
 :mod:`~ppl_audit.training.loader` (:func:`load_model` and the cache checks),
 :mod:`~ppl_audit.training.config` and :mod:`~ppl_audit.training.loop` (what every trainer shares),
-:mod:`~ppl_audit.training.report` (the training report) and :mod:`~ppl_audit.training.cost` (what
-training a missing card will take on this machine, measured before it starts). Model modules register their trainer;
+:mod:`~ppl_audit.training.report` (the training report), :mod:`~ppl_audit.training.cost` (what
+training a missing card will take on this machine, measured before it starts) and
+:mod:`~ppl_audit.training.members` (cards whose members train apart, side by side). Model modules register their trainer;
 nothing here imports a model module except by the lazy names in ``BUILTIN_TRAINERS``.
 
 A model card's ``[model] kind`` names a :class:`Trainer` in a registry. The
@@ -76,6 +77,7 @@ from ppl_audit.training.loop import (
     minibatches,
     seeded,
 )
+from ppl_audit.training.members import MemberTraining, members_on, train_member
 from ppl_audit.training.registry import BUILTIN_TRAINERS, Trainer, TrainResult, get_trainer, register_trainer, registered_kinds
 from ppl_audit.training.report import curve_figures, training_report
 
@@ -90,6 +92,7 @@ __all__ = [
     "TRAINING_BYTES_PER_PARAMETER",
     "CardConfig",
     "DataConfig",
+    "MemberTraining",
     "Stopwatch",
     "TrainResult",
     "TrainedModel",
@@ -109,10 +112,12 @@ __all__ = [
     "get_trainer",
     "load_model",
     "load_training_data",
+    "members_on",
     "minibatches",
     "refuse_missed_expectations",
     "register_trainer",
     "registered_kinds",
     "seeded",
+    "train_member",
     "training_report",
 ]

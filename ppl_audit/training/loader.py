@@ -21,6 +21,7 @@ from ppl_audit.cards import ModelCard, load_card
 from ppl_audit.errors import AuditFileError, InvalidInputError, PplAuditError, TrainingError, WeightsError
 from ppl_audit.paths import check_writable_destination
 from ppl_audit.progress import ProgressFn
+from ppl_audit.training.members import current_map_members, train_from_members
 from ppl_audit.training.registry import Trainer, get_trainer
 from ppl_audit.validators import check_fits_in_memory
 
@@ -241,7 +242,8 @@ def before_training(hook: BeforeTrainingHook | None) -> Iterator[None]:
         _BEFORE_TRAINING.reset(token)
 
 
-def _train_and_save(trainer: Trainer, card: ModelCard, path: Path, *, cache, data_dir, device, progress):
+def _train_and_save(trainer: Trainer, card: ModelCard, path: Path, *, cache, data_dir, device, progress,
+                    retrain: bool = False):
     """``(module, info)`` freshly trained, checked against ``[expected]`` and saved to ``path``."""
     check_cache_destination(path)  # before, not after, training
     resolve_device(device)
@@ -249,7 +251,12 @@ def _train_and_save(trainer: Trainer, card: ModelCard, path: Path, *, cache, dat
     if hook is not None:  # after the checks above: a notice never precedes an error they would raise
         hook(trainer, card, path=path, cache=cache, data_dir=data_dir, device=device)
     extra = {"cache": cache} if trainer.needs_cache else {}
-    result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)
+    map_members = current_map_members()
+    if map_members is not None and trainer.members is not None and trainer.members.count(card):  # side by side
+        result = train_from_members(card, map_members, cache=cache, data_dir=data_dir, device=device,
+                                    retrain=retrain)
+    else:
+        result = trainer.train(card, data_dir=data_dir, device=device, progress=progress, **extra)
     info = {"card": card.name, "recipe_hash": card.recipe_hash, "recipe": card.recipe, "metrics": result.metrics,
             "history": result.history}
     refuse_missed_expectations(card, result.metrics)  # before saving: a model below its floor is never cached
@@ -339,7 +346,7 @@ def load_model(
             raise WeightsError(f"the weights of {card.name!r} are not in the cache {path.parent} and "
                                "train_if_missing is False; run `ppl-audit train` on the card first")
         loaded = _train_and_save(trainer, card, path, cache=cache, data_dir=data_dir, device=device,
-                                 progress=progress)
+                                 progress=progress, retrain=retrain)
     module, info = loaded
     module = module.to(resolve_device(device)).eval()
     return TrainedModel(module=module, card=card, info=info, weights_path=path)

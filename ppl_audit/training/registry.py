@@ -19,6 +19,7 @@ from ppl_audit.errors import AuditFileError
 
 if TYPE_CHECKING:
     from ppl_audit.training.loader import TrainedModel
+    from ppl_audit.training.members import MemberTraining
 
 #: where each built-in kind's :class:`Trainer` lives (``module:attribute``), imported on first use
 BUILTIN_TRAINERS = {kind: where for kind, (_, where) in BUILTIN_KINDS.items()}
@@ -100,6 +101,10 @@ class Trainer:
         of the timed task, given that task's own total, for a trainer that
         reports several tasks in turn (a GAN ensemble trains its members one
         after another). ``None``: the timed task is the whole training.
+    members : MemberTraining, optional
+        For a kind whose members are independent trainings: how one member trains alone and how the
+        members join (:mod:`~ppl_audit.training.members`), so that an executor can train them side by side.
+        ``None``: the card trains as a whole.
     """
 
     kind: str
@@ -114,6 +119,7 @@ class Trainer:
     version: int | None = None
     timed_task: str | None = None
     total_steps: Callable[[ModelCard, int], int] | None = None
+    members: "MemberTraining | None" = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or not self.kind:

@@ -68,3 +68,13 @@ def test_without_ray_installed_the_error_names_the_extra(tmp_path, capsys, monke
     monkeypatch.setitem(sys.modules, "ray", None)
     status, line = _cli([*LEVELSET, "--executor", "ray", "--out", tmp_path / "OUT"], capsys)
     assert status == 2 and "pip install -e .[ray]" in line
+
+
+def test_train_takes_the_executor_flags_with_their_errors(tmp_path, capsys):
+    train = ["train", "mnist-gan-ensemble", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "OUT"]
+    status, line = _cli([*train, "--ray-address", "127.0.0.1:6379"], capsys)
+    assert status == 2 and "needs the ray executor (--executor ray)" in line
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([str(a) for a in train] + ["--executor", "dask"])
+    assert exit_.value.code == 2 and "--executor: invalid choice: 'dask'" in capsys.readouterr().err
+    assert not (tmp_path / "OUT").exists() and not any((tmp_path / "cache").glob("*.safetensors"))

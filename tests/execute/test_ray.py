@@ -32,6 +32,7 @@ pytestmark = pytest.mark.timeout(600)
 
 TINY = dict(num_particles=32, num_steps=8, num_samples=32, num_prior_samples=50, device="cpu")
 WORLDS = ("house-rocket", "house-rocket-circle")  # the demo's worlds and its four targets: eight units
+TARGETS_TWO = (TargetSpec("ambiguous", (0.5, 0.5), 10.0), TargetSpec("rocket", (0.1, 0.9), 10.0))
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +245,25 @@ def test_a_novel_class_audit_on_ray_equals_the_local_one(one_thread, executor, t
     for a, b in zip(local.findings, remote.findings, strict=True):
         assert torch.equal(a.region.latents, b.region.latents) and torch.equal(a.images, b.images)
         assert a.region.rate == b.region.rate
+
+
+def test_smc_run_groups_of_one_target_fan_out_on_ray_with_the_local_samples(one_thread, executor, tiny_card_file):
+    spec = LevelSetAuditSpec(classifier=str(tiny_card_file), worlds=("house-rocket",), targets=TARGETS_TWO,
+                             sampler_options={"run_groups": 2, "max_rounds": 1}, **TINY)
+    local = levelset.evaluate(spec, seed=1)
+    tasks = set()
+    with use_executor(executor):
+        remote = levelset.evaluate(spec, seed=1, progress=lambda task, done, total: tasks.add(task))
+    assert {t for t in tasks if "SMC run groups" in t} == {f"house-rocket/{t.name}: SMC run groups" for t in TARGETS_TWO}
+    assert _measured(remote) == _measured(local)
+
+
+def test_ensemble_members_train_as_ray_tasks_into_the_cache(one_thread, executor, tmp_path, mnist_fixture_dir):
+    from ppl_audit.training import load_model
+    from tests.test_training_members import CARD, _same_weights
+
+    with use_executor(executor):
+        fanned = load_model(CARD, cache=tmp_path / "fanned", data_dir=mnist_fixture_dir, device="cpu")
+    whole = load_model(CARD, cache=tmp_path / "whole", data_dir=mnist_fixture_dir, device="cpu")
+    assert _same_weights(fanned.module, whole.module)
+    assert len(list((tmp_path / "fanned").glob("*.member-*-of-2.safetensors"))) == 2
