@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from _common import missing_cards, one_seed, parse, parser, print_table, skip, write_results
+from _common import missing_cards, one_seed, parse, parser, print_table, skip, tests_module, write_results
 
 MNIST_PAIRS = ((1, 7), (8, 9), (4, 9), (3, 5), (3, 8), (0, 6), (2, 7), (5, 6))  # 8 two-class targets per prior
 MNIST_PARTICLES = 1024  # about 10 s a target on one core here: tasks long enough to price Ray's overhead
@@ -97,25 +97,16 @@ def _units(spec, results) -> int:
     return sum(groups * t.metrics.get("smc_rounds", 1) if groups > 1 else 1 for w in results.worlds for t in w.targets)
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _case(case: str, spec, seed: int, cache) -> list[list]:
     from ppl_audit.audits import levelset
     from ppl_audit.execute import use_executor
 
     rows, local, one_thread = [], None, None
+    torch_threads = tests_module("conftest").torch_threads  # threads set for a block, then restored
     present_seconds = None
     for name in EXECUTORS:
         threads = torch.get_num_threads() if name == "local" else 1
-        with _threads(threads), _executor(name) as (executor, start_seconds), use_executor(executor):
+        with torch_threads(threads), _executor(name) as (executor, start_seconds), use_executor(executor):
             t0 = time.perf_counter()
             results = levelset.evaluate(spec, seed=seed, cache=cache)
             wall = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from ppl_audit.audits.levelset import LevelSetAuditSpec
 from ppl_audit.classifiers.synthesis import SearchConfig, latent_search
 from ppl_audit.execute import LocalExecutor, use_executor
 from ppl_audit.generative.vae_ensemble import VAEEnsemble
+from tests.execute.kwargs_only import KwargsOnlyExecutor
 
 IMAGES = torch.rand(25, 1, 28, 28, generator=torch.Generator().manual_seed(5))
 
@@ -25,19 +26,6 @@ def test_a_sharded_latent_search_equals_one_search_byte_for_byte(cache_root):
     for field in ("distances", "latents", "start_distances"):
         assert torch.equal(getattr(whole, field), getattr(shards, field)), field
     assert shards.timings["refined_images"] == whole.timings["refined_images"]
-
-
-class KwargsOnlyExecutor(LocalExecutor):
-    """Runs units as a remote executor does, from their plain kwargs alone (models loaded by name), here."""
-
-    kind, remote = "kwargs-only", True
-
-    def __init__(self):
-        self.tasks = []
-
-    def map(self, units, *, task="units", progress=None):
-        self.tasks.append((task, [unit.name for unit in units]))
-        return [unit.fn(**unit.kwargs) for unit in units]
 
 
 def test_smc_run_groups_fan_out_on_a_remote_executor_with_the_local_samples(one_thread, tiny_card_file):

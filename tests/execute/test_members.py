@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ppl_audit.execute import LocalExecutor, use_executor
+from ppl_audit.execute import use_executor
 from ppl_audit.training import load_model
+from tests.execute.kwargs_only import KwargsOnlyExecutor
 from tests.test_training_members import CARD, _same_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class KwargsOnlyExecutor(LocalExecutor):
-    """Runs units as a remote executor does, from their plain kwargs alone, here."""
-
-    kind, remote = "kwargs-only", True
-
-    def __init__(self):
-        self.tasks = []
-
-    def map(self, units, *, task="units", progress=None):
-        self.tasks.append((task, [unit.name for unit in units]))
-        return [unit.fn(**unit.kwargs) for unit in units]
 
 
 def test_a_remote_executor_trains_each_member_as_a_unit(tmp_path, mnist_fixture_dir):
