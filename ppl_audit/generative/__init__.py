@@ -2,18 +2,18 @@
 
 Each module defines the networks, a frozen config read from a model card, a
 ``train_*`` function and a :class:`~ppl_audit.training.Trainer` registered
-for its card kind (``vae``, ``gan``, ``gwin``, ``vae-ensemble``, ``gan-ensemble``). Build or load them with
+for its card kind (``vae``, ``gan``, ``gwin``, ``vae-ensemble``, ``gan-ensemble``; the per-class
+generators' ``class-vae`` and ``class-gan`` in :mod:`~ppl_audit.generative.class_members`). Build or load them with
 :func:`ppl_audit.training.load_model`, or as priors with
 ``load_model(card).model`` (:func:`ppl_audit.priors.decoder_prior`).
 
 Examples
 --------
+>>> import torch
 >>> from ppl_audit.generative import VAE
 >>> VAE(5, (16,)).decoder(torch.zeros(2, 5)).shape
 torch.Size([2, 1, 28, 28])
 """
-
-import torch  # noqa: F401  (used by the docstring example)
 
 from ppl_audit.generative.common import IMAGE_SHAPE, latent_names
 from ppl_audit.generative.gan import GAN, Critic, GANConfig, Generator, critic_gap, gradient_penalty, train_gan
