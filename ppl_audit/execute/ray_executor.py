@@ -39,16 +39,41 @@ def import_ray():
     return ray
 
 
-def _check_reachable(address: str) -> None:
-    """Refuse at once an address whose port refuses or does not answer (Ray itself retries for ~20 s)."""
+def _check_reachable(address: str, where: str = "") -> None:
+    """Refuse at once an address whose port refuses or does not answer (Ray itself retries for ~20 s, and
+    for minutes on an address whose cluster has gone); ``where`` says where the address came from."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise InvalidInputError(f"Ray address {address!r} is not HOST:PORT (or auto)")
+        raise InvalidInputError(f"Ray address {address!r}{where} is not HOST:PORT (or auto)")
     try:
         socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
     except OSError as exc:
-        raise InvalidInputError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; is "
+        raise InvalidInputError(f"cannot reach the Ray cluster at {address}{where}: {exc.strerror or exc}; is "
                                 "`ray start --head` running there?") from None
+
+
+def _auto_address() -> str | None:
+    """The cluster ``auto`` means, checked for reach: ``RAY_ADDRESS``, else a running instance on this
+    machine, else the one Ray last recorded (``ray start``); ``None``: none, so start a local one.
+
+    Ray records the last head it started in a file that outlives the cluster; connecting to that address
+    retries for minutes, so a recorded address that no longer answers counts as no cluster."""
+    if os.environ.get("RAY_ADDRESS"):
+        _check_reachable(os.environ["RAY_ADDRESS"], " (RAY_ADDRESS)")  # asked for by name: refuse, not replace
+        return os.environ["RAY_ADDRESS"]
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:  # another Ray layout: leave the search to ray.init
+        return "auto"
+    try:
+        found = get_ray_address_from_environment("auto", None)
+    except ConnectionError:  # no cluster found
+        return None
+    try:
+        _check_reachable(found)
+    except InvalidInputError:
+        return None
+    return found
 
 
 @contextmanager
@@ -87,13 +112,17 @@ def connect(address: str = DEFAULT_ADDRESS) -> bool:
         if address == "local":
             ray.init(address="local", **options)
             return True
+        target = _auto_address() if address == "auto" else address
+        if target is None:  # auto, and no cluster answers: a local one
+            ray.init(address="local", **options)
+            return True
         try:
-            ray.init(address=address, **options)
+            ray.init(address=target, **options)
             return False
         except ConnectionError as exc:
             if address != "auto":
                 raise InvalidInputError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
-        ray.init(address="local", **options)  # auto, and no cluster is running: a local one
+        ray.init(address="local", **options)  # auto, and the cluster found would not take us: a local one
         return True
 
 

@@ -55,6 +55,57 @@ def test_an_unreachable_address_fails_at_once_naming_it():
         make_executor("ray", "nowhere")
 
 
+@pytest.fixture
+def fake_ray_init(monkeypatch):
+    """``connect``'s calls to ``ray.init`` recorded, none made; ``found`` sets the cluster Ray would find."""
+    ray = pytest.importorskip("ray")
+    import ray._private.services as services
+
+    calls, found = [], {"address": None}
+
+    def find(addr, temp_dir):
+        if found["address"] is None:
+            raise ConnectionError("Could not find any running Ray instance.")
+        return found["address"]
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs["address"]))
+    monkeypatch.setattr(services, "get_ray_address_from_environment", find)
+    return calls, found
+
+
+def test_auto_starts_a_local_instance_where_ray_recorded_a_cluster_that_has_gone(fake_ray_init):
+    """Ray's record of the last head outlives it, and ray.init('auto') then retried for minutes."""
+    from ppl_audit.execute.ray_executor import connect
+
+    calls, found = fake_ray_init
+    found["address"] = "127.0.0.1:1"  # recorded, but nothing listens: refused at once
+    assert connect("auto") is True and calls == ["local"]
+    found["address"] = None  # no cluster at all
+    assert connect("auto") is True and calls == ["local", "local"]
+
+
+def test_auto_joins_a_recorded_cluster_that_answers(fake_ray_init):
+    import socket
+
+    from ppl_audit.execute.ray_executor import connect
+
+    calls, found = fake_ray_init
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        found["address"] = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert connect("auto") is False and calls == [found["address"]]
+
+
+def test_auto_refuses_an_unreachable_ray_address_from_the_environment(fake_ray_init, monkeypatch):
+    from ppl_audit.execute.ray_executor import connect
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(InvalidInputError, match=r"cannot reach the Ray cluster at 127.0.0.1:1 \(RAY_ADDRESS\)"):
+        connect("auto")
+    assert fake_ray_init[0] == []
+
+
 def test_current_executor_is_local_unless_a_block_sets_one():
     assert current_executor().kind == "local"
 
