@@ -119,10 +119,11 @@ class CubeDensity:
         self.lock = threading.Lock()
 
     def latents(self, u: np.ndarray) -> torch.Tensor:
+        """The prior's latents at cube points ``u``, on the level set's device (the peers hand numpy)."""
         from ppl_audit.errors import InvalidInputError
 
         try:
-            z = self.prior.from_unit_cube(torch.as_tensor(np.atleast_2d(u), dtype=torch.float64))
+            z = self.prior.from_unit_cube(torch.as_tensor(np.atleast_2d(u), dtype=torch.float64, device=self.device))
         except InvalidInputError as exc:
             raise PeerInputError(f"{self.peer}: the prior transform's input left the unit cube: {exc}") from None
         return z.to(torch.float32)
@@ -133,7 +134,7 @@ class CubeDensity:
             z = self.latents(u)
             if not torch.isfinite(self.prior.log_prob(z)).all():
                 raise PeerInputError(f"{self.peer}: the prior transform returned latents outside the prior's support")
-            probs = self.level_set.predict(z.to(self.device)).double().cpu().numpy()
+            probs = self.level_set.predict(z).double().cpu().numpy()
         with self.lock:
             self.evaluations += u.shape[0]
             for row, p in zip(u, probs):
@@ -144,7 +145,7 @@ class CubeDensity:
         u = np.atleast_2d(np.asarray(u, dtype=np.float64))
         probs = self.predict(u)
         with torch.no_grad():
-            log_l = self.level_set.log_likelihood(torch.from_numpy(probs)).numpy()
+            log_l = self.level_set.log_likelihood(torch.from_numpy(probs).to(self.device)).cpu().numpy()
         bad = np.isnan(log_l) | (log_l == np.inf)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -162,7 +163,7 @@ class CubeDensity:
         if missing:
             for i, p in zip(missing, self.predict(u[missing])):
                 probs[i] = p
-        x = np.concatenate([self.latents(u).double().numpy(), np.stack(probs)], axis=1)
+        x = np.concatenate([self.latents(u).double().cpu().numpy(), np.stack(probs)], axis=1)
         mean = w @ x
         sd = np.sqrt(np.clip(w @ (x - mean) ** 2, 0, None))
         return mean, sd, float(1.0 / np.square(w).sum())
