@@ -7,12 +7,14 @@ its own cluster with ``ray start --head`` on the loopback address and a worker n
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,6 +35,15 @@ pytestmark = pytest.mark.timeout(600)
 TINY = dict(num_particles=32, num_steps=8, num_samples=32, num_prior_samples=50, device="cpu")
 WORLDS = ("house-rocket", "house-rocket-circle")  # the demo's worlds and its four targets: eight units
 TARGETS_TWO = (TargetSpec("ambiguous", (0.5, 0.5), 10.0), TargetSpec("rocket", (0.1, 0.9), 10.0))
+
+
+@pytest.fixture(autouse=True)
+def one_ray_test_at_a_time():
+    """The Ray tests of two xdist workers one at a time, machine-wide: the killed-worker test finds its victim
+    by process title, and would otherwise kill the other instance's unit of the same name."""
+    with open(Path(tempfile.gettempdir()) / "ppl-audit-ray-tests.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # the lock goes with the file
 
 
 @pytest.fixture(scope="module")
