@@ -58,6 +58,7 @@ from torch import nn
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
 from ppl_audit.classifiers.base import Classifier, check_images
+from ppl_audit.classifiers.pooling import max_pool_2x2
 from ppl_audit.classifiers.lenet import (
     IMAGE_SIDE,
     MNIST_CLASS_NAMES,
@@ -100,8 +101,8 @@ def _network(x: torch.Tensor, layer: Callable[[str, torch.Tensor], torch.Tensor]
     Flipout estimator, so that they cannot drift apart.
     """
     h = (x - MNIST_PIXEL_MEAN) / MNIST_PIXEL_STD
-    h = F.max_pool2d(F.relu(layer("conv1", h)), 2)  # 28 -> 28 -> 14
-    h = F.max_pool2d(F.relu(layer("conv2", h)), 2)  # 14 -> 10 -> 5
+    h = max_pool_2x2(F.relu(layer("conv1", h)))  # 28 -> 28 -> 14
+    h = max_pool_2x2(F.relu(layer("conv2", h)))  # 14 -> 10 -> 5
     h = h.flatten(1)
     h = F.relu(layer("fc1", h))
     h = F.relu(layer("fc2", h))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ppl_audit.classifiers.base import DEFAULT_CHUNK_SIZE, Classifier
+from ppl_audit.classifiers.pooling import MaxPool2x2
 
 
 class PatchCNN(nn.Module):
@@ -43,10 +44,10 @@ class PatchCNN(nn.Module):
             nn.ReLU(),
             nn.Conv2d(channels // 2, channels, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Conv2d(channels, channels, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Flatten(),
             nn.Linear(channels * side * side, hidden),
             nn.ReLU(),

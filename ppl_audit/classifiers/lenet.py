@@ -27,6 +27,7 @@ from torch import nn
 from ppl_audit._device import resolve_device
 from ppl_audit.cards import ModelCard
 from ppl_audit.classifiers.cnn import TorchClassifier
+from ppl_audit.classifiers.pooling import MaxPool2x2
 from ppl_audit.progress import ProgressFn, report
 from ppl_audit.training import (
     CardConfig,
@@ -76,10 +77,10 @@ class LeNet5(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, kernel_size=5, padding=2),  # 28 -> 28 (LeCun's 32 x 32 input)
             nn.ReLU(),
-            nn.MaxPool2d(2),  # -> 14
+            MaxPool2x2(),  # -> 14
             nn.Conv2d(c1, c2, kernel_size=5),  # -> 10
             nn.ReLU(),
-            nn.MaxPool2d(2),  # -> 5
+            MaxPool2x2(),  # -> 5
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),

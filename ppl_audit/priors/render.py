@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -82,6 +83,7 @@ def render_shapes(
     *,
     softness: float = EDGE_SOFTNESS,
     blur_sigma: float = BLUR_SIGMA,
+    in_place: bool | None = None,
 ) -> torch.Tensor:
     """Render a batch of houses/rockets, shape ``(N, 1, CANVAS_SIZE, CANVAS_SIZE)``.
 
@@ -95,6 +97,10 @@ def render_shapes(
         Edge softness in pixels; ``-> 0`` gives the hard render.
     blur_sigma : float
         Standard deviation of the final Gaussian blur; 0 disables it.
+    in_place : bool, optional
+        Update the full-size intermediate images in place. The default does so unless autograd
+        records through a latent (in-place updates would overwrite what the backward pass needs);
+        both ways give the same bits.
 
     Returns
     -------
@@ -109,37 +115,63 @@ def render_shapes(
     """
     xs, ys = _coordinates(w.device, w.dtype)
     w, h, t = (v.reshape(-1, 1, 1) for v in (w, h, t))
+    if in_place is None:
+        in_place = not (torch.is_grad_enabled() and any(v.requires_grad for v in (w, h, t, *(circle or ()))))
+    op = _IN_PLACE if in_place else _DIFFERENTIABLE
     t_safe = t.clamp(min=_MIN_EXTENT)
     half_width = 0.5 * w
     dx = (xs - CENTRE_X).abs()
     top = GROUND_Y - h
 
-    rectangle = (
-        torch.sigmoid((half_width - dx) / softness)
-        * torch.sigmoid((ys - top) / softness)
-        * torch.sigmoid((GROUND_Y - ys) / softness)
-    )
+    def inside_width():  # (N, 1, W); built at each use, so autograd sums its gradients as it always did
+        return torch.sigmoid((half_width - dx) / softness)
+
+    rectangle = op.mul(inside_width() * torch.sigmoid((ys - top) / softness), torch.sigmoid((GROUND_Y - ys) / softness))
     # Triangle: at row y its half-width is half_width * (y - apex) / t; the
     # horizontal gap is scaled to a perpendicular distance to the slanted edge.
     apex = top - t_safe
     slope = half_width / t_safe
-    slanted = (slope * (ys - apex) - dx) / torch.sqrt(1 + slope * slope)
+    slanted = op.div(slope * (ys - apex) - dx, torch.sqrt(1 + slope * slope))
     # The triangle reaches SEAM_OVERLAP px into the rectangle (clipped to its
     # width) so that the union has no dim seam where two soft edges meet.
-    triangle = (
-        torch.sigmoid(slanted / softness)
-        * torch.sigmoid((top + SEAM_OVERLAP - ys) / softness)
-        * torch.sigmoid((half_width - dx) / softness)
-    )
-    triangle = triangle * (t > 0).to(w.dtype)
-    image = torch.maximum(rectangle, triangle)
+    triangle = op.mul(op.sigmoid(op.div(slanted, softness)), torch.sigmoid((top + SEAM_OVERLAP - ys) / softness))
+    triangle = op.mul(op.mul(triangle, inside_width()), (t > 0).to(w.dtype))
+    image = op.maximum(rectangle, triangle)
 
     if circle is not None:
         r, cx, cy = (v.reshape(-1, 1, 1) for v in circle)
-        distance = torch.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
-        image = torch.maximum(image, torch.sigmoid((r - distance) / softness))
+        distance = op.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
+        image = op.maximum(image, op.sigmoid(op.div(op.subtract_from(r, distance), softness)))
 
-    return gaussian_blur(image.unsqueeze(1), blur_sigma).clamp(0.0, 1.0)
+    return op.clamp(gaussian_blur(image.unsqueeze(1), blur_sigma), 0.0, 1.0)
+
+
+class _Ops(NamedTuple):
+    """The element-wise operations :func:`render_shapes` applies to full-size ``(N, H, W)`` tensors.
+
+    Without autograd recording they write into their first argument, a tensor the render made: on a
+    CPU a fresh full-size tensor costs about as much as the arithmetic, and in place rounds the same.
+    """
+
+    mul: Callable
+    div: Callable
+    sigmoid: Callable
+    sqrt: Callable
+    subtract_from: Callable  # subtract_from(a, b) = a - b, written into b
+    maximum: Callable
+    clamp: Callable
+
+
+_DIFFERENTIABLE = _Ops(torch.mul, torch.div, torch.sigmoid, torch.sqrt, torch.sub, torch.maximum, torch.clamp)
+_IN_PLACE = _Ops(
+    torch.Tensor.mul_,
+    torch.Tensor.div_,
+    torch.Tensor.sigmoid_,
+    torch.Tensor.sqrt_,
+    lambda a, b: b.neg_().add_(a),  # -b + a is a - b exactly
+    lambda a, b: torch.maximum(a, b, out=a),
+    torch.Tensor.clamp_,
+)
 
 
 __all__ = [

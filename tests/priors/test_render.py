@@ -53,3 +53,33 @@ def test_blur_preserves_mass_away_from_the_border():
     y = gaussian_blur(x, 1.0)
     assert abs(float(y.sum()) - 1.0) < 1e-5
     assert y[0, 0, 8, 8] == y.max()
+
+
+def _latents(n, circle, generator):
+    """Latents over and past the world's ranges: degenerate roofs (t <= 0) and disks off the canvas too."""
+    u = torch.rand(n, 6, generator=generator)
+    w, h, t = 2 + 40 * u[:, 0], 2 + 50 * u[:, 1], -5 + 30 * u[:, 2]
+    disk = (20 * u[:, 3], -10 + 84 * u[:, 4], -10 + 84 * u[:, 5]) if circle else None
+    return w, h, t, disk
+
+
+def test_in_place_render_gives_the_same_bits_as_the_differentiable_one():
+    # The in-place path (sampling under no_grad) must be the autograd path's arithmetic, not an approximation.
+    generator = torch.Generator().manual_seed(0)
+    for circle in (False, True):
+        w, h, t, disk = _latents(64, circle, generator)
+        for blur in (1.0, 0.0):
+            fresh = render_shapes(w, h, t, disk, blur_sigma=blur, in_place=False)
+            assert torch.equal(render_shapes(w, h, t, disk, blur_sigma=blur, in_place=True), fresh)
+            assert torch.equal(render_shapes(w, h, t, disk, blur_sigma=blur), fresh)  # the default, no grad
+
+
+def test_render_records_gradients_only_through_the_out_of_place_path():
+    generator = torch.Generator().manual_seed(1)
+    w, h, t, disk = _latents(5, True, generator)
+    latents = torch.stack([w, h, t, *disk], 1).requires_grad_(True)
+    image = render_shapes(*latents[:, :3].unbind(1), tuple(latents[:, 3:].unbind(1)))  # in_place chosen: False
+    (grad,) = torch.autograd.grad(image.sum(), latents)
+    assert torch.isfinite(grad).all() and grad[:, :3].abs().sum() > 0
+    with torch.no_grad():  # no recording, so in place, and the same image
+        assert torch.equal(render_shapes(*latents[:, :3].unbind(1), tuple(latents[:, 3:].unbind(1))), image.detach())

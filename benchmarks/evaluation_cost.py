@@ -1,0 +1,122 @@
+"""What one level-set evaluation costs on the house/rocket worlds: the render and the classifier, each the
+way it ran before and the way it runs now, in one run.
+
+A gradient-free sampler (SMC, MH) renders a batch of latents and classifies the images under ``no_grad``,
+in chunks of 256 (``DEFAULT_CHUNK_SIZE``). Two changes made that cheaper without changing a bit:
+
+* ``render``: the renderer's full-size intermediate images updated in place (``in_place=True``, the
+  default without autograd) against fresh tensors for every operation (``in_place=False``, what autograd
+  needs and what ran before);
+* ``classify``: the house/rocket CNN with its 2x2 max pooling as two strided maxima
+  (:class:`~ppl_audit.classifiers.pooling.MaxPool2x2`) against ``nn.MaxPool2d(2)``, whose CPU kernel also
+  computes the argmax indices that only a backward pass needs.
+
+The variants are timed interleaved (``--repeats`` rounds, the median kept) so that a busy machine slows
+them alike; the ratios are what to read. Every row also checks that both variants give the same bits.
+
+Run (from the repository root; the CNN is trained on first use, under a minute):
+      .venv/bin/python benchmarks/evaluation_cost.py          # results/evaluation_cost.json
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from _common import one_seed, parse, parser, print_table, set_threads, write_results
+
+import ppl_audit as pa
+from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
+from ppl_audit.classifiers.pooling import MaxPool2x2
+from ppl_audit.priors.house_rocket import CLASS_NAMES, make_world
+from ppl_audit.priors.render import render_shapes
+
+CHUNK = 256  # a sampler's evaluation chunk (ppl_audit.classifiers.base.DEFAULT_CHUNK_SIZE)
+QUICK = {"particles": 64, "repeats": 2, "worlds": ["house-rocket"]}
+
+
+def _with_torch_pooling(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose :class:`MaxPool2x2` layers are ``nn.MaxPool2d(2)`` again (no state moves)."""
+    import copy
+
+    before = copy.deepcopy(module)
+    for name, child in list(before.named_modules()):
+        for key, layer in list(child.named_children()):
+            if isinstance(layer, MaxPool2x2):
+                setattr(child, key, nn.MaxPool2d(2))
+    return before
+
+
+def _median_rates(variants: dict, n: int, repeats: int) -> dict:
+    """Evaluations per second of each variant ``{name: fn}``, the median of ``repeats`` interleaved rounds."""
+    times = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()  # warm-up: allocator, caches, oneDNN primitives
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: n / statistics.median(ts) for name, ts in times.items()}
+
+
+def _measure(world_name: str, classifier: TorchClassifier, particles: int, repeats: int, seed: int) -> list[dict]:
+    world = make_world(world_name)
+    z = world.sample(particles, generator=torch.Generator().manual_seed(seed))
+    chunks = z.split(CHUNK)
+
+    def render(in_place):
+        latents = [(c[:, 0], c[:, 1], c[:, 2], (c[:, 3], c[:, 4], c[:, 5]) if world.circle else None)
+                   for c in chunks]
+        return lambda: [render_shapes(*a, in_place=in_place) for a in latents]
+
+    before = TorchClassifier(_with_torch_pooling(classifier.module), classifier.class_names)
+    images = torch.cat(render(True)())
+    rows = []
+    with torch.no_grad():
+        same_render = torch.equal(torch.cat(render(False)()), images)
+        same_probs = torch.equal(before.probs(images), classifier.probs(images))
+        rates = _median_rates({"render before": render(False), "render now": render(True),
+                               "classify before": lambda: before.probs(images),
+                               "classify now": lambda: classifier.probs(images)}, particles, repeats)
+    for part, same in (("render", same_render), ("classify", same_probs)):
+        rows.append({"world": world_name, "part": part, "before_per_second": round(rates[f"{part} before"]),
+                     "now_per_second": round(rates[f"{part} now"]),
+                     "speed_up": round(rates[f"{part} now"] / rates[f"{part} before"], 2), "same_bits": same})
+    both = {when: 1 / (1 / rates[f"render {when}"] + 1 / rates[f"classify {when}"]) for when in ("before", "now")}
+    rows.append({"world": world_name, "part": "render + classify", "before_per_second": round(both["before"]),
+                 "now_per_second": round(both["now"]), "speed_up": round(both["now"] / both["before"], 2),
+                 "same_bits": same_render and same_probs})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = parser(__file__, __doc__)
+    p.add_argument("--particles", type=int, default=4096, help="latents per timed pass (default 4096)")
+    p.add_argument("--repeats", type=int, default=15, help="interleaved rounds; the median is kept (default 15)")
+    p.add_argument("--worlds", nargs="+", default=["house-rocket", "house-rocket-circle"])
+    p.add_argument("--threads", type=int, default=None)
+    args = parse(p, argv, quick=QUICK)
+    seed = one_seed(args)
+    set_threads(args.threads)
+    torch.manual_seed(seed)
+    if args.quick:  # an untrained network of the card's shape: the costs, not the predictions, are measured
+        classifier = TorchClassifier(PatchCNN(2, 64, channels=32, hidden=64), CLASS_NAMES)
+    else:
+        classifier = pa.load_model("house-rocket-cnn", cache=args.cache_dir).model
+    rows = [row for world in args.worlds for row in _measure(world, classifier, args.particles, args.repeats, seed)]
+    print(f"evaluations per second, median of {args.repeats} interleaved rounds of {args.particles} latents in "
+          f"chunks of {CHUNK} (torch threads {torch.get_num_threads()})")
+    print_table(["world", "part", "before /s", "now /s", "speed-up", "same bits"],
+                [[r["world"], r["part"], r["before_per_second"], r["now_per_second"], r["speed_up"], r["same_bits"]]
+                 for r in rows])
+    write_results(args, {"seed": seed, "particles": args.particles, "repeats": args.repeats, "chunk": CHUNK,
+                         "torch_threads": torch.get_num_threads(), "rows": rows})
+    return 0 if all(r["same_bits"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
