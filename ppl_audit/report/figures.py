@@ -239,7 +239,9 @@ def score_histogram(
         v = values.detach().cpu().numpy()
         counts, _ = np.histogram(v, bins=edges)
         data["counts"][label] = counts.tolist()
-        ax.hist(v, bins=edges, density=True, alpha=0.55, label=f"{label} (n={len(v)})")
+        # one step patch per group: hist's bar per bin cost 0.1 s a group in matplotlib's artists
+        density = counts / max(counts.sum(), 1) / np.diff(edges)
+        ax.stairs(density, edges, fill=True, alpha=0.55, label=f"{label} (n={len(v)})")
     if band is not None:
         ax.axvspan(*band, color="grey", alpha=0.15, label=f"band {band[0]:.2f}-{band[1]:.2f}")
     if target is not None:
@@ -249,7 +251,9 @@ def score_histogram(
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    # fixed margins (inches: log tick labels and the y label on the left, the title on top): a layout engine
+    # draws the figure once more to measure it, half of this figure's time
+    fig.subplots_adjust(left=0.8 / 6.0, right=1 - 0.15 / 6.0, bottom=0.55 / 3.4, top=1 - 0.35 / 3.4)
     return Figure(name, title, caption, png_bytes(fig), data)
 
 
