@@ -13,6 +13,8 @@ in chunks of 256 (``DEFAULT_CHUNK_SIZE``). Two changes made that cheaper without
 
 The variants are timed interleaved (``--repeats`` rounds, the median kept) so that a busy machine slows
 them alike; the ratios are what to read. Every row also checks that both variants give the same bits.
+The ``level set`` rows sample one whole target the demo samples (the default SMC, 1,000 particles, seed 0)
+both ways, ``--levelset-repeats`` times each in turn: what the sampler gains, its own work included.
 
 Run (from the repository root; the CNN is trained on first use, under a minute):
       .venv/bin/python benchmarks/evaluation_cost.py          # results/evaluation_cost.json
@@ -31,11 +33,13 @@ from _common import one_seed, parse, parser, print_table, set_threads, write_res
 import ppl_audit as pa
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.classifiers.pooling import MaxPool2x2
-from ppl_audit.priors.house_rocket import CLASS_NAMES, make_world
+from ppl_audit.priors.house_rocket import CLASS_NAMES, HouseRocketWorld, make_world
 from ppl_audit.priors.render import render_shapes
+from ppl_audit.sampling import sample_level_set
 
 CHUNK = 256  # a sampler's evaluation chunk (ppl_audit.classifiers.base.DEFAULT_CHUNK_SIZE)
-QUICK = {"particles": 64, "repeats": 2, "worlds": ["house-rocket"]}
+QUICK = {"particles": 64, "repeats": 2, "worlds": ["house-rocket"], "levelset_repeats": 1, "levelset_particles": 64}
+LEVEL_SET = ((0.5, 0.5), 10.0)  # the demo's ambiguous target: prediction and concentration
 
 
 def _with_torch_pooling(module: nn.Module) -> nn.Module:
@@ -48,6 +52,36 @@ def _with_torch_pooling(module: nn.Module) -> nn.Module:
             if isinstance(layer, MaxPool2x2):
                 setattr(child, key, nn.MaxPool2d(2))
     return before
+
+
+class _OutOfPlaceWorld(HouseRocketWorld):
+    """The world rendered as before: fresh tensors for every full-size operation."""
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        circle = (z[:, 3], z[:, 4], z[:, 5]) if self.circle else None
+        return render_shapes(z[:, 0], z[:, 1], z[:, 2], circle, in_place=False)
+
+
+def _level_set_rows(world_name: str, classifier: TorchClassifier, particles: int, repeats: int, seed: int):
+    """Seconds to sample the demo's ambiguous target before and now, in turn, and whether the samples agree."""
+    worlds = {"before": _OutOfPlaceWorld(circle=world_name == "house-rocket-circle"), "now": make_world(world_name)}
+    classifiers = {"before": TorchClassifier(_with_torch_pooling(classifier.module), classifier.class_names),
+                   "now": classifier}
+    def sample(when):
+        return sample_level_set(worlds[when], classifiers[when], LEVEL_SET[0], concentration=LEVEL_SET[1],
+                                num_particles=particles, seed=seed, device="cpu")
+
+    sample("now")  # warm-up, untimed: lazy imports and kernels' first calls
+    seconds, latents = {"before": [], "now": []}, {}
+    for k in range(repeats):
+        for when in ("before", "now") if k % 2 == 0 else ("now", "before"):  # the order alternates: drift cancels
+            start = time.perf_counter()
+            latents[when] = sample(when).latents
+            seconds[when].append(time.perf_counter() - start)
+    before, now = statistics.median(seconds["before"]), statistics.median(seconds["now"])
+    return [{"world": world_name, "part": f"level set, {particles} particles (seconds)",
+             "before_per_second": round(before, 2), "now_per_second": round(now, 2),
+             "speed_up": round(before / now, 2), "same_bits": torch.equal(latents["before"], latents["now"])}]
 
 
 def _median_rates(variants: dict, n: int, repeats: int) -> dict:
@@ -98,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--particles", type=int, default=4096, help="latents per timed pass (default 4096)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds; the median is kept (default 15)")
     p.add_argument("--worlds", nargs="+", default=["house-rocket", "house-rocket-circle"])
+    p.add_argument("--levelset-repeats", type=int, default=2, help="level sets sampled each way (default 2)")
+    p.add_argument("--levelset-particles", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
     args = parse(p, argv, quick=QUICK)
     seed = one_seed(args)
@@ -108,9 +144,11 @@ def main(argv=None) -> int:
     else:
         classifier = pa.load_model("house-rocket-cnn", cache=args.cache_dir).model
     rows = [row for world in args.worlds for row in _measure(world, classifier, args.particles, args.repeats, seed)]
+    rows += [row for world in args.worlds
+             for row in _level_set_rows(world, classifier, args.levelset_particles, args.levelset_repeats, seed)]
     print(f"evaluations per second, median of {args.repeats} interleaved rounds of {args.particles} latents in "
           f"chunks of {CHUNK} (torch threads {torch.get_num_threads()})")
-    print_table(["world", "part", "before /s", "now /s", "speed-up", "same bits"],
+    print_table(["world", "part", "before /s (s)", "now /s (s)", "speed-up", "same bits"],
                 [[r["world"], r["part"], r["before_per_second"], r["now_per_second"], r["speed_up"], r["same_bits"]]
                  for r in rows])
     write_results(args, {"seed": seed, "particles": args.particles, "repeats": args.repeats, "chunk": CHUNK,
