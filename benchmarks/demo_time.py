@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import missing_cards, parse, parser, print_table, skip, write_results
+from _common import best_time, missing_cards, parse, parser, print_table, skip, write_results
 
 LIMITS = {"first_run": 300.0, "cached_run": 90.0}  # seconds on 2 CPU cores (issue 21's, for the cached run)
 QUICK_COMMAND = ["levelset", "--world", "house-rocket", "--target", "0.5,0.5", "--particles", "20", "--steps", "5",
@@ -41,8 +41,6 @@ def _run(cache: str, out: Path, command: list[str], seed: int) -> float:
 def _raw_rate(cache: str, repeats: int = 5) -> float:
     """House/rocket-circle latents rendered and classified per second (the best of ``repeats`` passes)."""
     import torch
-
-    from _common import best_time
 
     import ppl_audit as pa
     from ppl_audit.levelset import LevelSet

@@ -28,33 +28,21 @@ import statistics
 import time
 
 import torch
-from torch import nn
 
-from _common import one_seed, parse, parser, print_table, set_threads, write_results
+from _common import one_seed, parse, parser, print_table, set_threads, tests_module, write_results
 
 import ppl_audit as pa
 from ppl_audit.classifiers.cnn import PatchCNN, TorchClassifier
 from ppl_audit.classifiers.lenet import LeNet5
-from ppl_audit.classifiers.pooling import MaxPool2x2
+from ppl_audit.classifiers.base import DEFAULT_CHUNK_SIZE
 from ppl_audit.priors.house_rocket import CLASS_NAMES, HouseRocketWorld, make_world
 from ppl_audit.priors.render import render_shapes
 from ppl_audit.sampling import sample_level_set
 
-CHUNK = 256  # a sampler's evaluation chunk (ppl_audit.classifiers.base.DEFAULT_CHUNK_SIZE)
+CHUNK = DEFAULT_CHUNK_SIZE  # a sampler's evaluation chunk
+_with_torch_pooling = tests_module("classifiers.test_pooling").with_torch_pooling  # the network as it was
 QUICK = {"particles": 64, "repeats": 2, "worlds": ["house-rocket"], "levelset_repeats": 1, "levelset_particles": 64}
 LEVEL_SET = ((0.5, 0.5), 10.0)  # the demo's ambiguous target: prediction and concentration
-
-
-def _with_torch_pooling(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose :class:`MaxPool2x2` layers are ``nn.MaxPool2d(2)`` again (no state moves)."""
-    import copy
-
-    before = copy.deepcopy(module)
-    for name, child in list(before.named_modules()):
-        for key, layer in list(child.named_children()):
-            if isinstance(layer, MaxPool2x2):
-                setattr(child, key, nn.MaxPool2d(2))
-    return before
 
 
 class _OutOfPlaceWorld(HouseRocketWorld):

@@ -37,6 +37,11 @@ def _show(ax, image: torch.Tensor, label: str, colour: str = "black") -> None:
     ax.set_axis_off()
 
 
+def _cell(h: int, w: int) -> tuple[int, int]:
+    """The label band above a ``h x w`` tile and the gap around it, in the tile's pixels."""
+    return round(LABEL_BAND * h), max(1, round(TILE_GAP * w))
+
+
 def _mosaic(images: torch.Tensor, rows: int, columns: int) -> np.ndarray:
     """``images`` ``(n, C, H, W)`` as one RGB array of ``rows x columns`` cells on white, each cell a band
     for its label (``LABEL_BAND`` of a tile's height) above the tile and a gap (``TILE_GAP``) around it.
@@ -45,7 +50,7 @@ def _mosaic(images: torch.Tensor, rows: int, columns: int) -> np.ndarray:
     map's own mapping of ``[0, 1]``.
     """
     n, _, h, w = images.shape if images.ndim == 4 else (0, 1, 1, 1)
-    band, gap = round(LABEL_BAND * h), max(1, round(TILE_GAP * w))
+    band, gap = _cell(h, w)
     cell_h, cell_w = band + h + gap, w + gap
     out = np.ones((rows * cell_h, columns * cell_w, 3), dtype=np.float32)
     tiles = images.detach().cpu().clamp(0, 1).float()
@@ -70,7 +75,7 @@ def _tile_grid(fig, box, images: torch.Tensor, labels: Sequence[str], colours: S
     if images.ndim != 4 or not len(images):
         return
     h, w = images.shape[-2:]
-    band, gap = round(LABEL_BAND * h), max(1, round(TILE_GAP * w))
+    band, gap = _cell(h, w)
     for i, (label, colour) in enumerate(zip(labels, colours)):
         r, c = divmod(i, columns)
         ax.text(c * (w + gap) + gap / 2 + w / 2, r * (band + h + gap) + band / 2, label, ha="center",
@@ -123,7 +128,8 @@ def ranked_gallery(
     rows = max(1, math.ceil(max(n, m) / columns))
     shape = images.shape if n else prior_images.shape
     h, w = (shape[-2], shape[-1]) if len(shape) == 4 else (1, 1)
-    cell_aspect = (round(LABEL_BAND * h) + h + max(1, round(TILE_GAP * w))) / (w + max(1, round(TILE_GAP * w)))
+    band, gap = _cell(h, w)
+    cell_aspect = (band + h + gap) / (w + gap)
     half_w, grid_h = TILE_INCHES * columns, TILE_INCHES * cell_aspect * rows
     width, height = 2 * half_w + SEPARATOR_INCHES + 0.2, grid_h + HEADER_INCHES + 0.1
     fig = MplFigure(figsize=(width, height))

@@ -1,5 +1,7 @@
 """2x2 max pooling as strided maxima: torch's values bit for bit, torch's own op wherever a gradient is taken."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,25 +45,21 @@ def test_gradients_are_torch_max_pools_even_with_ties():
 def test_networks_predict_as_with_nn_max_pool_and_keep_their_state_dict_keys(net, shape):
     torch.manual_seed(0)
     net.eval()
+    before = with_torch_pooling(net)
     x = torch.rand(shape)
-    keys = list(net.state_dict())
     with torch.no_grad():
-        ours = net(x)
-        theirs, swapped = _forward_with_torch_pooling(net, x)
-    assert swapped == 2 and torch.equal(ours, theirs)
-    assert keys == list(net.state_dict())  # cached weights of either version load into the other
+        assert torch.equal(net(x), before(x))
+    assert sum(isinstance(m, nn.MaxPool2d) for m in before.modules()) == 2
+    assert not any(isinstance(m, MaxPool2x2) for m in before.modules())
+    assert list(net.state_dict()) == list(before.state_dict())  # cached weights of either version load into the other
 
 
-def _forward_with_torch_pooling(net, x):
-    """``net(x)`` with every :class:`MaxPool2x2` swapped for ``nn.MaxPool2d(2)`` for the call, and the swaps."""
-    swapped = []
-    for parent in list(net.modules()):
+def with_torch_pooling(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every :class:`MaxPool2x2` swapped for ``nn.MaxPool2d(2)``: the network as it was
+    before (``benchmarks/evaluation_cost.py`` times it too)."""
+    before = copy.deepcopy(module)
+    for parent in list(before.modules()):
         for key, child in list(parent.named_children()):
             if isinstance(child, MaxPool2x2):
                 setattr(parent, key, nn.MaxPool2d(2))
-                swapped.append((parent, key, child))
-    try:
-        return net(x), len(swapped)
-    finally:
-        for parent, key, child in swapped:
-            setattr(parent, key, child)
+    return before
