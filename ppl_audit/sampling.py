@@ -346,7 +346,8 @@ def _run_smc_once(level_set: LevelSet, prior: Prior, runs: int, particles_per_ru
 
     settings = dict(num_runs=runs, particles_per_run=particles_per_run,
                     num_final_draws=options.pop("num_final_draws", SMC_FINAL_DRAWS), generator=generator,
-                    extras_names=classes, progress=progress, device=device)
+                    extras_names=classes, progress=progress, device=device,
+                    log_likelihood_bound=level_set.log_likelihood_bound())
     space = options.pop("space", SMC_DEFAULT_SPACE)
     if space not in SMC_SPACES or (space == "normal" and not prior.normal_dim):
         raise InvalidInputError(f"smc option space must be one of {', '.join(SMC_SPACES)} ('normal' needs a prior "
@@ -486,7 +487,7 @@ def _smc_through(to_latent, log_prior, sample, space_names, space: str, log_like
 SAMPLER_ARGUMENTS_SET_BY_ENGINE = frozenset({
     "generator", "latent_names", "extras_names", "progress", "device", "num_runs", "particles_per_run",
     "superchains", "site", "model_args", "model_kwargs", "num_chains", "num_warmup", "num_samples", "seed",
-    "extras_fn", "log_density_fn", "num_steps",
+    "extras_fn", "log_density_fn", "num_steps", "log_likelihood_bound",
 })
 # Options sample_level_set itself reads before the backend: name -> annotation (as a backend's would read).
 ENGINE_OPTIONS = {"smc": {"space": "str", "max_rounds": "int", "min_particles_per_run": "int", "run_groups": "int"}}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ppl_audit.errors import InvalidInputError, ModelOutputError
-from ppl_audit.levelset import LevelSet, dirichlet_log_likelihood, validate_target
+from ppl_audit.levelset import LevelSet, dirichlet_log_likelihood, dirichlet_log_likelihood_max, validate_target
 from ppl_audit.priors import HouseRocketWorld
 
 
@@ -31,6 +31,39 @@ def test_dirichlet_helper_matches_pyro():
     target = torch.tensor([0.4, 0.6])
     ref = dist.Dirichlet(7.5 * probs).log_prob(target)
     assert torch.allclose(dirichlet_log_likelihood(probs, target, 7.5), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("target, concentration", [
+    ((0.5, 0.5), 10.0), ((0.001, 0.999), 20.0), ((0.001, 0.999), 1000.0), ((0.1,) * 10, 3000.0),
+    ((0.46, 0.46) + (0.01,) * 8, 100.0), ((0.2, 0.3, 0.5), 0.5),
+])
+def test_dirichlet_maximum_bounds_every_prediction_and_is_reached(target, concentration):
+    t = torch.tensor(target, dtype=torch.float64)
+    top = dirichlet_log_likelihood_max(t, concentration)
+    # 20,000 predictions around the target and across the simplex stay below it (float64 rounding aside) ...
+    g = torch.Generator().manual_seed(0)
+    near = torch.softmax(t.log() + 0.5 * torch.randn(10_000, len(t), generator=g, dtype=torch.float64), -1)
+    anywhere = torch.distributions.Dirichlet(torch.ones(len(t), dtype=torch.float64)).sample((10_000,))
+    values = dirichlet_log_likelihood(torch.cat([near, anywhere]), t, concentration)
+    assert float(values.max()) <= top + 1e-9
+    # ... and gradient ascent over the logits from the target ends at it.
+    logits = t.log().clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=0.05)
+    for _ in range(2000):
+        opt.zero_grad()
+        (-dirichlet_log_likelihood(torch.softmax(logits, -1)[None], t, concentration)).sum().backward()
+        opt.step()
+    reached = float(dirichlet_log_likelihood(torch.softmax(logits.detach(), -1)[None], t, concentration))
+    assert reached == pytest.approx(top, abs=1e-4)
+
+
+def test_level_set_likelihood_bound_is_the_relaxations_maximum():
+    world = HouseRocketWorld()
+    gaussian = LevelSet(world, _soft_classifier, [0.3, 0.7], relaxation="gaussian", sigma=0.05)
+    at_target = gaussian.log_likelihood(torch.tensor([[0.3, 0.7]]))
+    assert gaussian.log_likelihood_bound() == pytest.approx(float(at_target), abs=1e-5)
+    dirichlet = LevelSet(world, _soft_classifier, [0.001, 0.999], concentration=20.0)
+    assert dirichlet.log_likelihood_bound() == dirichlet_log_likelihood_max(torch.tensor([0.001, 0.999]), 20.0)
 
 
 def test_saturated_prediction_keeps_the_log_density_finite():

@@ -45,7 +45,7 @@ DEFAULT_CONCENTRATION = 1000.0  # a tight level set: its predictions stay within
 INTERVAL_LEVEL = 0.95  # q's interval: Student's t over the runs' estimates
 # q averages a run's particles, so it carries an SMC bias of O(1 / particles per run) that the runs' spread
 # does not show: on a three-class world with known answers, runs of 125 put q 2.6 SE high on average, runs
-# of 512 within 0.1 SE (benchmarks/calibration_reference.py, README "Calibration on level sets").
+# of 500 0.4-0.8 SE and runs of 1000 about 0.5 SE (README "Calibration on level sets").
 PARTICLES_PER_RUN = 500
 MAX_GRID = 99
 MODES = ("pair", "confidence")

@@ -50,6 +50,7 @@ class SMCRunInfo(TypedDict):
     acceptance_per_step: list[float]  # every MH move, final draws included
     proposal_scale_factor: list[float]  # R factors c_r
     proposal_scale: list[list[float]]  # R lists of D per-latent scales of the final draws
+    guarded_stages: list[int]  # R counts of stages whose step the likelihood's bound held back
     # Set when several results' runs are pooled into superchains (ppl_audit.inference.smc.pool_runs):
     rounds: NotRequired[int]  # results pooled: the runs in each superchain
     log_evidence_superchains: NotRequired[list[float]]  # log of each superchain's mean evidence

@@ -11,7 +11,10 @@ One stage (Del Moral et al. 2006; Jasra et al. 2011; Chopin & Papaspiliopoulos
 1. each run picks its next inverse temperature ``beta'`` so that the ESS of the
    incremental weights ``(beta' - beta) * loglik`` is ``target_ess_fraction * M``
    (:func:`~ppl_audit.inference.kernels.smc.next_temperature`), or
-   ``slow_ess_fraction * M`` after a stage whose moves rarely accepted;
+   ``slow_ess_fraction * M`` after a stage whose moves rarely accepted; where the
+   likelihood's maximum is known, a virtual particle there counts in that ESS, so
+   that particles on a plateau of the likelihood cannot step past what none of
+   them has found (for at most ``GUARDED_STAGES`` stages of a run);
 2. the runs' log evidence grows by ``log mean`` of those weights;
 3. every run is resampled, at every stage (systematic resampling): the next
    temperature is chosen to drive the ESS down to the threshold, so a rule
@@ -79,6 +82,9 @@ MAX_MOVES = 30  # a cap on the cost of a stage (30 moves reach 0.9 at 7% accepta
 # A run whose moves accepted less than this over a stage tempers its next stage more gently
 # (slow_ess_fraction): where the moves barely renew the particles, smaller steps lose fewer of them.
 SLOW_ACCEPTANCE = 0.15
+# Stages a run may hold its step back for the likelihood's bound (next_temperature): the demo's plateau
+# runs needed 2-3 to find the slope, and a bound no particle can reach costs at most this many stages.
+GUARDED_STAGES = 10
 MIN_PARTICLES_PER_RUN_FITTED = 8  # independent/mixed moves fit each half-run (>= 4 points) to a mixture
 # A full-covariance component in D dimensions gets at least this many points
 # per dimension of its half-run; smaller runs fit fewer components (at least 1).
@@ -241,6 +247,7 @@ class TemperedTarget:
     log_likelihood_fn: LogLikelihoodFn
     has_extras: bool
     dtype: torch.dtype
+    log_likelihood_bound: float | None = None  # the likelihood's maximum, where known (next_temperature)
 
     def pack(self, lp: torch.Tensor, ll: torch.Tensor, extras: torch.Tensor | None) -> torch.Tensor:
         """``(N, 2 + E)`` columns: log prior, log likelihood, user extras."""
@@ -293,6 +300,7 @@ class SMCState:
     log_evidence: torch.Tensor  # (R,) each run's log Z estimate so far
     log_scale_factor: torch.Tensor  # (R,) log c_r of the random-walk proposal
     ess_target: torch.Tensor  # (R,) the ESS fraction each run's next reweighting keeps
+    guarded_stages: torch.Tensor  # (R,) stages whose step the likelihood's bound held back (GUARDED_STAGES)
 
     @property
     def num_runs(self) -> int:
@@ -335,7 +343,7 @@ def _check_standard_normal(log_prior: torch.Tensor, particles: torch.Tensor) -> 
 
 
 def init(particles: torch.Tensor, log_prior_fn: LogPriorFn, log_likelihood_fn: LogLikelihoodFn,
-         config: SMCConfig) -> tuple[SMCState, TemperedTarget]:
+         config: SMCConfig, log_likelihood_bound: float | None = None) -> tuple[SMCState, TemperedTarget]:
     """The state of every run at ``beta = 0`` from exact prior draws, and the target they temper.
 
     Parameters
@@ -345,6 +353,8 @@ def init(particles: torch.Tensor, log_prior_fn: LogPriorFn, log_likelihood_fn: L
     log_prior_fn, log_likelihood_fn : callable
         As in :func:`run_smc`.
     config : SMCConfig
+    log_likelihood_bound : float, optional
+        As in :func:`run_smc`.
 
     Returns
     -------
@@ -371,7 +381,11 @@ def init(particles: torch.Tensor, log_prior_fn: LogPriorFn, log_likelihood_fn: L
         )
     if config.move == "elliptical":
         _check_standard_normal(lp, particles)
-    target = TemperedTarget(log_prior_fn, log_likelihood_fn, user_extras is not None, particles.dtype)
+    if log_likelihood_bound is not None and not (isinstance(log_likelihood_bound, (int, float))
+                                                 and math.isfinite(log_likelihood_bound)):
+        raise InvalidInputError(f"log_likelihood_bound must be a finite number, got {log_likelihood_bound!r}")
+    target = TemperedTarget(log_prior_fn, log_likelihood_fn, user_extras is not None, particles.dtype,
+                            None if log_likelihood_bound is None else float(log_likelihood_bound))
     runs, dev, dim = config.num_runs, particles.device, particles.shape[1]
     state = SMCState(
         particles=particles,
@@ -381,6 +395,7 @@ def init(particles: torch.Tensor, log_prior_fn: LogPriorFn, log_likelihood_fn: L
         log_scale_factor=torch.full((runs,), math.log(RANDOM_WALK_SCALE / math.sqrt(dim)), device=dev,
                                     dtype=torch.float64),
         ess_target=torch.full((runs,), float(config.target_ess_fraction), device=dev, dtype=torch.float64),
+        guarded_stages=torch.zeros(runs, device=dev, dtype=torch.long),
     )
     return state, target
 
@@ -581,15 +596,27 @@ def _adapt_scale_factor(log_scale_factor: torch.Tensor, tally: _MoveTally) -> to
     return log_scale_factor + SCALE_ADAPTATION_GAIN * (rate - RW_TARGET_ACCEPTANCE)
 
 
-def _reweight(state: SMCState):
-    """Steps 1-2: ``(next beta, incremental log weights (R, M), log evidence, mean ESS / M)``."""
+def _next_beta(state: SMCState, log_likelihood_bound: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1: ``(next beta, guarded stages so far)`` of every run; a run guards by the likelihood's bound
+    for at most :data:`GUARDED_STAGES` stages, then tempers on its particles' ESS alone."""
+    free = kernel.next_temperature(state.log_likelihood, state.beta, state.ess_target)
+    if log_likelihood_bound is None:
+        return free, state.guarded_stages
+    guarded = kernel.next_temperature(state.log_likelihood, state.beta, state.ess_target, log_likelihood_bound)
+    held = (guarded < free) & (state.guarded_stages < GUARDED_STAGES)
+    return torch.where(held, guarded, free), state.guarded_stages + held.long()
+
+
+def _reweight(state: SMCState, log_likelihood_bound: float | None):
+    """Steps 1-2: ``(next beta, incremental log weights (R, M), log evidence, mean ESS / M, guarded
+    stages)``."""
     loglik = state.log_likelihood
-    new_beta = kernel.next_temperature(loglik, state.beta, state.ess_target)
+    new_beta, guarded_stages = _next_beta(state, log_likelihood_bound)
     active = state.beta < 1
     log_w = kernel.tempered_log_weights(loglik, new_beta - state.beta)  # (R, M), float64
     log_evidence = state.log_evidence + kernel.log_mean_exp(log_w, dim=1)
     ess = kernel.effective_sample_size(log_w) / loglik.shape[1]
-    return new_beta, log_w, log_evidence, (ess * active).sum() / active.sum()
+    return new_beta, log_w, log_evidence, (ess * active).sum() / active.sum(), guarded_stages
 
 
 def step(generator: torch.Generator | None, state: SMCState, target: TemperedTarget,
@@ -622,7 +649,7 @@ def step(generator: torch.Generator | None, state: SMCState, target: TemperedTar
     (True, 4)
     """
     runs, m = config.num_runs, config.particles_per_run
-    beta, log_w, log_evidence, ess_fraction = _reweight(state)
+    beta, log_w, log_evidence, ess_fraction, guarded_stages = _reweight(state, target.log_likelihood_bound)
     if config.chain_length is None:
         offsets = (torch.arange(runs, device=beta.device) * m).unsqueeze(-1)  # (R, 1): run-local -> flat index
         idx = (kernel.systematic_resample(generator, log_w) + offsets).flatten()
@@ -638,7 +665,7 @@ def step(generator: torch.Generator | None, state: SMCState, target: TemperedTar
     slow = torch.full_like(tally.accepted, config.slow_ess_fraction)  # float64, like every per-run tensor
     ess_target = slow.where(tally.accepted / j < SLOW_ACCEPTANCE, config.target_ess_fraction)
     new_state = SMCState(positions, extras, beta, log_evidence,
-                         _adapt_scale_factor(state.log_scale_factor, tally), ess_target)
+                         _adapt_scale_factor(state.log_scale_factor, tally), ess_target, guarded_stages)
     return new_state, StageInfo(beta, ess_fraction, tally.accepted.mean() / j, tally.per_move, tally.evaluations)
 
 
@@ -763,6 +790,7 @@ def _result(config: SMCConfig, names, extras_names, state: SMCState, stages: lis
         "moves_per_stage": moves_per_stage,
         "acceptance_per_step": torch.stack(per_step).cpu().tolist(),
         "proposal_scale_factor": state.log_scale_factor.exp().cpu().tolist(),
+        "guarded_stages": state.guarded_stages.cpu().tolist(),
         "proposal_scale": draws.proposal_scale.view(runs, config.particles_per_run, -1)[:, 0].cpu().tolist(),
     }
     return SamplingResult(
@@ -800,6 +828,7 @@ def run_smc(
     defensive_weight: float = DEFENSIVE_WEIGHT,
     rw_covariance: bool = False,
     chain_length: int | None = None,
+    log_likelihood_bound: float | None = None,
     generator: torch.Generator | None = None,
     latent_names: Sequence[str] | None = None,
     extras_names: Sequence[str] = (),
@@ -883,6 +912,13 @@ def run_smc(
         state, instead of moving all ``M`` particles ``num_moves`` or more times; ``min_moved_fraction``
         and ``max_moves`` then play no part. An integer >= 2 dividing ``particles_per_run`` into at
         least 2 chains; by default (None) every particle is moved.
+    log_likelihood_bound : float, optional
+        The likelihood's maximum (or an upper bound on it), where known: each next ``beta`` then also
+        keeps the ESS with a virtual particle at the bound
+        (:func:`~ppl_audit.inference.kernels.smc.next_temperature`), so that runs whose particles all
+        sit on a plateau of the likelihood step gently instead of jumping past what none of them has
+        found. A run holds its step back so for at most :data:`GUARDED_STAGES` stages (counted in
+        ``info["guarded_stages"]``), which bounds the cost where no particle can reach the bound.
     max_stages : int
         Tempering stages allowed before giving up (> 0).
     generator : torch.Generator, optional
@@ -954,7 +990,7 @@ def run_smc(
     )
     particles = _prior_draws(sample_prior, config.num_particles, generator, device)
     names = resolve_latent_names(latent_names, particles.shape[1])
-    state, target = init(particles, log_prior_fn, log_likelihood_fn, config)
+    state, target = init(particles, log_prior_fn, log_likelihood_fn, config, log_likelihood_bound)
     state, stages = _temper(generator, state, target, config, progress)
     draws = final_draws(generator, state, target, config, progress)
     return _result(config, names, extras_names, state, stages, draws, start)
@@ -1091,7 +1127,7 @@ def _stagewise(lists: Sequence[Sequence[float]], weights: Sequence[int]) -> list
     return [sum(v * w for v, w in column) / sum(w for _, w in column) for column in weighted]
 
 
-_PER_RUN_KEYS = ("log_evidence", "tempering_schedule", "proposal_scale_factor", "proposal_scale")
+_PER_RUN_KEYS = ("log_evidence", "tempering_schedule", "proposal_scale_factor", "proposal_scale", "guarded_stages")
 _PER_STAGE_KEYS = ("ess_per_stage", "acceptance_per_stage", "moves_per_stage", "acceptance_per_step")
 
 

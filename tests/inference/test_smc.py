@@ -94,6 +94,75 @@ def test_next_temperature_rejects_a_bad_target():
             kernel.next_temperature(torch.zeros(1, 4), torch.zeros(1), bad)
 
 
+def test_next_temperature_with_a_bound_keeps_the_ess_with_a_virtual_particle_there():
+    ll = torch.randn(4, 300, generator=seeded(2), dtype=torch.float64) * 5
+    beta = torch.tensor([0.0, 0.1, 0.5, 0.9], dtype=torch.float64)
+    bound = float(ll.max()) + 50.0  # far above every particle: the bound decides the step
+    free = kernel.next_temperature(ll, beta, 0.6)
+    new = kernel.next_temperature(ll, beta, 0.6, log_likelihood_bound=bound)
+    assert (new > beta).all() and (new < free).all()
+    with_virtual = torch.cat([ll, torch.full((4, 1), bound, dtype=torch.float64)], dim=1)
+    ess = kernel.effective_sample_size(kernel.tempered_log_weights(with_virtual, new - beta)) / 301
+    assert torch.allclose(ess, torch.full_like(ess, 0.6), atol=1e-9)
+
+
+def test_a_bound_below_the_particles_counts_as_their_maximum_and_a_non_finite_one_is_refused():
+    ll = torch.randn(3, 50, generator=seeded(3), dtype=torch.float64)
+    at_max = kernel.next_temperature(ll, torch.zeros(3), 0.5, log_likelihood_bound=float(ll.max()))
+    per_run_max = torch.stack([kernel.next_temperature(row[None], torch.zeros(1), 0.5,
+                                                       log_likelihood_bound=float(row.max()))[0] for row in ll])
+    below = kernel.next_temperature(ll, torch.zeros(3), 0.5, log_likelihood_bound=float(ll.min()) - 10)
+    assert torch.equal(below, per_run_max) and (at_max <= per_run_max).all()
+    for bad in (math.inf, math.nan):
+        with pytest.raises(InvalidInputError, match="log_likelihood_bound"):
+            kernel.next_temperature(ll, torch.zeros(3), 0.5, log_likelihood_bound=bad)
+
+
+# A plateau with a small region of high likelihood: a saturated classifier far from its level set. The
+# region z > 2.326 holds 1% of the N(0, 1) prior, so a run of 32 prior draws misses it with probability
+# 0.99^32 = 72%, and a run that misses it sees a flat likelihood.
+PLATEAU_EDGE = 2.326
+PLATEAU_LOG_EVIDENCE = math.log(1 - Normal(0.0, 1.0).cdf(torch.tensor(PLATEAU_EDGE)).item())  # the region's mass
+
+
+def plateau_likelihood(z):
+    return torch.where(z[:, 0] > PLATEAU_EDGE, 0.0, -700.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_bound_keeps_runs_on_a_plateau_from_stepping_past_the_region_they_have_not_found(seed):
+    def run(bound):
+        return run_smc(lambda z: Normal(0.0, 1.0).log_prob(z).sum(-1), plateau_likelihood,
+                       lambda n, g: torch.randn(n, 1, generator=g), num_runs=8, particles_per_run=32,
+                       generator=seeded(seed), log_likelihood_bound=bound)
+
+    blind = torch.tensor(run(None).info["log_evidence"])
+    assert (blind < -600).any()  # without the bound, runs that missed the region jump to beta = 1 at once
+    res = run(0.0)
+    log_z = torch.tensor(res.info["log_evidence"])
+    # Every run finds the region; the mean within 5 standard errors of the runs plus the Jensen bias (see
+    # test_conjugate_gaussian_posterior_and_evidence), and no run more than 3 nats off.
+    assert ((log_z - PLATEAU_LOG_EVIDENCE).abs() < 3).all(), log_z
+    assert abs(log_z.mean() - PLATEAU_LOG_EVIDENCE) < 5 * log_z.std() / math.sqrt(8) + log_z.var() / 2
+    assert bool((res.trace[..., 0] > PLATEAU_EDGE).all())
+
+
+def test_a_bound_no_particle_can_reach_costs_at_most_the_guarded_stages():
+    # A likelihood whose best is 1,000 nats below the bound it is given: every step of a run is held back
+    # until its guard budget is spent, after which it tempers on its own ESS and still reaches beta = 1.
+    from ppl_audit.inference.smc import GUARDED_STAGES
+
+    def run(bound):
+        return run_smc(lambda z: Normal(0.0, 1.0).log_prob(z).sum(-1), lambda z: -1000.0 - z[:, 0].square(),
+                       lambda n, g: torch.randn(n, 1, generator=g), num_runs=4, particles_per_run=32,
+                       generator=seeded(0), log_likelihood_bound=bound)
+
+    free, guarded = run(None), run(0.0)
+    assert free.info["guarded_stages"] == [0] * 4
+    assert all(0 < n <= GUARDED_STAGES for n in guarded.info["guarded_stages"]), guarded.info["guarded_stages"]
+    assert free.info["num_stages"] < guarded.info["num_stages"] <= free.info["num_stages"] + GUARDED_STAGES
+
+
 def test_systematic_resampling_counts_are_floor_or_ceil_of_expected_and_skip_zero_weights():
     w = torch.tensor([[0.1, 0.0, 0.35, 0.05, 0.0, 0.5], [1 / 6] * 6])
     for seed in range(20):

@@ -145,6 +145,7 @@ def next_temperature(
     log_likelihood: torch.Tensor,
     beta: torch.Tensor,
     target_ess_fraction: "float | torch.Tensor",
+    log_likelihood_bound: float | None = None,
 ) -> torch.Tensor:
     """The next inverse temperature of every run, chosen so that the ESS stays at a target.
 
@@ -155,6 +156,23 @@ def next_temperature(
     grows, so a vectorised bisection with :data:`BISECTION_ITERATIONS` halvings
     finds it for all runs at once. A run whose ESS stays above the target all
     the way to 1 goes to exactly 1; a run already at 1 stays at 1.
+
+    The ESS sees only the particles a run has. Where they all sit on a plateau
+    of the likelihood (a saturated classifier, far from the level set), their
+    weights stay nearly equal for a long step, and the run would jump past
+    a region of high likelihood that none of them has found: its evidence
+    then misses that region's mass and its moves may never reach it. With
+    ``log_likelihood_bound`` (the likelihood's maximum, or an upper bound),
+    the ESS is taken over the run's particles and one more, virtual, at the
+    bound: the step is then also one that a particle at the maximum would not
+    take over, ``(M + 1) * target_ess_fraction`` effective particles of
+    ``M + 1``. Where the best particles are near the bound this changes
+    little; on a plateau it keeps the steps small until the moves find the
+    likelihood's slope. Each guarded step is about ``ln(sqrt(M)) / gap`` on a
+    plateau ``gap`` nats below the bound, so a driver should bound how many
+    stages it guards (:func:`ppl_audit.inference.smc.step` does): where the
+    bound cannot be reached, the guard would otherwise cost a stage per few
+    nats of the gap.
 
     When fewer than ``target_ess_fraction * M`` particles have a finite
     likelihood, no ``beta' > beta`` reaches the target; the run then moves by
@@ -169,6 +187,9 @@ def next_temperature(
         Current inverse temperature of each run, in ``[0, 1]``.
     target_ess_fraction : float or torch.Tensor (R,)
         In ``(0, 1)``; one for all runs, or one per run.
+    log_likelihood_bound : float, optional
+        The likelihood's maximum (finite), or an upper bound on it; a run whose
+        particles exceed it (rounding) uses its own maximum instead.
 
     Returns
     -------
@@ -194,6 +215,15 @@ def next_temperature(
     1.0
     >>> round(float(effective_sample_size(tempered_log_weights(ll[:1], b[:1]))[0]), 6)
     2.0
+
+    Particles on a plateau 100 nats below the maximum: without the bound the
+    run steps to 1 at once; with it, a small step.
+
+    >>> plateau = torch.tensor([[-100.0, -100.1, -100.2, -100.3]])
+    >>> next_temperature(plateau, torch.zeros(1), 0.5).item()
+    1.0
+    >>> next_temperature(plateau, torch.zeros(1), 0.5, log_likelihood_bound=0.0).item() < 0.02
+    True
     """
     target = torch.as_tensor(target_ess_fraction, dtype=torch.float64, device=log_likelihood.device)
     if target.ndim > 1 or not bool(((target > 0) & (target < 1)).all()):
@@ -207,6 +237,8 @@ def next_temperature(
     if ((beta < 0) | (beta > 1)).any():
         raise InvalidInputError(f"beta must lie in [0, 1], got {beta.tolist()}")
     _check_log_weights(log_likelihood, "log likelihoods")
+    if log_likelihood_bound is not None:
+        log_likelihood = _with_virtual_particle(log_likelihood, log_likelihood_bound)
     room = 1 - beta  # (R,), the widest step each run can take
     reaches_one = _ess_fraction(log_likelihood, room) >= target
     lo = torch.zeros_like(room)  # ESS(lo) >= target, or lo = 0
@@ -218,6 +250,15 @@ def next_temperature(
         hi = torch.where(ok, hi, mid)
     # hi is within 2**-50 of the crossing and always > 0: the schedule never stalls.
     return torch.where(reaches_one, torch.ones_like(beta), beta + hi).clamp(max=1.0)
+
+
+def _with_virtual_particle(log_likelihood: torch.Tensor, bound: float) -> torch.Tensor:
+    """``(R, M + 1)``: each run's log likelihoods and a virtual particle at ``bound`` (or at the run's own
+    maximum, where a particle exceeds the bound by rounding)."""
+    if not math.isfinite(bound):
+        raise InvalidInputError(f"log_likelihood_bound must be finite, got {bound!r}")
+    top = log_likelihood.to(torch.float64).max(dim=1, keepdim=True).values.clamp(min=bound)
+    return torch.cat([log_likelihood.to(torch.float64), top], dim=1)
 
 
 def systematic_resample(generator: torch.Generator | None, log_weights: torch.Tensor,
