@@ -132,15 +132,20 @@ def _lenet_row(particles: int, repeats: int, seed: int) -> dict:
             "same_bits": same}
 
 
-def main(argv=None) -> int:
-    p = parser(__file__, __doc__)
+def cost_parser(script: str, doc: str | None):
+    """The flags of a script that times evaluations two ways, interleaved, and then the demo's level set."""
+    p = parser(script, doc)
     p.add_argument("--particles", type=int, default=4096, help="latents per timed pass (default 4096)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds; the median is kept (default 15)")
     p.add_argument("--worlds", nargs="+", default=["house-rocket", "house-rocket-circle"])
     p.add_argument("--levelset-repeats", type=int, default=2, help="level sets sampled each way (default 2)")
     p.add_argument("--levelset-particles", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
-    args = parse(p, argv, quick=QUICK)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parse(cost_parser(__file__, __doc__), argv, quick=QUICK)
     seed = one_seed(args)
     set_threads(args.threads)
     torch.manual_seed(seed)

@@ -83,3 +83,27 @@ def test_render_records_gradients_only_through_the_out_of_place_path():
     assert torch.isfinite(grad).all() and grad[:, :3].abs().sum() > 0
     with torch.no_grad():  # no recording, so in place, and the same image
         assert torch.equal(render_shapes(*latents[:, :3].unbind(1), tuple(latents[:, 3:].unbind(1))), image.detach())
+
+
+def _subnormals(x: torch.Tensor) -> int:
+    return int(((x != 0) & (x.abs() < torch.finfo(x.dtype).tiny)).sum())
+
+
+def test_the_ink_floor_leaves_no_subnormal_and_moves_no_pixel_by_more_than_itself(monkeypatch):
+    # Subnormal floats make a CPU's arithmetic several times slower (benchmarks/ink_floor.py). The floor
+    # drops ink below 1e-30; the blur's weights sum to 1, so a pixel moves by at most that plus the
+    # rounding of its own value (a few ulp: 6e-30 was seen on pixels near 1e-22).
+    import ppl_audit.priors.render as render
+
+    generator = torch.Generator().manual_seed(2)
+    for circle in (False, True):
+        latents = _latents(256, circle, generator)
+        for in_place in (True, False):
+            floored = render_shapes(*latents, in_place=in_place)
+            with monkeypatch.context() as m:
+                m.setattr(render, "INK_FLOOR", 0.0)
+                unfloored = render_shapes(*latents, in_place=in_place)
+            assert _subnormals(unfloored) > 0  # the case the floor is for is present
+            assert _subnormals(floored) == 0
+            ulp = torch.finfo(floored.dtype).eps * unfloored.abs()
+            assert ((floored - unfloored).abs() <= render.INK_FLOOR + 4 * ulp).all()
