@@ -5,7 +5,9 @@ Run:  python benchmarks/demo_time.py [--seeds 0 1 2] [--quick]
 Uses a fresh temporary weights cache, so the first run (the first seed) includes training. The machines are
 shared, so the same run also measures the raw evaluation rate (house/rocket-circle renders classified per
 second, in the samplers' 256-image chunks) before and after the demos; ``evaluations`` is a run's seconds
-times that rate: its cost in classifier evaluations, which a busy machine leaves the same.
+times that rate: its cost in classifier evaluations at the circle world's rate, which a busy machine leaves
+the same; ``sampled_evaluations`` is the count its targets really made (from the report: the same at every
+speed, so a change that alters it altered the samples).
 Writes benchmarks/results/demo_time.json. A --quick run times one tiny level-set audit through the same
 command line (``ppl-audit levelset``, 20 particles, 5 MH steps) against the weights already cached, and
 writes only with --out; it is skipped when the house/rocket classifier is not cached.
@@ -57,12 +59,15 @@ def _row(name: str, seed: int, seconds: float, out: Path, limit: float | None) -
     """A run's wall seconds, the seconds its targets sampled, the classifier's training seconds and the
     targets whose verdict is trusted (converged)."""
     timings = json.loads((out / "timings.json").read_text())["seconds"]
-    rows = json.loads((out / "report.json").read_text())["verdict"]["rows"]
+    report = json.loads((out / "report.json").read_text())
+    rows = report["verdict"]["rows"]
     converged = sum(bool(r.get("trusted")) for r in rows)
     sampling = sum(v for k, v in timings.items() if k.count("/") == 1 and not k.endswith("/prior_seconds"))
+    sampled = sum(t.get("classifier_evaluations") or 0 for w in report["metrics"].get("worlds", {}).values()
+                  for t in w.get("targets", {}).values())
     return {"run": name, "seed": seed, "seconds": round(seconds, 1), "sampling_seconds": round(sampling, 1),
             "classifier_seconds": round(timings["classifier_seconds"], 1), "converged": converged,
-            "targets": len(rows), "limit_seconds": limit,
+            "targets": len(rows), "sampled_evaluations_millions": round(sampled / 1e6, 4), "limit_seconds": limit,
             "within_limit": None if limit is None else bool(seconds <= limit and converged == len(rows))}
 
 
@@ -94,7 +99,7 @@ def main(argv=None) -> int:
     if rates:
         print(f"raw rate: {rates[0]:,.0f} evaluations/s before the cached runs, {rates[-1]:,.0f} after")
     columns = ["run", "seed", "seconds", "sampling_seconds", "classifier_seconds", "converged", "targets",
-               "evaluations_millions", "limit_seconds", "within_limit"]
+               "evaluations_millions", "sampled_evaluations_millions", "limit_seconds", "within_limit"]
     print_table(columns, [[r[c] for c in columns] for r in rows])
     write_results(args, {"benchmark": "demo_time", "seeds": args.seeds, "columns": columns, "rows": rows,
                          "raw_evaluations_per_second": [round(r) for r in rates],
