@@ -23,12 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import best_time, missing_cards, parse, parser, print_table, skip, write_results
+from _common import missing_cards, parse, parser, print_table, raw_rate, skip, write_results
 
 LIMITS = {"first_run": 300.0, "cached_run": 90.0}  # seconds on 2 CPU cores (issue 21's, for the cached run)
 QUICK_COMMAND = ["levelset", "--world", "house-rocket", "--target", "0.5,0.5", "--particles", "20", "--steps", "5",
                  "--method", "mh", "--device", "cpu"]  # the demo's audit, one target, tiny sizes
-RATE_LATENTS = 4096  # latents per raw-rate pass, 16 of the samplers' chunks
 
 
 def _run(cache: str, out: Path, command: list[str], seed: int) -> float:
@@ -42,17 +41,11 @@ def _run(cache: str, out: Path, command: list[str], seed: int) -> float:
 
 def _raw_rate(cache: str, repeats: int = 5) -> float:
     """House/rocket-circle latents rendered and classified per second (the best of ``repeats`` passes)."""
-    import torch
-
     import ppl_audit as pa
-    from ppl_audit.levelset import LevelSet
     from ppl_audit.priors.house_rocket import make_world
 
-    world = make_world("house-rocket-circle")
-    level_set = LevelSet(world, pa.load_model("house-rocket-cnn", cache=cache).model, [0.5, 0.5])
-    z = world.sample(RATE_LATENTS, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        return RATE_LATENTS / best_time(lambda: level_set.predict(z), repeats)
+    return raw_rate(make_world("house-rocket-circle"), pa.load_model("house-rocket-cnn", cache=cache).model,
+                    repeats=repeats)
 
 
 def _row(name: str, seed: int, seconds: float, out: Path, limit: float | None) -> dict:

@@ -62,17 +62,24 @@ def _level_set_rows(world_name: str, classifier: TorchClassifier, particles: int
         return sample_level_set(worlds[when], classifiers[when], LEVEL_SET[0], concentration=LEVEL_SET[1],
                                 num_particles=particles, seed=seed, device="cpu")
 
-    sample("now")  # warm-up, untimed: lazy imports and kernels' first calls
-    seconds, latents = {"before": [], "now": []}, {}
-    for k in range(repeats):
-        for when in ("before", "now") if k % 2 == 0 else ("now", "before"):  # the order alternates: drift cancels
-            start = time.perf_counter()
-            latents[when] = sample(when).latents
-            seconds[when].append(time.perf_counter() - start)
-    before, now = statistics.median(seconds["before"]), statistics.median(seconds["now"])
+    seconds, latents = alternating_seconds(sample, ("before", "now"), repeats)
+    before, now = seconds["before"], seconds["now"]
     return [{"world": world_name, "part": f"level set, {particles} particles (seconds)",
              "before_per_second": round(before, 2), "now_per_second": round(now, 2),
              "speed_up": round(before / now, 2), "same_bits": torch.equal(latents["before"], latents["now"])}]
+
+
+def alternating_seconds(sample, ways: tuple[str, str], repeats: int) -> tuple[dict, dict]:
+    """Median seconds of ``sample(way)`` for both ``ways``, ``repeats`` times each in alternating order (a
+    machine's drift cancels) after one untimed warm-up of the second way, and each way's last latents."""
+    sample(ways[1])  # warm-up: lazy imports and kernels' first calls
+    seconds, latents = {w: [] for w in ways}, {}
+    for k in range(repeats):
+        for way in ways if k % 2 == 0 else ways[::-1]:
+            start = time.perf_counter()
+            latents[way] = sample(way).latents
+            seconds[way].append(time.perf_counter() - start)
+    return {w: statistics.median(ts) for w, ts in seconds.items()}, latents
 
 
 def _median_rates(variants: dict, n: int, repeats: int) -> dict:

@@ -42,12 +42,11 @@ from ppl_audit.audits import worlds as registry
 from ppl_audit.errors import PplAuditError
 from ppl_audit.sampling import sample_level_set
 
-from _common import best_time, missing_cards, parse, parser, print_table, set_threads, skip, write_results
+from _common import missing_cards, parse, parser, print_table, raw_rate, set_threads, skip, write_results
 
 AUDIT_FILE = Path(__file__).resolve().parents[1] / "analyses" / "mnist-levelsets.toml"
 SECONDS_GOAL = 20.0  # issue 21: one converged MNIST target in at most 20 s on 2 cores, models cached
 DISTINCT_GOAL = 0.5  # distinct samples at least this share of those kept
-RATE_LATENTS = 4096  # prior draws per raw-rate pass, as the samplers batch them
 QUICK = {"particles": 64, "samples": 16, "concentration": 10.0}  # one prior, target and seed: seconds
 
 
@@ -65,15 +64,6 @@ def _load_models(args, spec, worlds):
         reason = f"the MNIST models are missing from the cache and cannot be trained: {exc}"
     print(f"mnist_levelsets: error: {reason}", file=sys.stderr)
     sys.exit(2)
-
-
-def _raw_rate(prior, clf, repeats: int = 3) -> float:
-    """Prior draws decoded and classified per second (the best of ``repeats`` passes): no sampler passes it."""
-    from ppl_audit.levelset import LevelSet
-
-    level_set = LevelSet(prior, clf, [0.1] * clf.num_classes)
-    z = prior.sample(RATE_LATENTS, generator=torch.Generator().manual_seed(0))
-    return RATE_LATENTS / best_time(lambda: level_set.predict(z), repeats)
 
 
 def _fmt_cell(values: list[float]) -> str:
@@ -136,7 +126,7 @@ def main(argv=None) -> int:
     clf, priors, load_seconds = _load_models(args, spec, worlds)
     concentrations = args.concentration or [None]  # None: each target's own
     load_average_start = os.getloadavg()  # other work on the machine slows the timings
-    raw_before = {w: _raw_rate(priors[w], clf) for w in worlds}  # and the same work twice, before and after
+    raw_before = {w: raw_rate(priors[w], clf) for w in worlds}  # and the same work twice, before and after
     t0 = time.perf_counter()
     rows = []
     for world in worlds:
@@ -166,7 +156,7 @@ def main(argv=None) -> int:
                "at_or_below_paper", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min", "converged",
                "smc_stages", "classifier_evaluations", "seconds", "ess_superchains_min", "smc_rounds",
                "log_evidence_sd", "guarded_stages_max", "share_of_raw_rate"]
-    raw_after = {w: _raw_rate(priors[w], clf) for w in worlds}
+    raw_after = {w: raw_rate(priors[w], clf) for w in worlds}
     accuracy = ((getattr(clf, "info", None) or {}).get("metrics") or {}).get("test_accuracy")
     print(f"MNIST level sets: {', '.join(worlds)} x {[t.name for t in spec.targets]}; method {spec.method}, "
           f"N={particles} particles, n={samples} kept, seeds {args.seeds}; torch threads {torch.get_num_threads()}; "

@@ -35,7 +35,7 @@ from ppl_audit.metrics import first_of_each_distinct, runs_interval_factor
 from ppl_audit.priors.base import Prior
 from ppl_audit.priors.base import standard_normal_log_prob
 from ppl_audit.progress import ProgressFn
-from ppl_audit.sampling import smc_checks, smc_plan
+from ppl_audit.sampling import SAMPLER_ARGUMENTS_SET_BY_ENGINE, smc_checks, smc_plan
 from ppl_audit.validators import check_count, check_seed
 
 DEFAULT_CONFIDENCE = 0.99  # the "called k with 99% confidence"
@@ -189,9 +189,10 @@ def sample_confident_region(prior: Prior, classifier, class_index: int, *, confi
     names = class_names or getattr(prior, "class_names", None)
     clf = as_classifier(classifier, names)
     _check_arguments(prior, class_index, clf.num_classes, confidence, sharpness, num_particles, num_runs)
-    if "log_likelihood_bound" in smc_options:
-        raise InvalidInputError("log_likelihood_bound is set by the estimator (the soft indicator's maximum, 0), "
-                                "not an SMC option")
+    engine_set = sorted(set(smc_options) & SAMPLER_ARGUMENTS_SET_BY_ENGINE)
+    if engine_set:  # log_likelihood_bound among them: the soft indicator's maximum, 0
+        raise InvalidInputError(f"{', '.join(engine_set)} {'is' if len(engine_set) == 1 else 'are'} set by the "
+                                "estimator, not an SMC option")
     seed = check_seed(seed)
     device = resolve_device(device if device is not None else getattr(prior, "device", "cpu"))
     generator = torch.Generator(device=device).manual_seed(seed)
