@@ -29,9 +29,13 @@ def cache_root(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(cache_root, monkeypatch):
-    monkeypatch.setenv("PPL_AUDIT_CACHE", str(cache_root))
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(cache_root):
+    """The private cache for the whole session: module fixtures too (they run before any test's own
+    fixtures), so none trains into, or reads a stale model from, the user's ``~/.cache/ppl-audit``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PPL_AUDIT_CACHE", str(cache_root))
+        yield
 
 
 @pytest.fixture(scope="session")
