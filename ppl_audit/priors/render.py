@@ -123,32 +123,31 @@ def render_shapes(
     if in_place is None:
         in_place = not (torch.is_grad_enabled() and any(v.requires_grad for v in (w, h, t, *(circle or ()))))
     op = _IN_PLACE if in_place else _DIFFERENTIABLE
-    t_safe = t.clamp(min=_MIN_EXTENT)
+    # The shape is inside_width(x) * max(body(y), roof(x, y)): the rectangle and the triangle share the
+    # width mask, and max(a c, b c) = c max(a, b) for c >= 0 in floats too (rounding is monotone). So only
+    # the triangle's slanted edge needs full-size work; every other factor is a row or a column.
     half_width = 0.5 * w
     dx = (xs - CENTRE_X).abs()
     top = GROUND_Y - h
-
-    def inside_width():  # (N, 1, W); built at each use, so autograd sums its gradients as it always did
-        return torch.sigmoid((half_width - dx) / softness)
-
-    rectangle = op.mul(inside_width() * torch.sigmoid((ys - top) / softness), torch.sigmoid((GROUND_Y - ys) / softness))
-    # Triangle: at row y its half-width is half_width * (y - apex) / t; the
-    # horizontal gap is scaled to a perpendicular distance to the slanted edge.
-    apex = top - t_safe
+    inside_width = torch.sigmoid((half_width - dx) / softness)  # (N, 1, W)
+    body = torch.sigmoid((ys - top) / softness) * torch.sigmoid((GROUND_Y - ys) / softness)  # (N, H, 1)
+    # The triangle reaches SEAM_OVERLAP px into the rectangle (the width mask clips it) so that the union
+    # has no dim seam where two soft edges meet; a roof of height t <= 0 is absent.
+    roof_rows = torch.sigmoid((top + SEAM_OVERLAP - ys) / softness) * (t > 0).to(w.dtype)  # (N, H, 1)
+    # At row y the triangle's half-width is half_width * (y - apex) / t; the horizontal gap is scaled to a
+    # perpendicular distance to the slanted edge, and to softness units, on the small factors.
+    t_safe = t.clamp(min=_MIN_EXTENT)
     slope = half_width / t_safe
-    slanted = op.div(slope * (ys - apex) - dx, torch.sqrt(1 + slope * slope))
-    # The triangle reaches SEAM_OVERLAP px into the rectangle (clipped to its
-    # width) so that the union has no dim seam where two soft edges meet.
-    triangle = op.mul(op.sigmoid(op.div(slanted, softness)), torch.sigmoid((top + SEAM_OVERLAP - ys) / softness))
-    triangle = op.mul(op.mul(triangle, inside_width()), (t > 0).to(w.dtype))
-    image = op.maximum(rectangle, triangle)
+    scale = 1 / (softness * torch.sqrt(1 + slope * slope))  # (N, 1, 1)
+    slanted = (slope * scale) * (ys - (top - t_safe)) - dx * scale  # the one full-size subtraction
+    shape = op.mul(op.maximum(op.mul(op.sigmoid(slanted), roof_rows), body), inside_width)
 
     if circle is not None:
         r, cx, cy = (v.reshape(-1, 1, 1) for v in circle)
-        distance = op.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
-        image = op.maximum(image, op.sigmoid(op.div(op.subtract_from(r, distance), softness)))
+        distance = op.sqrt(((xs - cx) / softness) ** 2 + ((ys - cy) / softness) ** 2)  # in softness units
+        shape = op.maximum(shape, op.sigmoid(op.subtract_from(r / softness, distance)))
 
-    return op.clamp(gaussian_blur(op.drop_below(image, INK_FLOOR).unsqueeze(1), blur_sigma), 0.0, 1.0)
+    return op.clamp(gaussian_blur(op.drop_below(shape, INK_FLOOR).unsqueeze(1), blur_sigma), 0.0, 1.0)
 
 
 class _Ops(NamedTuple):
@@ -159,23 +158,21 @@ class _Ops(NamedTuple):
     """
 
     mul: Callable
-    div: Callable
     sigmoid: Callable
     sqrt: Callable
     subtract_from: Callable  # subtract_from(a, b) = a - b, written into b
     maximum: Callable
     clamp: Callable
-    drop_below: Callable  # drop_below(a, floor): a with its entries below floor set to 0
+    drop_below: Callable  # drop_below(a, floor): a with its entries below floor set to 0 (NaN kept)
 
 
-_DIFFERENTIABLE = _Ops(torch.mul, torch.div, torch.sigmoid, torch.sqrt, torch.sub, torch.maximum, torch.clamp,
-                       lambda a, floor: torch.where(a < floor, torch.zeros_like(a), a))
+_DIFFERENTIABLE = _Ops(torch.mul, torch.sigmoid, torch.sqrt, torch.sub, torch.maximum, torch.clamp,
+                       lambda a, floor: torch.where(a < floor, 0.0, a))
 _IN_PLACE = _Ops(
     torch.Tensor.mul_,
-    torch.Tensor.div_,
     torch.Tensor.sigmoid_,
     torch.Tensor.sqrt_,
-    lambda a, b: b.neg_().add_(a),  # -b + a is a - b exactly
+    lambda a, b: torch.sub(a, b, out=b),
     lambda a, b: torch.maximum(a, b, out=a),
     torch.Tensor.clamp_,
     lambda a, floor: a.masked_fill_(a < floor, 0.0),
