@@ -107,3 +107,11 @@ def test_the_ink_floor_leaves_no_subnormal_and_moves_no_pixel_by_more_than_itsel
             assert _subnormals(floored) == 0
             ulp = torch.finfo(floored.dtype).eps * unfloored.abs()
             assert ((floored - unfloored).abs() <= render.INK_FLOOR + 4 * ulp).all()
+
+
+def test_a_nan_latent_gives_nan_pixels_not_a_blank_image():
+    # The ink floor must not hide a NaN (the samplers stop on a non-finite log density and name it).
+    latents = (torch.tensor([10.0, float("nan")]), torch.tensor([30.0, 30.0]), torch.tensor([8.0, 8.0]))
+    for in_place in (True, False):
+        image = render_shapes(*latents, in_place=in_place)
+        assert torch.isfinite(image[0]).all() and torch.isnan(image[1]).any()
