@@ -9,7 +9,9 @@ machine so far); on a machine with none the check is skipped, saying why.
 
 A change that is meant to alter a report (a new metric, a fixed bug) re-pins, on the machine
 that runs CI: ``PPL_AUDIT_REPIN=1 .venv/bin/python -m pytest tests/audits -q``, then commit the
-file with a message saying what changed in the reports and why.
+file with a message saying what changed in the reports and why. A machine where the change could not
+be re-pinned keeps no stale pin: the pin moves to that machine's ``unpinned`` table with the reason,
+and its check skips saying so until someone re-pins there.
 """
 
 from __future__ import annotations
@@ -60,15 +62,17 @@ def _record(name: str, digest: str) -> None:
         machines = json.loads(PINS.read_text())["machines"] if PINS.exists() else []
         here = fingerprint()
         others = [m for m in machines if m["fingerprint"] != here]
-        kept = _pins_here(machines) or {}
-        machines = others + [{"fingerprint": here, "sha256": {**kept, name: digest}}]
+        entry = _machine_here(machines) or {}
+        unpinned = {k: v for k, v in entry.get("unpinned", {}).items() if k != name}
+        machines = others + [{"fingerprint": here, "sha256": {**entry.get("sha256", {}), name: digest},
+                              **({"unpinned": unpinned} if unpinned else {})}]
         PINS.write_text(json.dumps({"machines": machines}, indent=2, sort_keys=True) + "\n")
 
 
-def _pins_here(machines: list[dict]) -> dict | None:
-    """The pins recorded on a machine with this one's fingerprint, or None."""
+def _machine_here(machines: list[dict]) -> dict | None:
+    """The entry (``sha256`` pins, optional ``unpinned`` reasons) of a machine with this one's fingerprint."""
     here = fingerprint()
-    return next((m["sha256"] for m in machines if m["fingerprint"] == here), None)
+    return next((m for m in machines if m["fingerprint"] == here), None)
 
 
 def _without(value, keys: tuple[str, ...]):
@@ -98,9 +102,12 @@ def assert_pinned(name: str, report_json: Path, *, timing_keys: tuple[str, ...] 
     if os.environ.get(REPIN_VARIABLE) == "1":
         _record(name, digest)
         return
-    pins = _pins_here(json.loads(PINS.read_text())["machines"])
-    if pins is None:
+    machine = _machine_here(json.loads(PINS.read_text())["machines"])
+    if machine is None:
         pytest.skip(f"report pins were recorded on other machines or versions ({PINS.name}); see tests/report_pins.py")
+    if name in machine.get("unpinned", {}):
+        pytest.skip(f"{name} is not pinned on this machine: {machine['unpinned'][name]}")
+    pins = machine["sha256"]
     assert name in pins, f"no pin named {name!r} in {PINS.name}; record it with {REPIN_VARIABLE}=1"
     assert digest == pins[name], (
         f"{name}: report.json changed ({digest[:12]} against pinned {pins[name][:12]}); if the change "
