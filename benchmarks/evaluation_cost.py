@@ -95,6 +95,19 @@ def _median_rates(variants: dict, n: int, repeats: int) -> dict:
     return {name: n / statistics.median(ts) for name, ts in times.items()}
 
 
+def two_way_evaluations(images, classifier, ways: tuple[str, str], n: int, repeats: int) -> tuple[dict, dict, dict]:
+    """Each way's images (``images(way)``: a list of chunks) and their probabilities, and its ``render``,
+    ``classify`` and ``render + classify`` rates (evaluations per second, medians of interleaved rounds)."""
+    with torch.no_grad():
+        drawn = {w: images(w) for w in ways}
+        probs = {w: [classifier.probs(x) for x in drawn[w]] for w in ways}
+        rates = _median_rates({**{f"render {w}": (lambda w=w: images(w)) for w in ways},
+                               **{f"classify {w}": (lambda w=w: [classifier.probs(x) for x in drawn[w]])
+                                  for w in ways}}, n, repeats)
+    rates.update({f"render + classify {w}": 1 / (1 / rates[f"render {w}"] + 1 / rates[f"classify {w}"]) for w in ways})
+    return drawn, probs, rates
+
+
 def _measure(world_name: str, classifier: TorchClassifier, particles: int, repeats: int, seed: int) -> list[dict]:
     world = make_world(world_name)
     z = world.sample(particles, generator=torch.Generator().manual_seed(seed))

@@ -29,7 +29,7 @@ from ppl_audit.priors.house_rocket import make_world
 from ppl_audit.sampling import sample_level_set
 
 from _common import one_seed, parse, print_table, set_threads, write_results
-from evaluation_cost import LEVEL_SET, _median_rates, alternating_seconds, cost_parser
+from evaluation_cost import LEVEL_SET, alternating_seconds, cost_parser, two_way_evaluations
 
 FLOORS = {"off": 0.0, "on": render.INK_FLOOR}  # 0: no ink is dropped, as before the floor
 QUICK = {"particles": 256, "repeats": 2, "worlds": ["house-rocket"], "levelset_repeats": 1, "levelset_particles": 64}
@@ -54,23 +54,14 @@ def _evaluation_rows(world_name: str, classifier, particles: int, repeats: int, 
         with _floor(FLOORS[when]):
             return [world.decode(c) for c in chunks]
 
-    with torch.no_grad():
-        drawn = {when: images(when) for when in FLOORS}
-        probs = {when: [classifier.probs(x) for x in drawn[when]] for when in FLOORS}
-        rates = _median_rates({**{f"render {w}": (lambda w=w: images(w)) for w in FLOORS},
-                               **{f"classify {w}": (lambda w=w: [classifier.probs(x) for x in drawn[w]])
-                                  for w in FLOORS}}, particles, repeats)
+    drawn, probs, rates = two_way_evaluations(images, classifier, tuple(FLOORS), particles, repeats)
     pixel_change = max(float((a - b).abs().max()) for a, b in zip(drawn["off"], drawn["on"]))
     same_probs = all(torch.equal(a, b) for a, b in zip(probs["off"], probs["on"]))
-    rows = [{"world": world_name, "part": part, "off_per_second": round(rates[f"{part} off"]),
+    return [{"world": world_name, "part": part, "off_per_second": round(rates[f"{part} off"]),
              "on_per_second": round(rates[f"{part} on"]),
              "speed_up": round(rates[f"{part} on"] / rates[f"{part} off"], 2),
              "largest_pixel_change": pixel_change, "same_probability_bits": same_probs}
-            for part in ("render", "classify")]
-    both = {w: 1 / (1 / rates[f"render {w}"] + 1 / rates[f"classify {w}"]) for w in FLOORS}
-    rows.append({**rows[0], "part": "render + classify", "off_per_second": round(both["off"]),
-                 "on_per_second": round(both["on"]), "speed_up": round(both["on"] / both["off"], 2)})
-    return rows
+            for part in ("render", "classify", "render + classify")]
 
 
 def _level_set_row(world_name: str, classifier, particles: int, repeats: int, seed: int) -> dict:

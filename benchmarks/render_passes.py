@@ -34,7 +34,7 @@ from ppl_audit.priors.render import render_shapes
 from ppl_audit.sampling import sample_level_set
 
 from _common import REPO, one_seed, parse, print_table, set_threads, skip, write_results
-from evaluation_cost import LEVEL_SET, _median_rates, alternating_seconds, cost_parser
+from evaluation_cost import LEVEL_SET, alternating_seconds, cost_parser, two_way_evaluations
 
 BEFORE = "9cf3288"  # the last commit with the 13-pass renderer
 RENDER_PATH = "ppl_audit/priors/render.py"
@@ -63,19 +63,14 @@ def _evaluation_rows(world_name: str, classifier, renderers: dict, particles: in
     def images(way):
         return [renderers[way](*a) for a in latents]
 
-    with torch.no_grad():
-        drawn = {way: images(way) for way in renderers}
-        probs = {way: [classifier.probs(x) for x in drawn[way]] for way in renderers}
-        rates = _median_rates({**{f"render {w}": (lambda w=w: images(w)) for w in renderers},
-                               **{f"classify {w}": (lambda w=w: [classifier.probs(x) for x in drawn[w]])
-                                  for w in renderers}}, particles, repeats)
+    drawn, probs, rates = two_way_evaluations(images, classifier, ("before", "now"), particles, repeats)
     pixel = max(float((a - b).abs().max()) for a, b in zip(drawn["before"], drawn["now"]))
     prob = max(float((a - b).abs().max()) for a, b in zip(probs["before"], probs["now"]))
-    both = {w: 1 / (1 / rates[f"render {w}"] + 1 / rates[f"classify {w}"]) for w in renderers}
-    return [{"world": world_name, "part": part, "before_per_second": round(rate["before"]),
-             "now_per_second": round(rate["now"]), "speed_up": round(rate["now"] / rate["before"], 2),
+    return [{"world": world_name, "part": part, "before_per_second": round(rates[f"{part} before"]),
+             "now_per_second": round(rates[f"{part} now"]),
+             "speed_up": round(rates[f"{part} now"] / rates[f"{part} before"], 2),
              "largest_pixel_change": pixel, "largest_probability_change": prob}
-            for part, rate in (("render", {w: rates[f"render {w}"] for w in renderers}), ("render + classify", both))]
+            for part in ("render", "render + classify")]
 
 
 def _level_set_row(world_name: str, classifier, renderers: dict, particles: int, repeats: int, seed: int) -> dict:
