@@ -17,6 +17,8 @@ Those six make one round of runs. Then:
 * ``rw-covariance``: the random-walk moves scaled by each run's particle covariance, not its sds;
 * ``default-rounds`` (the default): ``unconstrained-moved-0.9-slow-0.8``, then, while the checks fail,
   up to two more rounds that double the independent runs, each superchain pooling more runs.
+* ``ordered-one-round`` and ``ordered-rounds``: ``unconstrained-moved-0.9-slow-0.8`` and the default with
+  sampler option ``resampling = "ordered"`` (systematic resampling in a spatial order).
 * ``waste-free-P{P}[-N{particles}][-one-round]``: waste-free SMC (Dau & Chopin 2022, sampler option
   ``chain_length = P``): each stage resamples ``M / P`` chain starts per run, moves each ``P - 1`` times and
   keeps every state. A stage then costs ``M (P - 1) / P`` evaluations per run instead of ``M`` per move
@@ -60,6 +62,8 @@ CONFIGS = {
     "normal-elliptical-5": {"space": "normal", "move": "elliptical", "num_moves": 5, **ONE_ROUND},
     "rw-covariance": {"rw_covariance": True, **ONE_ROUND},
     "default-rounds": {},
+    "ordered-one-round": {"resampling": "ordered", **ONE_ROUND},
+    "ordered-rounds": {"resampling": "ordered"},
 }
 WASTE_FREE_FINAL_DRAWS = 5  # x 4,000 particles: the default's 20 final moves x 1,000
 CONFIGS["waste-free-P5"] = {"chain_length": 5}  # the demo's 1,000 particles: 25 chains of 5 per run

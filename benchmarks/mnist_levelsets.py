@@ -12,7 +12,8 @@ loaded (trained into the cache on first use) before any timing starts, so the
 seconds are those of sampling alone. ``--targets`` picks targets by name.
 Particles, kept samples and method are the audit file's
 (``analyses/mnist-levelsets.toml``); so is each target's concentration, unless
-``--concentration`` lists others to run every target at.
+``--concentration`` lists others to run every target at; ``--options`` passes sampler options (JSON)
+to every cell, to compare a lever on the same seeds.
 
 Run (from benchmarks/):
       ../.venv/bin/python mnist_levelsets.py --data-dir ../../shared/data             # results/mnist_levelsets.json
@@ -29,6 +30,7 @@ when the MNIST models are missing and cannot be trained (no data folder); a --qu
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--targets", nargs="+", default=None,
                    help="target names of the audit file to run (default: all: ambiguous 1-vs-7 8-vs-9)")
+    p.add_argument("--options", type=json.loads, default=None,
+                   help='sampler options as JSON, e.g. \'{"resampling": "systematic"}\' (default: the sampler\'s own)')
     args = parse(p, argv)
 
     set_threads(args.threads)
@@ -137,7 +141,7 @@ def main(argv=None) -> int:
                     res = sample_level_set(priors[world], clf, target.probabilities,
                                            concentration=target.concentration if c is None else c,
                                            method=spec.method, num_particles=particles, num_samples=samples,
-                                           seed=seed, device="cpu")
+                                           seed=seed, device="cpu", options=args.options)
                     seconds = time.perf_counter() - start
                     m = res.metrics
                     share_of_raw = m["classifier_evaluations"] / seconds / raw_before[world]
@@ -210,7 +214,7 @@ def main(argv=None) -> int:
               **{w: (getattr(priors[w], "info", None) or {}).get("recipe_hash") for w in worlds}}
     write_results(args, {
         "benchmark": "mnist_levelsets",
-        "settings": {"concentration": args.concentration, "threads": args.threads, "particles": particles,
+        "settings": {"options": args.options, "concentration": args.concentration, "threads": args.threads, "particles": particles,
                      "samples": samples, "method": spec.method, "priors": list(worlds),
                      "audit_file": str(AUDIT_FILE.name),
                      "targets": {t.name: list(t.probabilities) for t in spec.targets}},

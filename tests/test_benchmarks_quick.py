@@ -27,7 +27,7 @@ sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/x.py` has it
 FAST = ["levelset_house_rocket", "mnist_levelsets", "nearest_neighbour_mnist", "bnn_epoch_cost", "gwin_mnist",
         "ood_mnist", "ood_scoring_cost", "sdim_mnist", "selective_cnn_mnist", "selective_mnist", "synthesis_mnist",
         "levelset_smc_levers", "onnx_classifier_cost", "confident_regions_mnist", "calibration_reference",
-        "evaluation_cost", "region_mass_bias", "ink_floor", "render_passes"]
+        "evaluation_cost", "region_mass_bias", "ink_floor", "render_passes", "smc_mode_tracking"]
 SLOW = ["demo_time", "levelset_throughput", "ray_scaling"]  # each starts fresh processes (ppl-audit, samplers, Ray)
 OWN_TESTS = ["levelset_reference", "levelset_peers", "hostile_inputs"]
 FORMAT_KEYS = ("schema_version", "script", "machine", "rows")

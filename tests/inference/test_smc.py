@@ -15,7 +15,7 @@ import torch
 from ppl_audit.errors import InvalidInputError, ModelOutputError
 from ppl_audit.inference import MCMCConfig, run_mh
 from ppl_audit.inference.kernels import smc as kernel
-from ppl_audit.inference.smc import run_smc
+from ppl_audit.inference.smc import SMCConfig, run_smc
 
 Normal = torch.distributions.Normal
 RUNS, PARTICLES = 16, 256
@@ -245,9 +245,10 @@ def sample_wide_prior(n, generator):
     return WIDE_SD * torch.randn(n, 2, generator=generator)
 
 
-def test_bimodal_posterior_keeps_both_modes_with_equal_weight():
+@pytest.mark.parametrize("resampling", ["systematic", "ordered"])
+def test_bimodal_posterior_keeps_both_modes_with_equal_weight(resampling):
     res = run_smc(wide_prior, two_mode_likelihood, sample_wide_prior, num_runs=RUNS,
-                  particles_per_run=PARTICLES, generator=seeded(0))
+                  particles_per_run=PARTICLES, generator=seeded(0), resampling=resampling)
     upper = (res.trace[..., 0] > 0).float()
     # By symmetry each mode holds exactly half the posterior. Which share a
     # run gives each mode is settled in the early stages and then frozen
@@ -494,3 +495,48 @@ def test_systematic_resampling_of_fewer_draws_than_particles():
     assert idx.shape == (3, 4) and ((idx // 3) == torch.arange(4)).all()
     with pytest.raises(InvalidInputError, match="num_draws"):
         kernel.systematic_resample(seeded(0), torch.zeros(1, 4), num_draws=0)
+
+
+# ---------------------------------------------------------------- ordered resampling
+
+def _three_clusters(seed: int, runs: int = 2, m: int = 90):
+    """``(points (R, M, 4), cluster (R, M))``: three tight clusters far apart, particles shuffled."""
+    g = seeded(seed)
+    centres = torch.tensor([[0.0, 0, 0, 0], [8.0, 1, -3, 0], [-5.0, 6, 2, 9]])
+    cluster = torch.stack([torch.randperm(m, generator=g) % 3 for _ in range(runs)])
+    points = centres[cluster] + 0.1 * torch.randn(runs, m, 4, generator=g)
+    return points, cluster
+
+
+def test_spatial_order_is_a_permutation_that_keeps_clusters_in_few_stretches():
+    for seed in range(5):
+        points, cluster = _three_clusters(seed)
+        order = kernel.spatial_order(points)
+        assert (order.sort(dim=1).values == torch.arange(points.shape[1])).all()
+        labels = cluster.gather(1, order)
+        stretches = 1 + (labels[:, 1:] != labels[:, :-1]).sum(dim=1)
+        # The first cut, at the middle of 90, falls inside one of the clusters of 30; no other cut does.
+        assert (stretches <= 4).all()
+
+
+def test_ordered_resampling_copies_each_cluster_by_its_weight_to_within_one_per_stretch():
+    points, cluster = _three_clusters(1)
+    m = points.shape[1]
+    log_w = torch.randn(2, m, generator=seeded(2), dtype=torch.float64) * 2
+    w = torch.softmax(log_w, dim=1)
+    expected = torch.stack([torch.bincount(c, weights=wr, minlength=3) for c, wr in zip(cluster, w)]) * m
+    worst = {"ordered": 0.0, "systematic": 0.0}
+    for seed in range(50):
+        for way, idx in (("ordered", kernel.ordered_systematic_resample(seeded(seed), log_w, points)),
+                         ("systematic", kernel.systematic_resample(seeded(seed), log_w))):
+            counts = torch.stack([torch.bincount(row, minlength=m) for row in idx])
+            assert ((counts >= (m * w).floor() - 1e-9) & (counts <= (m * w).ceil() + 1e-9)).all()  # still unbiased
+            per_cluster = torch.stack([torch.bincount(c[r], minlength=3) for c, r in zip(cluster, idx)])
+            worst[way] = max(worst[way], float((per_cluster - expected).abs().max()))
+    assert worst["ordered"] < 2  # at most two stretches per cluster (the test above), each within one
+    assert worst["systematic"] > 3  # in the particles' own order, a cluster's copies stray further
+
+
+def test_an_unknown_resampling_is_an_error_naming_the_choices():
+    with pytest.raises(InvalidInputError, match="resampling must be one of systematic, ordered, got 'hilbert'"):
+        SMCConfig(num_runs=2, particles_per_run=16, resampling="hilbert")
