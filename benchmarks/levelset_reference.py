@@ -9,8 +9,8 @@ targets at concentration 10) this computes a reference posterior by a different 
   for an importance ESS of at least ``REFERENCE_ESS`` (10^4) and at least 20x the default's cost,
   wherever that takes at most ``--max-draws`` prior draws;
 * otherwise (tight level sets) larger and more SMC runs: calls of ``sample_level_set`` with
-  16 x 4,096 particles (16 independent runs of 4,096, against the default's 8 of 125), as many calls
-  as 20x the default's cost needs (at least one; its MCSE comes from the 16+ runs' spread).
+  16 x 4,096 particles (16 independent runs of 4,096, against the default's 8 of 125), call after call
+  until their evaluations reach 20x the default's (its MCSE comes from the 16+ runs' spread).
 
 The reference (posterior means of every latent and every predicted class probability, their Monte
 Carlo standard errors, log Z with its standard error, the seed, cost and method) is saved to
@@ -109,20 +109,22 @@ def compute_reference(case, default_evaluations: float, *, max_draws: int, quick
     else:
         # Larger SMC runs through the public entry point: sample_level_set splits N particles into at most
         # 16 runs, so N = 16 x 4,096 gives 16 independent runs of 4,096 a call.
+        # Calls until the evaluations reach the ratio asked (at least one): a call's cost is known only after it.
         per_call = SMC_REFERENCE_RUNS_PER_CALL * (QUICK_SMC_REFERENCE_PARTICLES if quick else SMC_REFERENCE_PARTICLES)
-        per_call_cost = default_evaluations / case.particles * per_call  # evaluations per particle as the default's
-        num_calls = max(1, math.ceil(ratio * default_evaluations / per_call_cost))
         calls = []
-        for k in range(num_calls):
+        while not calls or sum(c["evaluations"] for c in calls) < ratio * default_evaluations:
             start = time.perf_counter()
             res = sample_level_set(case.prior, case.classifier, list(case.target), concentration=case.concentration,
-                                   num_particles=per_call, seed=REFERENCE_SEED + k, device=case.device)
+                                   num_particles=per_call, seed=REFERENCE_SEED + len(calls), device=case.device)
             means, sds, log_z = smc_runs(res)
             calls.append({"run_means": means, "run_sds": sds, "log_z_runs": log_z,
                           "names": quantity_names(level_set), "evaluations": res.metrics["classifier_evaluations"],
                           "seconds": time.perf_counter() - start})
-            print(f"    SMC reference call {k + 1}/{num_calls} ({means.shape[0]} runs of "
-                  f"{per_call // means.shape[0]}): {calls[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+            done = sum(c["evaluations"] for c in calls) / default_evaluations
+            print(f"    SMC reference call {len(calls)} ({means.shape[0]} runs of {per_call // means.shape[0]}): "
+                  f"{calls[-1]['seconds']:.0f} s, {done:.1f}x the default's evaluations so far (asked {ratio}x)",
+                  file=sys.stderr, flush=True)
+        num_calls = len(calls)
         runs = sum(c["run_means"].shape[0] for c in calls)
         est = estimate_of(calls, f"smc-{runs}-runs-of-{per_call // calls[0]['run_means'].shape[0]}")
         settings = {"calls": num_calls, "particles_per_call": per_call, "runs": runs,
