@@ -519,6 +519,15 @@ def test_spatial_order_is_a_permutation_that_keeps_clusters_in_few_stretches():
         assert (stretches <= 4).all()
 
 
+def test_spatial_order_of_one_coordinate_is_a_full_sort():
+    # In one dimension every level splits its blocks at their medians, so the order is the sort;
+    # keys above a block's mid-range must keep their ranks (an earlier version tied them).
+    # Square roots crowd the upper half of the range, where the ties would cross the middle cut.
+    x = torch.randperm(64, generator=seeded(3)).to(torch.float64).view(1, 64, 1).sqrt()
+    order = kernel.spatial_order(x)
+    assert order[0].tolist() == x[0, :, 0].argsort().tolist()
+
+
 def test_ordered_resampling_copies_each_cluster_by_its_weight_to_within_one_per_stretch():
     points, cluster = _three_clusters(1)
     m = points.shape[1]

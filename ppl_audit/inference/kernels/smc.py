@@ -357,7 +357,8 @@ def spatial_order(points: torch.Tensor) -> torch.Tensor:
         key = x.gather(2, axis).squeeze(-1)
         low = bottom.gather(2, widest.unsqueeze(-1)).squeeze(-1).gather(1, cell.expand(runs, m))
         span = (top - bottom).gather(2, widest.unsqueeze(-1)).squeeze(-1).gather(1, cell.expand(runs, m))
-        within = ((key - low) / span.clamp_min(torch.finfo(x.dtype).tiny)).clamp(0, 0.5)  # [0, 0.5]: stays in block
+        # Scaled into [0, 0.5] so each key stays inside its block and keeps its rank there.
+        within = (0.5 * (key - low) / span.clamp_min(torch.finfo(x.dtype).tiny)).clamp(0, 0.5)
         perm = (cell.to(torch.float64) + within.to(torch.float64)).argsort(dim=1, stable=True)
         x = x.gather(1, perm.unsqueeze(-1).expand(runs, m, dim))
         order = order.gather(1, perm)
