@@ -45,6 +45,9 @@ ESS_THRESHOLD = 400  # Vehtari et al. (2021): at least 100 per chain for 4 chain
 # SMC's own checks. Runs whose evidence estimates differ by more than a factor e have put different
 # mass on the level set's regions (the estimator's sd is below 1 nat in a run that has found them all).
 LOG_EVIDENCE_SD_THRESHOLD = 1.0
+# A run this far below the median run's log evidence (e^-3: 5% of its mass) left out a region holding
+# most of the mass; runs that find every region agree within about 1 nat (the check above).
+LAGGING_RUN_NATS = 3.0
 # At least half of a run's final particles distinct: fewer means most are copies of a few ancestors.
 MIN_DISTINCT_SHARE = 0.5
 # Below 5% acceptance the final moves renew a particle about once in 20: the draws barely move.
@@ -228,11 +231,15 @@ def smc_checks(log_evidence, final_acceptance: float, distinct_share_min: float)
     >>> smc_checks([-3.1, -3.0, -2.9], 0.2, 0.8)["passed"]
     True
     """
-    sd = float(np.std(np.asarray(log_evidence, dtype=np.float64), ddof=1)) if len(log_evidence) > 1 else float("nan")
+    log_z = np.asarray(log_evidence, dtype=np.float64)
+    sd = float(np.std(log_z, ddof=1)) if len(log_z) > 1 else float("nan")
+    median = np.median(log_z) if len(log_z) > 2 else np.nan  # two runs have no "rest" to lag behind
+    gaps = np.sort(median - log_z[log_z < median - LAGGING_RUN_NATS])
     failed = []
-    if len(log_evidence) > 1 and not sd <= LOG_EVIDENCE_SD_THRESHOLD:
+    if len(log_z) > 1 and not sd <= LOG_EVIDENCE_SD_THRESHOLD:
         failed.append(f"the runs' log evidence spreads by sd {beyond(sd, LOG_EVIDENCE_SD_THRESHOLD, 2)} "
-                      f"(> {LOG_EVIDENCE_SD_THRESHOLD} nat): they put different mass on the level set's regions")
+                      f"(> {LOG_EVIDENCE_SD_THRESHOLD} nat): they put different mass on the level set's regions"
+                      + _lagging_words(gaps, len(log_z)))
     if not distinct_share_min >= MIN_DISTINCT_SHARE:
         share = beyond(100 * distinct_share_min, 100 * MIN_DISTINCT_SHARE, 0)
         failed.append(f"a run keeps only {share}% distinct particles (< {MIN_DISTINCT_SHARE:.0%}): "
@@ -242,7 +249,17 @@ def smc_checks(log_evidence, final_acceptance: float, distinct_share_min: float)
         failed.append(f"the moves at the posterior accept {rate}% (< {MIN_FINAL_ACCEPTANCE:.0%}): "
                       "the final draws barely move")
     return {"log_evidence_sd": sd, "final_acceptance": float(final_acceptance),
-            "distinct_share_min": float(distinct_share_min), "failed": failed, "passed": not failed}
+            "distinct_share_min": float(distinct_share_min), "lagging_runs": len(gaps), "failed": failed,
+            "passed": not failed}
+
+
+def _lagging_words(gaps: np.ndarray, runs: int) -> str:
+    """``"; 5 of 16 runs lie 5.1-6.3 nats below the median run ..."``, or ``""`` where none lags."""
+    if not len(gaps):
+        return ""
+    span = f"{gaps[0]:.1f}" if len(gaps) == 1 else f"{gaps[0]:.1f}-{gaps[-1]:.1f}"
+    return (f"; {len(gaps)} of {runs} runs lie {span} nats below the median run (more than {LAGGING_RUN_NATS:g}), "
+            "so each likely lost a region that holds most of the mass (larger runs lose it less often)")
 
 
 def summarize(idata, superchains: int | None = None, *, chains_independent: bool = True,
@@ -638,6 +655,7 @@ __all__ = [
     "ENSEMBLE_MIN_MEMBERS",
     "ESS_THRESHOLD",
     "HARMLESS_ARVIZ_LOG",
+    "LAGGING_RUN_NATS",
     "LATENT_DIM",
     "LATENT_VAR",
     "LOG_EVIDENCE_SD_THRESHOLD",

@@ -196,6 +196,19 @@ def test_smc_checks_name_each_failure():
     assert not converged
     for words in ("log evidence spreads by sd 3.20", "20% distinct", "accept 1.0%", "--particles"):
         assert words in text, text
+    assert bad["lagging_runs"] == 1 and "1 of 4 runs lie 6.0 nats below the median run" in text
+
+
+def test_runs_far_below_the_median_evidence_are_counted_and_named():
+    # Twelve runs agree within 0.6 nat (median -13.1); four lost the main region and lie 4.4-5.9 nats below.
+    log_z = [-13.0, -13.2, -12.8, -13.1, -12.9, -13.3, -13.0, -12.7, -13.1, -13.2, -12.9, -13.0,
+             -17.5, -19.0, -18.1, -17.6]
+    checks = diagnostics.smc_checks(log_z, final_acceptance=0.2, distinct_share_min=0.9)
+    assert checks["lagging_runs"] == 4
+    assert "4 of 16 runs lie 4.4-5.9 nats below the median run" in checks["failed"][0]
+    # A wide but even spread names no lagging run: no run stands apart from the rest.
+    even = diagnostics.smc_checks([-10.0, -11.0, -12.0, -13.0, -14.0], final_acceptance=0.2, distinct_share_min=0.9)
+    assert even["lagging_runs"] == 0 and "lie" not in even["failed"][0]
 
 
 def test_the_nested_rhat_threshold_asks_for_about_50_effective_particles_per_run():
