@@ -56,11 +56,13 @@ def _row(name: str, seed: int, seconds: float, out: Path, limit: float | None) -
     rows = report["verdict"]["rows"]
     converged = sum(bool(r.get("trusted")) for r in rows)
     sampling = sum(v for k, v in timings.items() if k.count("/") == 1 and not k.endswith("/prior_seconds"))
-    sampled = sum(t.get("classifier_evaluations") or 0 for w in report["metrics"].get("worlds", {}).values()
-                  for t in w.get("targets", {}).values())
+    targets = [t for w in report["metrics"].get("worlds", {}).values() for t in w.get("targets", {}).values()]
+    sampled = sum(t.get("classifier_evaluations") or 0 for t in targets)
+    discarded = sum(t.get("smc_discarded_rounds") or 0 for t in targets)  # first rounds whose runs disagreed
     return {"run": name, "seed": seed, "seconds": round(seconds, 1), "sampling_seconds": round(sampling, 1),
             "classifier_seconds": round(timings["classifier_seconds"], 1), "converged": converged,
-            "targets": len(rows), "sampled_evaluations_millions": round(sampled / 1e6, 4), "limit_seconds": limit,
+            "targets": len(rows), "sampled_evaluations_millions": round(sampled / 1e6, 4),
+            "discarded_rounds": discarded, "limit_seconds": limit,
             "within_limit": None if limit is None else bool(seconds <= limit and converged == len(rows))}
 
 
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
     if rates:
         print(f"raw rate: {rates[0]:,.0f} evaluations/s before the cached runs, {rates[-1]:,.0f} after")
     columns = ["run", "seed", "seconds", "sampling_seconds", "classifier_seconds", "converged", "targets",
-               "evaluations_millions", "sampled_evaluations_millions", "limit_seconds", "within_limit"]
+               "evaluations_millions", "sampled_evaluations_millions", "discarded_rounds", "limit_seconds",
+               "within_limit"]
     print_table(columns, [[r[c] for c in columns] for r in rows])
     write_results(args, {"benchmark": "demo_time", "seeds": args.seeds, "columns": columns, "rows": rows,
                          "raw_evaluations_per_second": [round(r) for r in rates],

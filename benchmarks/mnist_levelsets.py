@@ -152,14 +152,15 @@ def main(argv=None) -> int:
                                  None if paper is None else m["delta"] <= paper, m["num_distinct"],
                                  m["num_samples"], m["nested_rhat_max"], m["ess_bulk_min"], m["converged"],
                                  res.chain.info.get("num_stages"), m["classifier_evaluations"], seconds,
-                                 m.get("ess_superchains_min"), m.get("smc_rounds"), m.get("log_evidence_sd"),
-                                 _max_info(res.chain.info, "guarded_stages"), share_of_raw])
+                                 m.get("ess_superchains_min"), m.get("smc_rounds"), m.get("smc_discarded_rounds"),
+                                 m.get("log_evidence_sd"), _max_info(res.chain.info, "guarded_stages"),
+                                 share_of_raw])
                     print(f"  {world} {target.name} c={_label(c)} seed={seed}: Delta {100 * m['delta']:.2f}% "
                           f"distinct {m['num_distinct']}/{m['num_samples']} {seconds:.1f} s", file=sys.stderr)
     columns = ["prior", "target", "concentration", "seed", "delta_percent", "paper_delta_percent",
                "at_or_below_paper", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min", "converged",
                "smc_stages", "classifier_evaluations", "seconds", "ess_superchains_min", "smc_rounds",
-               "log_evidence_sd", "guarded_stages_max", "share_of_raw_rate"]
+               "smc_discarded_rounds", "log_evidence_sd", "guarded_stages_max", "share_of_raw_rate"]
     raw_after = {w: raw_rate(priors[w], clf) for w in worlds}
     accuracy = ((getattr(clf, "info", None) or {}).get("metrics") or {}).get("test_accuracy")
     print(f"MNIST level sets: {', '.join(worlds)} x {[t.name for t in spec.targets]}; method {spec.method}, "

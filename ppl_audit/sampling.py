@@ -70,9 +70,13 @@ SMC_SLOW_ESS_FRACTION = 0.8
 # larger runs are worth more effective particles each (README, "Samplers"; levelset_smc_levers.py).
 SMC_MAX_ROUNDS = 2
 SMC_ROUNDS_LIMIT = 5  # each round doubles the run size: the fifth's runs are 16x the first's
-# No round is added below this many effective particles per superchain (nested R-hat above ~1.1): the runs
-# then disagree about where the level set is, which more runs do not fix; a precision shortfall they do.
+# Below this many effective particles per superchain (nested R-hat above ~1.1) the runs disagree about where
+# the level set is, which pooling more runs with them does not fix; a precision shortfall it does.
 SMC_ROUND_MIN_EFFECTIVE_PARTICLES = 5.0
+# A first round whose runs disagree (below the line above) is replaced by runs twice as large that temper
+# at this ESS fraction: runs lose the region holding most of the mass at early, large steps (MNIST
+# ten-way target, benchmarks/smc_mode_tracking.py: 5 of 16 runs lost it at 0.5, none at 0.8).
+SMC_GENTLE_ESS_FRACTION = 0.8
 # Option run_groups: a round's runs split into this many groups, each one batch with its own random stream,
 # which an executor may run side by side (issue 26). 1, the default, is one batch on the level set's stream.
 SMC_RUN_GROUPS = 1
@@ -89,6 +93,9 @@ class SMCGroup:
     runs, particles_per_run : int
     seed : int
         Derived from the level set's seed, the round and the index alone (:func:`smc_groups`).
+    target_ess_fraction : float, optional
+        The ESS fraction the group's round tempers at, where the round sets its own (a round that
+        replaced one whose runs disagreed, :func:`_run_smc_rounds`); ``None``: the options'.
     """
 
     round: int
@@ -96,6 +103,7 @@ class SMCGroup:
     runs: int
     particles_per_run: int
     seed: int
+    target_ess_fraction: float | None = None
 
     @property
     def name(self) -> str:
@@ -107,7 +115,8 @@ class SMCGroup:
 MapGroupsFn = Callable[[Sequence[SMCGroup]], Sequence[SamplingResult]]
 
 
-def smc_groups(seed: int, round_index: int, runs: int, particles_per_run: int, count: int) -> list[SMCGroup]:
+def smc_groups(seed: int, round_index: int, runs: int, particles_per_run: int, count: int, *,
+               target_ess_fraction: float | None = None) -> list[SMCGroup]:
     """A round's ``runs`` in ``count`` groups whose sizes differ by at most one, each seeded from ``seed``,
     the round and its index (a hash: no two groups of any level set share a stream by arithmetic).
 
@@ -125,7 +134,8 @@ def smc_groups(seed: int, round_index: int, runs: int, particles_per_run: int, c
         digest = hashlib.sha256(f"smc group {seed} {round_index} {index}".encode()).digest()
         return int.from_bytes(digest[:7], "big")
 
-    return [SMCGroup(round_index, i, size, particles_per_run, group_seed(i)) for i, size in enumerate(sizes)]
+    return [SMCGroup(round_index, i, size, particles_per_run, group_seed(i), target_ess_fraction)
+            for i, size in enumerate(sizes)]
 
 
 @dataclass
@@ -307,11 +317,14 @@ def _run_smc_rounds(num_particles: int, options: dict, run_round: Callable[[int,
     """SMC in rounds until the runs pass their checks (at most ``max_rounds``, default :data:`SMC_MAX_ROUNDS`):
     the pooled result and its diagnostics summary (:func:`_smc_summary`, computed once per round).
 
-    The first round's runs are the superchains. Each later round runs as many again, each twice the
-    size of the last round's, and superchain ``k`` pools run ``k`` of every round
-    (:func:`~ppl_audit.inference.smc.pool_runs`). A round is added only while the checks fail on a
-    precision shortfall (:data:`SMC_ROUND_MIN_EFFECTIVE_PARTICLES`). ``run_round(round, runs, size,
-    options)`` runs one round.
+    The first round's runs are the superchains. Where they fail on a precision shortfall (at least
+    :data:`SMC_ROUND_MIN_EFFECTIVE_PARTICLES` per superchain), the next round runs as many again, each
+    twice the size of the last round's, and superchain ``k`` pools run ``k`` of every round
+    (:func:`~ppl_audit.inference.smc.pool_runs`). Where the first round's runs disagree instead, it is
+    discarded for a fresh round of runs twice its size, tempering at :data:`SMC_GENTLE_ESS_FRACTION`:
+    the verdict is then the new round's alone, and the result's cost and ``info["discarded_rounds"]``
+    keep the old one's.
+    ``run_round(round, runs, size, options)`` runs one round.
     """
     from ppl_audit.inference.smc import pool_runs
 
@@ -319,16 +332,52 @@ def _run_smc_rounds(num_particles: int, options: dict, run_round: Callable[[int,
     max_rounds = options.pop("max_rounds", SMC_MAX_ROUNDS)
     _check_max_rounds(max_rounds)
     size = num_particles // runs
-    results = [run_round(0, runs, size, dict(options))]
+    results, discarded = [run_round(0, runs, size, dict(options))], []
     pooled = results[0]
     summary = _smc_summary(pooled)
-    while (len(results) < max_rounds and not summary["converged"]
-           and summary["ess_per_superchain_min"] >= SMC_ROUND_MIN_EFFECTIVE_PARTICLES):
-        size *= 2
-        results.append(run_round(len(results), runs, size, dict(options)))
-        pooled = pool_runs(results, superchains=runs)
+    while len(results) + len(discarded) < max_rounds and not summary["converged"]:
+        round_index = len(results) + len(discarded)
+        if summary["ess_per_superchain_min"] >= SMC_ROUND_MIN_EFFECTIVE_PARTICLES:
+            size *= 2
+            results.append(run_round(round_index, runs, size, dict(options)))
+            pooled = pool_runs(results, superchains=runs)
+        elif len(results) == 1 and _target_ess_fraction(options) < SMC_GENTLE_ESS_FRACTION:
+            discarded.append(_discarded_round(pooled, summary, options))
+            options, size = _tempering_at(options, SMC_GENTLE_ESS_FRACTION), size * 2
+            results = [run_round(round_index, runs, size, dict(options))]
+            pooled = results[0]
+        else:
+            break
         summary = _smc_summary(pooled)
+    if discarded:
+        pooled = dataclasses.replace(
+            pooled, num_evaluations=pooled.num_evaluations + sum(d["classifier_evaluations"] for d in discarded),
+            seconds=pooled.seconds + sum(d["seconds"] for d in discarded),
+            info={**pooled.info, "discarded_rounds": discarded})
     return pooled, summary
+
+
+def _target_ess_fraction(options: dict) -> float:
+    """The ESS fraction ``options`` temper at (the sampler's default where unset)."""
+    from ppl_audit.inference.smc import SMCConfig
+
+    return float(options.get("target_ess_fraction", SMCConfig.target_ess_fraction))
+
+
+def _tempering_at(options: dict, fraction: float) -> dict:
+    """``options`` tempering at ESS fraction ``fraction`` (slow stages at least as gently)."""
+    slow = max(options.get("slow_ess_fraction", SMC_SLOW_ESS_FRACTION), fraction)
+    return {**options, "target_ess_fraction": fraction, "slow_ess_fraction": slow}
+
+
+def _discarded_round(chain: SamplingResult, summary: dict[str, Any], options: dict) -> dict[str, Any]:
+    """What a discarded round was and cost, for ``info["discarded_rounds"]`` and the report."""
+    return {"target_ess_fraction": _target_ess_fraction(options),
+            "ess_per_superchain_min": float(summary["ess_per_superchain_min"]),
+            "nested_rhat_max": float(summary["nested_rhat_max"]),
+            "log_evidence_sd": float(summary["smc"]["log_evidence_sd"]),
+            "lagging_runs": int(summary["smc"]["lagging_runs"]),
+            "classifier_evaluations": int(chain.num_evaluations), "seconds": float(chain.seconds)}
 
 
 def _run_smc_once(level_set: LevelSet, prior: Prior, runs: int, particles_per_run: int, generator, device,
@@ -372,7 +421,8 @@ def _round_runner(level_set: LevelSet, prior: Prior, generator, device, progress
         count = options.pop("run_groups", SMC_RUN_GROUPS)
         if count == 1:
             return _run_smc_once(level_set, prior, runs, size, generator, device, options, progress)
-        groups = smc_groups(seed, round_index, runs, size, count)
+        groups = smc_groups(seed, round_index, runs, size, count,
+                            target_ess_fraction=options.get("target_ess_fraction"))
         results = list(map_groups(groups))
         if len(results) != len(groups):
             raise InvalidInputError(f"map_groups returned {len(results)} results for {len(groups)} SMC groups")
@@ -414,6 +464,8 @@ def sample_smc_group(
     level_set = _level_set(method, prior, classifier, target, concentration, relaxation, sigma, class_names)
     _, plan = smc_plan(num_particles, options)
     plan.pop("max_rounds", None)
+    if group.target_ess_fraction is not None:
+        plan = _tempering_at(plan, group.target_ess_fraction)
     generator = torch.Generator(device=dev).manual_seed(group.seed)
     chain = _run_smc_once(level_set, prior, group.runs, group.particles_per_run, generator, dev, plan, progress)
     return dataclasses.replace(chain, num_evaluations=max(chain.num_evaluations, level_set.evaluations))
@@ -720,7 +772,8 @@ def _metrics(method: str, chain: SamplingResult, summary: dict[str, Any], latent
         "ess_tail_min": summary["ess_tail_min"],
         "ess_superchains_min": summary.get("ess_superchains_min"),
         **({"log_evidence_sd": smc["log_evidence_sd"], "distinct_share_min": smc["distinct_share_min"],
-            "final_acceptance": smc["final_acceptance"], "smc_rounds": chain.info.get("rounds", 1)} if smc else {}),
+            "final_acceptance": smc["final_acceptance"], "smc_rounds": chain.info.get("rounds", 1),
+            "smc_discarded_rounds": len(chain.info.get("discarded_rounds", []))} if smc else {}),
         "converged": summary["converged"],
         "classifier_evaluations": evals,
         "ambiguous_per_1000_evaluations": (
@@ -864,6 +917,7 @@ __all__ = [
     "SMC_FITTED_PARTICLES_PER_RUN",
     "SMC_MAX_ROUNDS",
     "SMC_MIN_FITTED_RUNS",
+    "SMC_GENTLE_ESS_FRACTION",
     "SMC_MIN_MOVED_FRACTION",
     "SMC_MIN_PARTICLES_PER_RUN",
     "SMC_ROUND_MIN_EFFECTIVE_PARTICLES",

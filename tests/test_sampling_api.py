@@ -150,28 +150,46 @@ def test_smc_refuses_an_unknown_space():
 # --------------------------------------------------------------------------- issue 21: SMC rounds
 
 
-@pytest.mark.parametrize("summary,rounds", [
-    ({"converged": True, "ess_per_superchain_min": 10.0}, 1),   # passed: no second round
-    ({"converged": False, "ess_per_superchain_min": 20.0}, 2),  # too imprecise: a round of larger runs
-    ({"converged": False, "ess_per_superchain_min": 2.0}, 1),   # the runs disagree: no wasted round
+@pytest.mark.parametrize("summary,options,rounds,discarded", [
+    ({"converged": True, "ess_per_superchain_min": 10.0}, {}, 1, 0),   # passed: no second round
+    ({"converged": False, "ess_per_superchain_min": 20.0}, {}, 2, 0),  # too imprecise: a round of larger runs
+    ({"converged": False, "ess_per_superchain_min": 2.0}, {}, 1, 1),   # the runs disagree: again, more gently
+    # already tempering gently: another such round would not help, so none is run
+    ({"converged": False, "ess_per_superchain_min": 2.0}, {"target_ess_fraction": 0.8}, 1, 0),
 ])
-def test_smc_adds_a_round_of_larger_runs_only_where_it_can_help(tiny_classifier, monkeypatch, summary, rounds):
+def test_smc_adds_a_round_only_where_it_can_help(tiny_classifier, monkeypatch, summary, options, rounds, discarded):
     import ppl_audit.sampling as sampling
 
     checked, real = [], sampling._smc_summary
+    fractions, run_once = [], sampling._run_smc_once
 
     def first_round_reads(chain):  # the first round's verdict as the case says; later ones as they are
         checked.append(chain.num_chains)
         return {**real(chain), **summary} if len(checked) == 1 else real(chain)
 
+    def recording_run_once(*args):
+        fractions.append(args[-2].get("target_ess_fraction", 0.5))  # the round's options
+        return run_once(*args)
+
     monkeypatch.setattr(sampling, "_smc_summary", first_round_reads)
+    monkeypatch.setattr(sampling, "_run_smc_once", recording_run_once)
     res = pa.sample_level_set(pa.HouseRocketWorld(), tiny_classifier, [0.5, 0.5], method="smc", num_particles=64,
-                              seed=0, device="cpu", options={"num_final_draws": 4})
+                              seed=0, device="cpu", options={"num_final_draws": 4, **options})
     # 64 particles make 4 runs of 16; a second round adds 4 runs of 32, superchain k pooling run k of each
-    assert checked == [64, 64 + 128][:rounds]  # one summary per round, none computed again for the report
-    assert res.chain.num_chains == (64 if rounds == 1 else 64 + 128) and res.chain.superchains == 4
-    assert res.metrics["smc_rounds"] == rounds
-    if rounds == 1:
+    pooled = rounds == 2
+    # one summary per round; a replacement round's runs are twice as large, like a second round's
+    assert checked == ([64, 64 + 128] if pooled else [64, 128] if discarded else [64])
+    assert res.chain.num_chains == (64 + 128 if pooled else 128 if discarded else 64) and res.chain.superchains == 4
+    assert res.metrics["smc_rounds"] == rounds and res.metrics["smc_discarded_rounds"] == discarded
+    first = options.get("target_ess_fraction", 0.5)
+    assert fractions == [first] + [0.8] * discarded + [first] * (rounds - 1)  # a replacement tempers gently
+    if discarded:
+        (old,) = res.chain.info["discarded_rounds"]
+        assert old["target_ess_fraction"] == 0.5 and old["ess_per_superchain_min"] == 2.0
+        # the discarded round's evaluations are part of the cost; the verdict is the new round's alone
+        assert res.chain.num_evaluations > old["classifier_evaluations"] > 0
+        assert res.diagnostics["converged"] == real(res.chain)["converged"]
+    elif rounds == 1:
         assert res.diagnostics["converged"] is summary["converged"]  # the report reads the rounds' own summary
     assert res.metrics["classifier_evaluations"] == res.chain.num_evaluations
 

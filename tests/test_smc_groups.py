@@ -91,3 +91,34 @@ def test_a_map_groups_that_loses_a_group_is_an_error():
 def test_groups_are_runs_of_smc_only():
     with pytest.raises(InvalidInputError, match="not 'mh'"):
         sample_smc_group(WORLD, classifier, TARGET, smc_groups(0, 0, 2, 8, 1)[0], method="mh")
+
+
+def test_a_replacement_rounds_groups_temper_as_gently_as_the_round(monkeypatch):
+    import ppl_audit.sampling as sampling
+
+    real, calls = sampling._smc_summary, []
+
+    def first_round_disagrees(chain):
+        calls.append(chain.num_chains)
+        return {**real(chain), "converged": False, "ess_per_superchain_min": 1.0} if len(calls) == 1 else real(chain)
+
+    fractions, run_once = [], sampling._run_smc_once
+
+    def recording_run_once(*args):
+        fractions.append(args[-2].get("target_ess_fraction", 0.5))
+        return run_once(*args)
+
+    seen = []
+
+    def in_process(groups):
+        seen.extend((g.name, g.particles_per_run, g.target_ess_fraction) for g in groups)
+        return [sample_smc_group(WORLD, classifier, TARGET, g, num_particles=256, device="cpu",
+                                 options={"run_groups": 2}) for g in groups]
+
+    monkeypatch.setattr(sampling, "_smc_summary", first_round_disagrees)
+    monkeypatch.setattr(sampling, "_run_smc_once", recording_run_once)
+    res = sample_level_set(WORLD, classifier, TARGET, options={"run_groups": 2}, map_groups=in_process, **RUN)
+    assert seen == [("round 1 group 1", 16, None), ("round 1 group 2", 16, None),
+                    ("round 2 group 1", 32, 0.8), ("round 2 group 2", 32, 0.8)]
+    assert fractions == [0.5, 0.5, 0.8, 0.8]  # each group ran as its round asked, wherever it ran
+    assert res.metrics["smc_discarded_rounds"] == 1 and res.chain.num_chains == 512

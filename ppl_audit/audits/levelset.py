@@ -1168,11 +1168,23 @@ def _tempering_figure(key: str, world_name: str, target: TargetSpec, chain, layo
         + (f", coloured by round ({rounds} rounds of {per_round} runs, each round's runs twice the size of the "
            "last's)" if rounds > 1 else "")
         + ". Right: the mean ESS fraction of the particles before each resampling"
-        + (", per round." if len(layout.ess_rounds) > 1 else "."),
+        + (", per round." if len(layout.ess_rounds) > 1 else ".")
+        + _discarded_words(chain.info.get("discarded_rounds", [])),
         schedules,
         [i % rounds for i in range(len(schedules))],  # pooled runs: run k of round i at k * rounds + i
         layout.ess_rounds,
     )
+
+
+def _discarded_words(discarded: list[dict]) -> str:
+    """A caption's sentence on a first round the sampler discarded, or ``""``."""
+    if not discarded:
+        return ""
+    old = discarded[0]
+    return (f" A first round of runs tempering at ESS fraction {old['target_ess_fraction']:g} was discarded: its "
+            f"runs disagreed (worth {old['ess_per_superchain_min']:.1f} effective particles each, log-evidence sd "
+            f"{old['log_evidence_sd']:.2f}), so the runs shown started afresh and temper more gently; the "
+            f"evaluation count includes the discarded round's {old['classifier_evaluations']:,}.")
 
 
 def _trace_and_rank_figures(key: str, world_name: str, target: TargetSpec, samples, *, smc: bool) -> list[Figure]:

@@ -54,6 +54,8 @@ class SMCRunInfo(TypedDict):
     # Set when several results' runs are pooled into superchains (ppl_audit.inference.smc.pool_runs):
     rounds: NotRequired[int]  # results pooled: the runs in each superchain
     log_evidence_superchains: NotRequired[list[float]]  # log of each superchain's mean evidence
+    # Set by the level-set sampler when it discarded a first round whose runs disagreed (ppl_audit.sampling):
+    discarded_rounds: NotRequired[list[dict]]  # each one's ESS fraction, checks and cost
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,20 @@ def test_pooled_rounds_mark_each_rounds_kept_draws_and_colour_runs_by_round():
     assert "2 rounds of 4 runs" in figs["tempering"].caption
 
 
+def test_a_discarded_first_round_is_named_in_the_tempering_caption():
+    import dataclasses
+
+    chain = _smc(runs=4, particles=8, seed=1)
+    assert "discarded" not in _figures(chain)["tempering"].caption
+    old = {"target_ess_fraction": 0.5, "ess_per_superchain_min": 1.23, "nested_rhat_max": 3.1,
+           "log_evidence_sd": 2.55, "lagging_runs": 5, "classifier_evaluations": 2609152, "seconds": 40.0}
+    chain = dataclasses.replace(chain, info={**chain.info, "discarded_rounds": [old]})
+    caption = _figures(chain)["tempering"].caption
+    for words in ("first round of runs tempering at ESS fraction 0.5 was discarded", "worth 1.2 effective",
+                  "log-evidence sd 2.55", "discarded round's 2,609,152"):
+        assert words in caption, caption
+
+
 def test_mh_draws_its_warm_up_where_it_ends():
     chain = run_mh(lambda z: -0.5 * (z**2).sum(-1), torch.zeros(8, 3), MCMCConfig(20),
                    generator=torch.Generator().manual_seed(0), latent_names=NAMES)
