@@ -93,9 +93,10 @@ class SMCGroup:
     runs, particles_per_run : int
     seed : int
         Derived from the level set's seed, the round and the index alone (:func:`smc_groups`).
-    target_ess_fraction : float, optional
-        The ESS fraction the group's round tempers at, where the round sets its own (a round that
-        replaced one whose runs disagreed, :func:`_run_smc_rounds`); ``None``: the options'.
+    target_ess_fraction, slow_ess_fraction : float, optional
+        The ESS fractions the group's round tempers at, exactly as the round's options hold them (a
+        round that replaced one whose runs disagreed sets its own, :func:`_run_smc_rounds`); ``None``
+        where the options leave one unset.
     """
 
     round: int
@@ -104,6 +105,7 @@ class SMCGroup:
     particles_per_run: int
     seed: int
     target_ess_fraction: float | None = None
+    slow_ess_fraction: float | None = None
 
     @property
     def name(self) -> str:
@@ -116,7 +118,8 @@ MapGroupsFn = Callable[[Sequence[SMCGroup]], Sequence[SamplingResult]]
 
 
 def smc_groups(seed: int, round_index: int, runs: int, particles_per_run: int, count: int, *,
-               target_ess_fraction: float | None = None) -> list[SMCGroup]:
+               target_ess_fraction: float | None = None, slow_ess_fraction: float | None = None
+               ) -> list[SMCGroup]:
     """A round's ``runs`` in ``count`` groups whose sizes differ by at most one, each seeded from ``seed``,
     the round and its index (a hash: no two groups of any level set share a stream by arithmetic).
 
@@ -134,7 +137,7 @@ def smc_groups(seed: int, round_index: int, runs: int, particles_per_run: int, c
         digest = hashlib.sha256(f"smc group {seed} {round_index} {index}".encode()).digest()
         return int.from_bytes(digest[:7], "big")
 
-    return [SMCGroup(round_index, i, size, particles_per_run, group_seed(i), target_ess_fraction)
+    return [SMCGroup(round_index, i, size, particles_per_run, group_seed(i), target_ess_fraction, slow_ess_fraction)
             for i, size in enumerate(sizes)]
 
 
@@ -422,7 +425,8 @@ def _round_runner(level_set: LevelSet, prior: Prior, generator, device, progress
         if count == 1:
             return _run_smc_once(level_set, prior, runs, size, generator, device, options, progress)
         groups = smc_groups(seed, round_index, runs, size, count,
-                            target_ess_fraction=options.get("target_ess_fraction"))
+                            target_ess_fraction=options.get("target_ess_fraction"),
+                            slow_ess_fraction=options.get("slow_ess_fraction"))
         results = list(map_groups(groups))
         if len(results) != len(groups):
             raise InvalidInputError(f"map_groups returned {len(results)} results for {len(groups)} SMC groups")
@@ -464,8 +468,8 @@ def sample_smc_group(
     level_set = _level_set(method, prior, classifier, target, concentration, relaxation, sigma, class_names)
     _, plan = smc_plan(num_particles, options)
     plan.pop("max_rounds", None)
-    if group.target_ess_fraction is not None:
-        plan = _tempering_at(plan, group.target_ess_fraction)
+    tempering = {"target_ess_fraction": group.target_ess_fraction, "slow_ess_fraction": group.slow_ess_fraction}
+    plan.update({key: value for key, value in tempering.items() if value is not None})  # as its round ran
     generator = torch.Generator(device=dev).manual_seed(group.seed)
     chain = _run_smc_once(level_set, prior, group.runs, group.particles_per_run, generator, dev, plan, progress)
     return dataclasses.replace(chain, num_evaluations=max(chain.num_evaluations, level_set.evaluations))

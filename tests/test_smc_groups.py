@@ -122,3 +122,12 @@ def test_a_replacement_rounds_groups_temper_as_gently_as_the_round(monkeypatch):
                     ("round 2 group 1", 32, 0.8), ("round 2 group 2", 32, 0.8)]
     assert fractions == [0.5, 0.5, 0.8, 0.8]  # each group ran as its round asked, wherever it ran
     assert res.metrics["smc_discarded_rounds"] == 1 and res.chain.num_chains == 512
+
+
+def test_grouped_and_ungrouped_runs_refuse_the_same_tempering_options():
+    # Groups carry their round's ESS fractions as the round holds them, so a setting an ungrouped run
+    # refuses (a target above the slow stages' fraction) is refused in groups too, not quietly mended.
+    options = {"target_ess_fraction": 0.9, "max_rounds": 1}
+    for groups in (1, 2):
+        with pytest.raises(InvalidInputError, match=r"slow_ess_fraction must be in \[target_ess_fraction, 1\)"):
+            sample_level_set(WORLD, classifier, TARGET, options={**options, "run_groups": groups}, **RUN)
