@@ -156,7 +156,8 @@ def main(argv=None) -> int:
                                  m.get("log_evidence_sd"), _max_info(res.chain.info, "guarded_stages"),
                                  share_of_raw])
                     print(f"  {world} {target.name} c={_label(c)} seed={seed}: Delta {100 * m['delta']:.2f}% "
-                          f"distinct {m['num_distinct']}/{m['num_samples']} {seconds:.1f} s", file=sys.stderr)
+                          f"distinct {m['num_distinct']}/{m['num_samples']}, nested R-hat {m['nested_rhat_max']:.3f} "
+                          f"({'converged' if m['converged'] else 'not converged'}), {seconds:.1f} s", file=sys.stderr)
     columns = ["prior", "target", "concentration", "seed", "delta_percent", "paper_delta_percent",
                "at_or_below_paper", "num_distinct", "num_samples", "nested_rhat_max", "ess_bulk_min", "converged",
                "smc_stages", "classifier_evaluations", "seconds", "ess_superchains_min", "smc_rounds",

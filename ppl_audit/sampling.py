@@ -53,6 +53,8 @@ SMC_FINAL_DRAWS = 20
 SMC_MIN_PARTICLES_PER_RUN = 16
 # Fitted moves need runs large enough to fit a mixture, and nested R-hat enough runs to estimate a
 # variance: at least 8 runs of 125, else random-walk moves (README, "Samplers", for the measurements).
+# Of the run counts that qualify the fewest is taken: larger runs fit more mixture components and keep more
+# particles on each island of a level set (the GAN's 8-vs-9 target: benchmarks/smc_mode_tracking.py).
 SMC_FITTED_PARTICLES_PER_RUN = 125
 SMC_MIN_FITTED_RUNS = 8
 SMC_RW_MOVES = 10  # random-walk moves per stage: 5 left the concentration-1,000 level set at nested R-hat 1.02-1.09
@@ -203,10 +205,29 @@ def smc_run_count(num_particles: int, min_per_run: int = SMC_MIN_PARTICLES_PER_R
     return 1
 
 
+def smc_fitted_run_count(num_particles: int, min_per_run: int = SMC_FITTED_PARTICLES_PER_RUN) -> int | None:
+    """Independent SMC runs for fitted moves: the fewest, from :data:`SMC_MIN_FITTED_RUNS` up to
+    :data:`MAX_SUPERCHAINS`, that divide ``num_particles`` into runs of at least ``min_per_run``; ``None``
+    where no count does (the level set then moves by random walk).
+
+    Examples
+    --------
+    >>> smc_fitted_run_count(4096), smc_fitted_run_count(1000), smc_fitted_run_count(1500)
+    (8, 8, 10)
+    >>> smc_fitted_run_count(999) is None  # 8 runs of 124.9, and no larger count divides it into runs of 125
+    True
+    """
+    for k in range(SMC_MIN_FITTED_RUNS, min(MAX_SUPERCHAINS, num_particles // min_per_run) + 1):
+        if num_particles % k == 0:
+            return k
+    return None
+
+
 def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     """Runs and move settings of an SMC level-set run: independent moves from fitted
     mixtures when ``num_particles`` makes at least :data:`SMC_MIN_FITTED_RUNS` runs of
-    :data:`SMC_FITTED_PARTICLES_PER_RUN`, random-walk moves otherwise. Settings given in
+    :data:`SMC_FITTED_PARTICLES_PER_RUN` (:func:`smc_fitted_run_count`: the fewest such runs),
+    random-walk moves otherwise. Settings given in
     ``options`` win; ``min_particles_per_run`` asks for fewer, larger runs (an estimate that averages
     over a run's particles is biased by O(1 / particles per run), which the runs' spread does not show).
 
@@ -218,7 +239,9 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     10
     >>> smc_plan(256, {"move": "independent", "min_moved_fraction": 0.0})
     (16, {'move': 'independent', 'min_moved_fraction': 0.0, 'slow_ess_fraction': 0.8})
-    >>> smc_plan(4000, {"min_particles_per_run": 500})[0]  # fewer, larger runs: 8 of 500
+    >>> smc_plan(4096, {})[0], smc_plan(4096, {"move": "rw"})[0]  # 8 runs of 512; random walks in 16 of 256
+    (8, 16)
+    >>> smc_plan(64000, {"min_particles_per_run": 8000})[0]  # fewer, larger runs: 8 of 8,000
     8
     """
     options = dict(options)
@@ -226,9 +249,9 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     if isinstance(per_run, bool) or not isinstance(per_run, int) or not 1 <= per_run <= num_particles:
         raise InvalidInputError(f"smc option min_particles_per_run must be an integer in 1..{num_particles}, "
                                 f"got {per_run!r}")
-    fitted_runs = smc_run_count(num_particles, max(per_run, SMC_FITTED_PARTICLES_PER_RUN))
-    move = options.get("move", "independent" if fitted_runs >= SMC_MIN_FITTED_RUNS else "rw")
-    runs = (fitted_runs if move != "rw" and fitted_runs >= SMC_MIN_FITTED_RUNS else
+    fitted_runs = smc_fitted_run_count(num_particles, max(per_run, SMC_FITTED_PARTICLES_PER_RUN))
+    move = options.get("move", "independent" if fitted_runs else "rw")
+    runs = (fitted_runs if move != "rw" and fitted_runs else
             smc_run_count(num_particles, max(per_run, SMC_MIN_PARTICLES_PER_RUN)))
     groups = options.get("run_groups", SMC_RUN_GROUPS)
     if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= runs:
@@ -940,6 +963,7 @@ __all__ = [
     "sample_smc_group",
     "sampler_option_types",
     "smc_groups",
+    "smc_fitted_run_count",
     "smc_plan",
     "smc_run_count",
     "superchain_count",

@@ -110,3 +110,18 @@ def test_no_script_repeats_the_path_setup():
     for script in [*BENCHMARKS.glob("[a-z]*.py"), *EXPERIMENTS.glob("[a-z]*.py")]:
         text = script.read_text()
         assert "sys.path.insert" not in text and "argparse.ArgumentParser(" not in text, script.name
+
+
+def test_mode_tracking_islands_give_each_runs_share_of_known_clusters(capsys, one_thread):
+    tracking = importlib.import_module("smc_mode_tracking")
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(96, 2, generator=g) * 0.1, torch.randn(96, 2, generator=g) * 0.1 + 5.0
+    # Run 0 sits wholly on island A; run 1 has a quarter of its particles on A, the rest on B.
+    final = torch.stack([a[:64], torch.cat([a[64:80], b[:48]])])
+    shares, centres, spreads = tracking._islands(final, 2, seed=0)
+    assert shares.tolist() == [[1.0, 0.0], [0.25, 0.75]]  # island 0 holds the larger pooled share (0.625)
+    assert torch.allclose(centres[1], torch.tensor([5.0, 5.0]), atol=0.1) and (spreads < 0.15).all()
+    out = _quick("smc_mode_tracking", capsys, "--islands", "2")
+    assert "2 islands of the final particles" in out and "island_1" in out
+    assert tracking.main(["--quick", "--islands", "-1"]) == 2
+    assert "--islands must be in 0..128" in capsys.readouterr().err

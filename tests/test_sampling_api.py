@@ -203,7 +203,17 @@ def test_smc_rounds_option_is_checked():
 def test_smc_min_particles_per_run_makes_fewer_larger_runs():
     from ppl_audit.sampling import smc_plan
 
-    assert smc_plan(4000, {})[0] == 16 and smc_plan(4000, {"min_particles_per_run": 500})[0] == 8
+    assert smc_plan(4000, {})[0] == 8 and smc_plan(4000, {"min_particles_per_run": 1000}) == (
+        4, {"move": "rw", "min_moved_fraction": 0.9, "slow_ess_fraction": 0.8, "num_moves": 10})
+
+
+def test_fitted_smc_takes_the_fewest_runs_of_at_least_eight():
+    from ppl_audit.sampling import smc_fitted_run_count
+
+    # 8 runs where N divides by 8; else the next count up that divides it; none under 8 runs of 125.
+    assert [smc_fitted_run_count(n) for n in (1000, 1500, 1350, 4096, 64000)] == [8, 10, 9, 8, 8]
+    assert smc_fitted_run_count(999) is None and smc_fitted_run_count(1997) is None  # 1997 is prime
+    assert smc_fitted_run_count(4096, 1024) is None  # 4 runs of 1024 are too few for nested R-hat
     with pytest.raises(InvalidInputError, match="min_particles_per_run must be an integer in 1..64"):
         pa.sample_level_set(pa.HouseRocketWorld(), lambda x: torch.full((len(x), 2), 0.5), [0.5, 0.5],
                             num_particles=64, options={"min_particles_per_run": 65}, device="cpu")
