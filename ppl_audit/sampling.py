@@ -182,10 +182,15 @@ def superchain_count(num_particles: int) -> int | None:
     >>> superchain_count(1000), superchain_count(4096), superchain_count(7)
     (10, 16, 7)
     """
-    for k in range(min(MAX_SUPERCHAINS, num_particles), 1, -1):
-        if num_particles % k == 0:
-            return k
-    return None
+    counts = _dividing_counts(num_particles, 1, 2)
+    return counts[-1] if counts else None
+
+
+def _dividing_counts(num_particles: int, min_per_run: int, fewest: int) -> list[int]:
+    """The counts from ``fewest`` up to :data:`MAX_SUPERCHAINS`, ascending, that divide ``num_particles``
+    into equal groups of at least ``min_per_run``."""
+    most = min(MAX_SUPERCHAINS, num_particles // min_per_run)
+    return [k for k in range(fewest, most + 1) if num_particles % k == 0]
 
 
 def smc_run_count(num_particles: int, min_per_run: int = SMC_MIN_PARTICLES_PER_RUN) -> int:
@@ -199,10 +204,8 @@ def smc_run_count(num_particles: int, min_per_run: int = SMC_MIN_PARTICLES_PER_R
     >>> smc_run_count(1000, SMC_FITTED_PARTICLES_PER_RUN)
     8
     """
-    for k in range(min(MAX_SUPERCHAINS, num_particles // min_per_run), 1, -1):
-        if num_particles % k == 0:
-            return k
-    return 1
+    counts = _dividing_counts(num_particles, min_per_run, 2)
+    return counts[-1] if counts else 1
 
 
 def smc_fitted_run_count(num_particles: int, min_per_run: int = SMC_FITTED_PARTICLES_PER_RUN) -> int | None:
@@ -217,10 +220,8 @@ def smc_fitted_run_count(num_particles: int, min_per_run: int = SMC_FITTED_PARTI
     >>> smc_fitted_run_count(999) is None  # 8 runs of 124.9, and no larger count divides it into runs of 125
     True
     """
-    for k in range(SMC_MIN_FITTED_RUNS, min(MAX_SUPERCHAINS, num_particles // min_per_run) + 1):
-        if num_particles % k == 0:
-            return k
-    return None
+    counts = _dividing_counts(num_particles, min_per_run, SMC_MIN_FITTED_RUNS)
+    return counts[0] if counts else None
 
 
 def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
@@ -228,8 +229,9 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     mixtures when ``num_particles`` makes at least :data:`SMC_MIN_FITTED_RUNS` runs of
     :data:`SMC_FITTED_PARTICLES_PER_RUN` (:func:`smc_fitted_run_count`: the fewest such runs),
     random-walk moves otherwise. Settings given in
-    ``options`` win; ``min_particles_per_run`` asks for fewer, larger runs (an estimate that averages
-    over a run's particles is biased by O(1 / particles per run), which the runs' spread does not show).
+    ``options`` win; ``min_particles_per_run`` asks for larger runs (an estimate that averages over a run's
+    particles is biased by O(1 / particles per run), which the runs' spread does not show): above
+    ``num_particles / 8`` they are fewer than 8, too few to fit, and move by random walk.
 
     Examples
     --------
@@ -241,8 +243,8 @@ def smc_plan(num_particles: int, options: dict) -> tuple[int, dict]:
     (16, {'move': 'independent', 'min_moved_fraction': 0.0, 'slow_ess_fraction': 0.8})
     >>> smc_plan(4096, {})[0], smc_plan(4096, {"move": "rw"})[0]  # 8 runs of 512; random walks in 16 of 256
     (8, 16)
-    >>> smc_plan(64000, {"min_particles_per_run": 8000})[0]  # fewer, larger runs: 8 of 8,000
-    8
+    >>> smc_plan(4000, {"min_particles_per_run": 1000})[0]  # larger runs: 4 of 1,000, random walks
+    4
     """
     options = dict(options)
     per_run = options.pop("min_particles_per_run", 1)
